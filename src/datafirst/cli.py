@@ -1,0 +1,151 @@
+"""The `datafirst` command-line tool."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+
+app = typer.Typer(
+    name="datafirst",
+    help="Turn raw justice extracts into linked, de-identified, documented, research-ready data products.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@app.callback(invoke_without_command=True)
+def main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        console.print(f"datafirst {__version__}")
+        raise typer.Exit()
+
+
+def _generate(out: Path, people: int, seed: int):
+    from .world import WorldError, generate_world
+    from .world.generate import check_request
+
+    try:
+        check_request(out, people, seed)
+        with _progress() as progress:
+            task = progress.add_task("Generating world (chunks of people)", total=None)
+
+            def report(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return generate_world(out, people, seed, progress=report)
+    except WorldError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def world(
+    people: int = typer.Option(..., "--people", help="How many people live in the world (at least 50). "
+                               "About 2.9 source records are written per person."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical extracts."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the world to; must not exist or be empty."),
+) -> None:
+    """Generate a synthetic justice world: one raw extract per source system, and the truth."""
+    summary = _generate(out, people, seed)
+    table = Table(title=f"World written to {summary.out}")
+    table.add_column("extract")
+    table.add_column("rows", justify="right")
+    for path, rows in summary.files.items():
+        table.add_row(path, f"{rows:,}")
+    table.add_row("[bold]all extracts", f"[bold]{summary.records:,}")
+    console.print(table)
+    console.print(f"{summary.people:,} people, seed {summary.seed}, {summary.seconds:.1f} s. "
+                  f"The truth is in {summary.out / 'truth'}; pipelines must never read it.")
+
+
+def _print_realism(world_dir: Path, with_errors: bool = True) -> None:
+    from .world.realism import overall, realism
+
+    rows = realism(world_dir)
+    totals = overall(world_dir)
+    t = Table(title=f"Realism of {world_dir}")
+    for col in ("source", "table", "rows", "true people", "in 2+ sources", "duplicate rate", "malformed rows"):
+        t.add_column(col, justify="left" if col in ("source", "table") else "right")
+    for r in rows:
+        malformed = sum(v for k, v in r.defects.items() if k != "duplicate_row")
+        t.add_row(r.source, r.table, f"{r.rows:,}", f"{r.people:,}", f"{r.share_in_other_sources:.1%}",
+                  f"{r.duplicate_rate:.1%}", f"{malformed:,}")
+    console.print(t)
+    console.print(f"People seen in any source: {totals['people_seen']:,}; "
+                  f"in two or more source systems: {totals['share_in_2plus_sources']:.1%}")
+    if not with_errors:
+        return
+    e = Table(title="Recording errors per field: measured share of rows (declared rate)")
+    e.add_column("source")
+    e.add_column("field")
+    e.add_column("kind: measured (declared)")
+    for r in rows:
+        by_field: dict[str, list[str]] = {}
+        for key in sorted(set(r.errors) | set(r.declared)):
+            field, kind = key.split(":")
+            by_field.setdefault(field, []).append(f"{kind} {r.errors.get(key, 0.0):.2%} ({r.declared.get(key, 0.0):.2%})")
+        for field, parts in by_field.items():
+            e.add_row(r.source, field, ", ".join(parts))
+        e.add_row(r.source, "[dim]empty in extract", ", ".join(f"{c} {v:.1%}" for c, v in r.missing.items() if v > 0),
+                  end_section=True)
+    console.print(e)
+
+
+@app.command("realism")
+def realism_command(
+    world_dir: Path = typer.Argument(..., help="A folder written by `datafirst world`."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+) -> None:
+    """Print the realism table of a generated world: rows, people, overlap, duplicates, errors, missingness."""
+    if not (world_dir / "world.json").is_file():
+        _fail(f"{world_dir} is not a generated world (no world.json); make one with `datafirst world`")
+    if as_json:
+        from .world.realism import overall, realism
+
+        print(json.dumps({"overall": overall(world_dir), "sources": [asdict(r) for r in realism(world_dir)]}, indent=2))
+    else:
+        _print_realism(world_dir)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo (replaced if it "
+                             "holds an earlier demo)."),
+    people: int = typer.Option(20_000, "--people", help="People in the demo world."),
+    seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
+) -> None:
+    """The main job on the embedded default: generate a synthetic justice world and summarise it."""
+    world_dir = out / "world"
+    if world_dir.exists() and (world_dir / "world.json").is_file():
+        import shutil
+
+        shutil.rmtree(world_dir)  # only ever an earlier demo world: it has a world.json
+    summary = _generate(world_dir, people, seed)
+    console.print(f"World: {summary.records:,} source records for {summary.people:,} people in {summary.seconds:.1f} s")
+    _print_realism(world_dir, with_errors=False)
+    console.print(f"Error and missingness rates per field: datafirst realism {world_dir}")
+    console.print(f"[bold green]Done.[/] Raw extracts: {world_dir / 'extracts'}; truth: {world_dir / 'truth'}; "
+                  f"manifest: {world_dir / 'world.json'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

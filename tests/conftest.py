@@ -1,0 +1,19 @@
+"""Shared fixtures: real generated worlds, made once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datafirst.world import generate_world
+
+WORLD_PEOPLE = 20_000
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    """A 20,000-person world (about 58,000 source records), seed 11."""
+    out = tmp_path_factory.mktemp("worlds") / "w20k"
+    generate_world(out, WORLD_PEOPLE, seed=11)
+    return out
