@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 
 
 def _fail(message: str) -> None:
