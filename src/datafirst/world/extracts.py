@@ -200,11 +200,18 @@ def encode_table(spec: ExtractFile, rows: dict[str, np.ndarray], defect: np.ndar
         # A lone byte that is not valid UTF-8 inside a name: the classic mangled export.
         rows[name_col][idx] = [v[: len(v) // 2] + "\udce9" + v[len(v) // 2:] for v in rows[name_col][idx]]
     delim = spec.delimiter
+    # Wrong column counts, the two ways they happen: a value typed with an unquoted delimiter
+    # in it (one field too many), or a row cut short (one field too few).
+    wrong = np.flatnonzero(defect == "wrong_column_count")
+    split_mark = "\x00split\x00"
+    split_rows, short_rows = wrong[0::2], wrong[1::2]
+    rows[name_col][split_rows] = [f"{v[: len(v) // 2]}{split_mark}{v[len(v) // 2:]}" for v in rows[name_col][split_rows]]
     cols = [rows[c] for c in spec.columns]
     texts = [delim.join(_quote(v, delim) for v in vals) for vals in zip(*cols)]
-    wrong = np.flatnonzero(defect == "wrong_column_count")
-    for k, i in enumerate(wrong.tolist()):
-        texts[i] = texts[i] + delim + "" if k % 2 == 0 else texts[i].rsplit(delim, 1)[0]
+    for i in split_rows.tolist():
+        texts[i] = texts[i].replace(split_mark, delim)
+    for i in short_rows.tolist():
+        texts[i] = texts[i].rsplit(delim, 1)[0]
     if enc == "cp1252":
         lines = [_fold_for_cp1252(t).encode("cp1252", "surrogateescape") + b"\r\n" for t in texts]
     else:

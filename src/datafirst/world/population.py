@@ -143,16 +143,11 @@ class People:
         return np.where(before, self.previous_surname[person], self.surname[person])
 
 
-def pnc_check_letter(year2: np.ndarray, serial: np.ndarray) -> np.ndarray:
-    """PNC/CRO check character: (2-digit year and serial as one number) mod 23 indexes
-    this alphabet (the letters I, O and S are not used)."""
+def police_check_letter(year2: np.ndarray, serial: np.ndarray, serial_digits: int) -> np.ndarray:
+    """PNC/CRO check character: (2-digit year and serial as one number) mod 23 indexes this
+    alphabet (the letters I, O and S are not used). PNC serials have 7 digits, CRO 6."""
     letters = np.array(list("ZABCDEFGHJKLMNPQRTUVWXY"), dtype=object)
-    return letters[((year2.astype(np.int64) * 10_000_000 + serial.astype(np.int64)) % 23)]
-
-
-def cro_check_letter(year2: np.ndarray, serial: np.ndarray) -> np.ndarray:
-    letters = np.array(list("ZABCDEFGHJKLMNPQRTUVWXY"), dtype=object)
-    return letters[((year2.astype(np.int64) * 1_000_000 + serial.astype(np.int64)) % 23)]
+    return letters[((year2.astype(np.int64) * 10**serial_digits + serial.astype(np.int64)) % 23)]
 
 
 def make_people(rng: np.random.Generator, ref: Reference, n_people: int, first_person_id: int) -> People:
@@ -249,7 +244,7 @@ def make_people(rng: np.random.Generator, ref: Reference, n_people: int, first_p
     pnc_serial = rng.integers(1, 9_999_999, n)
     pnc = np.array(
         [f"{y}/{s:07d}{c}" for y, s, c in zip(pnc_year.tolist(), pnc_serial.tolist(),
-                                               pnc_check_letter(pnc_year % 100, pnc_serial).tolist())],
+                                               police_check_letter(pnc_year % 100, pnc_serial, 7).tolist())],
         dtype=object,
     )
     pnc[~has_pnc] = ""
@@ -257,7 +252,7 @@ def make_people(rng: np.random.Generator, ref: Reference, n_people: int, first_p
     cro_serial = rng.integers(1, 999_999, n)
     cro = np.array(
         [f"{s:06d}/{y % 100:02d}{c}" for y, s, c in zip(pnc_year.tolist(), cro_serial.tolist(),
-                                                       cro_check_letter(pnc_year % 100, cro_serial).tolist())],
+                                                       police_check_letter(pnc_year % 100, cro_serial, 6).tolist())],
         dtype=object,
     )
     cro[~has_cro] = ""
