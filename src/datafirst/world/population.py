@@ -227,7 +227,6 @@ def make_people(rng: np.random.Generator, ref: Reference, n_people: int, first_p
         src, dst = picks[:n_twins], picks[n_twins:]
         forename[dst], surname[dst], sex[dst] = forename[src], surname[src], sex[src]
         dob[dst] = (birth_year[src] - 1970).astype("datetime64[Y]").astype("datetime64[D]") + rng.integers(0, 365, n_twins).astype("timedelta64[D]")
-        hh_surname[household[dst]] = surname[dst]
 
     ethnicity = np.empty(n, dtype=object)
     for o in ORIGINS:
