@@ -45,6 +45,11 @@ class ExtractFile:
     encoding: str = "utf-8"
     bom: bool = False
     record_id: str = ""  # the native id column of person-bearing tables ('' for others)
+    error_profile: str = ""  # the error model entry for this table, if not the source's own
+
+    @property
+    def errors_from(self) -> str:
+        return self.error_profile or self.source
 
     @property
     def is_jsonl(self) -> bool:
@@ -66,9 +71,9 @@ EXTRACTS: tuple[ExtractFile, ...] = (
         "booking_id", "prisoner_number", "last_name", "first_name", "middle_names", "birth_date", "gender",
         "ethnicity_code", "pnc_number", "cro_number", "establishment_code", "reception_date", "release_date",
         "sentence_length_days", "home_postcode"), delimiter=";", encoding="cp1252", record_id="booking_id"),
-    ExtractFile("prison_aliases", "aliases", "prison/aliases.csv", (
+    ExtractFile("prison", "aliases", "prison/aliases.csv", (
         "alias_id", "prisoner_number", "alias_last_name", "alias_first_name", "alias_birth_date"),
-        delimiter=";", encoding="cp1252", record_id="alias_id"),
+        delimiter=";", encoding="cp1252", record_id="alias_id", error_profile="prison_aliases"),
     ExtractFile("probation", "events", "probation/events.jsonl", (), record_id="crn"),
     ExtractFile("family", "cases", "family/cases.tsv", (
         "case_number", "court", "issue_date", "law_type", "order_type", "applicant_authority"), delimiter="\t"),
@@ -371,7 +376,8 @@ class SourceRenderer:
         a_ident.surname = people.alias_surname[a_person].copy()
         ay, am, ad = ymd(people.alias_dob[a_person])
         a_ident.dob_y, a_ident.dob_m, a_ident.dob_d = ay, am, ad
-        Corrupter(self.rng, self.ref, self.model.for_source("prison_aliases")).apply(a_ident, people, a_person, a_when)
+        aspec = EXTRACT_BY_KEY[("prison", "aliases")]
+        Corrupter(self.rng, self.ref, self.model.for_source(aspec.errors_from)).apply(a_ident, people, a_person, a_when)
         alias_ids = np.array([f"AL{v:09d}" for v in self.ids.take("alias", len(sel)).tolist()], dtype=object)
         arows = {
             "alias_id": alias_ids, "prisoner_number": prisoner_number[sel],
@@ -379,7 +385,6 @@ class SourceRenderer:
             "alias_first_name": np.array([s.upper() for s in a_ident.forename], dtype=object),
             "alias_birth_date": fmt_dates(a_ident.dob_y, a_ident.dob_m, a_ident.dob_d, "oracle"),
         }
-        aspec = EXTRACT_BY_KEY[("prison_aliases", "aliases")]
         adefect = np.full(len(sel), "", dtype=object)
         alines, aoff = encode_table(aspec, arows, adefect, "alias_birth_date", "oracle", "alias_id", "alias_last_name", self.rng)
         out["prison/aliases"] = Rendered(alines, self._truth(aspec, people, a_person, alias_ids, aoff, adefect, a_ident))

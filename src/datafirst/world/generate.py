@@ -205,6 +205,7 @@ def generate_world(out: Path, people: int, seed: int = 0, *, chunk_people: int =
             spec.path: {"source": spec.source, "table": spec.table, "rows": sinks.rows[spec.path],
                         "format": "jsonl" if spec.is_jsonl else "delimited", "delimiter": spec.delimiter,
                         "encoding": spec.encoding, "bom": spec.bom, "record_id": spec.record_id or None,
+                        "error_profile": spec.errors_from,
                         "sha256": _sha256(tmp / "extracts" / spec.path)}
             for spec in EXTRACTS
         }

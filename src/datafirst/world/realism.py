@@ -74,8 +74,7 @@ def realism(world: Path) -> list[SourceRealism]:
     records = _sql_str(world / "truth" / "records.parquet")
     con.execute(f"""
         CREATE TEMP TABLE rec AS
-        SELECT *, CASE WHEN source = 'prison_aliases' THEN 'prison' ELSE source END AS system
-        FROM read_parquet({records})""")
+        SELECT *, source AS system FROM read_parquet({records})""")
     con.execute("""
         CREATE TEMP TABLE person_systems AS
         SELECT person_id, count(DISTINCT system) AS n_systems FROM rec GROUP BY person_id""")
@@ -96,7 +95,7 @@ def realism(world: Path) -> list[SourceRealism]:
             SELECT e, count(*) FROM (SELECT unnest(string_split(errors, ';')) AS e FROM rec
                                      WHERE source = ? AND "table" = ? AND errors <> '') GROUP BY e ORDER BY e""",
             [src, table]).fetchall())
-        rates = model.for_source(src)
+        rates = model.for_source(spec["error_profile"])
         declared = {f"{f}:{k}": r for f, kinds in rates.fields.items() if f != "rows" for k, r in kinds.items() if r > 0}
         declared.update({f"rows:{k}": r for k, r in rates.fields.get("rows", {}).items() if r > 0})
         measured = {k: round(v / rows, 5) for k, v in errors.items()} if rows else {}
@@ -118,7 +117,7 @@ def overall(world: Path) -> dict[str, float]:
     records = _sql_str(Path(world) / "truth" / "records.parquet")
     seen, multi = con.execute(f"""
         SELECT count(*), count(*) FILTER (WHERE n > 1) FROM (
-            SELECT person_id, count(DISTINCT CASE WHEN source = 'prison_aliases' THEN 'prison' ELSE source END) AS n
+            SELECT person_id, count(DISTINCT source) AS n
             FROM read_parquet({records}) GROUP BY person_id)""").fetchall()[0]
     con.close()
     return {"people_seen": seen, "share_in_2plus_sources": round(multi / seen, 4) if seen else 0.0}

@@ -1,0 +1,75 @@
+"""DuckDB as the embedded engine.
+
+Stages hand SQL (DuckDB dialect) to the engine and never touch a connection themselves.
+Every result is fetched in full before the next statement: DuckDB 2.x keeps an unfinished
+result open on the connection, and Splink's own queries on the same connection then fail
+with 'unfinished result'.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+
+def sql_string(value: str | Path) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Engine:
+    name = "duckdb"
+
+    def __init__(self, database: str | Path = ":memory:", *, threads: int | None = None,
+                 memory_limit: str | None = None, temp_directory: Path | None = None):
+        self.con = duckdb.connect(str(database))
+        self.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+        if memory_limit:
+            self.execute(f"SET memory_limit = {sql_string(memory_limit)}")
+        if temp_directory:
+            Path(temp_directory).mkdir(parents=True, exist_ok=True)
+            self.execute(f"SET temp_directory = {sql_string(temp_directory)}")
+        self.execute("SET preserve_insertion_order = true")
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Run one statement and return all its rows (the result is always finished)."""
+        return self.con.execute(sql, params or []).fetchall()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self.con.execute(sql, params or []).fetch_arrow_table()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    def columns(self, relation: str) -> list[str]:
+        return [r[0] for r in self.execute(f"DESCRIBE {relation}")]
+
+    def to_parquet(self, relation_sql: str, path: Path) -> int:
+        """Write a query's rows to a Parquet file; returns the row count."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.execute(f"COPY ({relation_sql}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION zstd)")
+        return int(self.scalar(f"SELECT count(*) FROM read_parquet({sql_string(path)})"))
+
+    def parquet(self, path: Path) -> str:
+        """A relation reading a Parquet file, for use inside SQL."""
+        return f"read_parquet({sql_string(path)})"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,192 @@
+"""Source contracts: one declarative YAML file per source system.
+
+A contract says where a source's files are and how they are written (format, delimiter,
+encoding), which columns they have and of what type, which column is the native record id,
+which columns play which identifier role, and which are content. A new source needs a new
+contract and no new code. Contracts are validated on load; every error names the contract
+file and the place in it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Identifier roles: columns with one of these roles go to the identifiers table (the linkage
+# zone) and never to content. `full_name` needs `name_order`.
+IDENTIFIER_ROLES = (
+    "forename", "middle_names", "forenames", "surname", "full_name", "date_of_birth", "sex",
+    "postcode", "address", "pnc", "cro", "other_id",
+)
+NAME_ORDERS = ("surname_comma_forenames", "forenames_surname")
+COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
+ENCODINGS = ("utf-8", "cp1252", "latin-1")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ContractError(Exception):
+    """A contract that cannot be used; the message names the file and what to fix."""
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["string", "integer", "decimal", "date", "boolean"] = "string"
+    formats: list[str] = Field(default_factory=list, description="strptime formats, for dates")
+    true_values: list[str] = Field(default_factory=lambda: ["y", "yes", "true", "1"])
+    false_values: list[str] = Field(default_factory=lambda: ["n", "no", "false", "0"])
+    required: bool = False
+    allowed: list[str] | None = None
+    role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
+    name_order: Literal["surname_comma_forenames", "forenames_surname"] | None = None
+    native_id: bool = Field(False, description="a source system's own id: kept in content, hashed in releases")
+    path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Column":
+        if self.type == "date" and not self.formats:
+            raise ValueError("a date column needs `formats` (strptime formats such as '%d/%m/%Y')")
+        if self.formats and self.type != "date":
+            raise ValueError("`formats` is only for date columns")
+        if self.role == "full_name" and self.name_order is None:
+            raise ValueError(f"a full_name column needs `name_order`: one of {NAME_ORDERS}")
+        if self.role == "date_of_birth" and self.type != "date":
+            raise ValueError("a date_of_birth column must have type date")
+        return self
+
+
+class Table(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="path relative to the extracts folder; .gz is read compressed")
+    format: Literal["csv", "jsonl"] = "csv"
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: Literal["utf-8", "cp1252", "latin-1"] = "utf-8"
+    header: bool = True
+    record_id: str | list[str] = Field(description="the column(s) that identify a row within the table")
+    unit: str = Field("", description="what one row is, e.g. 'one row per defendant per case'")
+    unnest: str | None = Field(None, description="jsonl only: JSON path of an array; one row per element")
+    parent_id: str | None = Field(None, description="jsonl with unnest: the parent's id column, kept on each element")
+    columns: dict[str, Column]
+    description: str = ""
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, value: dict[str, Column]) -> dict[str, Column]:
+        if not value:
+            raise ValueError("a table needs at least one column")
+        for name in value:
+            if not IDENTIFIER.match(name) and not re.match(r"^[A-Za-z_][A-Za-z0-9_ ]*$", name):
+                raise ValueError(f"column name {name!r} is not usable; use letters, digits and underscores")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Table":
+        ids = [self.record_id] if isinstance(self.record_id, str) else self.record_id
+        missing = [c for c in ids if c not in self.columns]
+        if missing:
+            raise ValueError(f"record_id names columns that are not declared: {missing}")
+        if len(self.delimiter) != 1:
+            raise ValueError("delimiter must be one character (write a tab as \"\\t\")")
+        if self.format == "jsonl":
+            no_path = [n for n, c in self.columns.items() if not c.path]
+            if no_path:
+                raise ValueError(f"jsonl columns need a `path` ($.field.subfield): {no_path}")
+        elif self.unnest:
+            raise ValueError("`unnest` is only for jsonl tables")
+        return self
+
+    @property
+    def record_id_columns(self) -> list[str]:
+        return [self.record_id] if isinstance(self.record_id, str) else list(self.record_id)
+
+    def role_columns(self, role: str) -> list[str]:
+        return [n for n, c in self.columns.items() if c.role == role]
+
+    @property
+    def identifier_columns(self) -> list[str]:
+        return [n for n, c in self.columns.items() if c.role is not None]
+
+    @property
+    def content_columns(self) -> list[str]:
+        return [n for n, c in self.columns.items() if c.role is None or c.native_id]
+
+    @property
+    def is_person_table(self) -> bool:
+        return bool(self.identifier_columns)
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="the source system's short name: lower case, digits, underscores")
+    description: str = ""
+    tables: dict[str, Table]
+    path: Path | None = Field(None, exclude=True)
+
+    @field_validator("source")
+    @classmethod
+    def _source_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"source {value!r} must be lower case letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, value: dict[str, Table]) -> dict[str, Table]:
+        if not value:
+            raise ValueError("a contract needs at least one table")
+        for name in value:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"table name {name!r} must be lower case letters, digits and underscores")
+        return value
+
+    def table_key(self, table: str) -> str:
+        """The name of a table in every zone: source__table."""
+        return f"{self.source}__{table}"
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  at {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_contract(path: Path) -> Contract:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ContractError(f"contract {path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ContractError(f"contract {path} must be a YAML mapping with `source` and `tables`")
+    try:
+        contract = Contract(**raw)
+    except ValidationError as exc:
+        raise ContractError(f"contract {path} is not valid:\n{_describe(exc)}\nSee docs/contracts.md.") from exc
+    contract.path = path
+    return contract
+
+
+def load_contracts(folder: Path) -> list[Contract]:
+    folder = Path(folder)
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not files:
+        raise ContractError(f"no contracts (*.yaml) in {folder}; write one per source (see docs/contracts.md)")
+    contracts = [load_contract(f) for f in files]
+    seen: dict[str, Path] = {}
+    for c in contracts:
+        if c.source in seen:
+            raise ContractError(f"source {c.source!r} is declared twice: {seen[c.source]} and {c.path}")
+        seen[c.source] = c.path  # type: ignore[assignment]
+    return contracts
