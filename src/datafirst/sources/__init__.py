@@ -1,0 +1,1 @@
+"""Sources: contracts per source system, and ingest into the landed zone."""

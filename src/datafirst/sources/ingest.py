@@ -1,0 +1,370 @@
+"""Ingest: load every source's extracts under its contract into the landed zone.
+
+Each file is read as raw lines (Arrow, in C++), then parsed, typed and checked in the engine
+with SQL, so row numbers are exact and no row is ever lost: a row that breaks the contract
+goes to quarantine with its file, row, column and reason, and for every table
+read = landed + quarantined. A file that cannot be read at all stops the run with a message
+naming the file and what to do, and the landed zone is replaced only when every table has
+loaded (all or nothing).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from ..workspace import Workspace, replace_folder
+from .contract import Column, Contract, Table, load_contracts
+
+LANDED = "landed"
+QUARANTINE_FILE = "_quarantine.parquet"
+ACCOUNTING_FILE = "_accounting.parquet"
+
+
+class IngestError(Exception):
+    """A file that cannot be read at all; the message names it and says what to do."""
+
+
+@dataclass
+class TableLoad:
+    source: str
+    table: str
+    file: str
+    sha256: str
+    read: int
+    landed: int
+    quarantined: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.landed + self.quarantined
+
+
+# Windows-1252 leaves five bytes undefined; decode them to U+FFFD so the row can be
+# quarantined with a reason instead of failing the whole file.
+def _lenient_cp1252(name: str) -> codecs.CodecInfo | None:
+    if name != "datafirst_cp1252":
+        return None
+    base = codecs.lookup("cp1252")
+
+    class Decoder(codecs.IncrementalDecoder):
+        def decode(self, data: bytes, final: bool = False) -> str:  # noqa: ARG002
+            return bytes(data).decode("cp1252", errors="replace")
+
+    return codecs.CodecInfo(base.encode, lambda b, errors="replace": (b.decode("cp1252", "replace"), len(b)),
+                            incrementaldecoder=Decoder, name="datafirst_cp1252")
+
+
+codecs.register(_lenient_cp1252)
+ARROW_ENCODING = {"utf-8": "utf8", "cp1252": "datafirst_cp1252", "latin-1": "latin-1"}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_lines(path: Path, encoding: str) -> pa.Table:
+    """Every line of a (possibly gzip-compressed) text file, as bytes, with its 1-based number."""
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=["line"], encoding=ARROW_ENCODING[encoding], block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False,
+                                             newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, null_values=[],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as exc:
+        hint = ("the compressed file is truncated or corrupt; export it again" if path.suffix == ".gz"
+                else "check the file is text in the contract's encoding")
+        raise IngestError(f"cannot read {path}: {exc}; {hint}") from exc
+    n = table.num_rows
+    return pa.table({"line_no": pa.array(range(1, n + 1), type=pa.int64()), "line": table.column("line")})
+
+
+def _split_header(first_line: bytes, spec: Table) -> list[str]:
+    text = first_line.decode("cp1252" if spec.encoding == "cp1252" else spec.encoding, errors="replace")
+    text = text.lstrip("\ufeff").rstrip("\r\n")
+    return next(csv.reader(io.StringIO(text), delimiter=spec.delimiter, quotechar=spec.quote), [])
+
+
+def _check_header(path: Path, spec: Table, contract: Contract, lines: pa.Table) -> None:
+    if lines.num_rows == 0:
+        raise IngestError(f"{path} is empty; a {contract.source} extract needs at least a header line. "
+                          "Check the export, or remove the table from the contract")
+    found = _split_header(lines.column("line")[0].as_py(), spec)
+    expected = list(spec.columns)
+    if found == expected:
+        return
+    msg = [f"the header of {path} does not match contract {contract.path or contract.source} "
+           f"(table {spec.file!r}).",
+           f"  expected: {spec.delimiter.join(expected)!r}", f"  found:    {spec.delimiter.join(found)!r}"]
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if missing:
+        msg.append(f"  missing columns: {missing}")
+    if extra:
+        msg.append(f"  unexpected columns: {extra}")
+    if not missing and not extra:
+        msg.append("  the columns are all there but in another order")
+    if len(found) == 1:
+        for d in (",", ";", "|", "\t"):
+            if d != spec.delimiter and d in found[0]:
+                msg.append(f"  the file looks delimited by {d!r}, the contract says {spec.delimiter!r}: fix the "
+                           "contract's `delimiter`")
+                break
+    msg.append("Fix the contract (columns, delimiter) or ask for the extract in its agreed shape.")
+    raise IngestError("\n".join(msg))
+
+
+# --- SQL builders -------------------------------------------------------------------------
+
+def _csv_field_pattern(delim: str, quote: str) -> str:
+    """One match per field of a line that has been given a leading delimiter: every match
+    then consumes its delimiter, so empty fields (even the first) are never skipped."""
+    d, q = re.escape(delim), re.escape(quote)
+    return f"{d}({q}(?:[^{q}]|{q}{q})*{q}|[^{d}]*)"
+
+
+def _unquote(expr: str, quote: str) -> str:
+    q = quote.replace("'", "''")
+    return (f"CASE WHEN length({expr}) >= 2 AND starts_with({expr}, '{q}') AND ends_with({expr}, '{q}') "
+            f"THEN replace(substr({expr}, 2, length({expr}) - 2), '{q}{q}', '{q}') ELSE {expr} END")
+
+
+def _json_value(path: str) -> str:
+    """A JSON value as text; arrays of strings are joined with spaces (e.g. middle names)."""
+    p = sql_string(path)
+    items = sql_string(path + "[*]")
+    # Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a
+    # malformed line must reach quarantine, not stop the run.
+    return (f"CASE WHEN NOT coalesce(json_valid(text), false) THEN NULL "
+            f"WHEN json_type(text, {p}) = 'ARRAY' THEN nullif(array_to_string(json_extract_string(text, {items}), ' '), '') "
+            f"ELSE json_extract_string(text, {p}) END")
+
+
+def _typed(raw: str, col: Column) -> str:
+    if col.type == "string":
+        return raw
+    if col.type == "integer":
+        return f"TRY_CAST({raw} AS BIGINT)"
+    if col.type == "decimal":
+        return f"TRY_CAST({raw} AS DECIMAL(18, 4))"
+    if col.type == "date":
+        fmts = "[" + ", ".join(sql_string(f) for f in col.formats) + "]"
+        return f"CAST(try_strptime({raw}, {fmts}) AS DATE)"
+    trues = ", ".join(sql_string(v.lower()) for v in col.true_values)
+    falses = ", ".join(sql_string(v.lower()) for v in col.false_values)
+    return f"CASE WHEN lower({raw}) IN ({trues}) THEN true WHEN lower({raw}) IN ({falses}) THEN false END"
+
+
+def _type_reason(name: str, col: Column) -> str:
+    if col.type == "date":
+        return f"not a valid date in format {' or '.join(col.formats)}"
+    return {"integer": "not a whole number", "decimal": "not a number",
+            "boolean": f"not one of {col.true_values + col.false_values}"}.get(col.type, "invalid")
+
+
+def _problem(cond: str, column: str | None, reason_sql: str) -> str:
+    col = sql_string(column) if column else "NULL::VARCHAR"
+    return f"CASE WHEN {cond} THEN {{'column': {col}, 'reason': {reason_sql}}} END"
+
+
+def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, list[str]]:
+    """SQL that parses, types and checks every data row; returns (sql, problem expressions)."""
+    cols = list(spec.columns.items())
+    enc_problem = ("bytes that are not valid UTF-8" if spec.encoding == "utf-8"
+                   else f"bytes not defined in {spec.encoding}")
+    base_checks = [
+        _problem("text IS NULL OR contains(text, '\ufffd')", None, sql_string(enc_problem)),
+        _problem("text IS NOT NULL AND trim(text) = ''", None, "'blank line'"),
+    ]
+    if spec.format == "csv":
+        pattern = sql_string(_csv_field_pattern(spec.delimiter, spec.quote))
+        n = len(cols)
+        parsed = f"regexp_extract_all({sql_string(spec.delimiter)} || text, {pattern}, 1)"
+        raw = {name: f"nullif(trim({_unquote(f'f[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
+        shape_ok = f"len(f) = {n}"
+        base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND len(f) <> {n}", None,
+                                    f"'expected {n} fields, found ' || len(f)"))
+        source = (f"SELECT line_no - {header_lines} AS _row_number, line, text, "
+                  f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
+                  f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
+    else:
+        raw = {name: (f"_element_index" if c.path == "#index" else
+                      f"nullif(trim({_json_value(c.path)}), '')") for name, c in cols}
+        shape_ok = "json_valid(text)"
+        base_checks.append(_problem("text IS NOT NULL AND trim(text) <> '' AND NOT json_valid(text)", None,
+                                    "'not valid JSON (a record cut short or malformed)'"))
+        decoded = (f"SELECT line_no AS _row_number, line, TRY(decode(line)) AS text, NULL::BIGINT AS _element_index "
+                   f"FROM {lines_view}")
+        if spec.unnest:
+            parent = spec.columns[spec.parent_id] if spec.parent_id else None
+            parent_expr = f"json_extract_string(text, {sql_string(parent.path)})" if parent else "NULL"
+            raw = {name: (f"_element_index" if c.path == "#index" else
+                          (f"nullif(trim({parent_expr.replace('text', 'parent_text')}), '')" if name == spec.parent_id else
+                           f"nullif(trim({_json_value(c.path)}), '')")) for name, c in cols}
+            # One row per element of the array, in valid JSON lines only (a broken line is
+            # quarantined once, as its parent table's row).
+            decoded = (
+                f"SELECT _row_number, line, CAST(elem AS VARCHAR) AS text, parent_text, "
+                f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
+                f"SELECT _row_number, line, parent_text, unnest(items) AS elem, "
+                f"unnest(generate_series(1, len(items))) AS _element_index FROM ("
+                f"SELECT line_no AS _row_number, line, text AS parent_text, "
+                f"json_extract(text, {sql_string(spec.unnest + '[*]')}) AS items FROM ("
+                f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view}) "
+                f"WHERE text IS NOT NULL AND json_valid(text)) WHERE len(items) > 0)")
+        source = decoded
+    checks = list(base_checks)
+    typed_exprs = []
+    for name, col in cols:
+        r = f"raw_{_ident(name)}"
+        typed_exprs.append(f"{_typed(r, col)} AS {_quoted(name)}")
+        if col.type != "string":
+            checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {_typed(r, col)} IS NULL", name,
+                                   f"{sql_string(_type_reason(name, col) + ': ')} || {r}"))
+        if col.required or name in spec.record_id_columns:
+            what = "record id missing" if name in spec.record_id_columns else "required value missing"
+            checks.append(_problem(f"{shape_ok} AND {r} IS NULL", name, sql_string(what)))
+        if col.allowed:
+            allowed = ", ".join(sql_string(v) for v in col.allowed)
+            checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {r} NOT IN ({allowed})", name,
+                                   f"'value not allowed (expected one of {', '.join(col.allowed)}): ' || {r}"))
+    raw_select = ", ".join(f"{expr} AS raw_{_ident(name)}" for name, expr in raw.items())
+    sql = (f"SELECT _row_number, line, text, {', '.join(typed_exprs)}, "
+           f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
+           f"FROM (SELECT *, {raw_select} FROM ({source}))")
+    return sql, checks
+
+
+def _ident(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extracts: Path, out: Path,
+                loaded_at: str, lines_cache: dict) -> TableLoad:
+    path = extracts / spec.file
+    if not path.is_file():
+        raise IngestError(f"{path} not found (contract {contract.path or contract.source}, table {name!r}); "
+                          "put the extract there or fix the contract's `file`")
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path} is empty (0 bytes); export the {contract.source} extract again")
+    key = (str(path), spec.encoding)
+    if key not in lines_cache:
+        lines_cache[key] = (read_lines(path, spec.encoding), file_sha256(path))
+    lines, sha = lines_cache[key]
+    header_lines = 1 if (spec.format == "csv" and spec.header) else 0
+    if header_lines:
+        _check_header(path, spec, contract, lines)
+    view = f"lines_{_ident(contract.source)}_{_ident(name)}"
+    engine.register(view, lines)
+    stage = f"stage_{_ident(contract.source)}_{_ident(name)}"
+    stage_sql, _ = _stage_sql(spec, view, header_lines)
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {stage_sql}")
+    engine.unregister(view)
+
+    # Duplicates: a record id seen again (first occurrence kept); exact copies said so.
+    rid = "concat_ws('|', " + ", ".join(f"CAST({_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
+    rel_file = spec.file
+    engine.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {stage}_final AS
+        SELECT * EXCLUDE (_first_row, _first_line, _occurrence, _problems),
+            CASE WHEN len(_problems) = 0 AND _occurrence > 1 THEN
+                [{{'column': {sql_string(spec.record_id_columns[0])},
+                  'reason': CASE WHEN line = _first_line THEN 'exact duplicate of row ' || _first_row
+                                 ELSE 'duplicate record id ' || _record_id || ' (first on row ' || _first_row || ')' END}}]
+            ELSE _problems END AS _problems
+        FROM (
+            SELECT *, {rid} AS _record_id,
+                row_number() OVER w AS _occurrence, first_value(_row_number) OVER w AS _first_row,
+                first_value(line) OVER w AS _first_line
+            FROM {stage}
+            WINDOW w AS (PARTITION BY len(_problems) = 0, {rid} ORDER BY _row_number))""")
+    columns = ", ".join(_quoted(c) for c in spec.columns)
+    landed = engine.to_parquet(f"""
+        SELECT {sql_string(contract.source)} || '|' || {sql_string(name)} || '|' || _record_id AS _record_key,
+               {sql_string(contract.source)} AS _source, {sql_string(name)} AS _table,
+               {sql_string(rel_file)} AS _file, _row_number, {sql_string(sha)} AS _file_sha256,
+               CAST({sql_string(loaded_at)} AS TIMESTAMP) AS _loaded_at, {columns}
+        FROM {stage}_final WHERE len(_problems) = 0 ORDER BY _row_number""",
+                               out / f"{contract.table_key(name)}.parquet")
+    engine.execute(f"""
+        INSERT INTO quarantine
+        SELECT {sql_string(contract.source)}, {sql_string(name)}, {sql_string(rel_file)}, _row_number,
+               _problems[1].column, _problems[1].reason, list_transform(_problems, lambda p: coalesce(p.column || ': ', '') || p.reason),
+               coalesce(text, hex(line))
+        FROM {stage}_final WHERE len(_problems) > 0""")
+    read = int(engine.scalar(f"SELECT count(*) FROM {stage}_final"))
+    quarantined = read - landed
+    engine.execute(f"DROP TABLE {stage}")
+    engine.execute(f"DROP TABLE {stage}_final")
+    load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined)
+    if not load.balanced:  # pragma: no cover - an internal error, never a data problem
+        raise RuntimeError(f"row accounting does not balance for {rel_file}: {load}")
+    return load
+
+
+def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], None] | None = None) -> list[TableLoad]:
+    """Load every contract's tables into the landed zone (replacing it only on success)."""
+    contracts = load_contracts(ws.contracts)
+    extracts = ws.extracts
+    if not extracts.is_dir():
+        raise IngestError(f"the extracts folder {extracts} does not exist; fix `extracts` in {ws.config_path}")
+    tmp = ws.zones / f".{LANDED}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    loaded_at = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat(sep=" ")
+    tables = [(c, n, t) for c in contracts for n, t in c.tables.items()]
+    loads: list[TableLoad] = []
+    try:
+        engine.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
+            row_number BIGINT, "column" VARCHAR, reason VARCHAR, reasons VARCHAR[], raw_line VARCHAR)""")
+        lines_cache: dict = {}
+        for i, (contract, name, spec) in enumerate(tables):
+            if progress:
+                progress(f"{contract.source}/{name}", i, len(tables))
+            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, lines_cache))
+        if progress:
+            progress("done", len(tables), len(tables))
+        engine.to_parquet('SELECT * FROM quarantine ORDER BY source, "table", row_number', tmp / QUARANTINE_FILE)
+        acc = pa.table({
+            "source": [x.source for x in loads], "table": [x.table for x in loads], "file": [x.file for x in loads],
+            "file_sha256": [x.sha256 for x in loads], "read": [x.read for x in loads],
+            "landed": [x.landed for x in loads], "quarantined": [x.quarantined for x in loads],
+            "loaded_at": [loaded_at] * len(loads),
+        })
+        import pyarrow.parquet as pq
+
+        pq.write_table(acc, tmp / ACCOUNTING_FILE)
+        replace_folder(tmp, ws.zone(LANDED))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        engine.execute("DROP TABLE IF EXISTS quarantine")
+    return loads

@@ -1,0 +1,114 @@
+"""A workspace: one folder holding a run's config, contracts, zones, reports and releases.
+
+Everything in it is reproducible from the config, the contracts, the extracts and the
+secrets (which never live here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_FILE = "datafirst.yaml"
+
+
+class WorkspaceError(Exception):
+    """A workspace that cannot be used; the message says what to do."""
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    extracts: Path = Field(description="folder holding the raw extracts (relative paths are to the workspace)")
+    contracts: Path = Field(Path("contracts"), description="folder of source contracts (*.yaml)")
+    engine: str = Field("duckdb", description="the engine that runs the SQL")
+    threads: int | None = Field(None, description="engine threads (default: all cores)")
+    memory_limit: str | None = Field(None, description="engine memory limit, e.g. '8GB'")
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # --- layout ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def zones(self) -> Path:
+        return self.root / "zones"
+
+    def zone(self, name: str) -> Path:
+        return self.zones / name
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / ".scratch"
+
+    # --- config -----------------------------------------------------------------------------
+    def config(self) -> Config:
+        if not self.config_path.is_file():
+            raise WorkspaceError(f"{self.root} is not a datafirst workspace (no {CONFIG_FILE}); "
+                                 f"make one with `datafirst init {self.root} --extracts PATH`")
+        try:
+            raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            return Config(**raw)
+        except (yaml.YAMLError, ValidationError, TypeError) as exc:
+            raise WorkspaceError(f"{self.config_path} is not valid: {exc}") from exc
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.root / path)
+
+    @property
+    def extracts(self) -> Path:
+        return self.resolve(self.config().extracts)
+
+    @property
+    def contracts(self) -> Path:
+        return self.resolve(self.config().contracts)
+
+    @classmethod
+    def init(cls, root: Path, extracts: Path, *, with_world_contracts: bool = True) -> "Workspace":
+        """Make a workspace; ship the contracts of the synthetic world's sources if asked."""
+        ws = cls(root)
+        if ws.config_path.exists():
+            raise WorkspaceError(f"{ws.root} is already a workspace ({CONFIG_FILE} exists)")
+        ws.root.mkdir(parents=True, exist_ok=True)
+        contracts = ws.root / "contracts"
+        contracts.mkdir(exist_ok=True)
+        if with_world_contracts:
+            shipped = resources.files("datafirst.sources").joinpath("contracts")
+            for item in shipped.iterdir():
+                if item.name.endswith(".yaml"):
+                    with resources.as_file(item) as src:
+                        shutil.copyfile(src, contracts / item.name)
+        extracts = Path(extracts)
+        try:
+            shown = extracts.resolve().relative_to(ws.root.resolve())
+        except ValueError:
+            shown = extracts.resolve()
+        config = {"extracts": str(shown), "contracts": "contracts", "engine": "duckdb"}
+        ws.config_path.write_text(
+            "# datafirst workspace configuration (see docs/contracts.md). Secrets never go here.\n"
+            + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        return ws
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Put a complete new folder where an old one was: the old one is moved aside first and
+    removed only after the new one is in place, so readers never see a half-written zone."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)

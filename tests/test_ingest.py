@@ -1,0 +1,229 @@
+"""Ingest on real generated worlds and on deliberately bad files: nothing is ever lost."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from datafirst.engine import Engine
+from datafirst.sources.contract import ContractError, load_contract
+from datafirst.sources.ingest import IngestError, ingest
+from datafirst.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def landed_ws(world, tmp_path_factory) -> Workspace:
+    ws = Workspace.init(tmp_path_factory.mktemp("ws") / "ws", world / "extracts")
+    with Engine() as engine:
+        ingest(ws, engine)
+    return ws
+
+
+def _q(ws: Workspace, sql: str):
+    return duckdb.connect().execute(sql.replace("{landed}", str(ws.zone("landed")))).fetchall()
+
+
+def test_accounting_balances_for_every_file(landed_ws, world):
+    rows = _q(landed_ws, "SELECT source, \"table\", file, read, landed, quarantined FROM '{landed}/_accounting.parquet'")
+    assert len(rows) == 11
+    for source, table, file, read, landed, quarantined in rows:
+        assert read == landed + quarantined, (source, table)
+        n_landed = _q(landed_ws, f"SELECT count(*) FROM '{{landed}}/{source}__{table}.parquet'")[0][0]
+        n_quar = _q(landed_ws, f"""SELECT count(*) FROM '{{landed}}/_quarantine.parquet'
+                                   WHERE source = '{source}' AND "table" = '{table}'""")[0][0]
+        assert (n_landed, n_quar) == (landed, quarantined)
+    # Read counts equal the data lines of each file (header excluded).
+    for source, table, file, read, *_ in rows:
+        if table == "requirements":
+            continue  # elements of a nested array, not lines
+        data = (world / "extracts" / file).read_bytes()
+        lines = data.count(b"\n") - (0 if file.endswith(".jsonl") else 1)
+        assert read == lines, file
+
+
+def test_every_planted_malformed_row_is_quarantined_and_no_valid_row_is(landed_ws, world):
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE truth AS SELECT * FROM read_parquet('{world}/truth/records.parquet')")
+    con.execute(f"CREATE TABLE q AS SELECT * FROM read_parquet('{landed_ws.zone('landed')}/_quarantine.parquet')")
+    # Planted row defects, by the reason a loader should give.
+    expected_reason = {
+        "wrong_column_count": "expected % fields, found %",
+        "broken_bytes": "bytes that are not valid UTF-8",
+        "impossible_date": "not a valid date%",
+        "invalid_json": "not valid JSON%",
+        "duplicate_row": "exact duplicate of row %",
+    }
+    for defect, pattern in expected_reason.items():
+        missing = con.execute(f"""
+            SELECT t.file, t.row_number, q.reason FROM truth t
+            LEFT JOIN q ON q.file = t.file AND q.row_number = t.row_number AND q."table" = t."table"
+            WHERE t.defect = '{defect}' AND (q.reason IS NULL OR q.reason NOT LIKE '{pattern}')""").fetchall()
+        planted = con.execute(f"SELECT count(*) FROM truth WHERE defect = '{defect}'").fetchall()[0][0]
+        assert planted > 0 and missing == [], (defect, missing[:5])
+    # Nothing else in a person-bearing table is quarantined.
+    wrongly = con.execute("""
+        SELECT q.file, q.row_number, q.reason FROM q JOIN truth t
+        ON q.file = t.file AND q.row_number = t.row_number AND q."table" = t."table"
+        WHERE t.defect = ''""").fetchall()
+    assert wrongly == []
+
+
+def test_landed_rows_are_typed_and_carry_provenance(landed_ws):
+    cols = dict(_q(landed_ws, "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{landed}/prison__bookings.parquet')"))
+    assert cols["birth_date"] == "DATE" and cols["sentence_length_days"] == "BIGINT"
+    for c in ("_record_key", "_source", "_table", "_file", "_row_number", "_file_sha256", "_loaded_at"):
+        assert c in cols
+    dupes = _q(landed_ws, "SELECT count(*) - count(DISTINCT _record_key) FROM '{landed}/magistrates__defendants.parquet'")
+    assert dupes == [(0,)]
+    # Windows-1252 text arrives as proper Unicode.
+    n = _q(landed_ws, "SELECT count(*) FROM '{landed}/prison__bookings.parquet' WHERE last_name LIKE '%\ufffd%'")
+    assert n == [(0,)]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+CONTRACT = """
+source: tiny
+tables:
+  people:
+    file: people.csv
+    delimiter: ","
+    record_id: id
+    columns:
+      id: {required: true, native_id: true}
+      name: {role: full_name, name_order: forenames_surname}
+      born: {type: date, formats: ["%d/%m/%Y"], role: date_of_birth}
+      visits: {type: integer}
+"""
+GOOD = "id,name,born,visits\n1,Ann Lee,01/02/1980,3\n2,Bob Cox,29/02/2000,1\n"
+
+
+def _tiny(tmp_path: Path, body: bytes | str, *, name: str = "people.csv", contract: str = CONTRACT) -> Workspace:
+    ext = tmp_path / "extracts"
+    ext.mkdir(exist_ok=True)
+    (ext / name).write_bytes(body.encode() if isinstance(body, str) else body)
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    (ws.root / "contracts" / "tiny.yaml").write_text(contract.replace("people.csv", name))
+    return ws
+
+
+def _run(ws: Workspace):
+    with Engine() as engine:
+        return ingest(ws, engine)
+
+
+def _quarantine(ws: Workspace):
+    return duckdb.connect().execute(f"""SELECT row_number, "column", reason FROM
+        read_parquet('{ws.zone("landed")}/_quarantine.parquet') ORDER BY row_number""").fetchall()
+
+
+def test_good_file_lands(tmp_path):
+    ws = _tiny(tmp_path, GOOD)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (2, 2, 0)
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"", "is empty"),
+    ("id;name;born;visits\n1;Ann Lee;01/02/1980;3\n", "looks delimited by ';'"),
+    ("id,fullname,born,visits\n1,Ann Lee,01/02/1980,3\n", "missing columns: \\['name'\\]"),
+    ("name,id,born,visits\nAnn Lee,1,01/02/1980,3\n", "in another order"),
+])
+def test_unreadable_files_fail_clearly_and_load_nothing(tmp_path, body, match):
+    ws = _tiny(tmp_path, body)
+    with pytest.raises(IngestError, match=match) as exc:
+        _run(ws)
+    assert "people.csv" in str(exc.value)
+    assert not ws.zone("landed").exists()
+    assert [p.name for p in ws.zones.iterdir()] == [] if ws.zones.exists() else True
+
+
+def test_missing_file_fails_and_keeps_the_previous_landed_zone(tmp_path):
+    ws = _tiny(tmp_path, GOOD)
+    _run(ws)
+    before = sorted(p.name for p in ws.zone("landed").iterdir())
+    (tmp_path / "extracts" / "people.csv").unlink()
+    with pytest.raises(IngestError, match="not found"):
+        _run(ws)
+    assert sorted(p.name for p in ws.zone("landed").iterdir()) == before
+    assert [p.name for p in ws.zones.iterdir() if p.name.startswith(".")] == []
+
+
+def test_truncated_compressed_file_fails(tmp_path):
+    data = gzip.compress((GOOD + "3,Cy Dee,01/01/1990,2\n" * 20000).encode())
+    ws = _tiny(tmp_path, data[: len(data) // 2], name="people.csv.gz")
+    with pytest.raises(IngestError, match="truncated or corrupt"):
+        _run(ws)
+
+
+def test_compressed_file_loads(tmp_path):
+    ws = _tiny(tmp_path, gzip.compress(GOOD.encode()), name="people.csv.gz")
+    (load,) = _run(ws)
+    assert load.landed == 2
+
+
+def test_non_utf8_bytes_are_quarantined_not_lost(tmp_path):
+    body = GOOD.encode() + b"3,Zo\xeb Hart,01/01/1990,2\n4,Di Ray,02/02/1991,5\n"
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (4, 3, 1)
+    assert _quarantine(ws) == [(3, None, "bytes that are not valid UTF-8")]
+
+
+def test_a_file_where_every_row_is_bad_is_quarantined_whole(tmp_path):
+    body = "id,name,born,visits\n1,Ann,31/02/1980,3\n,Bob,01/01/1980,1\n3,Cy,01/01/1980,many\n4,Di\n\n1,Ann,01/02/1980,3\n1,Ann,01/02/1980,3\n"
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (7, 1, 6)
+    q = _quarantine(ws)
+    assert q == [
+        (1, "born", "not a valid date in format %d/%m/%Y: 31/02/1980"),
+        (2, "id", "record id missing"),
+        (3, "visits", "not a whole number: many"),
+        (4, None, "expected 4 fields, found 2"),
+        (5, None, "blank line"),
+        (7, "id", "exact duplicate of row 6"),
+    ]
+
+
+def test_duplicate_record_id_with_different_content_is_named(tmp_path):
+    body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
+    ws = _tiny(tmp_path, body)
+    _run(ws)
+    assert _quarantine(ws) == [(3, "id", "duplicate record id 1 (first on row 1)")]
+
+
+def test_quoted_fields_with_delimiters_parse(tmp_path):
+    body = 'id,name,born,visits\n1,"Lee, Ann ""Annie""",01/02/1980,3\n'
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert load.landed == 1
+    name = duckdb.connect().execute(f"SELECT name FROM '{ws.zone('landed')}/tiny__people.parquet'").fetchall()
+    assert name == [('Lee, Ann "Annie"',)]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("source: Tiny!\ntables: {}", "source"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: nope\n    columns: {id: {}}", "record_id names columns"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {type: date}}", "needs `formats`"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: shoe}}", "role"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {n: {role: full_name}, id: {}}", "name_order"),
+    ("source: [unclosed", "not valid YAML"),
+])
+def test_contract_errors_say_what_and_where(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ContractError, match=match) as exc:
+        load_contract(path)
+    assert str(path) in str(exc.value)
+
+
+def test_world_contracts_ship_with_init(tmp_path, world):
+    ws = Workspace.init(tmp_path / "ws", world / "extracts")
+    names = sorted(p.stem for p in (ws.root / "contracts").glob("*.yaml"))
+    assert names == ["civil", "crown", "family", "magistrates", "prison", "probation"]
+    shutil.rmtree(ws.root)
