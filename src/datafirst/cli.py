@@ -126,6 +126,105 @@ def realism_command(
         _print_realism(world_dir)
 
 
+def _workspace(path: Path):
+    from .workspace import Workspace, WorkspaceError
+
+    ws = Workspace(path)
+    try:
+        ws.config()
+    except WorkspaceError as exc:
+        _fail(str(exc))
+    return ws
+
+
+def _engine(ws):
+    from .engine import Engine
+
+    cfg = ws.config()
+    return Engine(threads=cfg.threads, memory_limit=cfg.memory_limit, temp_directory=ws.scratch)
+
+
+def _stage_progress(progress: Progress, label: str):
+    task = progress.add_task(label, total=None)
+
+    def report(item: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, description=f"{label}: {item}")
+
+    return report
+
+
+WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(..., help="Folder to make the workspace in."),
+    extracts: Path = typer.Option(..., "--extracts", help="Folder holding the raw extracts."),
+    no_contracts: bool = typer.Option(False, "--no-contracts", help="Do not copy the synthetic world's contracts; "
+                                      "write your own in PATH/contracts (see docs/contracts.md)."),
+) -> None:
+    """Make a workspace: config, and a contracts folder (with the world's contracts unless told not to)."""
+    from .workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace.init(path, extracts, with_world_contracts=not no_contracts)
+    except WorkspaceError as exc:
+        _fail(str(exc))
+    console.print(f"Workspace ready in {ws.root}: config {ws.config_path}, contracts in {ws.root / 'contracts'}")
+
+
+def _run_ingest(ws) -> None:
+    from .sources.contract import ContractError
+    from .sources.ingest import IngestError, ingest
+
+    try:
+        with _engine(ws) as engine, _progress() as progress:
+            loads = ingest(ws, engine, progress=_stage_progress(progress, "Ingest"))
+    except (IngestError, ContractError) as exc:
+        _fail(f"{exc}\nNothing was loaded; the landed zone is as it was.")
+    t = Table(title="Row accounting (read = landed + quarantined)")
+    for col in ("source", "table", "file", "read", "landed", "quarantined", "balanced"):
+        t.add_column(col, justify="right" if col in ("read", "landed", "quarantined") else "left")
+    for x in loads:
+        t.add_row(x.source, x.table, x.file, f"{x.read:,}", f"{x.landed:,}", f"{x.quarantined:,}",
+                  "yes" if x.balanced else "[red]NO")
+    console.print(t)
+
+
+def _run_standardise(ws) -> None:
+    from .sources.contract import ContractError
+    from .standardise.quality import write_report
+    from .standardise.stage import standardise
+
+    try:
+        with _engine(ws) as engine:
+            with _progress() as progress:
+                splits = standardise(ws, engine, progress=_stage_progress(progress, "Standardise"))
+            json_path, html_path, report = write_report(ws, engine)
+    except (FileNotFoundError, ContractError) as exc:
+        _fail(str(exc))
+    ids = sum(s.identifiers for s in splits)
+    console.print(f"Identifiers zone: {ids:,} records in {sum(1 for s in splits if s.identifiers)} tables; "
+                  f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables.")
+    for change in report["changes"]:
+        if change["alert"]:
+            console.print(f"[bold red]alert:[/] {change['source']}/{change['table']} {change['field']} completeness "
+                          f"fell from {change['completeness_before']:.1%} to {change['completeness_now']:.1%}")
+    console.print(f"Data quality report: {html_path} (data: {json_path})")
+
+
+@app.command()
+def ingest(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
+    _run_ingest(_workspace(workspace))
+
+
+@app.command()
+def standardise(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Clean identifiers per role, split identifiers from content, and write the data quality report."""
+    _run_standardise(_workspace(workspace))
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo (replaced if it "
@@ -133,8 +232,12 @@ def demo(
     people: int = typer.Option(20_000, "--people", help="People in the demo world."),
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:
-    """The main job on the embedded default: generate a synthetic justice world and summarise it."""
+    """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB."""
+    from .workspace import Workspace
+
     world_dir = out / "world"
+    if out.exists() and not (out / "datafirst.yaml").is_file() and any(out.iterdir()):
+        _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
     if world_dir.exists() and (world_dir / "world.json").is_file():
         import shutil
 
@@ -142,9 +245,11 @@ def demo(
     summary = _generate(world_dir, people, seed)
     console.print(f"World: {summary.records:,} source records for {summary.people:,} people in {summary.seconds:.1f} s")
     _print_realism(world_dir, with_errors=False)
-    console.print(f"Error and missingness rates per field: datafirst realism {world_dir}")
-    console.print(f"[bold green]Done.[/] Raw extracts: {world_dir / 'extracts'}; truth: {world_dir / 'truth'}; "
-                  f"manifest: {world_dir / 'world.json'}")
+    ws = Workspace(out) if (out / "datafirst.yaml").is_file() else Workspace.init(out, world_dir / "extracts")
+    _run_ingest(ws)
+    _run_standardise(ws)
+    console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
+                  f"world realism: datafirst realism {world_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover

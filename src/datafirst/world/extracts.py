@@ -371,11 +371,9 @@ class SourceRenderer:
         sel = np.flatnonzero(first_use & (people.alias_forename[person] != ""))
         a_person = person[sel]
         a_when = when[sel]
+        # The error profile of this table declares `name: alias` at 1.0: every row is an alias
+        # identity, and the truth's error log says so.
         a_ident = snapshot(people, a_person, a_when)
-        a_ident.forename = people.alias_forename[a_person].copy()
-        a_ident.surname = people.alias_surname[a_person].copy()
-        ay, am, ad = ymd(people.alias_dob[a_person])
-        a_ident.dob_y, a_ident.dob_m, a_ident.dob_d = ay, am, ad
         aspec = EXTRACT_BY_KEY[("prison", "aliases")]
         Corrupter(self.rng, self.ref, self.model.for_source(aspec.errors_from)).apply(a_ident, people, a_person, a_when)
         alias_ids = np.array([f"AL{v:09d}" for v in self.ids.take("alias", len(sel)).tolist()], dtype=object)

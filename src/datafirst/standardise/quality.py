@@ -1,0 +1,220 @@
+"""The data quality report of a run: HTML with charts, and the same figures as JSON.
+
+Per source and field: completeness, validity, distinct values, placeholder rate; per table:
+row accounting, duplicate rate, quarantine reasons with counts; and the change against the
+previous run, because a drop in completeness of a key identifier is what breaks linkage
+silently. All figures are computed in the engine from the zones.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..engine import Engine
+from ..sources.contract import load_contracts
+from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
+from ..workspace import Workspace
+from .stage import IDENTIFIERS
+
+REPORT_DIR = "data_quality"
+# A fall in completeness of an identifier by more than this (absolute share) is an alert.
+ALERT_DROP = 0.05
+# Which standardised column says whether a role's value survived cleaning.
+VALIDITY_COLUMN = {"forename": "forename", "forenames": "forename", "surname": "surname", "full_name": "surname",
+                   "date_of_birth": "date_of_birth", "sex": "sex", "postcode": "postcode", "pnc": "pnc", "cro": "cro",
+                   "middle_names": "middle_names", "address": "address", "other_id": "other_id"}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def measure(ws: Workspace, engine: Engine) -> dict:
+    """All figures of the report, as plain data."""
+    landed_dir, ids_dir = ws.zone(LANDED), ws.zone(IDENTIFIERS)
+    accounting = engine.execute(f"SELECT source, \"table\", file, read, landed, quarantined FROM "
+                                f"{engine.parquet(landed_dir / ACCOUNTING_FILE)} ORDER BY source, \"table\"")
+    quarantine = engine.parquet(landed_dir / QUARANTINE_FILE)
+    reasons = engine.execute(f"""
+        SELECT source, "table", coalesce("column", '(row)') AS col,
+               CASE WHEN reason LIKE 'duplicate record id%' THEN 'duplicate record id'
+                    WHEN reason LIKE 'exact duplicate%' THEN 'exact duplicate row'
+                    ELSE regexp_replace(reason, ': .*$', '') END AS reason_kind,
+               count(*) FROM {quarantine} GROUP BY ALL ORDER BY source, "table", count(*) DESC""")
+    tables = []
+    for contract in load_contracts(ws.contracts):
+        for name, spec in contract.tables.items():
+            key = contract.table_key(name)
+            landed = engine.parquet(landed_dir / f"{key}.parquet")
+            n = int(engine.scalar(f"SELECT count(*) FROM {landed}"))
+            acc = next((a for a in accounting if a[0] == contract.source and a[1] == name), None)
+            dups = int(engine.scalar(f"""SELECT count(*) FROM {quarantine} WHERE source = ? AND "table" = ?
+                                         AND (reason LIKE 'exact duplicate%' OR reason LIKE 'duplicate record id%')""",
+                                     [contract.source, name]))
+            fields = []
+            ids_path = ids_dir / f"{key}.parquet"
+            for col, cspec in spec.columns.items():
+                complete, distinct = engine.execute(
+                    f"SELECT avg(CASE WHEN {_q(col)} IS NOT NULL THEN 1.0 ELSE 0 END), count(DISTINCT {_q(col)}) "
+                    f"FROM {landed}")[0] if n else (None, 0)
+                field = {"field": col, "role": cspec.role, "type": cspec.type, "completeness": _r(complete),
+                         "distinct": int(distinct), "validity": None, "placeholder_rate": None}
+                if cspec.role and ids_path.is_file() and n:
+                    std = VALIDITY_COLUMN[cspec.role]
+                    role = "forename" if cspec.role == "forenames" else cspec.role
+                    valid, placeholder = engine.execute(f"""
+                        SELECT avg(CASE WHEN i.{std} IS NOT NULL THEN 1.0 ELSE 0 END)
+                                   FILTER (WHERE l.{_q(col)} IS NOT NULL),
+                               avg(CASE WHEN list_contains(i.flags, '{role}:placeholder')
+                                        OR (list_contains(i.flags, 'postcode:placeholder') AND '{role}' = 'postcode')
+                                   THEN 1.0 ELSE 0 END)
+                        FROM {landed} l JOIN {engine.parquet(ids_path)} i ON i.record_key = l._record_key""")[0]
+                    field["validity"], field["placeholder_rate"] = _r(valid), _r(placeholder)
+                fields.append(field)
+            tables.append({
+                "source": contract.source, "table": name, "unit": spec.unit, "file": spec.file,
+                "read": acc[3] if acc else n, "landed": n, "quarantined": acc[5] if acc else 0,
+                "duplicate_rate": _r(dups / acc[3]) if acc and acc[3] else 0.0,
+                "quarantine_reasons": [{"column": r[2], "reason": r[3], "rows": r[4]} for r in reasons
+                                       if r[0] == contract.source and r[1] == name],
+                "fields": fields,
+            })
+    return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tables": tables}
+
+
+def _r(x) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def compare(current: dict, previous: dict | None) -> list[dict]:
+    """Changes in completeness and row counts against the previous run."""
+    if not previous:
+        return []
+    old = {(t["source"], t["table"], f["field"]): (f, t) for t in previous["tables"] for f in t["fields"]}
+    changes = []
+    for t in current["tables"]:
+        for f in t["fields"]:
+            prev = old.get((t["source"], t["table"], f["field"]))
+            if not prev or f["completeness"] is None or prev[0]["completeness"] is None:
+                continue
+            delta = round(f["completeness"] - prev[0]["completeness"], 4)
+            alert = bool(f["role"]) and delta < -ALERT_DROP
+            if abs(delta) >= 0.005 or alert:
+                changes.append({"source": t["source"], "table": t["table"], "field": f["field"], "role": f["role"],
+                                "completeness_before": prev[0]["completeness"], "completeness_now": f["completeness"],
+                                "change": delta, "alert": alert})
+    for t in current["tables"]:
+        before = next((p for p in previous["tables"] if (p["source"], p["table"]) == (t["source"], t["table"])), None)
+        if before and before["landed"] != t["landed"]:
+            changes.append({"source": t["source"], "table": t["table"], "field": "(rows landed)", "role": None,
+                            "completeness_before": before["landed"], "completeness_now": t["landed"],
+                            "change": t["landed"] - before["landed"], "alert": False})
+    return changes
+
+
+def write_report(ws: Workspace, engine: Engine) -> tuple[Path, Path, dict]:
+    """Measure, compare with the previous run, and write JSON + HTML. Returns their paths."""
+    folder = ws.reports / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    latest = folder / "latest.json"
+    previous = json.loads(latest.read_text(encoding="utf-8")) if latest.is_file() else None
+    report = measure(ws, engine)
+    report["changes"] = compare(report, previous)
+    report["previous_run"] = previous["generated_at"] if previous else None
+    stamp = re.sub(r"[^0-9]", "", report["generated_at"])[:14]
+    text = json.dumps(report, indent=2)
+    (folder / f"{stamp}.json").write_text(text, encoding="utf-8")
+    latest.write_text(text, encoding="utf-8")
+    html_path = folder / "report.html"
+    html_path.write_text(render_html(report), encoding="utf-8")
+    return latest, html_path, report
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+def _bar_chart(rows: list[tuple[str, float | None]], title: str, percent: bool = True) -> str:
+    """A horizontal bar chart as inline SVG (no scripts, no network: fine inside a TRE)."""
+    height = 22 * len(rows) + 30
+    top = max((v or 0) for _, v in rows) if not percent and rows else 1.0
+    parts = [f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="640" height="{height}" '
+             f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>']
+    for i, (label, value) in enumerate(rows):
+        y = 20 + 22 * i
+        v = 0.0 if value is None else float(value)
+        w = 0 if top == 0 else 380 * v / top
+        shown = "n/a" if value is None else (f"{v:.1%}" if percent else f"{v:,.0f}")
+        colour = "#1d70b8" if (not percent or v >= 0.9) else ("#f47738" if v >= 0.5 else "#d4351c")
+        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{html.escape(label)}</text>'
+                     f'<rect x="200" y="{y}" width="{w:.1f}" height="16" fill="{colour}"/>'
+                     f'<text x="{205 + w:.1f}" y="{y + 13}" font-size="12">{shown}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:.1%}"
+
+
+def render_html(report: dict) -> str:
+    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Data quality report</title>",
+           "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px}table{border-collapse:collapse;"
+           "margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f2f1}"
+           ".alert{color:#d4351c;font-weight:bold}.num{text-align:right}</style></head><body>",
+           "<h1>Data quality report</h1>",
+           f"<p>Generated {html.escape(report['generated_at'])}. Previous run: "
+           f"{html.escape(report.get('previous_run') or 'none')}. Figures only: no values from any record appear here; "
+           "quarantined rows themselves are in the landed zone's quarantine table.</p>"]
+    changes = report.get("changes") or []
+    alerts = [c for c in changes if c["alert"]]
+    out.append("<h2 id='changes'>Changes since the previous run</h2>")
+    if not report.get("previous_run"):
+        out.append("<p>This is the first run; there is nothing to compare with.</p>")
+    elif not changes:
+        out.append("<p>No field's completeness changed by half a point or more.</p>")
+    else:
+        if alerts:
+            out.append(f"<p class='alert'>{len(alerts)} identifier field(s) lost more than {ALERT_DROP:.0%} completeness: "
+                       "linkage on them will weaken.</p>")
+        out.append("<table><tr><th>source</th><th>table</th><th>field</th><th>before</th><th>now</th><th>change</th></tr>")
+        for ch in changes:
+            cls = " class='alert'" if ch["alert"] else ""
+            fmt = (lambda v: f"{v:,}") if ch["field"] == "(rows landed)" else _pct
+            out.append(f"<tr{cls}><td>{ch['source']}</td><td>{ch['table']}</td><td>{html.escape(ch['field'])}</td>"
+                       f"<td class='num'>{fmt(ch['completeness_before'])}</td><td class='num'>{fmt(ch['completeness_now'])}</td>"
+                       f"<td class='num'>{ch['change']:+,.3f}</td></tr>")
+        out.append("</table>")
+    out.append("<h2 id='accounting'>Row accounting</h2><table><tr><th>source</th><th>table</th><th>file</th>"
+               "<th>read</th><th>landed</th><th>quarantined</th><th>duplicate rate</th><th>balanced</th></tr>")
+    for t in report["tables"]:
+        ok = t["read"] == t["landed"] + t["quarantined"]
+        out.append(f"<tr><td>{t['source']}</td><td>{t['table']}</td><td>{html.escape(t['file'])}</td>"
+                   f"<td class='num'>{t['read']:,}</td><td class='num'>{t['landed']:,}</td>"
+                   f"<td class='num'>{t['quarantined']:,}</td><td class='num'>{_pct(t['duplicate_rate'])}</td>"
+                   f"<td>{'yes' if ok else '<span class=alert>NO</span>'}</td></tr>")
+    out.append("</table>")
+    for t in report["tables"]:
+        anchor = f"{t['source']}-{t['table']}"
+        out.append(f"<h2 id='{anchor}'>{t['source']} / {t['table']}</h2><p>{html.escape(t['unit'])}; "
+                   f"{t['landed']:,} rows landed.</p>")
+        out.append(_bar_chart([(f["field"], f["completeness"]) for f in t["fields"]], f"Completeness of {anchor}"))
+        out.append("<table><tr><th>field</th><th>role</th><th>type</th><th>completeness</th><th>validity</th>"
+                   "<th>placeholders</th><th>distinct values</th></tr>")
+        for f in t["fields"]:
+            out.append(f"<tr><td>{html.escape(f['field'])}</td><td>{f['role'] or ''}</td><td>{f['type']}</td>"
+                       f"<td class='num'>{_pct(f['completeness'])}</td><td class='num'>{_pct(f['validity'])}</td>"
+                       f"<td class='num'>{_pct(f['placeholder_rate'])}</td><td class='num'>{f['distinct']:,}</td></tr>")
+        out.append("</table>")
+        if t["quarantine_reasons"]:
+            out.append(_bar_chart([(f"{r['column']}: {r['reason']}"[:32], r["rows"]) for r in t["quarantine_reasons"]],
+                                  f"Quarantine reasons of {anchor}", percent=False))
+            out.append("<table><tr><th>column</th><th>reason</th><th>rows</th></tr>")
+            for r in t["quarantine_reasons"]:
+                out.append(f"<tr><td>{html.escape(r['column'])}</td><td>{html.escape(r['reason'])}</td>"
+                           f"<td class='num'>{r['rows']:,}</td></tr>")
+            out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
