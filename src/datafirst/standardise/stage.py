@@ -58,8 +58,8 @@ def _concat(exprs: list[str]) -> str:
 
 def _name_parts(spec: Table) -> tuple[str, str, str]:
     """SQL for (all forenames, surname, middle-names-from-own-columns), cleaned."""
-    fore = [c.strip_titles(c.name_clean(_q(n))) for n in spec.role_columns("forename") + spec.role_columns("forenames")]
-    middle = [c.name_clean(_q(n)) for n in spec.role_columns("middle_names")]
+    fore = [c.strip_titles(c.forename_clean(_q(n))) for n in spec.role_columns("forename") + spec.role_columns("forenames")]
+    middle = [c.forename_clean(_q(n)) for n in spec.role_columns("middle_names")]
     surname = [c.name_clean(_q(n)) for n in spec.role_columns("surname")]
     for n in spec.role_columns("full_name"):
         if spec.columns[n].name_order == "surname_comma_forenames":
@@ -77,52 +77,54 @@ def _first(cols: list[str]) -> str:
     return _q(cols[0]) if len(cols) == 1 else f"coalesce({', '.join(_q(x) for x in cols)})"
 
 
-def identifiers_sql(contract: Contract, name: str, spec: Table, landed: str, as_of: str) -> str:
+def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, as_of: str) -> list[str]:
+    """Three SELECTs, each reading the previous one's result (materialised by the caller):
+    raw role values, then cleaned values, then derived keys and flags. Staging keeps every
+    cleaning expression evaluated once per row instead of once per use."""
     forenames, surname, middle_own = _name_parts(spec)
     dob = _first(spec.role_columns("date_of_birth"))
     postcode = _first(spec.role_columns("postcode"))
-    sex = _first(spec.role_columns("sex"))
-    pnc = _first(spec.role_columns("pnc"))
-    cro = _first(spec.role_columns("cro"))
-    address = _concat([c.address_clean(_q(n)) for n in spec.role_columns("address")])
-    other = _concat([f"nullif(trim(CAST({_q(n)} AS VARCHAR)), '')" for n in spec.role_columns("other_id")])
-    flag_parts = []
-    for role in ("forename", "forenames", "middle_names", "surname", "full_name", "sex", "address"):
-        for n in spec.role_columns(role):
-            flag_parts.append(f"CASE WHEN {c.is_placeholder(_q(n))} THEN '{role}:placeholder' END")
-    if dob != "NULL":
-        flag_parts.append(f"CASE WHEN {c.dob_flag(dob, as_of)} IS NOT NULL THEN 'date_of_birth:' || {c.dob_flag(dob, as_of)} END")
-    if postcode != "NULL":
-        flag_parts.append(f"CASE WHEN {c.postcode_flag(postcode)} IS NOT NULL THEN 'postcode:' || {c.postcode_flag(postcode)} END")
-    if pnc != "NULL":
-        flag_parts.append(f"CASE WHEN {c.pnc_flag(pnc)} IS NOT NULL THEN 'pnc:' || {c.pnc_flag(pnc)} END")
-    if cro != "NULL":
-        flag_parts.append(f"CASE WHEN {c.cro_flag(cro)} IS NOT NULL THEN 'cro:' || {c.cro_flag(cro)} END")
-    flags = f"list_filter([{', '.join(flag_parts)}], lambda x: x IS NOT NULL)" if flag_parts else "[]::VARCHAR[]"
-    middle = _concat([c.rest_tokens("_forenames"), "_middle_own"])
-    pc_clean = c.postcode_clean(postcode) if postcode != "NULL" else "NULL::VARCHAR"
-    return f"""
+    placeholder_flags = [f"CASE WHEN {c.is_placeholder(_q(n))} THEN '{role}:placeholder' END"
+                         for role in ("forename", "forenames", "middle_names", "surname", "full_name", "sex", "address")
+                         for n in spec.role_columns(role)]
+    raw = f"""
+        SELECT _record_key, _row_number, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own,
+            {dob if dob != 'NULL' else 'NULL::DATE'} AS _dob,
+            CAST({postcode} AS VARCHAR) AS _postcode,
+            CAST({_first(spec.role_columns('sex'))} AS VARCHAR) AS _sex,
+            CAST({_first(spec.role_columns('pnc'))} AS VARCHAR) AS _pnc,
+            CAST({_first(spec.role_columns('cro'))} AS VARCHAR) AS _cro,
+            {_concat([c.address_clean(_q(n)) for n in spec.role_columns('address')])} AS address,
+            {_concat([f"nullif(trim(CAST({_q(n)} AS VARCHAR)), '')" for n in spec.role_columns('other_id')])} AS other_id,
+            {f"list_filter([{', '.join(placeholder_flags)}], lambda x: x IS NOT NULL)" if placeholder_flags else "[]::VARCHAR[]"}
+                AS _placeholder_flags
+        FROM {landed}"""
+    cleaned = f"""
+        SELECT *, {c.first_token('_forenames')} AS forename,
+            {_concat([c.rest_tokens('_forenames'), '_middle_own'])} AS middle_names,
+            {c.dob_flag('_dob', as_of)} AS _dob_flag,
+            {c.postcode_clean('_postcode')} AS postcode, {c.postcode_flag('_postcode')} AS _postcode_flag,
+            {c.postcode_district('_postcode')} AS postcode_district,
+            {c.sex_clean('_sex')} AS sex,
+            {c.pnc_clean('_pnc')} AS pnc, {c.pnc_flag('_pnc')} AS _pnc_flag,
+            {c.cro_clean('_cro')} AS cro, {c.cro_flag('_cro')} AS _cro_flag
+        FROM step_raw"""
+    flags = ("list_concat(_placeholder_flags, list_filter(["
+             "'date_of_birth:' || _dob_flag, 'postcode:' || _postcode_flag, 'pnc:' || _pnc_flag, 'cro:' || _cro_flag"
+             "], lambda x: x IS NOT NULL))")
+    final = f"""
         SELECT _record_key AS record_key, {sql_string(contract.source)} AS source, {sql_string(name)} AS source_table,
-            {c.first_token('_forenames')} AS forename,
-            {middle} AS middle_names,
-            _surname AS surname,
-            {c.soundex(c.first_token('_forenames'))} AS forename_soundex,
-            {c.soundex('_surname')} AS surname_soundex,
-            coalesce({c.is_initial(c.first_token('_forenames'))}, false) AS forename_is_initial,
-            {c.dob_clean(dob, as_of) if dob != 'NULL' else 'NULL::DATE'} AS date_of_birth,
-            {c.year_of_birth(dob, as_of) if dob != 'NULL' else 'NULL::BIGINT'} AS year_of_birth,
-            {c.sex_clean(sex) if sex != 'NULL' else 'NULL::VARCHAR'} AS sex,
-            {pc_clean} AS postcode,
-            {c.postcode_sector(pc_clean) if postcode != 'NULL' else 'NULL::VARCHAR'} AS postcode_sector,
-            {c.postcode_district(postcode) if postcode != 'NULL' else 'NULL::VARCHAR'} AS postcode_district,
-            {c.postcode_area(c.postcode_district(postcode)) if postcode != 'NULL' else 'NULL::VARCHAR'} AS postcode_area,
-            {address} AS address,
-            {c.pnc_clean(pnc) if pnc != 'NULL' else 'NULL::VARCHAR'} AS pnc,
-            {c.cro_clean(cro) if cro != 'NULL' else 'NULL::VARCHAR'} AS cro,
-            {other} AS other_id,
+            forename, middle_names, _surname AS surname,
+            {c.soundex('forename')} AS forename_soundex, {c.soundex('_surname')} AS surname_soundex,
+            coalesce({c.is_initial('forename')}, false) AS forename_is_initial,
+            -- as cleaning.dob_clean / cleaning.year_of_birth, from the flag computed once above
+            CASE WHEN _dob_flag IS NULL THEN _dob END AS date_of_birth,
+            CASE WHEN coalesce(_dob_flag, 'jan_first') = 'jan_first' THEN year(_dob) END AS year_of_birth,
+            sex, postcode, {c.postcode_sector('postcode')} AS postcode_sector, postcode_district,
+            {c.postcode_area('postcode_district')} AS postcode_area, address, pnc, cro, other_id,
             {flags} AS flags
-        FROM (SELECT *, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own FROM {landed})
-        ORDER BY _row_number"""
+        FROM step_cleaned ORDER BY _row_number"""
+    return [raw, cleaned, final]
 
 
 def content_sql(spec: Table, landed: str) -> str:
@@ -157,8 +159,14 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                                         "run `datafirst ingest` again")
             landed = engine.parquet(path)
             rows = int(engine.scalar(f"SELECT count(*) FROM {landed}"))
-            n_ids = engine.to_parquet(identifiers_sql(contract, name, spec, landed, as_of_sql), tmp_ids / f"{key}.parquet") \
-                if spec.is_person_table else 0
+            n_ids = 0
+            if spec.is_person_table:
+                raw, cleaned, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+                engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
+                engine.execute(f"CREATE OR REPLACE TEMP TABLE step_cleaned AS {cleaned}")
+                n_ids = engine.to_parquet(final, tmp_ids / f"{key}.parquet")
+                engine.execute("DROP TABLE step_raw")
+                engine.execute("DROP TABLE step_cleaned")
             n_content = engine.to_parquet(content_sql(spec, landed), tmp_content / f"{key}.parquet")
             splits.append(TableSplit(contract.source, name, rows, n_ids, n_content))
         if progress:

@@ -1,0 +1,1 @@
+"""Standardise: clean identifiers per role and split identifiers from content."""
