@@ -104,3 +104,28 @@ def test_help_text_for_every_command():
     for command in ("world", "realism", "demo"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and len(result.output) > 100
+
+
+def test_demo_runs_the_pipeline_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--people", "600", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "Row accounting" in result.output and "Data quality report" in result.output
+    assert (out / "reports" / "data_quality" / "report.html").is_file()
+    assert sorted(p.name for p in (out / "zones").iterdir()) == ["content", "identifiers", "landed"]
+    # A second demo in the same folder replaces the first cleanly and compares with it.
+    result = runner.invoke(app, ["demo", "--out", str(out), "--people", "600", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "reports" / "data_quality").glob("2*.json"))) >= 1
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--people", "100"])
+    assert result.exit_code == 2 and "not a datafirst demo workspace" in result.output
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_ingest_outside_a_workspace_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["ingest", "--workspace", str(tmp_path)])
+    assert result.exit_code == 2 and "datafirst init" in result.output
