@@ -1,0 +1,1 @@
+"""Link: Splink models, scored edges and person clusters at named thresholds."""

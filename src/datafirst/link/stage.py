@@ -1,0 +1,246 @@
+"""Train and link: Splink over the identifiers zone, writing the links zone.
+
+`train` estimates a model from the identifiers and saves it as a versioned Splink JSON with
+metadata. `link` reuses a saved model without retraining: it checks the model fits the
+identifiers, checks no blocking rule would explode, scores every candidate pair once, keeps
+the edges with their match weights and clusters them at three named thresholds, so every
+record gets a person id at each (high within medium within low).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+from splink import DuckDBAPI, Linker
+
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from ..standardise.stage import IDENTIFIERS
+from ..workspace import Workspace, replace_folder
+from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, settings
+
+LINKS = "links"
+MODELS = "models"
+INPUT_TABLE = "link_input"
+# Edges below this probability are not kept: they join nothing at any threshold.
+EDGE_FLOOR = 0.5
+# A blocking rule generating more comparisons than this is refused before predicting.
+MAX_COMPARISONS_PER_RULE = 2_000_000_000
+ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birth",), "postcode": ("postcode",),
+                "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
+
+
+class LinkError(Exception):
+    """Linkage that must not go ahead; the message says why and what to do."""
+
+
+@dataclass
+class LinkSummary:
+    records: int
+    edges: int
+    clusters: dict[str, int]  # threshold name -> number of people
+    model: Path
+
+
+def _identifier_files(ws: Workspace) -> list[Path]:
+    files = sorted(ws.zone(IDENTIFIERS).glob("*.parquet"))
+    if not files:
+        raise LinkError(f"no identifiers in {ws.zone(IDENTIFIERS)}; run `datafirst standardise` first")
+    return files
+
+
+def check_linkable(engine: Engine, files: list[Path]) -> None:
+    """Refuse a source whose identifiers give too few roles to link on."""
+    for path in files:
+        rel = engine.parquet(path)
+        counts = engine.execute(
+            "SELECT " + ", ".join(f"count(*) FILTER (WHERE {' OR '.join(f'{c} IS NOT NULL' for c in cols)})"
+                                  for cols in ROLE_COLUMNS.values()) + f", count(*) FROM {rel}")[0]
+        total = counts[-1]
+        if total == 0:
+            continue
+        present = [role for role, n in zip(ROLE_COLUMNS, counts[:-1]) if n > 0]
+        if len(present) < MIN_LINKING_ROLES:
+            missing = [r for r in LINKING_ROLES if r not in present]
+            raise LinkError(
+                f"{path.stem.replace('__', '/')} cannot be linked: its identifiers give only {present or 'no roles'}; "
+                f"linkage needs at least {MIN_LINKING_ROLES} of {list(LINKING_ROLES)}. Missing: {missing}. "
+                "Give the columns that hold them a `role` in the source's contract, or leave the source out.")
+
+
+def _load_input(engine: Engine, files: list[Path]) -> set[str]:
+    """Union every identifiers table into the engine; returns the columns that hold any value."""
+    paths = "[" + ", ".join(sql_string(p) for p in files) + "]"
+    engine.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS "
+                   f"SELECT * EXCLUDE (flags) FROM read_parquet({paths}) ORDER BY record_key")
+    cols = engine.columns(INPUT_TABLE)
+    counts = engine.execute("SELECT " + ", ".join(f"count({c})" for c in cols) + f" FROM {INPUT_TABLE}")[0]
+    return {c for c, n in zip(cols, counts) if n > 0}
+
+
+def _linker(engine: Engine, model) -> Linker:
+    db_api = DuckDBAPI(engine.con)
+    sdf = db_api.register(INPUT_TABLE, dataset_display_name="identifiers")
+    return Linker(sdf, model, log_level=logging.WARNING)
+
+
+def _fingerprint(files: list[Path]) -> list[dict]:
+    out = []
+    for p in files:
+        h = hashlib.sha256(p.read_bytes()).hexdigest()
+        out.append({"table": p.stem, "sha256": h})
+    return out
+
+
+def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
+    """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
+    files = _identifier_files(ws)
+    check_linkable(engine, files)
+    present = _load_input(engine, files)
+    spec = model_spec(present)
+    linker = _linker(engine, settings(spec))
+    if spec.deterministic_rules:
+        linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=0.8)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
+    for rule in spec.training_rules:
+        linker.training.estimate_parameters_using_expectation_maximisation(rule)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = ws.root / MODELS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"model-{stamp}.json"
+    linker.misc.save_model_to_json(str(path), overwrite=True)
+    records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
+    meta = {
+        "model": path.name, "trained_at": stamp, "records": records, "columns": sorted(present),
+        "identifiers": _fingerprint(files), "seed": seed,
+        "code": {"datafirst": version("datafirst"), "splink": version("splink"), "duckdb": version("duckdb")},
+    }
+    path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (folder / "current.json").write_text(json.dumps({"model": path.name}, indent=2), encoding="utf-8")
+    return path
+
+
+def current_model(ws: Workspace) -> Path:
+    pointer = ws.root / MODELS / "current.json"
+    if not pointer.is_file():
+        raise LinkError(f"no trained model in {ws.root / MODELS}; run `datafirst train` first")
+    return ws.root / MODELS / json.loads(pointer.read_text(encoding="utf-8"))["model"]
+
+
+def _model_columns(model: dict) -> set[str]:
+    cols = set()
+    for comparison in model.get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            sql = level.get("sql_condition", "")
+            for token in ("forename", "surname", "middle_names", "date_of_birth", "postcode", "sex", "pnc", "cro",
+                          "other_id"):
+                if f"{token}_l" in sql or f'"{token}_l"' in sql:
+                    cols.add(token)
+    return cols
+
+
+def check_model_fits(model: dict, present: set[str], path: Path) -> None:
+    """Refuse a saved model whose comparisons use columns the identifiers no longer hold."""
+    needed = _model_columns(model)
+    missing = sorted(needed - present)
+    if missing:
+        raise LinkError(f"model {path.name} compares {sorted(needed)}, but the identifiers now hold no values for "
+                        f"{missing}; it would be silently misapplied. Retrain with `datafirst train`.")
+    unused = sorted({"forename", "surname", "date_of_birth", "postcode", "pnc"} & present - needed)
+    if unused:
+        raise LinkError(f"model {path.name} was trained without {unused}, which the identifiers now hold; "
+                        "retrain with `datafirst train` so they count.")
+
+
+def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_PER_RULE) -> list[dict]:
+    """Estimate each prediction rule's comparisons and refuse any that would explode."""
+    sample = 1.0 if n_records <= 200_000 else 0.1
+    counts = linker.blocking_analysis.count_comparisons_from_blocking_rules(record_sample_proportion=sample)
+    rows = []
+    for rec in counts:
+        # The marginal count is the work a rule adds beyond the rules before it.
+        rule, n = rec["blocking_rule"], int(rec["marginal_comparison_count"])
+        rows.append({"rule": rule, "comparisons": n, "estimated": bool(rec["is_estimate"])})
+        if n > limit:
+            raise LinkError(f"blocking rule {rule} would generate about {n:,} comparisons (limit {limit:,}) on "
+                            f"{n_records:,} records. Make it stricter (add a column such as year_of_birth or "
+                            "surname_soundex), or drop it from `link.blocking_rules` in the workspace config.")
+    return rows
+
+
+def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None, model_path: Path | None = None,
+         blocking_rules: list | None = None, max_comparisons_per_rule: int = MAX_COMPARISONS_PER_RULE) -> LinkSummary:
+    """Score candidate pairs with a saved model and cluster them; writes the links zone."""
+    thresholds = thresholds or Thresholds()
+    files = _identifier_files(ws)
+    check_linkable(engine, files)
+    present = _load_input(engine, files)
+    path = model_path or current_model(ws)
+    model = json.loads(path.read_text(encoding="utf-8"))
+    check_model_fits(model, present, path)
+    if blocking_rules is not None:
+        model["blocking_rules_to_generate_predictions"] = [
+            r.get_blocking_rule("duckdb").as_dict() if hasattr(r, "get_blocking_rule") else r for r in blocking_rules]
+    linker = _linker(engine, model)
+    n_records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
+    blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
+
+    predictions = linker.inference.predict(threshold_match_probability=EDGE_FLOOR)
+    tmp = ws.zones / f".{LINKS}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        engine.execute(f"""CREATE OR REPLACE TABLE link_edges AS
+            SELECT record_key_l, record_key_r, source_l, source_r,
+                   match_weight, match_probability
+            FROM {predictions.physical_name} ORDER BY record_key_l, record_key_r""")
+        n_edges = engine.to_parquet("SELECT * FROM link_edges", tmp / "edges.parquet")
+        clusters = {}
+        for name, p in thresholds.named().items():
+            result = linker.clustering.cluster_pairwise_predictions_at_threshold(
+                predictions, threshold_match_probability=p)
+            # Person ids: an opaque digest of the cluster's smallest record key, so the same
+            # cluster always gets the same id and the id reveals no native id.
+            engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
+                SELECT record_key,
+                       'P' || substr(sha256({sql_string(name)} || min(record_key) OVER (PARTITION BY cluster_id)), 1, 16)
+                           AS person_id,
+                       count(*) OVER (PARTITION BY cluster_id) AS cluster_size
+                FROM {result.physical_name}""")
+            clusters[name] = int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
+        flags_sql = f"""
+            SELECT i.record_key, i.source,
+                   h.person_id AS person_id_high, m.person_id AS person_id_medium, l.person_id AS person_id_low,
+                   h.cluster_size AS cluster_size_high, m.cluster_size AS cluster_size_medium,
+                   l.cluster_size AS cluster_size_low,
+                   -- uncertainty flags for sensitivity analysis
+                   h.cluster_size <> l.cluster_size AS person_changes_between_thresholds,
+                   s.strongest AS strongest_link_medium
+            FROM {INPUT_TABLE} i
+            JOIN clusters_high h USING (record_key) JOIN clusters_medium m USING (record_key)
+            JOIN clusters_low l USING (record_key)
+            LEFT JOIN (
+                SELECT record_key, max(match_probability) AS strongest FROM (
+                    SELECT record_key_l AS record_key, match_probability FROM link_edges
+                    UNION ALL SELECT record_key_r, match_probability FROM link_edges)
+                WHERE match_probability >= {thresholds.medium} GROUP BY record_key) s USING (record_key)
+            ORDER BY i.record_key"""
+        engine.to_parquet(flags_sql, tmp / "clusters.parquet")
+        (tmp / "link.json").write_text(json.dumps({
+            "model": path.name, "thresholds": thresholds.named(), "records": n_records, "edges": n_edges,
+            "people": clusters, "blocking": blocking, "edge_floor": EDGE_FLOOR,
+        }, indent=2), encoding="utf-8")
+        replace_folder(tmp, ws.zone(LINKS))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return LinkSummary(records=n_records, edges=n_edges, clusters=clusters, model=path)
+

@@ -1,0 +1,118 @@
+"""Linking a real generated world with real Splink on DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+from splink import block_on
+
+from datafirst.engine import Engine
+from datafirst.link.evaluate import pairwise_accuracy
+from datafirst.link.stage import LinkError, link, train
+from datafirst.sources.ingest import ingest
+from datafirst.standardise.stage import standardise
+from datafirst.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def linked_ws(world, tmp_path_factory) -> Workspace:
+    ws = Workspace.init(tmp_path_factory.mktemp("link") / "ws", world / "extracts")
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine, as_of="2025-06-30")
+    with Engine() as engine:
+        train(ws, engine)
+    with Engine() as engine:
+        link(ws, engine)
+    return ws
+
+
+def _clusters(ws: Workspace) -> list[tuple]:
+    return duckdb.connect().execute(f"""SELECT record_key, person_id_high, person_id_medium, person_id_low
+        FROM read_parquet('{ws.zone("links")}/clusters.parquet') ORDER BY record_key""").fetchall()
+
+
+def test_every_record_gets_a_person_id_at_each_threshold_and_thresholds_nest(linked_ws):
+    con = duckdb.connect()
+    c = f"read_parquet('{linked_ws.zone('links')}/clusters.parquet')"
+    n_ids = con.execute(f"SELECT count(*) FROM read_parquet('{linked_ws.zone('identifiers')}/*.parquet')").fetchall()[0][0]
+    n, nulls = con.execute(f"""SELECT count(*), count(*) FILTER (WHERE person_id_high IS NULL OR person_id_medium IS NULL
+                                OR person_id_low IS NULL) FROM {c}""").fetchall()[0]
+    assert n == n_ids and nulls == 0
+    # high within medium within low: a finer cluster never spans two coarser ones.
+    for fine, coarse in (("high", "medium"), ("medium", "low")):
+        split = con.execute(f"""SELECT count(*) FROM (SELECT person_id_{fine} FROM {c} GROUP BY 1
+                                HAVING count(DISTINCT person_id_{coarse}) > 1)""").fetchall()[0][0]
+        assert split == 0, (fine, coarse)
+    people = {t: con.execute(f"SELECT count(DISTINCT person_id_{t}) FROM {c}").fetchall()[0][0] for t in ("high", "medium", "low")}
+    assert people["high"] >= people["medium"] >= people["low"]
+
+
+def test_linkage_is_accurate_on_the_world(linked_ws, world):
+    with Engine() as engine:
+        engine.execute(f"""CREATE TABLE truth AS SELECT t.source || '|' || t."table" || '|' || t.record_id AS record_key,
+                           t.person_id AS true_id FROM read_parquet('{world}/truth/records.parquet') t WHERE t.defect = ''""")
+        acc = {r["threshold"]: r for r in pairwise_accuracy(
+            engine, f"read_parquet('{linked_ws.zone('links')}/clusters.parquet')", "truth")}
+    # Floors well inside what this 20,000-person world gives (medium F1 0.99 when written),
+    # so that a real regression fails and noise does not.
+    assert acc["high"]["precision"] > 0.995
+    assert acc["medium"]["f1"] > 0.98
+    assert acc["low"]["recall"] > 0.98
+
+
+def test_rerun_with_the_saved_model_gives_identical_edges_and_clusters(linked_ws):
+    before = _clusters(linked_ws)
+    edges_before = duckdb.connect().execute(
+        f"SELECT * FROM read_parquet('{linked_ws.zone('links')}/edges.parquet') ORDER BY ALL").fetchall()
+    with Engine() as engine:
+        link(linked_ws, engine)
+    assert _clusters(linked_ws) == before
+    edges_after = duckdb.connect().execute(
+        f"SELECT * FROM read_parquet('{linked_ws.zone('links')}/edges.parquet') ORDER BY ALL").fetchall()
+    assert edges_after == edges_before
+
+
+def test_saved_model_has_metadata(linked_ws):
+    models = linked_ws.root / "models"
+    current = json.loads((models / "current.json").read_text())["model"]
+    meta = json.loads((models / current).with_suffix(".meta.json").read_text())
+    assert meta["records"] > 1000 and {"splink", "duckdb", "datafirst"} <= set(meta["code"])
+    assert "surname" in meta["columns"] and len(meta["identifiers"]) == 7
+
+
+def test_blocking_guard_refuses_an_exploding_rule(linked_ws):
+    before = _clusters(linked_ws)
+    with Engine() as engine, pytest.raises(LinkError, match="would generate about") as exc:
+        link(linked_ws, engine, blocking_rules=[block_on("sex")], max_comparisons_per_rule=50_000_000)
+    assert "sex" in str(exc.value) and "stricter" in str(exc.value)
+    assert _clusters(linked_ws) == before  # nothing written
+
+
+def test_a_model_that_does_not_fit_is_refused(linked_ws, tmp_path):
+    models = linked_ws.root / "models"
+    current = models / json.loads((models / "current.json").read_text())["model"]
+    model = json.loads(current.read_text())
+    model["comparisons"] = [c for c in model["comparisons"] if "postcode" not in json.dumps(c)]
+    bad = tmp_path / "no-postcode.json"
+    bad.write_text(json.dumps(model))
+    with Engine() as engine, pytest.raises(LinkError, match="trained without \\['postcode'\\]"):
+        link(linked_ws, engine, model_path=bad)
+
+
+def test_a_source_with_too_few_roles_is_refused(tmp_path):
+    ext = tmp_path / "extracts"
+    ext.mkdir()
+    (ext / "v.csv").write_text("id,visitor_name,visit_date\n1,Ann Lee,01/02/2020\n2,Bob Cox,02/02/2020\n")
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    (ws.root / "contracts" / "visits.yaml").write_text(
+        "source: visits\ntables:\n  visits:\n    file: v.csv\n    record_id: id\n    columns:\n"
+        "      id: {native_id: true}\n      visitor_name: {role: full_name, name_order: forenames_surname}\n"
+        "      visit_date: {type: date, formats: ['%d/%m/%Y']}\n")
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine)
+        with pytest.raises(LinkError, match="cannot be linked.*only \\['name'\\].*Missing: \\['date_of_birth'"):
+            train(ws, engine)
