@@ -101,7 +101,7 @@ def test_failure_midway_leaves_nothing_half_written(tmp_path, monkeypatch):
 
 
 def test_help_text_for_every_command():
-    for command in ("world", "realism", "demo"):
+    for command in ("world", "realism", "init", "ingest", "standardise", "train", "link", "demo"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and len(result.output) > 100
 
@@ -112,7 +112,8 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Row accounting" in result.output and "Data quality report" in result.output
     assert (out / "reports" / "data_quality" / "report.html").is_file()
-    assert sorted(p.name for p in (out / "zones").iterdir()) == ["content", "identifiers", "landed"]
+    assert sorted(p.name for p in (out / "zones").iterdir()) == ["content", "identifiers", "landed", "links"]
+    assert "people at each threshold" in result.output
     # A second demo in the same folder replaces the first cleanly and compares with it.
     result = runner.invoke(app, ["demo", "--out", str(out), "--people", "600", "--seed", "4"])
     assert result.exit_code == 0, result.output

@@ -213,6 +213,43 @@ def _run_standardise(ws) -> None:
     console.print(f"Data quality report: {html_path} (data: {json_path})")
 
 
+def _run_train(ws) -> None:
+    from .link.stage import LinkError, train
+
+    try:
+        with _engine(ws) as engine, console.status("Training the linkage model (Splink: u sampling, EM)"):
+            path = train(ws, engine)
+    except LinkError as exc:
+        _fail(str(exc))
+    console.print(f"Model saved: {path} (metadata: {path.with_suffix('.meta.json').name}); "
+                  "`datafirst link` uses it without retraining.")
+
+
+def _run_link(ws) -> None:
+    from .link.stage import LinkError, link
+
+    try:
+        with _engine(ws) as engine, console.status("Linking: blocking check, scoring pairs, clustering"):
+            summary = link(ws, engine)
+    except LinkError as exc:
+        _fail(f"{exc}\nThe links zone is as it was.")
+    people = ", ".join(f"{name} {n:,}" for name, n in summary.clusters.items())
+    console.print(f"Linked {summary.records:,} records with model {summary.model.name}: {summary.edges:,} scored "
+                  f"edges; people at each threshold: {people}. Links zone: {ws.zone('links')}")
+
+
+@app.command()
+def train(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Train a Splink model on the identifiers zone and save it as a versioned JSON with metadata."""
+    _run_train(_workspace(workspace))
+
+
+@app.command()
+def link(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Link with the saved model: score pairs once, cluster at high/medium/low, write the links zone."""
+    _run_link(_workspace(workspace))
+
+
 @app.command()
 def ingest(workspace: Path = WORKSPACE_OPTION) -> None:
     """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
@@ -232,7 +269,8 @@ def demo(
     people: int = typer.Option(20_000, "--people", help="People in the demo world."),
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:
-    """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB."""
+    """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB
+    (generate, ingest, standardise, train, link)."""
     from .workspace import Workspace
 
     world_dir = out / "world"
@@ -248,6 +286,8 @@ def demo(
     ws = Workspace(out) if (out / "datafirst.yaml").is_file() else Workspace.init(out, world_dir / "extracts")
     _run_ingest(ws)
     _run_standardise(ws)
+    _run_train(ws)
+    _run_link(ws)
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {world_dir}")
 

@@ -21,6 +21,25 @@ class WorkspaceError(Exception):
     """A workspace that cannot be used; the message says what to do."""
 
 
+class ThresholdConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    high: float = 0.999
+    medium: float = 0.99
+    low: float = 0.95
+
+
+class LinkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig,
+                                        description="match probabilities of the three named person ids")
+    blocking_rules: list[list[str]] | None = Field(
+        None, description="prediction blocking rules, each a list of identifier columns that must be equal; "
+                          "default: rules chosen from the roles present")
+    max_comparisons_per_rule: int = Field(2_000_000_000, description="a rule generating more is refused")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +48,7 @@ class Config(BaseModel):
     engine: str = Field("duckdb", description="the engine that runs the SQL")
     threads: int | None = Field(None, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="engine memory limit, e.g. '8GB'")
+    link: LinkConfig = Field(default_factory=LinkConfig)
 
 
 class Workspace:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from splink import DuckDBAPI, Linker
+from splink import DuckDBAPI, Linker, block_on
 
 from ..engine import Engine
 from ..engine.duckdb_engine import sql_string
@@ -177,9 +177,14 @@ def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_
 
 
 def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None, model_path: Path | None = None,
-         blocking_rules: list | None = None, max_comparisons_per_rule: int = MAX_COMPARISONS_PER_RULE) -> LinkSummary:
-    """Score candidate pairs with a saved model and cluster them; writes the links zone."""
-    thresholds = thresholds or Thresholds()
+         blocking_rules: list | None = None, max_comparisons_per_rule: int | None = None) -> LinkSummary:
+    """Score candidate pairs with a saved model and cluster them; writes the links zone.
+    Thresholds, blocking rules and the comparison limit default to the workspace config."""
+    cfg = ws.config().link
+    thresholds = thresholds or Thresholds(**cfg.thresholds.model_dump())
+    if blocking_rules is None and cfg.blocking_rules:
+        blocking_rules = [block_on(*cols) for cols in cfg.blocking_rules]
+    max_comparisons_per_rule = max_comparisons_per_rule or cfg.max_comparisons_per_rule
     files = _identifier_files(ws)
     check_linkable(engine, files)
     present = _load_input(engine, files)
