@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 from splink import SettingsCreator, block_on
 
 # Roles that are strong enough for linkage when combined; a source needs at least two
 # of these (a name counts once) to be linked at all.
-LINKING_ROLES = ("name", "date_of_birth", "postcode", "pnc", "cro", "other_id")
+LINKING_ROLES = ("name", "date_of_birth", "postcode", "address", "pnc", "cro", "other_id")
 MIN_LINKING_ROLES = 2
 
 
@@ -50,19 +51,31 @@ def model_spec(present: set[str]) -> ModelSpec:
     """Comparisons and rules for the identifier columns that hold any values."""
     spec = ModelSpec(present=present)
     has = present.__contains__
-    if has("forename"):
-        spec.comparisons.append(cl.NameComparison("forename").configure(term_frequency_adjustments=True))
-    if has("surname"):
-        spec.comparisons.append(cl.NameComparison("surname").configure(term_frequency_adjustments=True))
+    for col, other in (("forename", "surname"), ("surname", "forename")):
+        if has(col):
+            spec.comparisons.append(_name_comparison(col, other if has(other) else None))
     if has("middle_names"):
         spec.comparisons.append(cl.JaroWinklerAtThresholds("middle_names", [0.9]))
     if has("date_of_birth"):
         spec.comparisons.append(cl.DateOfBirthComparison("date_of_birth", input_is_string=False))
     if has("postcode"):
         spec.comparisons.append(cl.PostcodeComparison("postcode"))
-    for col in ("sex", "pnc", "cro", "other_id"):
+    if has("address") and not has("postcode"):
+        # Address text and postcode say the same thing; comparing both would count living
+        # together twice and merge families. Address is compared only where no postcode exists.
+        spec.comparisons.append(cl.CustomComparison(
+            comparison_levels=[cll.NullLevel("address"), cll.ExactMatchLevel("address"),
+                               cll.ArrayIntersectLevel("address_tokens", 4), cll.ArrayIntersectLevel("address_tokens", 3),
+                               cll.JaroWinklerLevel("address", 0.85), cll.ElseLevel()],
+            output_column_name="address",
+            comparison_description="address: exact, 4+ or 3+ words in common, Jaro-Winkler 0.85"))
+    for col in ("sex", "pnc", "cro"):
         if has(col):
             spec.comparisons.append(cl.ExactMatch(col))
+    if has("other_id"):
+        # Other ids (prisoner numbers, social security numbers) are typed by hand: one edit apart
+        # is still strong evidence.
+        spec.comparisons.append(cl.LevenshteinAtThresholds("other_id", [1]))
 
     # Prediction blocking: each rule catches pairs the others miss (a wrong date of birth,
     # a misspelt name, a missing PNC). Every pair is scored once however many rules catch it.
@@ -71,6 +84,8 @@ def model_spec(present: set[str]) -> ModelSpec:
                  ("postcode", "surname_soundex"), ("postcode", "forename", "year_of_birth")):
         if all(has(c) for c in cols):
             spec.prediction_rules.append(block_on(*cols))
+    if has("address") and not has("postcode"):
+        spec.prediction_rules += [block_on("address"), block_on("surname_soundex", "year_of_birth")]
     # Training: EM sessions each fix some columns so the others can be estimated.
     for cols in (("date_of_birth",), ("surname_soundex", "forename_soundex")):
         if all(has(c) for c in cols):
@@ -79,6 +94,21 @@ def model_spec(present: set[str]) -> ModelSpec:
         if all(has(c) for c in cols):
             spec.deterministic_rules.append(block_on(*cols))
     return spec
+
+
+def _name_comparison(col: str, other: str | None) -> cl.CustomComparison:
+    """Exact (with term-frequency adjustment), swapped with the other name, then Jaro-Winkler.
+
+    Clerks swap forename and surname; without the swapped level such a pair disagrees on both
+    names and is pushed apart however well everything else agrees.
+    """
+    levels = [cll.NullLevel(col), cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
+    if other:
+        levels.append(cll.ColumnsReversedLevel(col, other))
+    levels += [cll.JaroWinklerLevel(col, t) for t in (0.92, 0.88, 0.7)]
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(comparison_levels=levels, output_column_name=col,
+                               comparison_description=f"{col}: exact, swapped, Jaro-Winkler 0.92/0.88/0.7")
 
 
 def settings(spec: ModelSpec) -> SettingsCreator:

@@ -35,7 +35,7 @@ EDGE_FLOOR = 0.5
 # A blocking rule generating more comparisons than this is refused before predicting.
 MAX_COMPARISONS_PER_RULE = 2_000_000_000
 ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birth",), "postcode": ("postcode",),
-                "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
+                "address": ("address",), "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
 
 
 class LinkError(Exception):
@@ -79,8 +79,10 @@ def check_linkable(engine: Engine, files: list[Path]) -> None:
 def _load_input(engine: Engine, files: list[Path]) -> set[str]:
     """Union every identifiers table into the engine; returns the columns that hold any value."""
     paths = "[" + ", ".join(sql_string(p) for p in files) + "]"
+    # Address words as a list, for comparing addresses that gained or lost a word.
     engine.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS "
-                   f"SELECT * EXCLUDE (flags) FROM read_parquet({paths}) ORDER BY record_key")
+                   f"SELECT * EXCLUDE (flags), list_distinct(string_split(address, ' ')) AS address_tokens "
+                   f"FROM read_parquet({paths}) ORDER BY record_key")
     cols = engine.columns(INPUT_TABLE)
     counts = engine.execute("SELECT " + ", ".join(f"count({c})" for c in cols) + f" FROM {INPUT_TABLE}")[0]
     return {c for c, n in zip(cols, counts) if n > 0}
@@ -140,8 +142,8 @@ def _model_columns(model: dict) -> set[str]:
     for comparison in model.get("comparisons", []):
         for level in comparison.get("comparison_levels", []):
             sql = level.get("sql_condition", "")
-            for token in ("forename", "surname", "middle_names", "date_of_birth", "postcode", "sex", "pnc", "cro",
-                          "other_id"):
+            for token in ("forename", "surname", "middle_names", "date_of_birth", "postcode", "address", "sex", "pnc",
+                          "cro", "other_id"):
                 if f"{token}_l" in sql or f'"{token}_l"' in sql:
                     cols.add(token)
     return cols

@@ -40,6 +40,9 @@ class Column(BaseModel):
     true_values: list[str] = Field(default_factory=lambda: ["y", "yes", "true", "1"])
     false_values: list[str] = Field(default_factory=lambda: ["n", "no", "false", "0"])
     required: bool = False
+    on_invalid: Literal["quarantine", "null"] = Field(
+        "quarantine", description="a value that does not fit the type: quarantine the row (default) or keep the "
+                                  "row with this value empty")
     allowed: list[str] | None = None
     role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
     name_order: Literal["surname_comma_forenames", "forenames_surname"] | None = None

@@ -103,7 +103,8 @@ def read_lines(path: Path, encoding: str) -> pa.Table:
 def _split_header(first_line: bytes, spec: Table) -> list[str]:
     text = first_line.decode("cp1252" if spec.encoding == "cp1252" else spec.encoding, errors="replace")
     text = text.lstrip("\ufeff").rstrip("\r\n")
-    return next(csv.reader(io.StringIO(text), delimiter=spec.delimiter, quotechar=spec.quote), [])
+    # Spaces around header names are common in exports and carry no meaning.
+    return [name.strip() for name in next(csv.reader(io.StringIO(text), delimiter=spec.delimiter, quotechar=spec.quote), [])]
 
 
 def _check_header(path: Path, spec: Table, contract: Contract, lines: pa.Table) -> None:
@@ -239,7 +240,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
     for name, col in cols:
         r = f"raw_{_ident(name)}"
         typed_exprs.append(f"{_typed(r, col)} AS {_quoted(name)}")
-        if col.type != "string":
+        if col.type != "string" and col.on_invalid == "quarantine":
             checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {_typed(r, col)} IS NULL", name,
                                    f"{sql_string(_type_reason(name, col) + ': ')} || {r}"))
         if col.required or name in spec.record_id_columns:

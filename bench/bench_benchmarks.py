@@ -1,0 +1,65 @@
+"""Linkage accuracy on public labelled benchmarks, each onboarded through a contract alone.
+
+FEBRL3 (dedupe) and FEBRL4 (two files to link) from ../shared/data, with the default model
+(no per-dataset tuning: the contracts in bench/contracts only give column roles). Prints
+pairwise precision, recall and F1 at each threshold, and the time taken.
+
+    python bench/bench_benchmarks.py [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from datafirst.engine import Engine
+from datafirst.link.evaluate import pairwise_accuracy
+from datafirst.link.stage import link, train
+from datafirst.sources.ingest import ingest
+from datafirst.standardise.stage import standardise
+from datafirst.workspace import Workspace
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {"febrl3": ["febrl3.yaml"], "febrl4": ["febrl4a.yaml", "febrl4b.yaml"]}
+
+
+def run_benchmark(name: str, data: Path, root: Path) -> dict:
+    ws = Workspace.init(root / name, data, with_world_contracts=False)
+    for contract in BENCHMARKS[name]:
+        shutil.copyfile(HERE / "contracts" / contract, ws.root / "contracts" / contract)
+    started = time.perf_counter()
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine)
+        train(ws, engine)
+        link(ws, engine)
+        # Labels: FEBRL record ids are rec-N-org / rec-N-dup-k; the same N is the same person.
+        engine.execute(f"""CREATE TABLE truth AS SELECT record_key,
+                           regexp_extract(record_key, 'rec-([0-9]+)', 1) AS true_id
+                           FROM read_parquet('{ws.zone("links")}/clusters.parquet')""")
+        acc = pairwise_accuracy(engine, f"read_parquet('{ws.zone('links')}/clusters.parquet')", "truth")
+    return {"benchmark": name, "seconds": round(time.perf_counter() - started, 1), "accuracy": acc}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-febrl-") as tmp:
+        for name in BENCHMARKS:
+            r = run_benchmark(name, args.data, Path(tmp))
+            results.append(r)
+            for a in r["accuracy"]:
+                print(f"{name:7} {a['threshold']:6} precision {a['precision']:.4f} recall {a['recall']:.4f} "
+                      f"F1 {a['f1']:.4f}  ({a['true_pairs']:,} true pairs)")
+            print(f"{name:7} {r['seconds']} s")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
