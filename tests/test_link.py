@@ -116,3 +116,21 @@ def test_a_source_with_too_few_roles_is_refused(tmp_path):
         standardise(ws, engine)
         with pytest.raises(LinkError, match="cannot be linked.*only \\['name'\\].*Missing: \\['date_of_birth'"):
             train(ws, engine)
+
+
+def test_case_journeys_link_crown_cases_to_their_magistrates_case(linked_ws, world):
+    con = duckdb.connect()
+    j = f"read_parquet('{linked_ws.zone('links')}/case_journeys.parquet')"
+    crown = con.execute(f"SELECT count(*) FROM read_parquet('{linked_ws.zone('content')}/crown__defendants.parquet')").fetchall()[0][0]
+    rows = con.execute(f"""
+        SELECT j.method, count(*), avg(CASE WHEN j.mags_case = t.magistrates_case_id THEN 1.0 ELSE 0 END),
+               min(j.estimated_match_score), max(j.estimated_match_score)
+        FROM {j} j JOIN read_parquet('{world}/truth/case_journeys.parquet') t ON t.crown_case_number = j.crown_case
+        GROUP BY 1 ORDER BY 1""").fetchall()
+    by = {r[0]: r for r in rows}
+    assert set(by) == {"reference", "person_dates_offences"}
+    assert by["reference"][2] == 1.0 and by["reference"][3] == by["reference"][4] == 1.0
+    assert by["person_dates_offences"][2] > 0.97 and 0.5 <= by["person_dates_offences"][3] < 1.0
+    assert sum(r[1] for r in rows) > 0.97 * crown
+    one_each = con.execute(f"SELECT count(*) - count(DISTINCT crown_record_key) FROM {j}").fetchall()[0][0]
+    assert one_each == 0

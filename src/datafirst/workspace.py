@@ -29,6 +29,25 @@ class ThresholdConfig(BaseModel):
     low: float = 0.95
 
 
+class JourneySpec(BaseModel):
+    """Where the two ends of a case journey are, in the content zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crown_table: str = "crown__defendants"
+    crown_case: str = "case_number"
+    crown_reference: str = "magistrates_case_ref"
+    crown_date: str = "receipt_date"
+    crown_offence: str = "main_offence_code"
+    mags_table: str = "magistrates__defendants"
+    mags_case: str = "case_id"
+    mags_date: str = "first_hearing_date"
+    mags_sent_flag: str = "sent_to_crown_court"
+    offences_table: str = "magistrates__offences"
+    offences_case: str = "case_id"
+    offences_code: str = "offence_code"
+
+
 class LinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +57,7 @@ class LinkConfig(BaseModel):
         None, description="prediction blocking rules, each a list of identifier columns that must be equal; "
                           "default: rules chosen from the roles present")
     max_comparisons_per_rule: int = Field(2_000_000_000, description="a rule generating more is refused")
+    journey: JourneySpec = Field(default_factory=JourneySpec, description="where the case journey's two ends are")
 
 
 class Config(BaseModel):

@@ -25,6 +25,7 @@ from ..engine import Engine
 from ..engine.duckdb_engine import sql_string
 from ..standardise.stage import IDENTIFIERS
 from ..workspace import Workspace, replace_folder
+from .journeys import link_journeys
 from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, settings
 
 LINKS = "links"
@@ -91,7 +92,7 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
 def _linker(engine: Engine, model) -> Linker:
     db_api = DuckDBAPI(engine.con)
     sdf = db_api.register(INPUT_TABLE, dataset_display_name="identifiers")
-    return Linker(sdf, model, log_level=logging.WARNING)
+    return Linker(sdf, model, log_level=logging.ERROR)  # Splink warnings would drown the progress output
 
 
 def _fingerprint(files: list[Path]) -> list[dict]:
@@ -241,9 +242,11 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
                 WHERE match_probability >= {thresholds.medium} GROUP BY record_key) s USING (record_key)
             ORDER BY i.record_key"""
         engine.to_parquet(flags_sql, tmp / "clusters.parquet")
+        n_journeys = link_journeys(ws, engine, tmp / "case_journeys.parquet",
+                                   engine.parquet(tmp / "clusters.parquet"), cfg.journey)
         (tmp / "link.json").write_text(json.dumps({
             "model": path.name, "thresholds": thresholds.named(), "records": n_records, "edges": n_edges,
-            "people": clusters, "blocking": blocking, "edge_floor": EDGE_FLOOR,
+            "people": clusters, "blocking": blocking, "edge_floor": EDGE_FLOOR, "case_journeys": n_journeys,
         }, indent=2), encoding="utf-8")
         replace_folder(tmp, ws.zone(LINKS))
     except BaseException:
