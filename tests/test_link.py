@@ -134,3 +134,33 @@ def test_case_journeys_link_crown_cases_to_their_magistrates_case(linked_ws, wor
     assert sum(r[1] for r in rows) > 0.97 * crown
     one_each = con.execute(f"SELECT count(*) - count(DISTINCT crown_record_key) FROM {j}").fetchall()[0][0]
     assert one_each == 0
+
+
+def test_linkage_quality_report_with_labels(linked_ws, world, tmp_path):
+    from datafirst.link.quality import write_report
+    from datafirst.world.labels import write_labels
+
+    labels = write_labels(world, tmp_path / "labels.parquet")
+    with Engine() as engine:
+        json_path, html_path, report = write_report(linked_ws, engine, labels)
+    assert report["people"]["high"] >= report["people"]["medium"] >= report["people"]["low"]
+    assert sum(v for k, v in report["cluster_sizes"]["medium"].items() if k != "largest") == report["people"]["medium"]
+    sources = {m["source"] for m in report["match_rates"]}
+    assert sources == {"magistrates", "crown", "prison", "probation", "family", "civil"}
+    crown_in_mags = next(m for m in report["match_rates"] if m["source"] == "crown" and m["found_in"] == "magistrates")
+    assert crown_in_mags["share"] > 0.95  # every Crown defendant came through a magistrates' court
+    assert sum(h["edges"] for h in report["match_weight_histogram"]) == report["edges"]
+    assert any(p["comparison"] == "surname" and p["match_weight"] and p["match_weight"] > 5 for p in report["parameters"])
+    groups = {g["group_by"] for g in report["linked_share_by_group"]}
+    assert groups == {"sex", "age_band", "source"}
+    acc = report["accuracy"]
+    assert {"overall", "sex", "ethnicity", "name_origin", "age_band"} <= set(acc)
+    assert len({a["group"] for a in acc["name_origin"]}) == 10
+    assert report["borderline_sample"] and all(0.95 <= b["match_probability"] < 0.999 for b in report["borderline_sample"])
+    page = html_path.read_text()
+    assert page.startswith("<!doctype html>") and "INTERNAL" in page and page.count("<svg") >= 8
+    # A second report compares with the first.
+    with Engine() as engine:
+        _, _, again = write_report(linked_ws, engine, labels)
+    assert again["previous_run"] == report["generated_at"]
+    assert {c["measure"] for c in again["changes"]} >= {"scored edges", "people (medium)"}

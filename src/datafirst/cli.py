@@ -225,17 +225,27 @@ def _run_train(ws) -> None:
                   "`datafirst link` uses it without retraining.")
 
 
-def _run_link(ws) -> None:
+def _run_link(ws, labels: Path | None = None) -> None:
+    from .link.quality import write_report
     from .link.stage import LinkError, link
 
+    if labels is not None and not labels.is_file():
+        _fail(f"labels file {labels} not found; it must be Parquet with record_key and true_id columns")
     try:
-        with _engine(ws) as engine, console.status("Linking: blocking check, scoring pairs, clustering"):
-            summary = link(ws, engine)
+        with _engine(ws) as engine:
+            with console.status("Linking: blocking check, scoring pairs, clustering"):
+                summary = link(ws, engine)
+            _, html_path, report = write_report(ws, engine, labels)
     except LinkError as exc:
         _fail(f"{exc}\nThe links zone is as it was.")
     people = ", ".join(f"{name} {n:,}" for name, n in summary.clusters.items())
     console.print(f"Linked {summary.records:,} records with model {summary.model.name}: {summary.edges:,} scored "
                   f"edges; people at each threshold: {people}. Links zone: {ws.zone('links')}")
+    if report.get("accuracy"):
+        acc = ", ".join(f"{a['threshold']} P {a['precision']:.4f} R {a['recall']:.4f} F1 {a['f1']:.4f}"
+                        for a in report["accuracy"]["overall"])
+        console.print(f"Accuracy against labels: {acc}")
+    console.print(f"Linkage quality report (INTERNAL, shows identifiers): {html_path}")
 
 
 @app.command()
@@ -245,9 +255,14 @@ def train(workspace: Path = WORKSPACE_OPTION) -> None:
 
 
 @app.command()
-def link(workspace: Path = WORKSPACE_OPTION) -> None:
-    """Link with the saved model: score pairs once, cluster at high/medium/low, write the links zone."""
-    _run_link(_workspace(workspace))
+def link(
+    workspace: Path = WORKSPACE_OPTION,
+    labels: Path | None = typer.Option(None, "--labels", help="Parquet of known truth (record_key, true_id, and "
+                                       "optional groups: sex, ethnicity, age_band, name_origin) for accuracy figures."),
+) -> None:
+    """Link with the saved model: score pairs once, cluster at high/medium/low, link case journeys,
+    write the links zone and the linkage quality report."""
+    _run_link(_workspace(workspace), labels)
 
 
 @app.command()
@@ -287,7 +302,9 @@ def demo(
     _run_ingest(ws)
     _run_standardise(ws)
     _run_train(ws)
-    _run_link(ws)
+    from .world.labels import write_labels
+
+    _run_link(ws, write_labels(world_dir, world_dir / "labels.parquet"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {world_dir}")
 

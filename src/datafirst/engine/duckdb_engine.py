@@ -53,7 +53,7 @@ class Engine:
         self.con.unregister(name)
 
     def columns(self, relation: str) -> list[str]:
-        return [r[0] for r in self.execute(f"DESCRIBE {relation}")]
+        return [r[0] for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]
 
     def to_parquet(self, relation_sql: str, path: Path) -> int:
         """Write a query's rows to a Parquet file; returns the row count."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..sources.contract import load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
+from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace
 from .stage import IDENTIFIERS
 
@@ -136,34 +137,9 @@ def write_report(ws: Workspace, engine: Engine) -> tuple[Path, Path, dict]:
 
 # --- HTML --------------------------------------------------------------------------------------
 
-def _bar_chart(rows: list[tuple[str, float | None]], title: str, percent: bool = True) -> str:
-    """A horizontal bar chart as inline SVG (no scripts, no network: fine inside a TRE)."""
-    height = 22 * len(rows) + 30
-    top = max((v or 0) for _, v in rows) if not percent and rows else 1.0
-    parts = [f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="640" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>']
-    for i, (label, value) in enumerate(rows):
-        y = 20 + 22 * i
-        v = 0.0 if value is None else float(value)
-        w = 0 if top == 0 else 380 * v / top
-        shown = "n/a" if value is None else (f"{v:.1%}" if percent else f"{v:,.0f}")
-        colour = "#1d70b8" if (not percent or v >= 0.9) else ("#f47738" if v >= 0.5 else "#d4351c")
-        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{html.escape(label)}</text>'
-                     f'<rect x="200" y="{y}" width="{w:.1f}" height="16" fill="{colour}"/>'
-                     f'<text x="{205 + w:.1f}" y="{y + 13}" font-size="12">{shown}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{x:.1%}"
-
-
 def render_html(report: dict) -> str:
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Data quality report</title>",
-           "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px}table{border-collapse:collapse;"
-           "margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f2f1}"
-           ".alert{color:#d4351c;font-weight:bold}.num{text-align:right}</style></head><body>",
+           f"<style>{PAGE_STYLE}</style></head><body>",
            "<h1>Data quality report</h1>",
            f"<p>Generated {html.escape(report['generated_at'])}. Previous run: "
            f"{html.escape(report.get('previous_run') or 'none')}. Figures only: no values from any record appear here; "
@@ -182,7 +158,7 @@ def render_html(report: dict) -> str:
         out.append("<table><tr><th>source</th><th>table</th><th>field</th><th>before</th><th>now</th><th>change</th></tr>")
         for ch in changes:
             cls = " class='alert'" if ch["alert"] else ""
-            fmt = (lambda v: f"{v:,}") if ch["field"] == "(rows landed)" else _pct
+            fmt = (lambda v: f"{v:,}") if ch["field"] == "(rows landed)" else pct
             out.append(f"<tr{cls}><td>{ch['source']}</td><td>{ch['table']}</td><td>{html.escape(ch['field'])}</td>"
                        f"<td class='num'>{fmt(ch['completeness_before'])}</td><td class='num'>{fmt(ch['completeness_now'])}</td>"
                        f"<td class='num'>{ch['change']:+,.3f}</td></tr>")
@@ -193,23 +169,23 @@ def render_html(report: dict) -> str:
         ok = t["read"] == t["landed"] + t["quarantined"]
         out.append(f"<tr><td>{t['source']}</td><td>{t['table']}</td><td>{html.escape(t['file'])}</td>"
                    f"<td class='num'>{t['read']:,}</td><td class='num'>{t['landed']:,}</td>"
-                   f"<td class='num'>{t['quarantined']:,}</td><td class='num'>{_pct(t['duplicate_rate'])}</td>"
+                   f"<td class='num'>{t['quarantined']:,}</td><td class='num'>{pct(t['duplicate_rate'])}</td>"
                    f"<td>{'yes' if ok else '<span class=alert>NO</span>'}</td></tr>")
     out.append("</table>")
     for t in report["tables"]:
         anchor = f"{t['source']}-{t['table']}"
         out.append(f"<h2 id='{anchor}'>{t['source']} / {t['table']}</h2><p>{html.escape(t['unit'])}; "
                    f"{t['landed']:,} rows landed.</p>")
-        out.append(_bar_chart([(f["field"], f["completeness"]) for f in t["fields"]], f"Completeness of {anchor}"))
+        out.append(bar_chart([(f["field"], f["completeness"]) for f in t["fields"]], f"Completeness of {anchor}"))
         out.append("<table><tr><th>field</th><th>role</th><th>type</th><th>completeness</th><th>validity</th>"
                    "<th>placeholders</th><th>distinct values</th></tr>")
         for f in t["fields"]:
             out.append(f"<tr><td>{html.escape(f['field'])}</td><td>{f['role'] or ''}</td><td>{f['type']}</td>"
-                       f"<td class='num'>{_pct(f['completeness'])}</td><td class='num'>{_pct(f['validity'])}</td>"
-                       f"<td class='num'>{_pct(f['placeholder_rate'])}</td><td class='num'>{f['distinct']:,}</td></tr>")
+                       f"<td class='num'>{pct(f['completeness'])}</td><td class='num'>{pct(f['validity'])}</td>"
+                       f"<td class='num'>{pct(f['placeholder_rate'])}</td><td class='num'>{f['distinct']:,}</td></tr>")
         out.append("</table>")
         if t["quarantine_reasons"]:
-            out.append(_bar_chart([(f"{r['column']}: {r['reason']}"[:32], r["rows"]) for r in t["quarantine_reasons"]],
+            out.append(bar_chart([(f"{r['column']}: {r['reason']}"[:32], r["rows"]) for r in t["quarantine_reasons"]],
                                   f"Quarantine reasons of {anchor}", percent=False))
             out.append("<table><tr><th>column</th><th>reason</th><th>rows</th></tr>")
             for r in t["quarantine_reasons"]:
