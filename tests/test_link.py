@@ -164,3 +164,35 @@ def test_linkage_quality_report_with_labels(linked_ws, world, tmp_path):
         _, _, again = write_report(linked_ws, engine, labels)
     assert again["previous_run"] == report["generated_at"]
     assert {c["measure"] for c in again["changes"]} >= {"scored edges", "people (medium)"}
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (.ci/run installs it for CI)")
+def test_reports_render_in_a_real_browser(linked_ws, tmp_path):
+    """Both reports load in headless Chromium; the DOM the browser built has the charts and tables."""
+    import subprocess
+
+    from datafirst.link.quality import write_report as write_link_report
+    from datafirst.standardise.quality import write_report as write_dq_report
+
+    with Engine() as engine:
+        _, dq_page, _ = write_dq_report(linked_ws, engine)
+        _, link_page, _ = write_link_report(linked_ws, engine)
+    for page, heading in ((dq_page, "Data quality report"), (link_page, "Linkage quality report")):
+        profile = tmp_path / f"profile-{page.parent.name}"
+        dom = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        assert f"<h1>{heading}</h1>" in dom and dom.count("<svg") >= 5 and "<table>" in dom
+        shot = tmp_path / f"{page.parent.name}.png"
+        subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,1600",
+                        f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
