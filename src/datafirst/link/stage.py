@@ -9,7 +9,6 @@ record gets a person id at each (high within medium within low).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from splink import DuckDBAPI, Linker, block_on
 
 from ..engine import Engine
+from ..files import file_sha256
 from ..engine.duckdb_engine import sql_string
 from ..standardise.stage import IDENTIFIERS
 from ..workspace import Workspace, replace_folder
@@ -98,8 +98,7 @@ def _linker(engine: Engine, model) -> Linker:
 def _fingerprint(files: list[Path]) -> list[dict]:
     out = []
     for p in files:
-        h = hashlib.sha256(p.read_bytes()).hexdigest()
-        out.append({"table": p.stem, "sha256": h})
+        out.append({"table": p.stem, "sha256": file_sha256(p)})
     return out
 
 

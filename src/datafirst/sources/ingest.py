@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import os
 import re
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..engine import Engine
+from ..files import file_sha256
 from ..engine.duckdb_engine import sql_string
 from ..workspace import Workspace, replace_folder
 from .contract import Column, Contract, Table, load_contracts
@@ -71,14 +71,6 @@ def _lenient_cp1252(name: str) -> codecs.CodecInfo | None:
 
 codecs.register(_lenient_cp1252)
 ARROW_ENCODING = {"utf-8": "utf8", "cp1252": "datafirst_cp1252", "latin-1": "latin-1"}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_lines(path: Path, encoding: str) -> pa.Table:

@@ -8,7 +8,6 @@ and moved into place only when complete: a failure leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..files import file_sha256
 from .error_model import ErrorModel, default_error_model
 from .events import civil_claims, criminal_journeys, family_cases
 from .extracts import EXTRACTS, IdIssuer, SourceRenderer
@@ -165,14 +165,6 @@ def _write_chunk(sinks: _Sinks, chunk: int, seed: int, n_people: int, first_id: 
     }, schema=TRUTH_JOURNEY_SCHEMA))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def generate_world(out: Path, people: int, seed: int = 0, *, chunk_people: int = CHUNK_PEOPLE,
                    error_model: ErrorModel | None = None,
                    progress: Callable[[int, int], None] | None = None) -> WorldSummary:
@@ -206,7 +198,7 @@ def generate_world(out: Path, people: int, seed: int = 0, *, chunk_people: int =
                         "format": "jsonl" if spec.is_jsonl else "delimited", "delimiter": spec.delimiter,
                         "encoding": spec.encoding, "bom": spec.bom, "record_id": spec.record_id or None,
                         "error_profile": spec.errors_from,
-                        "sha256": _sha256(tmp / "extracts" / spec.path)}
+                        "sha256": file_sha256(tmp / "extracts" / spec.path)}
             for spec in EXTRACTS
         }
         manifest = {
