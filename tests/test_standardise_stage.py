@@ -135,3 +135,22 @@ def test_quality_report_measures_and_compares(std_ws, world):
                                             WHERE length(surname) > 5""").fetchall()
     lowered = page.lower()
     assert not [s for (s,) in surnames if f">{s}<" in lowered or f" {s} " in lowered]
+
+
+def test_placeholder_values_never_reach_the_identifiers(std_ws, world):
+    """A placeholder must not be able to drive a match: none survives into the linkage zone,
+    although the world plants them (ZZ99 3VZ, NFA, UNKNOWN, 1900-01-01, 01/01 dates)."""
+    con = duckdb.connect()
+    ids = f"read_parquet('{std_ws.zones}/identifiers/*.parquet')"
+    planted = con.execute(f"""SELECT count(*) FROM read_parquet('{world}/truth/records.parquet')
+                              WHERE errors LIKE '%placeholder%'""").fetchall()[0][0]
+    assert planted > 100
+    leaks = con.execute(f"""SELECT count(*) FROM {ids}
+        WHERE postcode IN ('ZZ99 3VZ') OR lower(coalesce(forename, '')) IN ('unknown', 'nfa', 'n/a')
+           OR lower(coalesce(surname, '')) IN ('unknown', 'nfa', 'n/a')
+           OR date_of_birth IN (DATE '1900-01-01', DATE '1901-01-01')
+           OR (month(date_of_birth) = 1 AND day(date_of_birth) = 1)""").fetchall()[0][0]
+    assert leaks == 0
+    flagged = con.execute(f"""SELECT count(*) FROM {ids} WHERE list_contains(flags, 'postcode:placeholder')
+                              OR list_contains(flags, 'date_of_birth:placeholder')""").fetchall()[0][0]
+    assert flagged > 50
