@@ -73,9 +73,9 @@ def model_spec(present: set[str]) -> ModelSpec:
         if has(col):
             spec.comparisons.append(cl.ExactMatch(col))
     if has("other_id"):
-        # Other ids (prisoner numbers, social security numbers) are typed by hand: one edit apart
-        # is still strong evidence.
-        spec.comparisons.append(cl.LevenshteinAtThresholds("other_id", [1]))
+        # Other ids (prisoner numbers, social security numbers) are typed by hand: one or two
+        # edits apart (a transposition counts as one) is still evidence, weighed by the model.
+        spec.comparisons.append(cl.DamerauLevenshteinAtThresholds("other_id", [1, 2]))
 
     # Prediction blocking: each rule catches pairs the others miss (a wrong date of birth,
     # a misspelt name, a missing PNC). Every pair is scored once however many rules catch it.
