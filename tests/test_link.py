@@ -196,3 +196,44 @@ def test_reports_render_in_a_real_browser(linked_ws, tmp_path):
         subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,1600",
                         f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_model_and_training_declared_in_config(world, tmp_path):
+    """A data owner can declare comparisons, blocking and training steps in the workspace config."""
+    import yaml
+
+    ws = Workspace.init(tmp_path / "ws", world / "extracts", with_world_contracts=False)
+    shutil_copy = __import__("shutil").copyfile
+    from importlib import resources
+
+    for name in ("crown.yaml", "prison.yaml"):
+        with resources.as_file(resources.files("datafirst.sources").joinpath("contracts", name)) as src:
+            shutil_copy(src, ws.root / "contracts" / name)
+    settings = {
+        "comparisons": [
+            {"output_column_name": "surname", "comparison_levels": [
+                {"sql_condition": "surname_l IS NULL OR surname_r IS NULL", "is_null_level": True},
+                {"sql_condition": "surname_l = surname_r", "label_for_charts": "exact"},
+                {"sql_condition": "ELSE", "label_for_charts": "else"}]},
+            {"output_column_name": "date_of_birth", "comparison_levels": [
+                {"sql_condition": "date_of_birth_l IS NULL OR date_of_birth_r IS NULL", "is_null_level": True},
+                {"sql_condition": "date_of_birth_l = date_of_birth_r", "label_for_charts": "exact"},
+                {"sql_condition": "ELSE", "label_for_charts": "else"}]},
+        ],
+        "blocking_rules_to_generate_predictions": ["l.surname = r.surname"],
+    }
+    (ws.root / "mine.json").write_text(json.dumps(settings))
+    cfg = yaml.safe_load(ws.config_path.read_text())
+    cfg["link"] = {"settings_file": "mine.json", "training_rules": [["date_of_birth"]], "blocking_rules": [["surname"]]}
+    ws.config_path.write_text(yaml.safe_dump(cfg))
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine)
+        path = train(ws, engine)
+    model = json.loads(path.read_text())
+    assert [c["output_column_name"] for c in model["comparisons"]] == ["surname", "date_of_birth"]
+    with Engine() as engine:
+        summary = link(ws, engine)
+    assert summary.records > 1000 and summary.clusters["medium"] < summary.records
+    blocking = json.loads((ws.zone("links") / "link.json").read_text())["blocking"]
+    assert [b["rule"] for b in blocking] == ['l."surname" = r."surname"']

@@ -57,6 +57,11 @@ class LinkConfig(BaseModel):
         None, description="prediction blocking rules, each a list of identifier columns that must be equal; "
                           "default: rules chosen from the roles present")
     max_comparisons_per_rule: int = Field(2_000_000_000, description="a rule generating more is refused")
+    settings_file: Path | None = Field(
+        None, description="a Splink settings JSON (comparisons, blocking_rules_to_generate_predictions) to train "
+                          "instead of the default model built from the roles; relative to the workspace")
+    training_rules: list[list[str]] | None = Field(
+        None, description="EM training sessions, each a list of columns held equal; default: chosen from the roles")
     journey: JourneySpec = Field(default_factory=JourneySpec, description="where the case journey's two ends are")
 
 

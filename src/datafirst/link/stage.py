@@ -104,15 +104,28 @@ def _fingerprint(files: list[Path]) -> list[dict]:
 
 def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
+    cfg = ws.config().link
     files = _identifier_files(ws)
     check_linkable(engine, files)
     present = _load_input(engine, files)
     spec = model_spec(present)
-    linker = _linker(engine, settings(spec))
+    model = settings(spec)
+    if cfg.settings_file:
+        path = ws.resolve(cfg.settings_file)
+        try:
+            model = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LinkError(f"cannot read link.settings_file {path}: {exc}") from exc
+        # The platform's own conventions, whatever the file says.
+        model.update({"link_type": "dedupe_only", "unique_id_column_name": "record_key",
+                      "additional_columns_to_retain": sorted(set(model.get("additional_columns_to_retain", []))
+                                                             | {"source"})})
+    training_rules = [block_on(*cols) for cols in cfg.training_rules] if cfg.training_rules else spec.training_rules
+    linker = _linker(engine, model)
     if spec.deterministic_rules:
         linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=0.8)
     linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
-    for rule in spec.training_rules:
+    for rule in training_rules:
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = ws.root / MODELS
@@ -156,7 +169,12 @@ def check_model_fits(model: dict, present: set[str], path: Path) -> None:
     if missing:
         raise LinkError(f"model {path.name} compares {sorted(needed)}, but the identifiers now hold no values for "
                         f"{missing}; it would be silently misapplied. Retrain with `datafirst train`.")
-    unused = sorted({"forename", "surname", "date_of_birth", "postcode", "pnc"} & present - needed)
+    # A column that has values now but had none when the model was trained means the model
+    # is stale (the metadata says what training saw). Without metadata, any key column the
+    # model does not compare counts as unseen.
+    meta_path = path.with_suffix(".meta.json")
+    seen = set(json.loads(meta_path.read_text(encoding="utf-8"))["columns"]) if meta_path.is_file() else needed
+    unused = sorted({"forename", "surname", "date_of_birth", "postcode", "pnc"} & present - seen)
     if unused:
         raise LinkError(f"model {path.name} was trained without {unused}, which the identifiers now hold; "
                         "retrain with `datafirst train` so they count.")
