@@ -74,6 +74,8 @@ class Table(BaseModel):
     header: bool = True
     record_id: str | list[str] = Field(description="the column(s) that identify a row within the table")
     unit: str = Field("", description="what one row is, e.g. 'one row per defendant per case'")
+    event_date: str | None = Field(None, description="the date column that places a row in a person's journey")
+    event_type: str | None = Field(None, description="what the event is, for the person journey (default: the table)")
     unnest: str | None = Field(None, description="jsonl only: JSON path of an array; one row per element")
     parent_id: str | None = Field(None, description="jsonl with unnest: the parent's id column, kept on each element")
     columns: dict[str, Column]
@@ -95,6 +97,8 @@ class Table(BaseModel):
         missing = [c for c in ids if c not in self.columns]
         if missing:
             raise ValueError(f"record_id names columns that are not declared: {missing}")
+        if self.event_date and (self.event_date not in self.columns or self.columns[self.event_date].type != "date"):
+            raise ValueError(f"event_date must name a declared date column, got {self.event_date!r}")
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be one character (write a tab as \"\\t\")")
         if self.format == "jsonl":

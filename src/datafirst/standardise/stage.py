@@ -127,10 +127,19 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
     return [raw, cleaned, final]
 
 
-def content_sql(spec: Table, landed: str) -> str:
-    cols = ", ".join(_q(n) for n in spec.content_columns)
-    prov = ", ".join(PROVENANCE)
-    return f"SELECT _record_key AS record_key, {prov}, {cols} FROM {landed} ORDER BY _row_number"
+# Quasi-identifiers reduced enough for research (the SAIL/ONS practice): they go to content
+# beside the record, while the full values stay in the identifiers zone.
+REDUCED_QUASI_IDENTIFIERS = ("year_of_birth", "sex", "postcode_district")
+
+
+def content_sql(spec: Table, landed: str, identifiers: str | None = None) -> str:
+    cols = ", ".join(f"l.{_q(n)}" for n in spec.content_columns)
+    prov = ", ".join(f"l.{p}" for p in PROVENANCE)
+    if identifiers is None:
+        return f"SELECT l._record_key AS record_key, {prov}, {cols} FROM {landed} l ORDER BY l._row_number"
+    reduced = ", ".join(f"i.{c}" for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns)
+    return (f"SELECT l._record_key AS record_key, {prov}, {cols}, {reduced} FROM {landed} l "
+            f"JOIN {identifiers} i ON i.record_key = l._record_key ORDER BY l._row_number")
 
 
 def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
@@ -167,7 +176,8 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 n_ids = engine.to_parquet(final, tmp_ids / f"{key}.parquet")
                 engine.execute("DROP TABLE step_raw")
                 engine.execute("DROP TABLE step_cleaned")
-            n_content = engine.to_parquet(content_sql(spec, landed), tmp_content / f"{key}.parquet")
+            ids = engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
+            n_content = engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
             splits.append(TableSplit(contract.source, name, rows, n_ids, n_content))
         if progress:
             progress("done", len(tables), len(tables))
