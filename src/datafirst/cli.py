@@ -266,6 +266,74 @@ def link(
 
 
 @app.command()
+def release(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Build the de-identified products and publish them as a new versioned, immutable release
+    (after the privacy guard and key check pass). The hashing salt comes from DATAFIRST_SALT_FILE
+    or DATAFIRST_SALT, never from the config."""
+    from .release.secrets import SecretError
+    from .release.stage import ReleaseError
+    from .release.stage import release as make_release
+
+    ws = _workspace(workspace)
+    try:
+        with _engine(ws) as engine, _progress() as progress:
+            summary = make_release(ws, engine, progress=_stage_progress(progress, "Release"))
+    except (ReleaseError, SecretError) as exc:
+        _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
+    _print_release(summary)
+
+
+def _print_release(summary) -> None:
+    t = Table(title=f"Release {summary.version}")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for name, rows in summary.tables.items():
+        t.add_row(name, f"{rows:,}")
+    console.print(t)
+    console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
+                  f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'})")
+
+
+def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:
+    from .link.stage import LinkError
+    from .release.secrets import SecretError
+    from .release.stage import ReleaseError, published
+    from .run import Runner, peak_memory_mb
+    from .sources.contract import ContractError
+    from .sources.ingest import IngestError
+
+    def report(result) -> None:
+        mark = "[green]ran[/]" if result.ran else "[dim]skipped[/]"
+        console.print(f"  {result.stage:<12} {mark} {result.seconds:>7.1f} s  {result.detail}")
+
+    console.print("Running ingest -> standardise -> train -> link -> release")
+    started = __import__("time").perf_counter()
+    try:
+        results = Runner(ws, retrain=retrain, labels=labels, report=report).run()
+    except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
+        _fail(str(exc))
+    total = __import__("time").perf_counter() - started
+    latest = published(ws)
+    console.print(f"Done in {total:.1f} s ({sum(1 for r in results if r.ran)} stages ran), peak memory "
+                  f"{peak_memory_mb():,} MB.")
+    if latest:
+        console.print(f"Latest release: {latest[-1]} (dictionary: {latest[-1] / 'dictionary.md'})")
+    console.print(f"Reports: {ws.reports / 'data_quality' / 'report.html'}, "
+                  f"{ws.reports / 'linkage_quality' / 'report.html'} (internal)")
+
+
+@app.command()
+def run(
+    workspace: Path = WORKSPACE_OPTION,
+    retrain: bool = typer.Option(False, "--retrain", help="Train a new model even if one is saved."),
+    labels: Path | None = typer.Option(None, "--labels", help="Known truth for accuracy figures in the linkage report."),
+) -> None:
+    """The whole flow (ingest, standardise, train if no model, link, release), skipping stages whose
+    inputs and config have not changed."""
+    _run_all(_workspace(workspace), retrain, labels)
+
+
+@app.command()
 def ingest(workspace: Path = WORKSPACE_OPTION) -> None:
     """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
     _run_ingest(_workspace(workspace))
@@ -285,7 +353,7 @@ def demo(
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:
     """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB
-    (generate, ingest, standardise, train, link)."""
+    (generate, ingest, standardise, train, link, release)."""
     from .workspace import Workspace
 
     world_dir = out / "world"
@@ -299,12 +367,17 @@ def demo(
     console.print(f"World: {summary.records:,} source records for {summary.people:,} people in {summary.seconds:.1f} s")
     _print_realism(world_dir, with_errors=False)
     ws = Workspace(out) if (out / "datafirst.yaml").is_file() else Workspace.init(out, world_dir / "extracts")
-    _run_ingest(ws)
-    _run_standardise(ws)
-    _run_train(ws)
+    import os
+
+    from .release.secrets import SALT_ENV, SALT_FILE_ENV, make_demo_salt
     from .world.labels import write_labels
 
-    _run_link(ws, write_labels(world_dir, world_dir / "labels.parquet"))
+    if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):
+        salt = make_demo_salt(out / "secrets" / "demo.salt")
+        os.environ[SALT_FILE_ENV] = str(salt)
+        console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the releases). "
+                      f"For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
+    _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {world_dir}")
 

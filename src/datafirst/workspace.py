@@ -65,6 +65,15 @@ class LinkConfig(BaseModel):
     journey: JourneySpec = Field(default_factory=JourneySpec, description="where the case journey's two ends are")
 
 
+class ReleaseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    privacy_allow: list[str] = Field(
+        default_factory=list, description="'table.column' entries the privacy guard may skip, each a reviewed "
+                                          "decision (say why in a comment)")
+    small_count: int = Field(10, description="counts below this are suppressed in released quality summaries")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +83,7 @@ class Config(BaseModel):
     threads: int | None = Field(None, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="engine memory limit, e.g. '8GB'")
     link: LinkConfig = Field(default_factory=LinkConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
 
 class Workspace:

@@ -1,0 +1,1 @@
+"""Release: de-identified, documented, versioned research products."""

@@ -1,0 +1,157 @@
+"""What travels with a release: the data dictionary, a frictionless data package description,
+release notes (schema changes first), quality summaries fit for researchers (aggregates
+only, small counts suppressed) and a manifest."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from ..files import file_sha256
+from ..workspace import Workspace
+from .products import Product
+
+FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "integer", "DATE": "date",
+                      "BOOLEAN": "boolean", "DOUBLE": "number", "VARCHAR[]": "array", "TIMESTAMP": "datetime"}
+MAX_LISTED_VALUES = 12
+
+
+def _column_facts(engine: Engine, path: Path, name: str, ctype: str) -> dict:
+    rel = f"read_parquet({sql_string(path)})"
+    q = '"' + name + '"'
+    missing, distinct = engine.execute(f"SELECT avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0 END), "
+                                       f"count(DISTINCT {q}) FROM {rel}")[0]
+    facts = {"missing_share": round(float(missing or 0), 4), "distinct_values": int(distinct)}
+    if ctype in ("VARCHAR", "BOOLEAN") and distinct <= MAX_LISTED_VALUES and not name.endswith("_hash") \
+            and not name.startswith("person_id"):
+        facts["allowed_values"] = sorted(str(r[0]) for r in engine.execute(f"SELECT DISTINCT {q} FROM {rel} "
+                                                                           f"WHERE {q} IS NOT NULL"))
+    return facts
+
+
+def dictionary(engine: Engine, root: Path, products: list[Product], rows: dict[str, int]) -> dict:
+    tables = []
+    for p in products:
+        path = root / "tables" / f"{p.name}.parquet"
+        schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({sql_string(path)}))")
+        columns = []
+        for name, ctype in schema:
+            columns.append({"name": name, "type": ctype, "description": p.columns.get(name, ""),
+                            **_column_facts(engine, path, name, ctype)})
+        tables.append({"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
+                       "keys": p.keys, "rows": rows[p.name], "columns": columns})
+    return {"tables": tables}
+
+
+def dictionary_markdown(version: str, d: dict) -> str:
+    out = [f"# Data dictionary, release {version}", "",
+           "Every table of the release, its unit (what one row is), its key (unique in every row), and every "
+           "column with its type, meaning, share missing and, where few, its values. Ids are keyed hashes: they "
+           "join within a release and across releases made with the same key, and reveal nothing.", ""]
+    for t in d["tables"]:
+        out += [f"## {t['name']}", "", t["description"], "", f"- unit: {t['unit']}", f"- key: {', '.join(t['keys'])}",
+                f"- rows: {t['rows']:,}", "", "| column | type | meaning | missing | values |", "|---|---|---|---|---|"]
+        for c in t["columns"]:
+            values = ", ".join(c.get("allowed_values", [])) or f"{c['distinct_values']:,} distinct"
+            out.append(f"| {c['name']} | {c['type']} | {c['description']} | {c['missing_share']:.1%} | {values} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def datapackage(version: str, root: Path, d: dict) -> dict:
+    resources = []
+    for t in d["tables"]:
+        path = root / t["path"]
+        resources.append({
+            "name": t["name"], "path": t["path"], "format": "parquet", "mediatype": "application/vnd.apache.parquet",
+            "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{file_sha256(path)}",
+            "schema": {"fields": [{"name": c["name"], "type": FRICTIONLESS_TYPES.get(c["type"], "any"),
+                                   "description": c["description"]} for c in t["columns"]],
+                       "primaryKey": t["keys"]},
+        })
+    return {"profile": "data-package", "name": "datafirst-linked-justice-data", "version": version,
+            "title": "Linked, de-identified justice data", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resources": resources}
+
+
+def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> str:
+    out = [f"# Release {version}", "", f"Created {meta['created_at']} by datafirst {__version__}. Linkage model "
+           f"{meta['model']}; person id thresholds (match probability): "
+           + ", ".join(f"{k} {v}" for k, v in meta["thresholds"].items()) + ".", ""]
+    if previous is None:
+        out += ["This is the first release.", ""]
+    else:
+        before = json.loads((previous / "dictionary.json").read_text(encoding="utf-8"))
+        old = {t["name"]: t for t in before["tables"]}
+        new = {t["name"]: t for t in d["tables"]}
+        schema = []
+        for name in sorted(new.keys() - old.keys()):
+            schema.append(f"- table added: `{name}`")
+        for name in sorted(old.keys() - new.keys()):
+            schema.append(f"- table removed: `{name}` (breaking)")
+        for name in sorted(new.keys() & old.keys()):
+            oc = {c["name"]: c["type"] for c in old[name]["columns"]}
+            nc = {c["name"]: c["type"] for c in new[name]["columns"]}
+            schema += [f"- `{name}.{c}` added" for c in sorted(nc.keys() - oc.keys())]
+            schema += [f"- `{name}.{c}` removed (breaking)" for c in sorted(oc.keys() - nc.keys())]
+            schema += [f"- `{name}.{c}` type changed from {oc[c]} to {nc[c]} (breaking)"
+                       for c in sorted(nc.keys() & oc.keys()) if oc[c] != nc[c]]
+        out += [f"## Schema changes since {previous.name}", ""] + (schema or ["None: every table and column is as before."])
+        out += ["", f"## Row counts since {previous.name}", "", "| table | before | now |", "|---|---|---|"]
+        out += [f"| {n} | {old[n]['rows']:,} | {new[n]['rows']:,} |" for n in sorted(new.keys() & old.keys())
+                if old[n]["rows"] != new[n]["rows"]]
+        out.append("")
+    return "\n".join(out)
+
+
+def _suppress(n: int, small: int) -> int | str:
+    return n if n == 0 or n >= small else f"<{small}"
+
+
+def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
+    """Aggregates only, from the internal reports; counts below `small` are suppressed and no
+    borderline pairs or quarantined values are carried."""
+    out: dict[str, dict] = {}
+    dq = ws.reports / "data_quality" / "latest.json"
+    if dq.is_file():
+        data = json.loads(dq.read_text(encoding="utf-8"))
+        out["data_quality.json"] = {"generated_at": data["generated_at"], "tables": [
+            {"source": t["source"], "table": t["table"], "rows_read": _suppress(t["read"], small),
+             "rows_landed": _suppress(t["landed"], small), "rows_quarantined": _suppress(t["quarantined"], small),
+             "fields": [{"field": f["field"], "role": f["role"], "completeness": f["completeness"],
+                         "validity": f["validity"]} for f in t["fields"]]}
+            for t in data["tables"]]}
+    lq = ws.reports / "linkage_quality" / "latest.json"
+    if lq.is_file():
+        data = json.loads(lq.read_text(encoding="utf-8"))
+        out["linkage_quality.json"] = {
+            "generated_at": data["generated_at"], "thresholds": data["thresholds"],
+            "people": data["people"],
+            "cluster_sizes": {t: {k: _suppress(v, small) for k, v in sizes.items() if k != "largest"}
+                              for t, sizes in data["cluster_sizes"].items()},
+            "match_rates": data["match_rates"],
+            "linked_share_by_group": [g for g in data["linked_share_by_group"] if g["records"] >= small],
+            "accuracy": data.get("accuracy"),
+        }
+    return out
+
+
+def write_all(ws: Workspace, engine: Engine, root: Path, version: str, products: list[Product],
+              rows: dict[str, int], previous: Path | None) -> None:
+    links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
+    meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "previous": previous.name if previous else None, "model": links_meta["model"],
+            "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__}
+    d = dictionary(engine, root, products, rows)
+    (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
+    (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")
+    (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d), indent=2), encoding="utf-8")
+    (root / "RELEASE_NOTES.md").write_text(release_notes(version, d, previous, meta), encoding="utf-8")
+    (root / "quality").mkdir()
+    for name, data in quality_summaries(ws, ws.config().release.small_count).items():
+        (root / "quality" / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    (root / "manifest.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

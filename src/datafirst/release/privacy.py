@@ -1,0 +1,91 @@
+"""The privacy guard and the key check that every release must pass.
+
+The guard fails a release when any value present in the identifiers zone (names, postcodes,
+PNC and CRO numbers, other ids, dates of birth written as text) or any raw native id
+appears in any text column of any product, or when a date column looks like dates of birth
+(it equals the record's own date of birth far more often than chance). The key check fails
+it when a key documented as unique is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from ..sources.contract import Contract
+
+MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
+DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
+
+
+def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract]) -> int:
+    ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
+    parts = [
+        f"SELECT lower(surname) AS v, 'surname' AS kind FROM {ids} WHERE length(surname) >= {MIN_NAME_LENGTH}",
+        f"SELECT lower(forename), 'forename' FROM {ids} WHERE length(forename) >= {MIN_NAME_LENGTH}",
+        f"SELECT lower(pnc), 'pnc' FROM {ids} WHERE pnc IS NOT NULL",
+        f"SELECT lower(cro), 'cro' FROM {ids} WHERE cro IS NOT NULL",
+        f"SELECT lower(other_id), 'other id' FROM {ids} WHERE other_id IS NOT NULL",
+        f"SELECT lower(postcode), 'postcode' FROM {ids} WHERE postcode IS NOT NULL",
+        f"SELECT lower(replace(postcode, ' ', '')), 'postcode' FROM {ids} WHERE postcode IS NOT NULL",
+        f"SELECT strftime(date_of_birth, '%Y-%m-%d'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
+        f"SELECT strftime(date_of_birth, '%d/%m/%Y'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
+    ]
+    for contract in contracts:
+        for name, spec in contract.tables.items():
+            path = content_dir / f"{contract.table_key(name)}.parquet"
+            for col, cspec in spec.columns.items():
+                if cspec.native_id and path.is_file():
+                    parts.append(f"SELECT lower(CAST(\"{col}\" AS VARCHAR)), 'native id' FROM read_parquet({sql_string(path)}) "
+                                 f"WHERE \"{col}\" IS NOT NULL")
+            parts.append(f"SELECT lower(record_key), 'record key' FROM read_parquet({sql_string(path)})"
+                         if path.is_file() else "SELECT NULL, NULL WHERE false")
+    engine.execute("CREATE OR REPLACE TEMP TABLE sensitive_values AS SELECT DISTINCT v, kind FROM ("
+                   + " UNION ALL ".join(parts) + ") WHERE v IS NOT NULL AND v <> ''")
+    engine.execute(f"""CREATE OR REPLACE TEMP TABLE birth_dates AS
+        SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
+    return int(engine.scalar("SELECT count(*) FROM sensitive_values"))
+
+
+def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[str]:
+    """Problems found in one product table (empty when it is clean)."""
+    rel = f"read_parquet({sql_string(path)})"
+    problems = []
+    schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {rel})")
+    for col, ctype in schema:
+        if f"{name}.{col}" in allow:
+            continue
+        q = '"' + col + '"'
+        if ctype == "VARCHAR":
+            hits = engine.execute(f"""SELECT s.kind, count(*) FROM {rel} p JOIN sensitive_values s
+                                      ON lower(trim(p.{q})) = s.v GROUP BY 1 ORDER BY 2 DESC""")
+            for kind, n in hits:
+                problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")
+        elif ctype == "VARCHAR[]":
+            hits = engine.execute(f"""SELECT s.kind, count(*) FROM (SELECT unnest({q}) AS x FROM {rel}) p
+                                      JOIN sensitive_values s ON lower(trim(p.x)) = s.v GROUP BY 1""")
+            for kind, n in hits:
+                problems.append(f"{name}.{col}: {n:,} list value(s) equal to a {kind} from the identifiers zone")
+        elif ctype == "DATE" and "row_id_hash" in {c for c, _ in schema}:
+            share = engine.scalar(f"""SELECT avg(CASE WHEN p.{q} = b.date_of_birth THEN 1.0 ELSE 0 END)
+                                      FROM {rel} p JOIN birth_dates b USING (row_id_hash) WHERE p.{q} IS NOT NULL""")
+            if share is not None and share > DOB_LIKE_SHARE:
+                problems.append(f"{name}.{col}: equals the record's own date of birth in {share:.0%} of rows; "
+                                "full dates of birth must not be released (use year_of_birth)")
+    return problems
+
+
+def check_keys(engine: Engine, name: str, path: Path, keys: list[str]) -> list[str]:
+    rel = f"read_parquet({sql_string(path)})"
+    cols = ", ".join('"' + k + '"' for k in keys)
+    nulls = " OR ".join(f'"{k}" IS NULL' for k in keys)
+    rows, distinct, null_rows = engine.execute(
+        f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {rel})), "
+        f"count(*) FILTER (WHERE {nulls}) FROM {rel}")[0]
+    problems = []
+    if distinct != rows:
+        problems.append(f"{name}: key ({', '.join(keys)}) is documented unique but {rows - distinct:,} rows repeat it")
+    if null_rows:
+        problems.append(f"{name}: key ({', '.join(keys)}) is empty in {null_rows:,} rows")
+    return problems

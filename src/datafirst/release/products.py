@@ -1,0 +1,190 @@
+"""Research-ready products, built from the content and links zones only.
+
+Never from the identifiers zone: that is what keeps names, full dates of birth, postcodes
+and police ids out of every product. Every native id becomes a keyed, salted hash
+(`<column>_hash`) that is the same wherever the same id appears in a release; record keys
+become `row_id_hash`; person ids are hashed again so they cannot be recomputed from
+anything outside the release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from ..sources.contract import Contract
+from ..workspace import Workspace
+
+HASH_CHARS = 20  # 80 bits: no collision in practice for a national population of ids
+
+
+def install_keyed_hash(engine: Engine, salt: str) -> None:
+    """Make `keyed_hash(x)` available in SQL. The salt is passed as a parameter and held in
+    a session variable, so it never appears in SQL text, logs or error messages."""
+    engine.execute("SET VARIABLE datafirst_release_salt = ?", [salt])
+    engine.execute(f"""CREATE OR REPLACE TEMP MACRO keyed_hash(x) AS CASE WHEN x IS NULL THEN NULL
+        ELSE substr(sha256(getvariable('datafirst_release_salt') || '|' || CAST(x AS VARCHAR)), 1, {HASH_CHARS}) END""")
+
+
+def forget_keyed_hash(engine: Engine) -> None:
+    engine.execute("RESET VARIABLE datafirst_release_salt")
+
+
+@dataclass
+class Product:
+    """One release table: its SQL, and what the data dictionary says about it."""
+
+    name: str
+    sql: str
+    unit: str
+    description: str
+    keys: list[str]  # columns that together are unique
+    columns: dict[str, str] = field(default_factory=dict)  # column -> meaning
+    source: str = ""
+    table: str = ""
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+PERSON_ID_COLUMNS = {
+    "person_id_high": "estimated person id at the high threshold (fewest false links; a person may be split)",
+    "person_id_medium": "estimated person id at the medium threshold (the recommended default)",
+    "person_id_low": "estimated person id at the low threshold (fewest missed links; people may be merged)",
+}
+
+
+def _person_ids(alias: str) -> str:
+    return ", ".join(f"'P' || keyed_hash({alias}.{c}) AS {c}" for c in PERSON_ID_COLUMNS)
+
+
+def person_link_lookup(links: str) -> Product:
+    sql = f"""
+        SELECT c.source AS source_dataset, split_part(c.record_key, '|', 2) AS source_table,
+               keyed_hash(c.record_key) AS row_id_hash, {_person_ids('c')},
+               c.cluster_size_high, c.cluster_size_medium, c.cluster_size_low,
+               c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium
+        FROM {links} c ORDER BY row_id_hash"""
+    return Product("person_link_lookup", sql, "one row per source record", (
+        "Links every source record (by its hashed row id) to an estimated person id at three thresholds, with "
+        "flags for sensitivity analysis. Join any content table to it on row_id_hash."), ["row_id_hash"], {
+        "source_dataset": "the source system the record came from",
+        "source_table": "the table of that source",
+        "row_id_hash": "keyed hash of the record's id; the same in every table of the release",
+        **PERSON_ID_COLUMNS,
+        "cluster_size_high": "records sharing the person id at high",
+        "cluster_size_medium": "records sharing the person id at medium",
+        "cluster_size_low": "records sharing the person id at low",
+        "person_changes_between_thresholds": "true when the record's person differs between high and low: treat "
+                                             "results that depend on it with care",
+        "strongest_link_medium": "match probability of the best link holding the record in its medium person "
+                                 "(empty when it has no link); close to the threshold means loosely held",
+    })
+
+
+def case_journeys(journeys: str) -> Product:
+    sql = f"""
+        SELECT keyed_hash(crown_case) AS crown_case_hash, keyed_hash(crown_record_key) AS crown_row_id_hash,
+               keyed_hash(mags_case) AS magistrates_case_hash, keyed_hash(magistrates_record_key) AS magistrates_row_id_hash,
+               method AS link_method, round(estimated_match_score, 4) AS estimated_match_score, days_between
+        FROM {journeys} ORDER BY crown_row_id_hash"""
+    return Product("case_journeys", sql, "one row per Crown Court case (defendant) linked to a magistrates' case", (
+        "The magistrates' court case each Crown Court case came from."), ["crown_row_id_hash"], {
+        "crown_case_hash": "keyed hash of the Crown Court case number",
+        "crown_row_id_hash": "hashed row id of the Crown Court record",
+        "magistrates_case_hash": "keyed hash of the magistrates' case id",
+        "magistrates_row_id_hash": "hashed row id of the magistrates' defendant record",
+        "link_method": "reference (the Crown record names the case) or person_dates_offences (inferred)",
+        "estimated_match_score": "1 for references; otherwise a score from same person, sent-up flag, offence "
+                                 "and dates (0.5 to 1)",
+        "days_between": "days from the magistrates' first hearing to Crown Court receipt",
+    })
+
+
+def content_product(contract: Contract, table: str, content: str, links: str | None, columns: list[str]) -> Product:
+    spec = contract.tables[table]
+    select = ["keyed_hash(t.record_key) AS row_id_hash"]
+    meaning = {"row_id_hash": "keyed hash of the record's id; joins to person_link_lookup"}
+    if links is not None:
+        select.append(_person_ids("l"))
+        meaning.update(PERSON_ID_COLUMNS)
+    for col in columns:
+        cspec = spec.columns.get(col)
+        if cspec is not None and cspec.native_id:
+            select.append(f"keyed_hash(t.{_q(col)}) AS {_q(col + '_hash')}")
+            meaning[col + "_hash"] = f"keyed hash of {col} (the source system's id)" + (
+                f": {cspec.description}" if cspec.description else "")
+        elif cspec is not None:
+            select.append(f"t.{_q(col)}")
+            meaning[col] = cspec.description or f"{col} as recorded by {contract.source}"
+        else:  # reduced quasi-identifiers added at standardisation
+            select.append(f"t.{_q(col)}")
+            meaning[col] = {"year_of_birth": "year of birth (the full date is not released)",
+                            "sex": "sex as recorded, cleaned to M or F (empty when unknown)",
+                            "postcode_district": "postcode district (outward code) at the time of the record; "
+                                                 "the full postcode is not released"}[col]
+    join = f"LEFT JOIN {links} l ON l.record_key = t.record_key" if links is not None else ""
+    sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
+    return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
+                   spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
+                   source=contract.source, table=table)
+
+
+def person_products(ws: Workspace, contracts: list[Contract], links: str) -> list[Product]:
+    """The person table and the person journey table (analytics-ready)."""
+    events = []
+    for contract in contracts:
+        for name, spec in contract.tables.items():
+            if spec.event_date and spec.is_person_table:
+                path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
+                events.append(f"""SELECT c.record_key, {sql_string(contract.source)} AS source_dataset,
+                    {sql_string(name)} AS source_table, {sql_string(spec.event_type or name)} AS event_type,
+                    c.{_q(spec.event_date)} AS event_date FROM read_parquet({sql_string(str(path))}) c""")
+    union = " UNION ALL ".join(events) if events else \
+        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS source_dataset, NULL::VARCHAR AS source_table, " \
+        "NULL::VARCHAR AS event_type, NULL::DATE AS event_date WHERE false"
+    journey_sql = f"""
+        SELECT 'P' || keyed_hash(l.person_id_medium) AS person_id_medium, e.event_date, e.event_type, e.source_dataset,
+               e.source_table, keyed_hash(e.record_key) AS row_id_hash,
+               row_number() OVER (PARTITION BY l.person_id_medium ORDER BY e.event_date, keyed_hash(e.record_key))
+                   AS event_sequence
+        FROM ({union}) e JOIN {links} l USING (record_key)
+        ORDER BY person_id_medium, event_sequence"""
+    person_sql = f"""
+        WITH demo AS (
+            SELECT l.person_id_medium, mode(c.sex) AS sex, mode(c.year_of_birth) AS year_of_birth
+            FROM {links} l JOIN read_parquet({sql_string(str(ws.zone('content') / '*.parquet'))}, union_by_name = true) c
+              USING (record_key) GROUP BY 1),
+        ev AS (SELECT l.person_id_medium, min(e.event_date) AS first_event, max(e.event_date) AS last_event
+               FROM ({union}) e JOIN {links} l USING (record_key) GROUP BY 1)
+        SELECT 'P' || keyed_hash(l.person_id_medium) AS person_id_medium,
+               list_sort(list_distinct(list(l.source))) AS sources, count(*) AS records,
+               any_value(d.sex) AS sex, any_value(d.year_of_birth) AS year_of_birth,
+               any_value(ev.first_event) AS first_event, any_value(ev.last_event) AS last_event
+        FROM {links} l LEFT JOIN demo d USING (person_id_medium) LEFT JOIN ev USING (person_id_medium)
+        GROUP BY l.person_id_medium ORDER BY 1"""
+    return [
+        Product("person", person_sql, "one row per person (medium threshold)", (
+            "Analytics-ready summary of each estimated person: which sources hold them, how many records, their "
+            "first and last event, and reduced demographics."), ["person_id_medium"], {
+            "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
+            "sources": "the source systems holding records of the person",
+            "records": "number of source records",
+            "sex": "most common recorded sex (M or F) across the records",
+            "year_of_birth": "most common recorded year of birth",
+            "first_event": "date of the earliest event in the person journey",
+            "last_event": "date of the latest event in the person journey",
+        }),
+        Product("person_journey", journey_sql, "one row per person per event, in time order", (
+            "Every dated event of every person across the sources, in order: magistrates' cases, Crown Court cases, "
+            "prison receptions, probation events."), ["person_id_medium", "event_sequence"], {
+            "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
+            "event_date": "date of the event", "event_type": "what happened",
+            "source_dataset": "source system of the event", "source_table": "table of that source",
+            "row_id_hash": "hashed row id of the event's record (joins to that source's table)",
+            "event_sequence": "position of the event in the person's journey (1 = first)",
+        }),
+    ]
+

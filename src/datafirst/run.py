@@ -1,0 +1,178 @@
+"""`datafirst run`: the whole flow, skipping stages whose inputs and config have not changed.
+
+Each stage's inputs (files it reads, contracts, config, model) are fingerprinted; a stage
+runs when its fingerprint differs from the one recorded after its last successful run, or
+when its outputs are missing. Fingerprints use file sizes and modification times (zones
+are rewritten whole, so a rewritten zone always has new times), never file contents, so
+checking costs nothing at any scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine import Engine
+from .workspace import Workspace
+
+STATE_DIR = ".state"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    ran: bool
+    seconds: float
+    detail: str
+
+
+def _files_fingerprint(paths: list[Path]) -> list:
+    out = []
+    for p in sorted(paths):
+        if p.is_file():
+            st = p.stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+        else:
+            out.append([str(p), None, None])
+    return out
+
+
+def _zone_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) + sorted(folder.glob("*.json")) if folder.is_dir() else [folder]
+
+
+def _fingerprint(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Runner:
+    def __init__(self, ws: Workspace, *, retrain: bool = False, labels: Path | None = None,
+                 report: Callable[[StageResult], None] | None = None):
+        self.ws, self.retrain, self.labels, self.report = ws, retrain, labels, report
+        self.state = ws.root / STATE_DIR
+        self.results: list[StageResult] = []
+
+    def _common(self) -> dict:
+        contracts = sorted(self.ws.contracts.glob("*.y*ml"))
+        return {"config": self.ws.config_path.read_text(encoding="utf-8"),
+                "contracts": {p.name: p.read_text(encoding="utf-8") for p in contracts}}
+
+    def _inputs(self, stage: str) -> dict:
+        from .sources.contract import load_contracts
+
+        ws = self.ws
+        parts = self._common()
+        if stage == "ingest":
+            files = [ws.extracts / t.file for c in load_contracts(ws.contracts) for t in c.tables.values()]
+            parts["files"] = _files_fingerprint(files)
+        elif stage == "standardise":
+            parts["landed"] = _files_fingerprint(_zone_files(ws.zone("landed")))
+        elif stage == "train":
+            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
+        elif stage == "link":
+            from .link.stage import LinkError, current_model
+
+            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
+            parts["content"] = _files_fingerprint(_zone_files(ws.zone("content")))
+            try:
+                parts["model"] = _files_fingerprint([current_model(ws)])
+            except LinkError:
+                parts["model"] = None
+        elif stage == "release":
+            parts["links"] = _files_fingerprint(_zone_files(ws.zone("links")))
+            parts["content"] = _files_fingerprint(_zone_files(ws.zone("content")))
+            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
+        return parts
+
+    def _outputs_exist(self, stage: str) -> bool:
+        ws = self.ws
+        return {
+            "ingest": (ws.zone("landed") / "_accounting.parquet").is_file(),
+            "standardise": ws.zone("content").is_dir() and ws.zone("identifiers").is_dir(),
+            "train": (ws.root / "models" / "current.json").is_file(),
+            "link": (ws.zone("links") / "clusters.parquet").is_file(),
+            "release": (ws.root / "releases").is_dir() and any((ws.root / "releases").glob("v[0-9]*")),
+        }[stage]
+
+    def _unchanged(self, stage: str, fingerprint: str) -> bool:
+        path = self.state / f"{stage}.json"
+        return path.is_file() and json.loads(path.read_text())["fingerprint"] == fingerprint and self._outputs_exist(stage)
+
+    def _record(self, stage: str) -> None:
+        # Recorded after the stage, from the inputs as they now are.
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / f"{stage}.json").write_text(json.dumps({"fingerprint": _fingerprint(self._inputs(stage))}))
+
+    def stage(self, name: str, work: Callable[[Engine], str], *, force: bool = False) -> None:
+        fingerprint = _fingerprint(self._inputs(name))
+        if not force and self._unchanged(name, fingerprint):
+            result = StageResult(name, False, 0.0, "inputs and config unchanged")
+        else:
+            cfg = self.ws.config()
+            started = time.perf_counter()
+            with Engine(threads=cfg.threads, memory_limit=cfg.memory_limit, temp_directory=self.ws.scratch) as engine:
+                detail = work(engine)
+            self._record(name)
+            result = StageResult(name, True, round(time.perf_counter() - started, 1), detail)
+        self.results.append(result)
+        if self.report:
+            self.report(result)
+
+    def run(self) -> list[StageResult]:
+        from .link.quality import write_report as link_report
+        from .link.stage import link, train
+        from .release.stage import release
+        from .sources.ingest import ingest
+        from .standardise.quality import write_report as dq_report
+        from .standardise.stage import standardise
+
+        ws = self.ws
+
+        def do_ingest(engine: Engine) -> str:
+            loads = ingest(ws, engine)
+            return (f"{sum(x.read for x in loads):,} rows read, {sum(x.landed for x in loads):,} landed, "
+                    f"{sum(x.quarantined for x in loads):,} quarantined")
+
+        def do_standardise(engine: Engine) -> str:
+            splits = standardise(ws, engine)
+            dq_report(ws, engine)
+            return f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content rows"
+
+        def do_train(engine: Engine) -> str:
+            return f"model {train(ws, engine).name}"
+
+        def do_link(engine: Engine) -> str:
+            summary = link(ws, engine)
+            _, _, report = link_report(ws, engine, self.labels)
+            detail = f"{summary.edges:,} edges; people " + ", ".join(f"{k} {v:,}" for k, v in summary.clusters.items())
+            if report.get("accuracy"):
+                detail += "; against labels: " + ", ".join(
+                    f"{a['threshold']} P {a['precision']:.3f} R {a['recall']:.3f} F1 {a['f1']:.3f}"
+                    for a in report["accuracy"]["overall"])
+            return detail
+
+        def do_release(engine: Engine) -> str:
+            summary = release(ws, engine)
+            return f"{summary.version} at {summary.path}"
+
+        self.stage("ingest", do_ingest)
+        self.stage("standardise", do_standardise)
+        has_model = (ws.root / "models" / "current.json").is_file()
+        if self.retrain or not has_model:
+            self.stage("train", do_train, force=True)
+        else:
+            self.results.append(StageResult("train", False, 0.0, "saved model reused (--retrain to train again)"))
+            if self.report:
+                self.report(self.results[-1])
+        self.stage("link", do_link)
+        self.stage("release", do_release)
+        return self.results
+
+
+def peak_memory_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
