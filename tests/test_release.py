@@ -1,0 +1,227 @@
+"""Releases: privacy guard, keys, hashing salt, atomicity, documentation, and the one-command run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from datafirst.engine import Engine
+from datafirst.link.quality import write_report as link_report
+from datafirst.link.stage import link, train
+from datafirst.release import stage as release_stage
+from datafirst.release.secrets import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
+from datafirst.release.stage import ReleaseError, published, release, verify
+from datafirst.sources.ingest import ingest
+from datafirst.standardise.quality import write_report as dq_report
+from datafirst.standardise.stage import standardise
+from datafirst.workspace import Workspace
+
+SALT = "test-salt-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def released_ws(world, tmp_path_factory) -> Workspace:
+    ws = Workspace.init(tmp_path_factory.mktemp("rel") / "ws", world / "extracts")
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine, as_of="2025-06-30")
+        dq_report(ws, engine)
+        train(ws, engine)
+        link(ws, engine)
+        link_report(ws, engine)
+        release(ws, engine, salt=SALT)
+    return ws
+
+
+def _first(ws: Workspace) -> Path:
+    return published(ws)[0]
+
+
+def _con():
+    return duckdb.connect()
+
+
+def test_release_holds_every_product_documented_and_intact(released_ws):
+    rel = _first(released_ws)
+    assert verify(rel) == []
+    d = json.loads((rel / "dictionary.json").read_text())
+    names = {t["name"] for t in d["tables"]}
+    assert {"person_link_lookup", "case_journeys", "person", "person_journey", "magistrates__defendants",
+            "magistrates__offences", "crown__defendants", "prison__bookings", "probation__events",
+            "probation__requirements", "family__cases", "family__parties", "civil__claims", "civil__parties"} <= names
+    con = _con()
+    for t in d["tables"]:
+        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{rel / t['path']}')").fetchall()]
+        documented = [c["name"] for c in t["columns"]]
+        assert cols == documented, t["name"]
+        assert all(c["description"] for c in t["columns"]), (t["name"], [c["name"] for c in t["columns"] if not c["description"]])
+        assert t["unit"] and t["keys"]
+        n, distinct = con.execute(f"""SELECT count(*), count(DISTINCT ({', '.join(t['keys'])}))
+                                      FROM read_parquet('{rel / t['path']}')""").fetchall()[0]
+        assert n == distinct == t["rows"], t["name"]  # keys documented unique are unique
+    package = json.loads((rel / "datapackage.json").read_text())
+    assert {r["name"] for r in package["resources"]} == names
+    assert all(r["hash"].startswith("sha256:") and r["schema"]["primaryKey"] for r in package["resources"])
+    assert "This is the first release." in (rel / "RELEASE_NOTES.md").read_text()
+    # Read-only once published.
+    assert not os.access(rel / "tables", os.W_OK) or os.geteuid() == 0
+    assert not (rel / "tables").stat().st_mode & 0o222
+
+
+def test_no_direct_identifier_or_native_id_in_any_product(released_ws):
+    rel = _first(released_ws)
+    con = _con()
+    z = released_ws.zones
+    ids = f"read_parquet('{z}/identifiers/*.parquet')"
+    con.execute(f"""CREATE TABLE direct AS SELECT DISTINCT v FROM (
+        SELECT pnc AS v FROM {ids} UNION ALL SELECT other_id FROM {ids} UNION ALL SELECT postcode FROM {ids}
+        UNION ALL SELECT record_key FROM {ids}) WHERE v IS NOT NULL""")
+    for path in (rel / "tables").glob("*.parquet"):
+        cols = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()}
+        assert not set(cols) & {"forename", "surname", "date_of_birth", "postcode", "pnc", "cro", "record_key",
+                                "case_id", "defendant_id", "booking_id", "prisoner_number", "crn"}, path.name
+        for col, ctype in cols.items():
+            if ctype != "VARCHAR":
+                continue
+            hits = con.execute(f"""SELECT count(*) FROM read_parquet('{path}') p JOIN direct d
+                ON p."{col}" = d.v""").fetchall()[0][0]
+            assert hits == 0, (path.name, col)
+
+
+@pytest.mark.parametrize("plant", ["surname", "date_of_birth", "pnc", "native_id"])
+def test_privacy_guard_fails_a_release_with_a_planted_identifier(released_ws, plant, monkeypatch):
+    before = published(released_ws)
+    con = _con()
+    z = released_ws.zones
+    value = {
+        "surname": f"SELECT upper(surname) FROM read_parquet('{z}/identifiers/magistrates__defendants.parquet') WHERE length(surname) > 5 LIMIT 1",
+        "date_of_birth": f"SELECT strftime(date_of_birth, '%Y-%m-%d') FROM read_parquet('{z}/identifiers/prison__bookings.parquet') WHERE date_of_birth IS NOT NULL LIMIT 1",
+        "pnc": f"SELECT pnc FROM read_parquet('{z}/identifiers/probation__events.parquet') WHERE pnc IS NOT NULL LIMIT 1",
+        "native_id": f"SELECT case_id FROM read_parquet('{z}/content/magistrates__defendants.parquet') LIMIT 1",
+    }[plant]
+    planted = con.execute(value).fetchall()[0][0]
+    real_plan = release_stage.plan_products
+
+    def tampered(ws):
+        products = real_plan(ws)
+        target = next(p for p in products if p.name == "magistrates__defendants")
+        # Replace one row's outcome with the identifier, as a careless transformation might.
+        target.sql = (f"SELECT * REPLACE (CASE WHEN row_number() OVER () = 7 THEN '{planted}' ELSE outcome END "
+                      f"AS outcome) FROM ({target.sql})")
+        return products
+
+    monkeypatch.setattr(release_stage, "plan_products", tampered)
+    with Engine() as engine, pytest.raises(ReleaseError, match="magistrates__defendants.outcome: 1 value") as exc:
+        release(released_ws, engine, salt=SALT)
+    assert planted not in str(exc.value)  # the guard names the column, never the value
+    assert published(released_ws) == before
+    assert not [p for p in (released_ws.root / "releases").iterdir() if p.name.startswith(".")]
+
+
+def test_privacy_guard_catches_a_released_date_of_birth_column(released_ws, monkeypatch):
+    real_plan = release_stage.plan_products
+    ids = released_ws.zones / "identifiers" / "prison__bookings.parquet"
+
+    def tampered(ws):
+        products = real_plan(ws)
+        target = next(p for p in products if p.name == "prison__bookings")
+        target.sql = (f"SELECT t.*, i.date_of_birth AS reception_note_date FROM ({target.sql}) t "
+                      f"LEFT JOIN (SELECT keyed_hash(record_key) AS h, date_of_birth FROM read_parquet('{ids}')) i "
+                      f"ON i.h = t.row_id_hash")
+        return products
+
+    monkeypatch.setattr(release_stage, "plan_products", tampered)
+    with Engine() as engine, pytest.raises(ReleaseError, match="reception_note_date: equals the record's own date of birth"):
+        release(released_ws, engine, salt=SALT)
+
+
+def test_same_salt_same_hashes_and_another_salt_joins_to_nothing(released_ws):
+    first = _first(released_ws)
+    with Engine() as engine:
+        second = release(released_ws, engine, salt=SALT).path
+        third = release(released_ws, engine, salt="another-salt-fedcba9876543210").path
+    con = _con()
+    q = "SELECT row_id_hash, person_id_medium FROM read_parquet('{}') ORDER BY 1"
+    a = con.execute(q.format(first / "tables" / "person_link_lookup.parquet")).fetchall()
+    b = con.execute(q.format(second / "tables" / "person_link_lookup.parquet")).fetchall()
+    assert a == b
+    joined = con.execute(f"""SELECT count(*) FROM read_parquet('{first}/tables/person_link_lookup.parquet') x
+        JOIN read_parquet('{third}/tables/person_link_lookup.parquet') y USING (row_id_hash)""").fetchall()[0][0]
+    assert joined == 0
+    notes = (second / "RELEASE_NOTES.md").read_text()
+    assert "Schema changes since v0001" in notes and "None: every table and column is as before." in notes
+    # Hashes are consistent across the tables of a release: every content row joins the lookup.
+    orphans = con.execute(f"""SELECT count(*) FROM read_parquet('{first}/tables/crown__defendants.parquet') c
+        ANTI JOIN read_parquet('{first}/tables/person_link_lookup.parquet') l USING (row_id_hash)""").fetchall()[0][0]
+    journeys = con.execute(f"""SELECT count(*) FROM read_parquet('{first}/tables/case_journeys.parquet') j
+        JOIN read_parquet('{first}/tables/magistrates__defendants.parquet') m ON m.case_id_hash = j.magistrates_case_hash
+        """).fetchall()[0][0]
+    assert orphans == 0 and journeys > 1000
+
+
+def test_a_crash_mid_release_leaves_the_previous_release_and_no_partial_folder(released_ws, monkeypatch):
+    before = published(released_ws)
+    sums = {p.name: (p / "SHA256SUMS").read_text() for p in before}
+    from datafirst.release import documentation
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk pulled out mid-release")
+
+    monkeypatch.setattr(documentation, "write_all", crash)
+    with Engine() as engine, pytest.raises(RuntimeError, match="disk pulled out"):
+        release(released_ws, engine, salt=SALT)
+    after = published(released_ws)
+    assert after == before and all(verify(p) == [] for p in after)
+    assert {p.name: (p / "SHA256SUMS").read_text() for p in after} == sums
+    assert not [p for p in (released_ws.root / "releases").iterdir() if p.name.startswith(".")]
+
+
+def test_missing_salt_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    monkeypatch.delenv(SALT_FILE_ENV, raising=False)
+    with pytest.raises(SecretError, match="DATAFIRST_SALT_FILE"):
+        load_salt()
+    short = tmp_path / "short"
+    short.write_text("abc")
+    monkeypatch.setenv(SALT_FILE_ENV, str(short))
+    with pytest.raises(SecretError, match="shorter than") as exc:
+        load_salt()
+    assert "abc" not in str(exc.value)
+
+
+def test_salt_never_appears_in_outputs(released_ws):
+    for path in released_ws.root.rglob("*"):
+        if path.is_file():
+            assert SALT.encode() not in path.read_bytes(), path
+
+
+def test_quality_summaries_in_a_release_are_aggregates(released_ws):
+    rel = _first(released_ws)
+    dq = json.loads((rel / "quality" / "data_quality.json").read_text())
+    lq = json.loads((rel / "quality" / "linkage_quality.json").read_text())
+    assert "borderline_sample" not in lq and "quarantine_reasons" not in json.dumps(dq)
+    assert all(isinstance(v, int) and (v == 0 or v >= 10) or v == "<10"
+               for sizes in lq["cluster_sizes"].values() for v in sizes.values())
+
+
+def test_readme_main_command_runs_the_whole_flow(tmp_path):
+    """The console script installed by the README's command, run as a user would (small world)."""
+    exe = Path(sys.executable).parent / "datafirst"
+    env = {k: v for k, v in os.environ.items() if k not in (SALT_ENV, SALT_FILE_ENV)}
+    out = tmp_path / "demo"
+    done = subprocess.run([str(exe), "demo", "--out", str(out), "--people", "1500"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Demonstration key" in done.stdout and "Latest release" in done.stdout
+    release_dir = out / "releases" / "v0001"
+    assert verify(release_dir) == [] and (release_dir / "dictionary.md").is_file()
+    assert not list((out / "releases").glob("*/*.salt"))
+    again = subprocess.run([str(exe), "run", "-w", str(out)], capture_output=True, text=True, timeout=600,
+                           env={**env, SALT_FILE_ENV: str(out / "secrets" / "demo.salt")})
+    assert again.returncode == 0 and again.stdout.count("skipped") >= 4, again.stdout
