@@ -17,3 +17,18 @@ def world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("worlds") / "w20k"
     generate_world(out, WORLD_PEOPLE, seed=11)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_salt_environment():
+    """`datafirst demo` sets DATAFIRST_SALT_FILE for its own process; in tests that process is
+    pytest, so put the environment back after every test."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("DATAFIRST_SALT", "DATAFIRST_SALT_FILE")}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

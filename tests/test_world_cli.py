@@ -110,14 +110,19 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--people", "600", "--seed", "4"])
     assert result.exit_code == 0, result.output
-    assert "Row accounting" in result.output and "Data quality report" in result.output
+    for stage in ("ingest", "standardise", "train", "link", "release"):
+        assert f"  {stage}" in result.output
+    assert "against labels" in result.output and "Latest release" in result.output
     assert (out / "reports" / "data_quality" / "report.html").is_file()
+    assert (out / "reports" / "linkage_quality" / "report.html").is_file()
     assert sorted(p.name for p in (out / "zones").iterdir()) == ["content", "identifiers", "landed", "links"]
-    assert "people at each threshold" in result.output
+    assert (out / "releases" / "v0001" / "dictionary.md").is_file()
     # A second demo in the same folder replaces the first cleanly and compares with it.
     result = runner.invoke(app, ["demo", "--out", str(out), "--people", "600", "--seed", "4"])
     assert result.exit_code == 0, result.output
-    assert len(list((out / "reports" / "data_quality").glob("2*.json"))) >= 1
+    assert (out / "releases" / "v0002").is_dir()
+    notes = (out / "releases" / "v0002" / "RELEASE_NOTES.md").read_text()
+    assert "None: every table and column is as before." in notes
 
 
 def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
