@@ -32,3 +32,32 @@ def _restore_salt_environment():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+TEST_SALT = "test-salt-0123456789abcdef"
+
+
+def build_pipeline(world: Path, root: Path, through: str):
+    """A workspace on the world's extracts, run through `standardise`, `link` or `release`
+    with real DuckDB and Splink (reports included), for module-scoped fixtures."""
+    from datafirst.engine import Engine
+    from datafirst.link.quality import write_report as link_report
+    from datafirst.link.stage import link, train
+    from datafirst.release.stage import release
+    from datafirst.sources.ingest import ingest
+    from datafirst.standardise.quality import write_report as dq_report
+    from datafirst.standardise.stage import standardise
+    from datafirst.workspace import Workspace
+
+    ws = Workspace.init(root / "ws", world / "extracts")
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine, as_of="2025-06-30")
+        dq_report(ws, engine)
+        if through in ("link", "release"):
+            train(ws, engine)
+            link(ws, engine)
+            link_report(ws, engine)
+        if through == "release":
+            release(ws, engine, salt=TEST_SALT)
+    return ws

@@ -15,18 +15,12 @@ from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
 
+from .conftest import build_pipeline
+
 
 @pytest.fixture(scope="module")
 def linked_ws(world, tmp_path_factory) -> Workspace:
-    ws = Workspace.init(tmp_path_factory.mktemp("link") / "ws", world / "extracts")
-    with Engine() as engine:
-        ingest(ws, engine)
-        standardise(ws, engine, as_of="2025-06-30")
-    with Engine() as engine:
-        train(ws, engine)
-    with Engine() as engine:
-        link(ws, engine)
-    return ws
+    return build_pipeline(world, tmp_path_factory.mktemp("link"), "link")
 
 
 def _clusters(ws: Workspace) -> list[tuple]:

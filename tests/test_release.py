@@ -12,31 +12,19 @@ import duckdb
 import pytest
 
 from datafirst.engine import Engine
-from datafirst.link.quality import write_report as link_report
-from datafirst.link.stage import link, train
 from datafirst.release import stage as release_stage
 from datafirst.release.secrets import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
 from datafirst.release.stage import ReleaseError, published, release, verify
-from datafirst.sources.ingest import ingest
-from datafirst.standardise.quality import write_report as dq_report
-from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
 
-SALT = "test-salt-0123456789abcdef"
+from .conftest import TEST_SALT, build_pipeline
+
+SALT = TEST_SALT
 
 
 @pytest.fixture(scope="module")
 def released_ws(world, tmp_path_factory) -> Workspace:
-    ws = Workspace.init(tmp_path_factory.mktemp("rel") / "ws", world / "extracts")
-    with Engine() as engine:
-        ingest(ws, engine)
-        standardise(ws, engine, as_of="2025-06-30")
-        dq_report(ws, engine)
-        train(ws, engine)
-        link(ws, engine)
-        link_report(ws, engine)
-        release(ws, engine, salt=SALT)
-    return ws
+    return build_pipeline(world, tmp_path_factory.mktemp("rel"), "release")
 
 
 def _first(ws: Workspace) -> Path:

@@ -10,20 +10,16 @@ import pytest
 
 from datafirst.engine import Engine
 from datafirst.sources.contract import load_contracts
-from datafirst.sources.ingest import ingest
 from datafirst.standardise.quality import write_report
-from datafirst.standardise.stage import IDENTIFIER_COLUMNS, REDUCED_QUASI_IDENTIFIERS, standardise
+from datafirst.standardise.stage import IDENTIFIER_COLUMNS, REDUCED_QUASI_IDENTIFIERS
 from datafirst.workspace import Workspace
+
+from .conftest import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def std_ws(world, tmp_path_factory) -> Workspace:
-    ws = Workspace.init(tmp_path_factory.mktemp("std") / "ws", world / "extracts")
-    with Engine() as engine:
-        ingest(ws, engine)
-        standardise(ws, engine, as_of="2025-06-30")
-        write_report(ws, engine)
-    return ws
+    return build_pipeline(world, tmp_path_factory.mktemp("std"), "standardise")
 
 
 def test_identifiers_and_content_hold_every_landed_row_exactly_once(std_ws):

@@ -202,7 +202,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                   f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
                   f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
     else:
-        raw = {name: (f"_element_index" if c.path == "#index" else
+        raw = {name: ("_element_index" if c.path == "#index" else
                       f"nullif(trim({_json_value(c.path)}), '')") for name, c in cols}
         shape_ok = "json_valid(text)"
         base_checks.append(_problem("text IS NOT NULL AND trim(text) <> '' AND NOT json_valid(text)", None,
@@ -212,7 +212,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
         if spec.unnest:
             parent = spec.columns[spec.parent_id] if spec.parent_id else None
             parent_expr = f"json_extract_string(text, {sql_string(parent.path)})" if parent else "NULL"
-            raw = {name: (f"_element_index" if c.path == "#index" else
+            raw = {name: ("_element_index" if c.path == "#index" else
                           (f"nullif(trim({parent_expr.replace('text', 'parent_text')}), '')" if name == spec.parent_id else
                            f"nullif(trim({_json_value(c.path)}), '')")) for name, c in cols}
             # One row per element of the array, in valid JSON lines only (a broken line is
