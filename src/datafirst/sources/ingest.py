@@ -193,7 +193,11 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
     if spec.format == "csv":
         pattern = sql_string(_csv_field_pattern(spec.delimiter, spec.quote))
         n = len(cols)
-        parsed = f"regexp_extract_all({sql_string(spec.delimiter)} || text, {pattern}, 1)"
+        # Lines without a quote character split exactly as a plain split does, several times faster
+        # than the quote-aware pattern, which is kept for the lines that need it.
+        parsed = (f"CASE WHEN contains(text, {sql_string(spec.quote)}) "
+                  f"THEN regexp_extract_all({sql_string(spec.delimiter)} || text, {pattern}, 1) "
+                  f"ELSE string_split(text, {sql_string(spec.delimiter)}) END")
         raw = {name: f"nullif(trim({_unquote(f'f[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
         shape_ok = f"len(f) = {n}"
         base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND len(f) <> {n}", None,
