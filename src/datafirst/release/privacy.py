@@ -53,16 +53,20 @@ def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[
     rel = f"read_parquet({sql_string(path)})"
     problems = []
     schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {rel})")
+    text_cols = ['"' + c + '"' for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
+    if text_cols:
+        # All text columns in one scan: unpivoted to (column, value), joined to the sensitive values.
+        cols = ", ".join(text_cols)
+        hits = engine.execute(f"""SELECT col, s.kind, count(*) FROM (
+                                      UNPIVOT (SELECT {cols} FROM {rel}) ON {cols} INTO NAME col VALUE v) p
+                                  JOIN sensitive_values s ON lower(trim(p.v)) = s.v GROUP BY ALL ORDER BY 1, 3 DESC""")
+        for col, kind, n in hits:
+            problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")
     for col, ctype in schema:
         if f"{name}.{col}" in allow:
             continue
         q = '"' + col + '"'
-        if ctype == "VARCHAR":
-            hits = engine.execute(f"""SELECT s.kind, count(*) FROM {rel} p JOIN sensitive_values s
-                                      ON lower(trim(p.{q})) = s.v GROUP BY 1 ORDER BY 2 DESC""")
-            for kind, n in hits:
-                problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")
-        elif ctype == "VARCHAR[]":
+        if ctype == "VARCHAR[]":
             hits = engine.execute(f"""SELECT s.kind, count(*) FROM (SELECT unnest({q}) AS x FROM {rel}) p
                                       JOIN sensitive_values s ON lower(trim(p.x)) = s.v GROUP BY 1""")
             for kind, n in hits:
