@@ -20,16 +20,25 @@ FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "inte
 MAX_LISTED_VALUES = 12
 
 
-def _column_facts(engine: Engine, path: Path, name: str, ctype: str) -> dict:
+def _table_facts(engine: Engine, path: Path, schema: list[tuple[str, str]]) -> dict[str, dict]:
+    """Share missing and distinct values of every column in one scan, then the values of the
+    few columns that have only a handful (codes, flags)."""
     rel = f"read_parquet({sql_string(path)})"
-    q = '"' + name + '"'
-    missing, distinct = engine.execute(f"SELECT avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0 END), "
-                                       f"count(DISTINCT {q}) FROM {rel}")[0]
-    facts = {"missing_share": round(float(missing or 0), 4), "distinct_values": int(distinct)}
-    if ctype in ("VARCHAR", "BOOLEAN") and distinct <= MAX_LISTED_VALUES and not name.endswith("_hash") \
-            and not name.startswith("person_id"):
-        facts["allowed_values"] = sorted(str(r[0]) for r in engine.execute(f"SELECT DISTINCT {q} FROM {rel} "
-                                                                           f"WHERE {q} IS NOT NULL"))
+    exprs = []
+    for name, _ in schema:
+        q = '"' + name + '"'
+        exprs += [f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0 END)", f"count(DISTINCT {q})"]
+    row = engine.execute(f"SELECT {', '.join(exprs)} FROM {rel}")[0]
+    facts = {}
+    for i, (name, ctype) in enumerate(schema):
+        missing, distinct = row[2 * i], row[2 * i + 1]
+        f = {"missing_share": round(float(missing or 0), 4), "distinct_values": int(distinct)}
+        if ctype in ("VARCHAR", "BOOLEAN") and distinct <= MAX_LISTED_VALUES and not name.endswith("_hash") \
+                and not name.startswith("person_id"):
+            q = '"' + name + '"'
+            f["allowed_values"] = sorted(str(r[0]) for r in engine.execute(
+                f"SELECT DISTINCT {q} FROM {rel} WHERE {q} IS NOT NULL"))
+        facts[name] = f
     return facts
 
 
@@ -38,10 +47,9 @@ def dictionary(engine: Engine, root: Path, products: list[Product], rows: dict[s
     for p in products:
         path = root / "tables" / f"{p.name}.parquet"
         schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({sql_string(path)}))")
-        columns = []
-        for name, ctype in schema:
-            columns.append({"name": name, "type": ctype, "description": p.columns.get(name, ""),
-                            **_column_facts(engine, path, name, ctype)})
+        facts = _table_facts(engine, path, schema)
+        columns = [{"name": name, "type": ctype, "description": p.columns.get(name, ""), **facts[name]}
+                   for name, ctype in schema]
         tables.append({"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
                        "keys": p.keys, "rows": rows[p.name], "columns": columns})
     return {"tables": tables}
