@@ -85,9 +85,10 @@ def model_spec(present: set[str]) -> ModelSpec:
         if all(has(c) for c in cols):
             spec.prediction_rules.append(block_on(*cols))
     if has("address") and not has("postcode"):
-        spec.prediction_rules += [block_on("address"), block_on("surname_soundex", "year_of_birth")]
+        spec.prediction_rules += [block_on("address"), block_on("surname_soundex", "year_of_birth"),
+                                  block_on("surname_soundex", "forename_soundex")]
     # Training: EM sessions each fix some columns so the others can be estimated.
-    for cols in (("date_of_birth",), ("surname_soundex", "forename_soundex")):
+    for cols in (("date_of_birth",), ("surname_soundex", "forename_soundex"), ("pnc",), ("other_id",)):
         if all(has(c) for c in cols):
             spec.training_rules.append(block_on(*cols))
     for cols in (("forename", "surname", "date_of_birth"), ("pnc",)):
