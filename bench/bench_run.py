@@ -19,7 +19,7 @@ from pathlib import Path
 
 from datafirst.engine import Engine
 from datafirst.link.stage import train
-from datafirst.release.secrets import SALT_FILE_ENV, make_demo_salt
+from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
 from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise

@@ -13,7 +13,7 @@ import pytest
 
 from datafirst.engine import Engine
 from datafirst.release import stage as release_stage
-from datafirst.release.secrets import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
+from datafirst.release.hashing_key import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
 from datafirst.release.stage import ReleaseError, published, release, verify
 from datafirst.workspace import Workspace
 

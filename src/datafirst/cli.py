@@ -270,7 +270,7 @@ def release(workspace: Path = WORKSPACE_OPTION) -> None:
     """Build the de-identified products and publish them as a new versioned, immutable release
     (after the privacy guard and key check pass). The hashing salt comes from DATAFIRST_SALT_FILE
     or DATAFIRST_SALT, never from the config."""
-    from .release.secrets import SecretError
+    from .release.hashing_key import SecretError
     from .release.stage import ReleaseError
     from .release.stage import release as make_release
 
@@ -296,7 +296,7 @@ def _print_release(summary) -> None:
 
 def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:
     from .link.stage import LinkError
-    from .release.secrets import SecretError
+    from .release.hashing_key import SecretError
     from .release.stage import ReleaseError, published
     from .run import Runner, peak_memory_mb
     from .sources.contract import ContractError
@@ -369,7 +369,7 @@ def demo(
     ws = Workspace(out) if (out / "datafirst.yaml").is_file() else Workspace.init(out, world_dir / "extracts")
     import os
 
-    from .release.secrets import SALT_ENV, SALT_FILE_ENV, make_demo_salt
+    from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, make_demo_salt
     from .world.labels import write_labels
 
     if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):

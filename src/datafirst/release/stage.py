@@ -25,7 +25,7 @@ from . import documentation
 from .privacy import build_sensitive_values, check_keys, check_table
 from .products import Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
     person_link_lookup, person_products
-from .secrets import load_salt
+from .hashing_key import load_salt
 
 RELEASES = "releases"
 VERSION = re.compile(r"^v(\d{4})$")
