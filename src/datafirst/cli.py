@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -307,12 +308,12 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:
         console.print(f"  {result.stage:<12} {mark} {result.seconds:>7.1f} s  {result.detail}")
 
     console.print("Running ingest -> standardise -> train -> link -> release")
-    started = __import__("time").perf_counter()
+    started = time.perf_counter()
     try:
         results = Runner(ws, retrain=retrain, labels=labels, report=report).run()
     except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
         _fail(str(exc))
-    total = __import__("time").perf_counter() - started
+    total = time.perf_counter() - started
     latest = published(ws)
     console.print(f"Done in {total:.1f} s ({sum(1 for r in results if r.ran)} stages ran), peak memory "
                   f"{peak_memory_mb():,} MB.")

@@ -11,7 +11,6 @@ from pathlib import Path
 from .. import __version__
 from ..engine import Engine
 from ..engine.duckdb_engine import sql_string
-from ..files import file_sha256
 from ..workspace import Workspace
 from .products import Product
 
@@ -70,13 +69,13 @@ def dictionary_markdown(version: str, d: dict) -> str:
     return "\n".join(out)
 
 
-def datapackage(version: str, root: Path, d: dict) -> dict:
+def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> dict:
     resources = []
     for t in d["tables"]:
         path = root / t["path"]
         resources.append({
             "name": t["name"], "path": t["path"], "format": "parquet", "mediatype": "application/vnd.apache.parquet",
-            "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{file_sha256(path)}",
+            "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{digests[t['path']]}",
             "schema": {"fields": [{"name": c["name"], "type": FRICTIONLESS_TYPES.get(c["type"], "any"),
                                    "description": c["description"]} for c in t["columns"]],
                        "primaryKey": t["keys"]},
@@ -149,7 +148,7 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
 
 
 def write_all(ws: Workspace, engine: Engine, root: Path, version: str, products: list[Product],
-              rows: dict[str, int], previous: Path | None) -> None:
+              rows: dict[str, int], previous: Path | None, digests: dict[str, str]) -> None:
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "model": links_meta["model"],
@@ -157,7 +156,7 @@ def write_all(ws: Workspace, engine: Engine, root: Path, version: str, products:
     d = dictionary(engine, root, products, rows)
     (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")
-    (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d), indent=2), encoding="utf-8")
+    (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d, digests), indent=2), encoding="utf-8")
     (root / "RELEASE_NOTES.md").write_text(release_notes(version, d, previous, meta), encoding="utf-8")
     (root / "quality").mkdir()
     for name, data in quality_summaries(ws, ws.config().release.small_count).items():

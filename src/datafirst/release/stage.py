@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from ..engine import Engine
 from ..files import file_sha256
 from ..sources.contract import load_contracts
@@ -71,12 +73,7 @@ def plan_products(ws: Workspace) -> list[Product]:
 
 
 def _content(contract, name, spec, path: Path, links: str) -> Product:
-    import duckdb
-
-    con = duckdb.connect()
-    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
-    con.close()
-    keep = [c for c in cols if c != "record_key" and c not in PROVENANCE]
+    keep = [c for c in pq.read_schema(path).names if c != "record_key" and c not in PROVENANCE]
     return content_product(contract, name, f"read_parquet('{path}')", links if spec.is_person_table else None, keep)
 
 
@@ -112,8 +109,9 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
-        documentation.write_all(ws, engine, tmp, version, products, rows, previous[-1] if previous else None)
-        _write_checksums(tmp)
+        digests = {f"tables/{p.name}.parquet": file_sha256(tmp / "tables" / f"{p.name}.parquet") for p in products}
+        documentation.write_all(ws, engine, tmp, version, products, rows, previous[-1] if previous else None, digests)
+        _write_checksums(tmp, digests)
         os.rename(tmp, folder / version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,8 +124,10 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
     return ReleaseSummary(version=version, path=folder / version, tables=rows)
 
 
-def _write_checksums(root: Path) -> None:
-    lines = [f"{file_sha256(p)}  {p.relative_to(root).as_posix()}" for p in sorted(root.rglob("*")) if p.is_file()]
+def _write_checksums(root: Path, known: dict[str, str]) -> None:
+    """SHA256SUMS for every file; the tables' digests are computed once and passed in."""
+    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
+    lines = [f"{known.get(n) or file_sha256(root / n)}  {n}" for n in names]
     (root / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
