@@ -267,10 +267,14 @@ def link(
 
 
 @app.command()
-def release(workspace: Path = WORKSPACE_OPTION) -> None:
+def release(
+    workspace: Path = WORKSPACE_OPTION,
+    new_series: bool = typer.Option(False, "--new-series", help="Give every person a new id instead of carrying "
+                                    "ids over from the previous release (needed after a change of hashing key)."),
+) -> None:
     """Build the de-identified products and publish them as a new versioned, immutable release
-    (after the privacy guard and key check pass). The hashing salt comes from DATAFIRST_SALT_FILE
-    or DATAFIRST_SALT, never from the config."""
+    (after the privacy guard and key check pass). Person ids carry over from the previous release.
+    The hashing salt comes from DATAFIRST_SALT_FILE or DATAFIRST_SALT, never from the config."""
     from .release.hashing_key import SecretError
     from .release.stage import ReleaseError
     from .release.stage import release as make_release
@@ -278,7 +282,8 @@ def release(workspace: Path = WORKSPACE_OPTION) -> None:
     ws = _workspace(workspace)
     try:
         with _engine(ws) as engine, _progress() as progress:
-            summary = make_release(ws, engine, progress=_stage_progress(progress, "Release"))
+            summary = make_release(ws, engine, new_series=new_series,
+                                   progress=_stage_progress(progress, "Release"))
     except (ReleaseError, SecretError) as exc:
         _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
     _print_release(summary)
@@ -293,6 +298,64 @@ def _print_release(summary) -> None:
     console.print(t)
     console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
                   f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'})")
+
+
+@app.command("diff")
+def diff_command(
+    release_a: Path = typer.Argument(..., help="The earlier release folder (for example releases/v0001)."),
+    release_b: Path = typer.Argument(..., help="The later release folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """What changed between two releases: rows per table, schema changes, people, and which
+    person ids continued, merged or split."""
+    from .engine import Engine
+    from .release.diff import diff
+    from .release.stage import ReleaseError
+
+    for p in (release_a, release_b):
+        if not p.is_dir():
+            _fail(f"{p} is not a folder; give two release folders, for example releases/v0001 releases/v0002")
+    try:
+        with Engine() as engine:
+            d = diff(engine, release_a, release_b)
+    except ReleaseError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    a, b = d["a"], d["b"]
+    if not d["same_key"]:
+        console.print(f"[yellow]{a} and {b} were made with different hashing keys: no record or person id joins "
+                      "between them, so every record shows as removed and added.[/]")
+    t = Table(title=f"Rows: {a} -> {b}")
+    for col in ("table", a, b, "change"):
+        t.add_column(col, justify="left" if col == "table" else "right")
+    for r in d["tables"]:
+        ra, rb = r["rows_a"], r["rows_b"]
+        change = "added" if ra is None else "removed" if rb is None else f"{rb - ra:+,}"
+        t.add_row(r["table"], "" if ra is None else f"{ra:,}", "" if rb is None else f"{rb:,}", change)
+    console.print(t)
+    s = Table(title="Schema changes")
+    for col in ("change", "table", "column", "detail"):
+        s.add_column(col)
+    for c in d["schema_changes"]:
+        detail = c.get("type") or (f"{c['from']} -> {c['to']}" if "from" in c else "")
+        s.add_row(c["change"], c["table"], c.get("column", ""), detail)
+    console.print(s if d["schema_changes"] else "Schema changes: none.")
+    r = d["records"]
+    console.print(f"Records: {r['in_both']:,} in both, {r['only_in_a']:,} only in {a} (removed), "
+                  f"{r['only_in_b']:,} only in {b} (added).")
+    p = Table(title="People and their ids")
+    p.add_column("")
+    for th in d["people"]:
+        p.add_column(th, justify="right")
+    for key, label in (("people_a", f"people in {a}"), ("people_b", f"people in {b}"), ("ids_in_both", "ids kept"),
+                       ("ids_only_in_a", f"ids only in {a}"), ("ids_only_in_b", f"ids only in {b} (new)"),
+                       ("people_in_b_formed_by_merges", "people formed by merges"),
+                       ("ids_of_a_merged_away", "ids merged away"), ("ids_of_a_split", "ids split"),
+                       ("ids_in_b_split_off", "ids split off")):
+        p.add_row(label, *(f"{x[key]:,}" for x in d["people"].values()))
+    console.print(p)
 
 
 def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:

@@ -69,6 +69,25 @@ def dictionary_markdown(version: str, d: dict) -> str:
     return "\n".join(out)
 
 
+def person_id_notes(ids: dict, previous: Path | None) -> list[str]:
+    if previous is None:
+        return []
+    out = [f"## Person ids since {previous.name}", ""]
+    if ids["carried_from"] is None:
+        return out + [f"A new series of ids: no id carries over from {previous.name} (the hashing key changed).", ""]
+    out += ["Each person keeps their id while they continue; the table `person_id_changes` lists every merge and "
+            "split with the records involved.", "",
+            "| threshold | people | previous ids kept | new people | new ids after a merge or split | "
+            "previous ids merged away | previous ids split | previous ids removed (records deleted) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for t, s in ids["thresholds"].items():
+        kept = f"{s['continued']:,} of {s['previous_people']:,}" + (
+            f" ({s['previous_ids_kept_share']:.2%})" if s["previous_ids_kept_share"] is not None else "")
+        out.append(f"| {t} | {s['people']:,} | {kept} | {s['new_people']:,} | {s['new_ids_after_merge_or_split']:,} "
+                   f"| {s['previous_ids_merged_away']:,} | {s['previous_ids_split']:,} | {s['previous_ids_removed']:,} |")
+    return out + [""]
+
+
 def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> dict:
     resources = []
     for t in d["tables"]:
@@ -108,11 +127,32 @@ def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> s
             schema += [f"- `{name}.{c}` type changed from {oc[c]} to {nc[c]} (breaking)"
                        for c in sorted(nc.keys() & oc.keys()) if oc[c] != nc[c]]
         out += [f"## Schema changes since {previous.name}", ""] + (schema or ["None: every table and column is as before."])
-        out += ["", f"## Row counts since {previous.name}", "", "| table | before | now |", "|---|---|---|"]
-        out += [f"| {n} | {old[n]['rows']:,} | {new[n]['rows']:,} |" for n in sorted(new.keys() & old.keys())
-                if old[n]["rows"] != new[n]["rows"]]
+        counts = [f"| {n} | {old[n]['rows']:,} | {new[n]['rows']:,} |" for n in sorted(new.keys() & old.keys())
+                  if old[n]["rows"] != new[n]["rows"]]
+        out += ["", f"## Row counts since {previous.name}", ""]
+        out += ["| table | before | now |", "|---|---|---|", *counts] if counts else ["None changed."]
         out.append("")
+    out += person_id_notes(meta["person_ids"], previous)
     return "\n".join(out)
+
+
+def person_id_notes(ids: dict, previous: Path | None) -> list[str]:
+    if previous is None:
+        return []
+    out = [f"## Person ids since {previous.name}", ""]
+    if ids["carried_from"] is None:
+        return out + [f"A new series of ids: no id carries over from {previous.name} (the hashing key changed).", ""]
+    out += ["Each person keeps their id while they continue; the table `person_id_changes` lists every merge and "
+            "split with the records involved.", "",
+            "| threshold | people | previous ids kept | new people | new ids after a merge or split | "
+            "previous ids merged away | previous ids split | previous ids removed (records deleted) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for t, s in ids["thresholds"].items():
+        kept = f"{s['continued']:,} of {s['previous_people']:,}" + (
+            f" ({s['previous_ids_kept_share']:.2%})" if s["previous_ids_kept_share"] is not None else "")
+        out.append(f"| {t} | {s['people']:,} | {kept} | {s['new_people']:,} | {s['new_ids_after_merge_or_split']:,} "
+                   f"| {s['previous_ids_merged_away']:,} | {s['previous_ids_split']:,} | {s['previous_ids_removed']:,} |")
+    return out + [""]
 
 
 def _suppress(n: int, small: int) -> int | str:
@@ -148,11 +188,12 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
 
 
 def write_all(ws: Workspace, engine: Engine, root: Path, version: str, products: list[Product],
-              rows: dict[str, int], previous: Path | None, digests: dict[str, str]) -> None:
+              rows: dict[str, int], previous: Path | None, digests: dict[str, str], extra: dict) -> None:
+    """`extra` goes into the manifest as it is (the key check and the person id summary)."""
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "model": links_meta["model"],
-            "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__}
+            "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__, **extra}
     d = dictionary(engine, root, products, rows)
     (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")

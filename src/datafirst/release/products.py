@@ -3,8 +3,8 @@
 Never from the identifiers zone: that is what keeps names, full dates of birth, postcodes
 and police ids out of every product. Every native id becomes a keyed, salted hash
 (`<column>_hash`) that is the same wherever the same id appears in a release; record keys
-become `row_id_hash`; person ids are hashed again so they cannot be recomputed from
-anything outside the release.
+become `row_id_hash`. Person ids come from `person_ids` (persistent across releases), in
+the links relation the products are given.
 """
 
 from __future__ import annotations
@@ -49,15 +49,18 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_PERSISTENT = "; kept across releases while the person continues (see person_id_changes)"
 PERSON_ID_COLUMNS = {
-    "person_id_high": "estimated person id at the high threshold (fewest false links; a person may be split)",
-    "person_id_medium": "estimated person id at the medium threshold (the recommended default)",
-    "person_id_low": "estimated person id at the low threshold (fewest missed links; people may be merged)",
+    "person_id_high": "estimated person id at the high threshold (fewest false links; a person may be split)"
+                      + _PERSISTENT,
+    "person_id_medium": "estimated person id at the medium threshold (the recommended default)" + _PERSISTENT,
+    "person_id_low": "estimated person id at the low threshold (fewest missed links; people may be merged)"
+                     + _PERSISTENT,
 }
 
 
 def _person_ids(alias: str) -> str:
-    return ", ".join(f"'P' || keyed_hash({alias}.{c}) AS {c}" for c in PERSON_ID_COLUMNS)
+    return ", ".join(f"{alias}.{c}" for c in PERSON_ID_COLUMNS)
 
 
 def person_link_lookup(links: str) -> Product:
@@ -81,6 +84,22 @@ def person_link_lookup(links: str) -> Product:
                                              "results that depend on it with care",
         "strongest_link_medium": "match probability of the best link holding the record in its medium person "
                                  "(empty when it has no link); close to the threshold means loosely held",
+    })
+
+
+def person_id_changes(changes: str) -> Product:
+    sql = f"SELECT threshold, change, person_id, into_person_id, records FROM {changes} ORDER BY ALL"
+    return Product("person_id_changes", sql, "one row per previous person id and the current id it merged or "
+                   "split into, at each threshold", (
+        "The change log of person ids since the previous release: which ids merged into which, which split, and "
+        "how many records moved. Ids not listed continued unchanged or are new people."),
+        ["threshold", "change", "person_id", "into_person_id"], {
+        "threshold": "high, medium or low: the person id column the row is about",
+        "change": "merged (the previous id's records joined a person with another id) or split (some of the "
+                  "previous id's records now belong to another id)",
+        "person_id": "the person id in the previous release",
+        "into_person_id": "the id in this release that now holds those records",
+        "records": "records of the previous id now held by into_person_id",
     })
 
 
@@ -146,7 +165,7 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
         "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS source_dataset, NULL::VARCHAR AS source_table, " \
         "NULL::VARCHAR AS event_type, NULL::DATE AS event_date WHERE false"
     journey_sql = f"""
-        SELECT 'P' || keyed_hash(l.person_id_medium) AS person_id_medium, e.event_date, e.event_type, e.source_dataset,
+        SELECT l.person_id_medium, e.event_date, e.event_type, e.source_dataset,
                e.source_table, keyed_hash(e.record_key) AS row_id_hash,
                row_number() OVER (PARTITION BY l.person_id_medium ORDER BY e.event_date, keyed_hash(e.record_key))
                    AS event_sequence
@@ -159,7 +178,7 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
               USING (record_key) GROUP BY 1),
         ev AS (SELECT l.person_id_medium, min(e.event_date) AS first_event, max(e.event_date) AS last_event
                FROM ({union}) e JOIN {links} l USING (record_key) GROUP BY 1)
-        SELECT 'P' || keyed_hash(l.person_id_medium) AS person_id_medium,
+        SELECT l.person_id_medium,
                list_sort(list_distinct(list(l.source))) AS sources, count(*) AS records,
                any_value(d.sex) AS sex, any_value(d.year_of_birth) AS year_of_birth,
                any_value(ev.first_event) AS first_event, any_value(ev.last_event) AS last_event

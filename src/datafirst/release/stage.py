@@ -4,10 +4,16 @@ The release is assembled in a temporary folder beside the others; the privacy gu
 key check run on it there; only a release that passes is moved into place (one rename), and
 then made read-only. A failure at any point leaves no partial release and the previous one
 untouched.
+
+Person ids carry over from the latest release (see `person_ids`), so that release must be
+trusted: every release made here is recorded in `releases/ledger.json` with the digest of
+its SHA256SUMS, and a release is refused when a recorded release is missing, when the
+latest one fails its checksums, or when it was made with another hashing key.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,14 +29,18 @@ from ..files import file_sha256
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace
-from . import documentation
+from . import documentation, person_ids
 from .privacy import build_sensitive_values, check_keys, check_table
 from .products import Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
-    person_link_lookup, person_products
+    person_id_changes, person_link_lookup, person_products
 from .hashing_key import load_salt
 
 RELEASES = "releases"
+LEDGER = "ledger.json"
 VERSION = re.compile(r"^v(\d{4})$")
+# Hashed with the key and kept in each manifest: tells whether two releases share a key
+# without revealing it.
+KEY_CHECK = "datafirst hashing key check"
 
 
 class ReleaseError(Exception):
@@ -53,13 +63,58 @@ def published(ws: Workspace) -> list[Path]:
     return sorted(p for p in folder.iterdir() if VERSION.match(p.name)) if folder.is_dir() else []
 
 
-def plan_products(ws: Workspace) -> list[Product]:
+def read_ledger(ws: Workspace) -> list[dict]:
+    path = releases_dir(ws) / LEDGER
+    return json.loads(path.read_text(encoding="utf-8"))["releases"] if path.is_file() else []
+
+
+def _append_ledger(ws: Workspace, entry: dict) -> None:
+    path = releases_dir(ws) / LEDGER
+    tmp = path.with_name(f".{LEDGER}.{os.getpid()}")
+    tmp.write_text(json.dumps({"releases": [*read_ledger(ws), entry]}, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def trusted_previous(ws: Workspace) -> Path | None:
+    """The latest release, checked: person ids are carried from it, so it must be complete,
+    unaltered and the one this workspace made. None when there is no release yet."""
+    folder = releases_dir(ws)
+    ledger = read_ledger(ws)
+    on_disk = {p.name for p in published(ws)}
+    restore = ("Restore it from your archive (datafirst never mints person ids from a release it cannot "
+               "trust), or move the releases folder aside to start a new series of ids.")
+    if on_disk and not ledger:
+        raise ReleaseError(f"{folder} holds releases but no {LEDGER} recording them. " + restore)
+    recorded = [e["version"] for e in ledger]
+    for name in recorded:
+        if name not in on_disk:
+            raise ReleaseError(f"release {name} is recorded in {folder / LEDGER} but {folder / name} is missing. "
+                               + restore)
+    for name in sorted(on_disk - set(recorded)):
+        raise ReleaseError(f"{folder / name} is not recorded in {folder / LEDGER}: it was not published by "
+                           "`datafirst release` here (or that release was interrupted before it was recorded). "
+                           "Remove it or restore the ledger.")
+    if not ledger:
+        return None
+    latest = folder / ledger[-1]["version"]
+    bad = verify(latest)
+    if bad:
+        raise ReleaseError(f"release {latest.name} has been altered or is incomplete: "
+                           f"{', '.join(bad[:10])} do not match SHA256SUMS. " + restore)
+    if file_sha256(latest / "SHA256SUMS") != ledger[-1]["sha256sums"]:
+        raise ReleaseError(f"release {latest.name}: SHA256SUMS differs from the digest recorded in {LEDGER} when "
+                           "it was published, so the release has been altered. " + restore)
+    return latest
+
+
+def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Product]:
+    """The release's products; `links` is the clusters with released person ids
+    (`person_ids.assign` makes it)."""
     links_dir = ws.zone("links")
     if not (links_dir / "clusters.parquet").is_file():
         raise ReleaseError(f"no links in {links_dir}; run `datafirst link` first")
-    links = f"read_parquet('{links_dir / 'clusters.parquet'}')"
     contracts = load_contracts(ws.contracts)
-    products = [person_link_lookup(links)]
+    products = [person_link_lookup(links), person_id_changes(person_ids.CHANGES)]
     if (links_dir / "case_journeys.parquet").is_file():
         products.append(case_journeys(f"read_parquet('{links_dir / 'case_journeys.parquet'}')"))
     for contract in contracts:
@@ -77,12 +132,14 @@ def _content(contract, name, spec, path: Path, links: str) -> Product:
     return content_product(contract, name, f"read_parquet('{path}')", links if spec.is_person_table else None, keep)
 
 
-def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
+def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_series: bool = False,
             progress: Callable[[str, int, int], None] | None = None) -> ReleaseSummary:
+    """Build, check and publish the next release. Person ids carry over from the previous
+    release unless `new_series` (every person gets a new id; needed after a change of key)."""
     salt = salt if salt is not None else load_salt()
     products = plan_products(ws)
-    previous = published(ws)
-    number = int(VERSION.match(previous[-1].name).group(1)) + 1 if previous else 1
+    previous = trusted_previous(ws)
+    number = int(VERSION.match(previous.name).group(1)) + 1 if previous else 1
     version = f"v{number:04d}"
     folder = releases_dir(ws)
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,6 +148,19 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
     (tmp / "tables").mkdir(parents=True)
     install_keyed_hash(engine, salt)
     try:
+        key_check = engine.scalar("SELECT keyed_hash(?)", [KEY_CHECK])
+        carry_from = previous
+        if previous is not None:
+            before = json.loads((previous / "manifest.json").read_text(encoding="utf-8")).get("key_check")
+            if before != key_check and not new_series:
+                raise ReleaseError(f"the hashing key differs from the one {previous.name} was made with, so no hash "
+                                   "or person id would carry over. Use the same key (DATAFIRST_SALT_FILE or "
+                                   "DATAFIRST_SALT), or start a new series of ids with --new-series.")
+            if new_series:
+                carry_from = None
+        id_changes = person_ids.assign(engine, ws.zone("links") / "clusters.parquet",
+                                       carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
+                                       version)
         rows = {}
         for i, product in enumerate(products):
             if progress:
@@ -110,7 +180,9 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
         digests = {f"tables/{p.name}.parquet": file_sha256(tmp / "tables" / f"{p.name}.parquet") for p in products}
-        documentation.write_all(ws, engine, tmp, version, products, rows, previous[-1] if previous else None, digests)
+        documentation.write_all(ws, engine, tmp, version, products, rows, previous, digests,
+                                {"key_check": key_check, "person_ids": {
+                                    "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
         _write_checksums(tmp, digests)
         os.rename(tmp, folder / version)
     except BaseException:
@@ -118,9 +190,11 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None,
         raise
     finally:
         forget_keyed_hash(engine)
-        engine.execute("DROP TABLE IF EXISTS sensitive_values")
-        engine.execute("DROP TABLE IF EXISTS birth_dates")
+        for table in ("sensitive_values", "birth_dates", "release_records", "previous_ids",
+                      person_ids.ASSIGNED, person_ids.CHANGES):
+            engine.execute(f"DROP TABLE IF EXISTS {table}")
     _make_read_only(folder / version)
+    _append_ledger(ws, {"version": version, "sha256sums": file_sha256(folder / version / "SHA256SUMS")})
     return ReleaseSummary(version=version, path=folder / version, tables=rows)
 
 

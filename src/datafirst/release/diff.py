@@ -1,0 +1,83 @@
+"""`datafirst diff A B`: what changed between two releases.
+
+Rows per table, schema changes, and, at each threshold, people and what happened to their
+ids: how many continued, merged and split, over the records both releases hold (joined on
+the hashed row id, which is the same in both when they were made with the same key).
+Both releases are checked against their checksums first: a diff of an altered release
+would describe data nobody published.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..engine import Engine
+from ..engine.duckdb_engine import sql_string
+from .person_ids import THRESHOLDS
+from .stage import ReleaseError, verify
+
+
+def _load(path: Path) -> dict:
+    if not (path / "manifest.json").is_file():
+        raise ReleaseError(f"{path} is not a release (no manifest.json)")
+    bad = verify(path)
+    if bad:
+        raise ReleaseError(f"{path} has been altered or is incomplete: {', '.join(bad[:10])} do not match SHA256SUMS")
+    return {"manifest": json.loads((path / "manifest.json").read_text(encoding="utf-8")),
+            "dictionary": json.loads((path / "dictionary.json").read_text(encoding="utf-8"))}
+
+
+def schema_changes(a: dict, b: dict) -> list[dict]:
+    old = {t["name"]: {c["name"]: c["type"] for c in t["columns"]} for t in a["tables"]}
+    new = {t["name"]: {c["name"]: c["type"] for c in t["columns"]} for t in b["tables"]}
+    out = [{"change": "table added", "table": n} for n in sorted(new.keys() - old.keys())]
+    out += [{"change": "table removed", "table": n} for n in sorted(old.keys() - new.keys())]
+    for n in sorted(old.keys() & new.keys()):
+        out += [{"change": "column added", "table": n, "column": c, "type": new[n][c]}
+                for c in sorted(new[n].keys() - old[n].keys())]
+        out += [{"change": "column removed", "table": n, "column": c, "type": old[n][c]}
+                for c in sorted(old[n].keys() - new[n].keys())]
+        out += [{"change": "type changed", "table": n, "column": c, "from": old[n][c], "to": new[n][c]}
+                for c in sorted(old[n].keys() & new[n].keys()) if old[n][c] != new[n][c]]
+    return out
+
+
+def diff(engine: Engine, a: Path, b: Path) -> dict:
+    ra, rb = _load(a), _load(b)
+    rows_a = {t["name"]: t["rows"] for t in ra["dictionary"]["tables"]}
+    rows_b = {t["name"]: t["rows"] for t in rb["dictionary"]["tables"]}
+    out = {
+        "a": a.name, "b": b.name,
+        "same_key": ra["manifest"].get("key_check") == rb["manifest"].get("key_check"),
+        "tables": [{"table": n, "rows_a": rows_a.get(n), "rows_b": rows_b.get(n)}
+                   for n in sorted(rows_a.keys() | rows_b.keys())],
+        "schema_changes": schema_changes(ra["dictionary"], rb["dictionary"]),
+    }
+    la = sql_string(a / "tables" / "person_link_lookup.parquet")
+    lb = sql_string(b / "tables" / "person_link_lookup.parquet")
+    (only_a, only_b, both), = engine.execute(f"""
+        SELECT count(*) FILTER (b.row_id_hash IS NULL), count(*) FILTER (a.row_id_hash IS NULL),
+               count(*) FILTER (a.row_id_hash IS NOT NULL AND b.row_id_hash IS NOT NULL)
+        FROM read_parquet({la}) a FULL JOIN read_parquet({lb}) b USING (row_id_hash)""")
+    out["records"] = {"only_in_a": only_a, "only_in_b": only_b, "in_both": both}
+    out["people"] = {}
+    for t in THRESHOLDS:
+        col = f"person_id_{t}"
+        (people_a, people_b, kept, merged_into, merged_away, split, split_into), = engine.execute(f"""
+            WITH pairs AS (SELECT a.{col} AS id_a, b.{col} AS id_b, count(*) AS n
+                           FROM read_parquet({la}) a JOIN read_parquet({lb}) b USING (row_id_hash) GROUP BY ALL),
+                 m AS (SELECT *, count(*) OVER (PARTITION BY id_b) AS a_ids, count(*) OVER (PARTITION BY id_a) AS b_ids
+                       FROM pairs)
+            SELECT (SELECT count(DISTINCT {col}) FROM read_parquet({la})),
+                   (SELECT count(DISTINCT {col}) FROM read_parquet({lb})),
+                   (SELECT count(*) FROM (SELECT DISTINCT {col} FROM read_parquet({la}))
+                      SEMI JOIN (SELECT DISTINCT {col} FROM read_parquet({lb})) USING ({col})),
+                   count(DISTINCT id_b) FILTER (a_ids > 1), count(DISTINCT id_a) FILTER (a_ids > 1 AND id_a <> id_b),
+                   count(DISTINCT id_a) FILTER (b_ids > 1), count(DISTINCT id_b) FILTER (b_ids > 1 AND id_a <> id_b)
+            FROM m""")
+        out["people"][t] = {"people_a": people_a, "people_b": people_b, "ids_in_both": kept,
+                            "ids_only_in_a": people_a - kept, "ids_only_in_b": people_b - kept,
+                            "people_in_b_formed_by_merges": merged_into, "ids_of_a_merged_away": merged_away,
+                            "ids_of_a_split": split, "ids_in_b_split_off": split_into}
+    return out
