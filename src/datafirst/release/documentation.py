@@ -69,25 +69,6 @@ def dictionary_markdown(version: str, d: dict) -> str:
     return "\n".join(out)
 
 
-def person_id_notes(ids: dict, previous: Path | None) -> list[str]:
-    if previous is None:
-        return []
-    out = [f"## Person ids since {previous.name}", ""]
-    if ids["carried_from"] is None:
-        return out + [f"A new series of ids: no id carries over from {previous.name} (the hashing key changed).", ""]
-    out += ["Each person keeps their id while they continue; the table `person_id_changes` lists every merge and "
-            "split with the records involved.", "",
-            "| threshold | people | previous ids kept | new people | new ids after a merge or split | "
-            "previous ids merged away | previous ids split | previous ids removed (records deleted) |",
-            "|---|---|---|---|---|---|---|---|"]
-    for t, s in ids["thresholds"].items():
-        kept = f"{s['continued']:,} of {s['previous_people']:,}" + (
-            f" ({s['previous_ids_kept_share']:.2%})" if s["previous_ids_kept_share"] is not None else "")
-        out.append(f"| {t} | {s['people']:,} | {kept} | {s['new_people']:,} | {s['new_ids_after_merge_or_split']:,} "
-                   f"| {s['previous_ids_merged_away']:,} | {s['previous_ids_split']:,} | {s['previous_ids_removed']:,} |")
-    return out + [""]
-
-
 def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> dict:
     resources = []
     for t in d["tables"]:
