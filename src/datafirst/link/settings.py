@@ -101,11 +101,13 @@ def _name_comparison(col: str, other: str | None) -> cl.CustomComparison:
     """Exact (with term-frequency adjustment), swapped with the other name, then Jaro-Winkler.
 
     Clerks swap forename and surname; without the swapped level such a pair disagrees on both
-    names and is pushed apart however well everything else agrees.
+    names and is pushed apart however well everything else agrees. The swap must hold both
+    ways (symmetrical): a one-way check would score a pair differently depending on which
+    record is on the left, so a pair's score would depend on record-key order.
     """
     levels = [cll.NullLevel(col), cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
     if other:
-        levels.append(cll.ColumnsReversedLevel(col, other))
+        levels.append(cll.ColumnsReversedLevel(col, other, symmetrical=True))
     levels += [cll.JaroWinklerLevel(col, t) for t in (0.92, 0.88, 0.7)]
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(comparison_levels=levels, output_column_name=col,

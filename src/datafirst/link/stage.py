@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -25,6 +25,7 @@ from ..files import file_sha256
 from ..engine.duckdb_engine import sql_string
 from ..standardise.stage import IDENTIFIERS
 from ..workspace import Workspace, replace_folder
+from . import incremental
 from .journeys import link_journeys
 from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, settings
 
@@ -49,6 +50,8 @@ class LinkSummary:
     edges: int
     clusters: dict[str, int]  # threshold name -> number of people
     model: Path
+    mode: str = "full"  # or "incremental"
+    changes: incremental.Changes | None = None
 
 
 def _identifier_files(ws: Workspace) -> list[Path]:
@@ -89,8 +92,8 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
     return {c for c, n in zip(cols, counts) if n > 0}
 
 
-def _linker(engine: Engine, model) -> Linker:
-    db_api = DuckDBAPI(engine.con)
+def _linker(engine: Engine, model, db_api: DuckDBAPI | None = None) -> Linker:
+    db_api = db_api or DuckDBAPI(engine.con)
     sdf = db_api.register(INPUT_TABLE, dataset_display_name="identifiers")
     return Linker(sdf, model, log_level=logging.ERROR)  # Splink warnings would drown the progress output
 
@@ -133,8 +136,14 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     path = folder / f"model-{stamp}.json"
     linker.misc.save_model_to_json(str(path), overwrite=True)
     records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
+    term_frequencies = {}
+    for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
+        tf = linker.table_management.compute_tf_table(col)
+        term_frequencies[col] = f"{path.stem}.tf-{col}.parquet"
+        engine.to_parquet(f"SELECT * FROM {tf.physical_name} ORDER BY ALL", folder / term_frequencies[col])
     meta = {
         "model": path.name, "trained_at": stamp, "records": records, "columns": sorted(present),
+        "term_frequencies": term_frequencies,
         "identifiers": _fingerprint(files), "seed": seed,
         "code": {"datafirst": version("datafirst"), "splink": version("splink"), "duckdb": version("duckdb")},
     }
@@ -197,9 +206,14 @@ def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_
 
 
 def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None, model_path: Path | None = None,
-         blocking_rules: list | None = None, max_comparisons_per_rule: int | None = None) -> LinkSummary:
+         blocking_rules: list | None = None, max_comparisons_per_rule: int | None = None,
+         full: bool = False) -> LinkSummary:
     """Score candidate pairs with a saved model and cluster them; writes the links zone.
-    Thresholds, blocking rules and the comparison limit default to the workspace config."""
+    Thresholds, blocking rules and the comparison limit default to the workspace config.
+
+    When the last link used the same model, thresholds and rules, only the records that
+    changed since are scored and only the people they touch are clustered again (see
+    `incremental`); `full` scores everything."""
     cfg = ws.config().link
     thresholds = thresholds or Thresholds(**cfg.thresholds.model_dump())
     if blocking_rules is None and cfg.blocking_rules:
@@ -214,33 +228,37 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     if blocking_rules is not None:
         model["blocking_rules_to_generate_predictions"] = [
             r.get_blocking_rule("duckdb").as_dict() if hasattr(r, "get_blocking_rule") else r for r in blocking_rules]
-    linker = _linker(engine, model)
+    db_api = DuckDBAPI(engine.con)
+    linker = _linker(engine, model, db_api)
+    use_term_frequencies(engine, db_api, linker, model, path)
     n_records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
-    blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
-
-    predictions = linker.inference.predict(threshold_match_probability=EDGE_FLOOR)
+    incremental.digest_input(engine, INPUT_TABLE, engine.columns(INPUT_TABLE))
+    run = {"model": path.name, "thresholds": thresholds.named(), "edge_floor": EDGE_FLOOR,
+           "prediction_rules": model["blocking_rules_to_generate_predictions"],
+           "record_digest": incremental.DIGEST_SCHEME}
+    previous = ws.zone(LINKS)
+    why_full = "asked for a full link" if full else incremental.reusable(previous, run)
+    changes = None
+    if why_full is None:
+        changes = incremental.record_changes(engine, previous)
+        share = (changes.new + changes.changed + changes.deleted) / max(n_records, 1)
+        if share > incremental.MAX_CHANGED_SHARE:
+            why_full = f"{share:.0%} of records changed (more than {incremental.MAX_CHANGED_SHARE:.0%})"
     tmp = ws.zones / f".{LINKS}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        engine.execute(f"""CREATE OR REPLACE TABLE link_edges AS
-            SELECT record_key_l, record_key_r, source_l, source_r,
-                   match_weight, match_probability
-            FROM {predictions.physical_name} ORDER BY record_key_l, record_key_r""")
+        if why_full is None:
+            blocking = json.loads((previous / "link.json").read_text(encoding="utf-8"))["blocking"]
+            incremental.link_changes(engine, db_api, linker, previous, INPUT_TABLE, thresholds.named(),
+                                     EDGE_FLOOR, changes)
+        else:
+            blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
+            _link_all(engine, linker, thresholds)
+        clusters = {name: int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
+                    for name in thresholds.named()}
         n_edges = engine.to_parquet("SELECT * FROM link_edges", tmp / "edges.parquet")
-        clusters = {}
-        for name, p in thresholds.named().items():
-            result = linker.clustering.cluster_pairwise_predictions_at_threshold(
-                predictions, threshold_match_probability=p)
-            # Person ids: an opaque digest of the cluster's smallest record key, so the same
-            # cluster always gets the same id and the id reveals no native id.
-            engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
-                SELECT record_key,
-                       'P' || substr(sha256({sql_string(name)} || min(record_key) OVER (PARTITION BY cluster_id)), 1, 16)
-                           AS person_id,
-                       count(*) OVER (PARTITION BY cluster_id) AS cluster_size
-                FROM {result.physical_name}""")
-            clusters[name] = int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
+        engine.to_parquet("SELECT * FROM link_input_digests ORDER BY record_key", tmp / incremental.RECORDS)
         flags_sql = f"""
             SELECT i.record_key, i.source,
                    h.person_id AS person_id_high, m.person_id AS person_id_medium, l.person_id AS person_id_low,
@@ -262,12 +280,52 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
         n_journeys = link_journeys(ws, engine, tmp / "case_journeys.parquet",
                                    engine.parquet(tmp / "clusters.parquet"), cfg.journey)
         (tmp / "link.json").write_text(json.dumps({
-            "model": path.name, "thresholds": thresholds.named(), "records": n_records, "edges": n_edges,
-            "people": clusters, "blocking": blocking, "edge_floor": EDGE_FLOOR, "case_journeys": n_journeys,
+            **run, "records": n_records, "edges": n_edges, "people": clusters, "blocking": blocking,
+            "case_journeys": n_journeys,
+            "mode": "full" if why_full else "incremental", "why_full": why_full,
+            "changes": asdict(changes) if changes else None,
         }, indent=2), encoding="utf-8")
         replace_folder(tmp, ws.zone(LINKS))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return LinkSummary(records=n_records, edges=n_edges, clusters=clusters, model=path)
+    return LinkSummary(records=n_records, edges=n_edges, clusters=clusters, model=path,
+                       mode="full" if why_full else "incremental", changes=changes)
 
+
+def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, model: dict, path: Path) -> None:
+    """Score with the term frequencies saved with the model, so that a pair's score depends on
+    the pair and the model only, not on what else is in today's data: a full link and an
+    incremental one then give the same scores, and a pair keeps its score until retraining.
+    A value the model never saw counts as the rarest it saw. Models saved without term
+    frequencies use today's data's."""
+    meta_path = path.with_suffix(".meta.json")
+    saved = json.loads(meta_path.read_text(encoding="utf-8")).get("term_frequencies", {}) if meta_path.is_file() else {}
+    for col in incremental.tf_columns(model):
+        if col not in saved:
+            linker.table_management.compute_tf_table(col)
+            continue
+        frozen = sql_string(path.parent / saved[col])
+        engine.execute(f"""CREATE OR REPLACE TABLE link_tf_{col} AS
+            SELECT {col}, tf_{col} FROM read_parquet({frozen})
+            UNION ALL
+            SELECT DISTINCT i.{col}, (SELECT min(tf_{col}) FROM read_parquet({frozen})) FROM {INPUT_TABLE} i
+            WHERE i.{col} IS NOT NULL AND i.{col} NOT IN (SELECT {col} FROM read_parquet({frozen}))""")
+        linker.table_management.register_term_frequency_lookup(
+            db_api.register(f"link_tf_{col}", dataset_display_name=f"term frequencies of {col}"), col)
+
+
+def _link_all(engine: Engine, linker: Linker, thresholds: Thresholds) -> None:
+    """`link_edges` and `clusters_<threshold>` from scoring every candidate pair."""
+    predictions = linker.inference.predict(threshold_match_probability=EDGE_FLOOR)
+    engine.execute(f"""CREATE OR REPLACE TABLE link_edges AS
+        SELECT record_key_l, record_key_r, source_l, source_r,
+               match_weight, match_probability
+        FROM {predictions.physical_name} ORDER BY record_key_l, record_key_r""")
+    for name, p in thresholds.named().items():
+        result = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold_match_probability=p)
+        engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
+            SELECT record_key, {incremental.cluster_label(name)} AS person_id,
+                   count(*) OVER (PARTITION BY cluster_id) AS cluster_size
+            FROM {result.physical_name}""")
