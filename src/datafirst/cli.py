@@ -226,7 +226,11 @@ def _run_train(ws) -> None:
                   "`datafirst link` uses it without retraining.")
 
 
-def _run_link(ws, labels: Path | None = None) -> None:
+FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, even when only some records "
+                                 "changed since the last link (by default only those are scored).")
+
+
+def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
     from .link.quality import write_report
     from .link.stage import LinkError, link
 
@@ -235,13 +239,13 @@ def _run_link(ws, labels: Path | None = None) -> None:
     try:
         with _engine(ws) as engine:
             with console.status("Linking: blocking check, scoring pairs, clustering"):
-                summary = link(ws, engine)
+                summary = link(ws, engine, full=full)
             _, html_path, report = write_report(ws, engine, labels)
     except LinkError as exc:
         _fail(f"{exc}\nThe links zone is as it was.")
     people = ", ".join(f"{name} {n:,}" for name, n in summary.clusters.items())
     console.print(f"Linked {summary.records:,} records with model {summary.model.name}: {summary.edges:,} scored "
-                  f"edges; people at each threshold: {people}. Links zone: {ws.zone('links')}")
+                  f"edges ({summary.how()}); people at each threshold: {people}. Links zone: {ws.zone('links')}")
     if report.get("accuracy"):
         acc = ", ".join(f"{a['threshold']} P {a['precision']:.4f} R {a['recall']:.4f} F1 {a['f1']:.4f}"
                         for a in report["accuracy"]["overall"])
@@ -260,10 +264,12 @@ def link(
     workspace: Path = WORKSPACE_OPTION,
     labels: Path | None = typer.Option(None, "--labels", help="Parquet of known truth (record_key, true_id, and "
                                        "optional groups: sex, ethnicity, age_band, name_origin) for accuracy figures."),
+    full: bool = FULL_LINK_OPTION,
 ) -> None:
     """Link with the saved model: score pairs once, cluster at high/medium/low, link case journeys,
-    write the links zone and the linkage quality report."""
-    _run_link(_workspace(workspace), labels)
+    write the links zone and the linkage quality report. Only records that changed since the last
+    link are scored, unless --full."""
+    _run_link(_workspace(workspace), labels, full)
 
 
 @app.command()
@@ -358,7 +364,8 @@ def diff_command(
     console.print(p)
 
 
-def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:
+def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool = False,
+             new_series: bool = False) -> None:
     from .link.stage import LinkError
     from .release.hashing_key import SecretError
     from .release.stage import ReleaseError, published
@@ -373,7 +380,8 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None) -> None:
     console.print("Running ingest -> standardise -> train -> link -> release")
     started = time.perf_counter()
     try:
-        results = Runner(ws, retrain=retrain, labels=labels, report=report).run()
+        results = Runner(ws, retrain=retrain, labels=labels, full_link=full, new_series=new_series,
+                         report=report).run()
     except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
         _fail(str(exc))
     total = time.perf_counter() - started
@@ -391,10 +399,14 @@ def run(
     workspace: Path = WORKSPACE_OPTION,
     retrain: bool = typer.Option(False, "--retrain", help="Train a new model even if one is saved."),
     labels: Path | None = typer.Option(None, "--labels", help="Known truth for accuracy figures in the linkage report."),
+    full: bool = FULL_LINK_OPTION,
+    new_series: bool = typer.Option(False, "--new-series", help="Release with new person ids instead of carrying "
+                                    "them over (needed after a change of hashing key)."),
 ) -> None:
     """The whole flow (ingest, standardise, train if no model, link, release), skipping stages whose
-    inputs and config have not changed."""
-    _run_all(_workspace(workspace), retrain, labels)
+    inputs and config have not changed. With a previous link and release, only changed records
+    are linked and person ids carry over."""
+    _run_all(_workspace(workspace), retrain, labels, full, new_series)
 
 
 @app.command()

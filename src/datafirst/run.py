@@ -51,9 +51,10 @@ def _fingerprint(parts: dict) -> str:
 
 
 class Runner:
-    def __init__(self, ws: Workspace, *, retrain: bool = False, labels: Path | None = None,
-                 report: Callable[[StageResult], None] | None = None):
+    def __init__(self, ws: Workspace, *, retrain: bool = False, labels: Path | None = None, full_link: bool = False,
+                 new_series: bool = False, report: Callable[[StageResult], None] | None = None):
         self.ws, self.retrain, self.labels, self.report = ws, retrain, labels, report
+        self.full_link, self.new_series = full_link, new_series
         self.state = ws.root / STATE_DIR
         self.results: list[StageResult] = []
 
@@ -147,9 +148,10 @@ class Runner:
             return f"model {train(ws, engine).name}"
 
         def do_link(engine: Engine) -> str:
-            summary = link(ws, engine)
+            summary = link(ws, engine, full=self.full_link)
             _, _, report = link_report(ws, engine, self.labels)
-            detail = f"{summary.edges:,} edges; people " + ", ".join(f"{k} {v:,}" for k, v in summary.clusters.items())
+            detail = (f"{summary.how()}; {summary.edges:,} edges; people "
+                      + ", ".join(f"{k} {v:,}" for k, v in summary.clusters.items()))
             if report.get("accuracy"):
                 detail += "; against labels: " + ", ".join(
                     f"{a['threshold']} P {a['precision']:.3f} R {a['recall']:.3f} F1 {a['f1']:.3f}"
@@ -157,8 +159,10 @@ class Runner:
             return detail
 
         def do_release(engine: Engine) -> str:
-            summary = release(ws, engine)
-            return f"{summary.version} at {summary.path}"
+            summary = release(ws, engine, new_series=self.new_series)
+            kept = summary.person_ids.get("medium", {}).get("previous_ids_kept_share")
+            return f"{summary.version} at {summary.path}" + (
+                f"; {kept:.2%} of medium person ids carried over" if kept is not None else "")
 
         self.stage("ingest", do_ingest)
         self.stage("standardise", do_standardise)

@@ -53,6 +53,13 @@ class LinkSummary:
     mode: str = "full"  # or "incremental"
     changes: incremental.Changes | None = None
 
+    def how(self) -> str:
+        c = self.changes
+        if self.mode != "incremental" or c is None:
+            return "full link"
+        return (f"incremental: {c.new:,} new, {c.changed:,} changed, {c.deleted:,} deleted records; "
+                f"{c.affected:,} records re-clustered")
+
 
 def _identifier_files(ws: Workspace) -> list[Path]:
     files = sorted(ws.zone(IDENTIFIERS).glob("*.parquet"))

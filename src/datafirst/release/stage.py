@@ -52,6 +52,7 @@ class ReleaseSummary:
     version: str
     path: Path
     tables: dict[str, int]  # table -> rows
+    person_ids: dict[str, dict]  # threshold -> what happened to the previous release's ids
 
 
 def releases_dir(ws: Workspace) -> Path:
@@ -195,7 +196,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _make_read_only(folder / version)
     _append_ledger(ws, {"version": version, "sha256sums": file_sha256(folder / version / "SHA256SUMS")})
-    return ReleaseSummary(version=version, path=folder / version, tables=rows)
+    return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
 
 
 def _write_checksums(root: Path, known: dict[str, str]) -> None:
