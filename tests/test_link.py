@@ -75,6 +75,8 @@ def test_saved_model_has_metadata(linked_ws):
     meta = json.loads((models / current).with_suffix(".meta.json").read_text())
     assert meta["records"] > 1000 and {"splink", "duckdb", "datafirst"} <= set(meta["code"])
     assert "surname" in meta["columns"] and len(meta["identifiers"]) == 7
+    # The prior was rescaled by the deterministic rules' recall as the trained model implies it.
+    assert 0.05 <= meta["deterministic_recall"] <= 1 and 0 < meta["probability_two_random_records_match"] < 0.01
 
 
 def test_blocking_guard_refuses_an_exploding_rule(linked_ws):
@@ -226,6 +228,8 @@ def test_model_and_training_declared_in_config(world, tmp_path):
         path = train(ws, engine)
     model = json.loads(path.read_text())
     assert [c["output_column_name"] for c in model["comparisons"]] == ["surname", "date_of_birth"]
+    # This model does not compare forenames, so cannot say how often the forename rule misses: assumed recall kept.
+    assert json.loads(path.with_suffix(".meta.json").read_text())["deterministic_recall"] is None
     with Engine() as engine:
         summary = link(ws, engine)
     assert summary.records > 1000 and summary.clusters["medium"] < summary.records

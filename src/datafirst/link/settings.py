@@ -84,6 +84,10 @@ def model_spec(present: set[str]) -> ModelSpec:
                  ("postcode", "surname_soundex"), ("postcode", "forename", "year_of_birth")):
         if all(has(c) for c in cols):
             spec.prediction_rules.append(block_on(*cols))
+    if has("other_id"):
+        # A hand-typed id one edit out (the model's Damerau-Levenshtein level) still agrees on
+        # its first or its last four characters; exact-id blocking alone never scores it.
+        spec.prediction_rules += [block_on("left(other_id, 4)"), block_on("right(other_id, 4)")]
     if has("address") and not has("postcode"):
         spec.prediction_rules += [block_on("address"), block_on("surname_soundex", "year_of_birth"),
                                   block_on("surname_soundex", "forename_soundex")]

@@ -19,6 +19,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from splink import DuckDBAPI, Linker, block_on
+from splink.internals.parse_sql import get_columns_used_from_sql
+from splink.internals.settings import Settings
 
 from ..engine import Engine
 from ..files import file_sha256
@@ -38,6 +40,12 @@ EDGE_FLOOR = 0.5
 MAX_COMPARISONS_PER_RULE = 2_000_000_000
 ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birth",), "postcode": ("postcode",),
                 "address": ("address",), "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
+
+
+# Recall assumed for the deterministic rules before the model can estimate it.
+ASSUMED_RECALL = 0.8
+# Bounds on the estimated recall: below the floor the estimate is a failed fit, not data.
+MIN_RECALL, MAX_RECALL = 0.05, 1.0
 
 
 class LinkError(Exception):
@@ -112,6 +120,42 @@ def _fingerprint(files: list[Path]) -> list[dict]:
     return out
 
 
+def deterministic_recall(engine: Engine, linker: Linker, rules: list) -> float | None:
+    """Recall of the deterministic rules implied by the trained model, or None if it cannot say.
+
+    An exact-match rule finds a true match only if every column it uses is present on both
+    records and agrees exactly. The trained m probability of a column's exact level is
+    P(agree exactly | match, both present); presence is taken as for any pair (the share of
+    records holding all the rule's columns, squared). As Fellegi-Sunter does, columns are
+    treated as independent given a match, within a rule and between rules. A rule using a
+    column no exact level compares (a soundex, say) gives None: keep the assumed recall.
+    """
+    settings_obj = linker._settings_obj
+    dialect = linker._db_api.sql_dialect
+    n = engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}")
+    if not n:
+        return None
+    missed = 1.0
+    for rule in rules:
+        sql = rule.get_blocking_rule(dialect.sql_dialect_str).blocking_rule_sql
+        cols = set(get_columns_used_from_sql(sql, dialect.sqlglot_dialect))
+        levels = Settings._get_comparison_levels_corresponding_to_training_blocking_rule(
+            blocking_rule_sql=sql, sqlglot_dialect=dialect.sqlglot_dialect, comparisons=settings_obj.comparisons)
+        covered = set().union(*(set(info["level"]._exact_match_colnames) for info in levels)) if levels else set()
+        if not cols or covered != cols:
+            return None
+        m = 1.0
+        for info in levels:
+            level_m = info["level"].m_probability
+            if level_m is None:
+                return None
+            m *= level_m
+        all_present = " AND ".join(f"{c} IS NOT NULL" for c in sorted(cols))
+        present = engine.scalar(f"SELECT count(*) FILTER (WHERE {all_present}) FROM {INPUT_TABLE}") / n
+        missed *= 1.0 - m * present ** 2
+    return min(MAX_RECALL, max(MIN_RECALL, 1.0 - missed))
+
+
 def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
     cfg = ws.config().link
@@ -133,10 +177,18 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     training_rules = [block_on(*cols) for cols in cfg.training_rules] if cfg.training_rules else spec.training_rules
     linker = _linker(engine, model)
     if spec.deterministic_rules:
-        linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=0.8)
+        linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
     linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
     for rule in training_rules:
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
+    recall = None
+    if spec.deterministic_rules:
+        # The prior counted the rules' matches and scaled by an assumed recall. Now the model
+        # says how often a true match agrees exactly on the rules' columns, so recount with
+        # that recall instead. m and u stay as trained: each EM session estimates its own prior.
+        recall = deterministic_recall(engine, linker, spec.deterministic_rules)
+        if recall is not None:
+            linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=recall)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = ws.root / MODELS
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,6 +204,10 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         "model": path.name, "trained_at": stamp, "records": records, "columns": sorted(present),
         "term_frequencies": term_frequencies,
         "identifiers": _fingerprint(files), "seed": seed,
+        # The prior match probability and the deterministic rules' recall it was scaled by
+        # (estimated from the model; null where the assumed recall was kept).
+        "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
+        "deterministic_recall": recall,
         "code": {"datafirst": version("datafirst"), "splink": version("splink"), "duckdb": version("duckdb")},
     }
     path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
