@@ -53,7 +53,8 @@ def model_spec(present: set[str]) -> ModelSpec:
     has = present.__contains__
     for col, other in (("forename", "surname"), ("surname", "forename")):
         if has(col):
-            spec.comparisons.append(_name_comparison(col, other if has(other) else None))
+            spec.comparisons.append(_name_comparison(col, other if has(other) else None,
+                                                     partial_swap=col == "forename"))
     if has("middle_names"):
         spec.comparisons.append(cl.JaroWinklerAtThresholds("middle_names", [0.9]))
     if has("date_of_birth"):
@@ -101,16 +102,21 @@ def model_spec(present: set[str]) -> ModelSpec:
     return spec
 
 
-def _name_comparison(col: str, other: str | None) -> cl.CustomComparison:
+def _name_comparison(col: str, other: str | None, *, partial_swap: bool) -> cl.CustomComparison:
     """Exact (with term-frequency adjustment), swapped with the other name, then Jaro-Winkler.
 
     Clerks swap forename and surname; without the swapped level such a pair disagrees on both
-    names and is pushed apart however well everything else agrees. The swap must hold both
-    ways (symmetrical): a one-way check would score a pair differently depending on which
-    record is on the left, so a pair's score would depend on record-key order.
+    names and is pushed apart however well everything else agrees. Every level is symmetric,
+    so a pair scores the same whichever record is on the left (incremental linkage scores
+    pairs in another orientation than a full link). One comparison (`partial_swap`) counts a
+    name of either record found as the other's other name, typo or not in the rest; the other
+    counts only a full swap, so a single crossed name is evidence once and a full swap twice.
     """
     levels = [cll.NullLevel(col), cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
-    if other:
+    if other and partial_swap:
+        levels.append(cll.CustomLevel(f'("{col}_l" = "{other}_r" OR "{col}_r" = "{other}_l")',
+                                      label_for_charts=f"{col} equals the other record's {other}"))
+    elif other:
         levels.append(cll.ColumnsReversedLevel(col, other, symmetrical=True))
     levels += [cll.JaroWinklerLevel(col, t) for t in (0.92, 0.88, 0.7)]
     levels.append(cll.ElseLevel())
