@@ -357,9 +357,8 @@ def diff_command(
         p.add_column(th, justify="right")
     for key, label in (("people_a", f"people in {a}"), ("people_b", f"people in {b}"), ("ids_in_both", "ids kept"),
                        ("ids_only_in_a", f"ids only in {a}"), ("ids_only_in_b", f"ids only in {b} (new)"),
-                       ("people_in_b_formed_by_merges", "people formed by merges"),
-                       ("ids_of_a_merged_away", "ids merged away"), ("ids_of_a_split", "ids split"),
-                       ("ids_in_b_split_off", "ids split off")):
+                       ("merges", f"merges (an id of {b} holding records of 2+ ids of {a})"),
+                       ("splits", f"splits (an id of {a} whose records are under 2+ ids of {b})")):
         p.add_row(label, *(f"{x[key]:,}" for x in d["people"].values()))
     console.print(p)
 

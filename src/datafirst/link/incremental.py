@@ -34,7 +34,7 @@ from ..engine import Engine
 from ..engine.duckdb_engine import sql_string
 
 RECORDS = "records.parquet"
-DIGEST_SCHEME = "md5 of identifier columns, v1"
+DIGEST_SCHEME = "md5 of identifier columns, v2"
 # Above this share of changed records a full link is as quick and simpler to trust.
 MAX_CHANGED_SHARE = 0.25
 
@@ -58,7 +58,9 @@ def cluster_label(threshold: str) -> str:
 
 def digest_input(engine: Engine, input_table: str, columns: list[str]) -> None:
     """`link_input_digests(record_key, digest)`: what the model sees of each record."""
-    parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in columns if c != "record_key")
+    # Derived columns (address_tokens: a list in no set order) are left out; their sources count.
+    parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in columns
+                      if c not in ("record_key", "address_tokens"))
     engine.execute(f"""CREATE OR REPLACE TABLE link_input_digests AS
         SELECT record_key, md5(concat_ws(chr(31), {parts})) AS digest FROM {input_table}""")
 
@@ -70,10 +72,13 @@ def reusable(links: Path, run: dict) -> str | None:
                                                                             "clusters.parquet")):
         return "no previous link to build on"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    for key, what in (("model", "the model"), ("thresholds", "the thresholds"), ("edge_floor", "the edge floor"),
-                      ("prediction_rules", "the blocking rules"), ("record_digest", "the record digest")):
+    for key, what in (("model", "the model"), ("model_sha256", "the model file"), ("thresholds", "the thresholds"),
+                      ("edge_floor", "the edge floor"), ("prediction_rules", "the blocking rules"),
+                      ("record_digest", "the record digest")):
         if meta.get(key) != run.get(key):
             return f"{what} changed since the last link"
+    if not run.get("term_frequencies_saved"):
+        return "the model was saved without its term frequencies (scores would drift); retrain to link incrementally"
     return None
 
 
@@ -103,7 +108,7 @@ def link_changes(engine: Engine, db_api: DuckDBAPI, linker: Linker, links: Path,
     previous_clusters = sql_string(links / "clusters.parquet")
     engine.execute(f"""CREATE OR REPLACE TABLE link_fresh AS SELECT * FROM {input_table}
                        WHERE record_key IN (SELECT record_key FROM link_changes WHERE kind <> 'deleted')""")
-    engine.execute(f"""CREATE OR REPLACE TABLE link_existing AS SELECT * FROM {input_table}
+    engine.execute(f"""CREATE OR REPLACE VIEW link_existing AS SELECT * FROM {input_table}
                        WHERE record_key NOT IN (SELECT record_key FROM link_fresh)""")
     fresh = db_api.register("link_fresh", dataset_display_name="fresh")
     existing = db_api.register("link_existing", dataset_display_name="existing")
@@ -129,8 +134,9 @@ def link_changes(engine: Engine, db_api: DuckDBAPI, linker: Linker, links: Path,
     # deleted record or reached by a new edge, and the fresh records.
     engine.execute(f"""CREATE OR REPLACE TABLE link_affected AS
         WITH previous AS (SELECT record_key, person_id_low FROM read_parquet({previous_clusters})),
+             joining AS (SELECT * FROM link_new_edges WHERE match_probability >= {min(thresholds.values())}),
              touched AS (SELECT record_key FROM link_changes WHERE kind <> 'new'
-                         UNION SELECT record_key_l FROM link_new_edges UNION SELECT record_key_r FROM link_new_edges)
+                         UNION SELECT record_key_l FROM joining UNION SELECT record_key_r FROM joining)
         SELECT p.record_key FROM previous p
         WHERE p.person_id_low IN (SELECT person_id_low FROM previous JOIN touched USING (record_key))
           AND p.record_key IN (SELECT record_key FROM {input_table}) AND p.record_key NOT IN (SELECT record_key FROM link_fresh)
@@ -153,5 +159,6 @@ def link_changes(engine: Engine, db_api: DuckDBAPI, linker: Linker, links: Path,
                   AND record_key NOT IN (SELECT record_key FROM link_affected))
             SELECT record_key, person_id, count(*) OVER (PARTITION BY person_id) AS cluster_size FROM labelled""")
         result.drop_table_from_database_and_remove_from_cache()
-    for table in ("link_fresh", "link_existing", "link_new_edges", "link_affected", "link_affected_edges"):
+    engine.execute("DROP VIEW IF EXISTS link_existing")
+    for table in ("link_fresh", "link_new_edges", "link_affected", "link_affected_edges"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")

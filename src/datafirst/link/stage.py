@@ -34,7 +34,8 @@ from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, 
 LINKS = "links"
 MODELS = "models"
 INPUT_TABLE = "link_input"
-# Edges below this probability are not kept: they join nothing at any threshold.
+# Edges below this probability are not kept (nor below the low threshold, if that is lower):
+# they join nothing at any threshold.
 EDGE_FLOOR = 0.5
 # A blocking rule generating more comparisons than this is refused before predicting.
 MAX_COMPARISONS_PER_RULE = 2_000_000_000
@@ -103,7 +104,11 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
                    f"SELECT * EXCLUDE (flags), list_distinct(string_split(address, ' ')) AS address_tokens "
                    f"FROM read_parquet({paths}) ORDER BY record_key")
     cols = engine.columns(INPUT_TABLE)
-    counts = engine.execute("SELECT " + ", ".join(f"count({c})" for c in cols) + f" FROM {INPUT_TABLE}")[0]
+    *counts, keys = engine.execute("SELECT " + ", ".join(f"count({c})" for c in cols)
+                                   + f", count(DISTINCT record_key) FROM {INPUT_TABLE}")[0]
+    if keys != counts[cols.index("record_key")]:
+        raise LinkError(f"the identifiers hold {counts[cols.index('record_key')] - keys:,} repeated record keys; "
+                        "each record must appear once. Check the contracts' record_id columns and standardise again.")
     return {c for c, n in zip(cols, counts) if n > 0}
 
 
@@ -293,10 +298,12 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
             r.get_blocking_rule("duckdb").as_dict() if hasattr(r, "get_blocking_rule") else r for r in blocking_rules]
     db_api = DuckDBAPI(engine.con)
     linker = _linker(engine, model, db_api)
-    use_term_frequencies(engine, db_api, linker, model, path)
+    frozen_tf = use_term_frequencies(engine, db_api, linker, model, path)
     n_records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
     incremental.digest_input(engine, INPUT_TABLE, engine.columns(INPUT_TABLE))
-    run = {"model": path.name, "thresholds": thresholds.named(), "edge_floor": EDGE_FLOOR,
+    edge_floor = min(EDGE_FLOOR, thresholds.low)
+    run = {"model": path.name, "model_sha256": file_sha256(path), "term_frequencies_saved": frozen_tf,
+           "thresholds": thresholds.named(), "edge_floor": edge_floor,
            "prediction_rules": model["blocking_rules_to_generate_predictions"],
            "record_digest": incremental.DIGEST_SCHEME}
     previous = ws.zone(LINKS)
@@ -314,10 +321,10 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
         if why_full is None:
             blocking = json.loads((previous / "link.json").read_text(encoding="utf-8"))["blocking"]
             incremental.link_changes(engine, db_api, linker, previous, INPUT_TABLE, thresholds.named(),
-                                     EDGE_FLOOR, changes)
+                                     edge_floor, changes)
         else:
             blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
-            _link_all(engine, linker, thresholds)
+            _link_all(engine, linker, thresholds, edge_floor)
         clusters = {name: int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
                     for name in thresholds.named()}
         n_edges = engine.to_parquet("SELECT * FROM link_edges", tmp / "edges.parquet")
@@ -356,31 +363,34 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
                        mode="full" if why_full else "incremental", changes=changes)
 
 
-def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, model: dict, path: Path) -> None:
+def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, model: dict, path: Path) -> bool:
     """Score with the term frequencies saved with the model, so that a pair's score depends on
     the pair and the model only, not on what else is in today's data: a full link and an
     incremental one then give the same scores, and a pair keeps its score until retraining.
     A value the model never saw counts as the rarest it saw. Models saved without term
-    frequencies use today's data's."""
+    frequencies use today's data's (and the result says so: False)."""
     meta_path = path.with_suffix(".meta.json")
     saved = json.loads(meta_path.read_text(encoding="utf-8")).get("term_frequencies", {}) if meta_path.is_file() else {}
+    frozen = True
     for col in incremental.tf_columns(model):
         if col not in saved:
             linker.table_management.compute_tf_table(col)
+            frozen = False
             continue
-        frozen = sql_string(path.parent / saved[col])
+        table = sql_string(path.parent / saved[col])
         engine.execute(f"""CREATE OR REPLACE TABLE link_tf_{col} AS
-            SELECT {col}, tf_{col} FROM read_parquet({frozen})
+            SELECT {col}, tf_{col} FROM read_parquet({table})
             UNION ALL
-            SELECT DISTINCT i.{col}, (SELECT min(tf_{col}) FROM read_parquet({frozen})) FROM {INPUT_TABLE} i
-            WHERE i.{col} IS NOT NULL AND i.{col} NOT IN (SELECT {col} FROM read_parquet({frozen}))""")
+            SELECT DISTINCT i.{col}, (SELECT min(tf_{col}) FROM read_parquet({table})) FROM {INPUT_TABLE} i
+            WHERE i.{col} IS NOT NULL AND i.{col} NOT IN (SELECT {col} FROM read_parquet({table}))""")
         linker.table_management.register_term_frequency_lookup(
             db_api.register(f"link_tf_{col}", dataset_display_name=f"term frequencies of {col}"), col)
+    return frozen
 
 
-def _link_all(engine: Engine, linker: Linker, thresholds: Thresholds) -> None:
+def _link_all(engine: Engine, linker: Linker, thresholds: Thresholds, edge_floor: float) -> None:
     """`link_edges` and `clusters_<threshold>` from scoring every candidate pair."""
-    predictions = linker.inference.predict(threshold_match_probability=EDGE_FLOOR)
+    predictions = linker.inference.predict(threshold_match_probability=edge_floor)
     engine.execute(f"""CREATE OR REPLACE TABLE link_edges AS
         SELECT record_key_l, record_key_r, source_l, source_r,
                match_weight, match_probability

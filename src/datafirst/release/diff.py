@@ -1,7 +1,9 @@
 """`datafirst diff A B`: what changed between two releases.
 
 Rows per table, schema changes, and, at each threshold, people and what happened to their
-ids: how many continued, merged and split, over the records both releases hold (joined on
+ids: how many continued, and the merges (an id of B holding records of two or more ids of A)
+and splits (an id of A whose records are under two or more ids of B), over the records both
+releases hold (joined on
 the hashed row id, which is the same in both when they were made with the same key).
 Both releases are checked against their checksums first: a diff of an altered release
 would describe data nobody published.
@@ -64,20 +66,18 @@ def diff(engine: Engine, a: Path, b: Path) -> dict:
     out["people"] = {}
     for t in THRESHOLDS:
         col = f"person_id_{t}"
-        (people_a, people_b, kept, merged_into, merged_away, split, split_into), = engine.execute(f"""
-            WITH pairs AS (SELECT a.{col} AS id_a, b.{col} AS id_b, count(*) AS n
-                           FROM read_parquet({la}) a JOIN read_parquet({lb}) b USING (row_id_hash) GROUP BY ALL),
-                 m AS (SELECT *, count(*) OVER (PARTITION BY id_b) AS a_ids, count(*) OVER (PARTITION BY id_a) AS b_ids
-                       FROM pairs)
+        engine.execute(f"""CREATE OR REPLACE TEMP TABLE diff_pairs AS
+            SELECT a.{col} AS id_a, b.{col} AS id_b, count(*) AS n
+            FROM read_parquet({la}) a JOIN read_parquet({lb}) b USING (row_id_hash) GROUP BY ALL""")
+        (people_a, people_b, kept, merges, splits), = engine.execute(f"""
             SELECT (SELECT count(DISTINCT {col}) FROM read_parquet({la})),
                    (SELECT count(DISTINCT {col}) FROM read_parquet({lb})),
                    (SELECT count(*) FROM (SELECT DISTINCT {col} FROM read_parquet({la}))
                       SEMI JOIN (SELECT DISTINCT {col} FROM read_parquet({lb})) USING ({col})),
-                   count(DISTINCT id_b) FILTER (a_ids > 1), count(DISTINCT id_a) FILTER (a_ids > 1 AND id_a <> id_b),
-                   count(DISTINCT id_a) FILTER (b_ids > 1), count(DISTINCT id_b) FILTER (b_ids > 1 AND id_a <> id_b)
-            FROM m""")
+                   (SELECT count(*) FROM (SELECT id_b FROM diff_pairs GROUP BY 1 HAVING count(*) > 1)),
+                   (SELECT count(*) FROM (SELECT id_a FROM diff_pairs GROUP BY 1 HAVING count(*) > 1))""")
+        engine.execute("DROP TABLE diff_pairs")
         out["people"][t] = {"people_a": people_a, "people_b": people_b, "ids_in_both": kept,
                             "ids_only_in_a": people_a - kept, "ids_only_in_b": people_b - kept,
-                            "people_in_b_formed_by_merges": merged_into, "ids_of_a_merged_away": merged_away,
-                            "ids_of_a_split": split, "ids_in_b_split_off": split_into}
+                            "merges": merges, "splits": splits}
     return out

@@ -123,16 +123,18 @@ def person_id_notes(ids: dict, previous: Path | None) -> list[str]:
     out = [f"## Person ids since {previous.name}", ""]
     if ids["carried_from"] is None:
         return out + [f"A new series of ids: no id carries over from {previous.name} (the hashing key changed).", ""]
-    out += ["Each person keeps their id while they continue; the table `person_id_changes` lists every merge and "
-            "split with the records involved.", "",
-            "| threshold | people | previous ids kept | new people | new ids after a merge or split | "
-            "previous ids merged away | previous ids split | previous ids removed (records deleted) |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["Each person keeps their id while they continue; the table `person_id_changes` lists, for every merge "
+            "and split, which previous id's records now sit under which id, and how many. A previous id is kept, "
+            "retired (its records live on under other ids) or removed (all its records were deleted).", "",
+            "| threshold | people | previous ids kept | new people | new ids after a merge or split | merges | "
+            "previous ids split | previous ids retired | previous ids removed |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for t, s in ids["thresholds"].items():
         kept = f"{s['continued']:,} of {s['previous_people']:,}" + (
             f" ({s['previous_ids_kept_share']:.2%})" if s["previous_ids_kept_share"] is not None else "")
         out.append(f"| {t} | {s['people']:,} | {kept} | {s['new_people']:,} | {s['new_ids_after_merge_or_split']:,} "
-                   f"| {s['previous_ids_merged_away']:,} | {s['previous_ids_split']:,} | {s['previous_ids_removed']:,} |")
+                   f"| {s['merges']:,} | {s['previous_ids_split']:,} | {s['previous_ids_retired']:,} "
+                   f"| {s['previous_ids_removed']:,} |")
     return out + [""]
 
 

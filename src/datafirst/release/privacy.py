@@ -19,8 +19,12 @@ MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; 
 DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
 
 
-def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract]) -> int:
+def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract],
+                           clusters: Path) -> int:
     ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
+    # The links zone's internal cluster ids are unkeyed digests of record keys: never released.
+    internal = [f"SELECT lower(person_id_{t}), 'internal cluster id' FROM read_parquet({sql_string(clusters)})"
+                for t in ("high", "medium", "low")]
     parts = [
         f"SELECT lower(surname) AS v, 'surname' AS kind FROM {ids} WHERE length(surname) >= {MIN_NAME_LENGTH}",
         f"SELECT lower(forename), 'forename' FROM {ids} WHERE length(forename) >= {MIN_NAME_LENGTH}",
@@ -31,6 +35,7 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
         f"SELECT lower(replace(postcode, ' ', '')), 'postcode' FROM {ids} WHERE postcode IS NOT NULL",
         f"SELECT strftime(date_of_birth, '%Y-%m-%d'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
         f"SELECT strftime(date_of_birth, '%d/%m/%Y'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
+        *internal,
     ]
     for contract in contracts:
         for name, spec in contract.tables.items():

@@ -28,6 +28,7 @@ def install_keyed_hash(engine: Engine, salt: str) -> None:
 
 
 def forget_keyed_hash(engine: Engine) -> None:
+    engine.execute("DROP MACRO IF EXISTS keyed_hash")
     engine.execute("RESET VARIABLE datafirst_release_salt")
 
 
@@ -93,10 +94,10 @@ def person_id_changes(changes: str) -> Product:
                    "split into, at each threshold", (
         "The change log of person ids since the previous release: which ids merged into which, which split, and "
         "how many records moved. Ids not listed continued unchanged or are new people."),
-        ["threshold", "change", "person_id", "into_person_id"], {
+        ["threshold", "person_id", "into_person_id"], {
         "threshold": "high, medium or low: the person id column the row is about",
-        "change": "merged (the previous id's records joined a person with another id) or split (some of the "
-                  "previous id's records now belong to another id)",
+        "change": "merged (into_person_id also holds records of other previous ids) or split (some of the "
+                  "previous id's records now sit under into_person_id, which holds no other previous id)",
         "person_id": "the person id in the previous release",
         "into_person_id": "the id in this release that now holds those records",
         "records": "records of the previous id now held by into_person_id",

@@ -69,18 +69,35 @@ def read_ledger(ws: Workspace) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8"))["releases"] if path.is_file() else []
 
 
-def _append_ledger(ws: Workspace, entry: dict) -> None:
+def _write_ledger(ws: Workspace, entries: list[dict]) -> None:
     path = releases_dir(ws) / LEDGER
     tmp = path.with_name(f".{LEDGER}.{os.getpid()}")
-    tmp.write_text(json.dumps({"releases": [*read_ledger(ws), entry]}, indent=2), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"releases": entries}, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _settle_pending(ws: Workspace) -> list[dict]:
+    """A release is entered in the ledger as pending just before its folder is renamed into
+    place, and marked published just after. A crash between the two leaves a pending entry:
+    kept when the folder made it (it is checked like any other below), dropped when not."""
+    ledger = read_ledger(ws)
+    if ledger and ledger[-1].get("state") == "pending":
+        if (releases_dir(ws) / ledger[-1]["version"]).is_dir():
+            ledger[-1]["state"] = "published"
+        else:
+            ledger.pop()
+        _write_ledger(ws, ledger)
+    return ledger
 
 
 def trusted_previous(ws: Workspace) -> Path | None:
     """The latest release, checked: person ids are carried from it, so it must be complete,
     unaltered and the one this workspace made. None when there is no release yet."""
     folder = releases_dir(ws)
-    ledger = read_ledger(ws)
+    ledger = _settle_pending(ws)
     on_disk = {p.name for p in published(ws)}
     restore = ("Restore it from your archive (datafirst never mints person ids from a release it cannot "
                "trust), or move the releases folder aside to start a new series of ids.")
@@ -145,7 +162,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     folder = releases_dir(ws)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{version}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     (tmp / "tables").mkdir(parents=True)
     install_keyed_hash(engine, salt)
     try:
@@ -159,9 +176,14 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                    "DATAFIRST_SALT), or start a new series of ids with --new-series.")
             if new_series:
                 carry_from = None
-        id_changes = person_ids.assign(engine, ws.zone("links") / "clusters.parquet",
-                                       carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
-                                       version)
+        series = (json.loads((carry_from / "manifest.json").read_text(encoding="utf-8")).get("id_series")
+                  if carry_from else None) or person_ids.new_series()
+        try:
+            id_changes = person_ids.assign(engine, ws.zone("links") / "clusters.parquet",
+                                           carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
+                                           version, series)
+        except person_ids.IdClash as exc:
+            raise ReleaseError(str(exc)) from exc
         rows = {}
         for i, product in enumerate(products):
             if progress:
@@ -170,7 +192,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if progress:
             progress("privacy guard", len(products), len(products))
         contracts = load_contracts(ws.contracts)
-        build_sensitive_values(engine, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts)
+        build_sensitive_values(engine, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
+                               ws.zone("links") / "clusters.parquet")
         allow = set(ws.config().release.privacy_allow)
         problems = []
         for product in products:
@@ -182,20 +205,27 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                + "\n  ".join(problems))
         digests = {f"tables/{p.name}.parquet": file_sha256(tmp / "tables" / f"{p.name}.parquet") for p in products}
         documentation.write_all(ws, engine, tmp, version, products, rows, previous, digests,
-                                {"key_check": key_check, "person_ids": {
+                                {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
         _write_checksums(tmp, digests)
-        os.rename(tmp, folder / version)
+        _make_read_only(tmp)
+        ledger = read_ledger(ws)
+        _write_ledger(ws, [*ledger, {"version": version, "sha256sums": file_sha256(tmp / "SHA256SUMS"),
+                                     "state": "pending"}])
+        try:
+            os.rename(tmp, folder / version)
+        except BaseException:
+            _write_ledger(ws, ledger)
+            raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
     finally:
         forget_keyed_hash(engine)
         for table in ("sensitive_values", "birth_dates", "release_records", "previous_ids",
                       person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
-    _make_read_only(folder / version)
-    _append_ledger(ws, {"version": version, "sha256sums": file_sha256(folder / version / "SHA256SUMS")})
+    _settle_pending(ws)
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
 
 
@@ -204,6 +234,12 @@ def _write_checksums(root: Path, known: dict[str, str]) -> None:
     names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
     lines = [f"{known.get(n) or file_sha256(root / n)}  {n}" for n in names]
     (root / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _remove(root: Path) -> None:
+    for p in [root, *root.rglob("*")] if root.exists() else []:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _make_read_only(root: Path) -> None:

@@ -5,7 +5,8 @@ records are new, some were corrected, some were deleted. From one generated worl
 writes two deliveries of the same extract files:
 
 - the earlier one lacks the `new` rows, and holds the `corrected` rows with a recording
-  error (the last letter of the surname typed twice) that the later one has fixed;
+  error (the last letter of a name typed twice: the surname, or the last name of a full
+  name) that the later one has fixed;
 - the later one is the world's extracts without the `deleted` rows.
 
 Only clean rows of person tables are chosen (the truth lists them with their file and row),
@@ -21,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..sources.contract import load_contract
@@ -83,10 +85,14 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
     """Write the earlier and later deliveries of `world`'s extracts; returns how many rows
     of each kind were made (corrections that could not be typed are left out of the count)."""
     world, earlier, later = Path(world), Path(earlier), Path(later)
-    truth = pq.read_table(world / "truth" / "records.parquet", columns=["file", "row_number", "defect"])
-    clean = np.asarray(truth["defect"].to_pylist()) == ""
-    files = np.asarray(truth["file"].to_pylist())[clean]
-    row_numbers = truth["row_number"].to_numpy()[clean]
+    truth = pq.read_table(world / "truth" / "records.parquet", columns=["file", "record_id", "row_number", "defect"])
+    # Clean rows only, and not a row that has an exact duplicate elsewhere in its file: the twin
+    # would stay behind and the change would not happen.
+    twinned = pc.is_in(truth["record_id"], value_set=pc.unique(
+        pc.filter(truth["record_id"], pc.equal(truth["defect"], "duplicate_row"))))
+    keep = pc.and_(pc.equal(truth["defect"], ""), pc.invert(twinned))
+    files = pc.filter(truth["file"], keep).to_numpy(zero_copy_only=False)
+    row_numbers = pc.filter(truth["row_number"], keep).to_numpy()
     draw = np.random.default_rng(seed).random(len(files))
     kinds = np.select([draw < new, draw < new + corrected, draw < new + corrected + deleted],
                       ["new", "corrected", "deleted"], "")
@@ -109,7 +115,7 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
             shutil.copyfile(src, earlier / rel)
             shutil.copyfile(src, later / rel)
             continue
-        fmt, delimiter, field = fields[rel]
+        fmt, delimiter, field = fields.get(rel, ("jsonl" if rel.endswith(".jsonl") else "csv", ",", None))
         lines = src.read_bytes().splitlines(keepends=True)
         has_header = fmt != "jsonl"
         header = lines[0].rstrip(b"\r\n").lstrip(b"\xef\xbb\xbf").split(delimiter.encode()) if has_header else None
@@ -123,7 +129,7 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
                 old.append(line)
                 counts["deleted"] += 1
             elif what == "corrected":
-                typed = _misrecord(line, fmt, delimiter, field, header)
+                typed = _misrecord(line, fmt, delimiter, field, header) if field else None
                 old.append(typed if typed is not None else line)
                 new_lines.append(line)
                 counts["corrected"] += typed is not None
