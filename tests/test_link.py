@@ -235,3 +235,32 @@ def test_model_and_training_declared_in_config(world, tmp_path):
     assert summary.records > 1000 and summary.clusters["medium"] < summary.records
     blocking = json.loads((ws.zone("links") / "link.json").read_text())["blocking"]
     assert [b["rule"] for b in blocking] == ['l."surname" = r."surname"']
+
+
+def test_training_on_a_sample_past_the_cap_still_links_well(linked_ws, world, tmp_path):
+    """Past `link.training_records` the model is trained on a fixed random sample; term
+    frequencies still come from every record, and accuracy holds."""
+    import shutil
+
+    import yaml
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(linked_ws.root, ws.root)
+    shutil.rmtree(ws.root / "models")
+    cfg = yaml.safe_load(ws.config_path.read_text())
+    cfg.setdefault("link", {})["training_records"] = 8000
+    ws.config_path.write_text(yaml.safe_dump(cfg))
+    with Engine() as engine:
+        path = train(ws, engine)
+        link(ws, engine)
+        engine.execute(f"""CREATE TABLE truth AS SELECT t.source || '|' || t."table" || '|' || t.record_id AS record_key,
+                           t.person_id AS true_id FROM read_parquet('{world}/truth/records.parquet') t WHERE t.defect = ''""")
+        acc = {r["threshold"]: r for r in pairwise_accuracy(
+            engine, f"read_parquet('{ws.zone('links')}/clusters.parquet')", "truth")}
+        (tf_values,), = engine.execute(f"""SELECT count(*) FROM read_parquet('{path.parent}/{path.stem}.tf-surname.parquet')""")
+        (all_values,), = engine.execute(f"""SELECT count(DISTINCT surname) FROM read_parquet('{ws.zone("identifiers")}/*.parquet',
+                                             union_by_name = true)""")
+    meta = json.loads(path.with_suffix(".meta.json").read_text())
+    assert meta["trained_on_records"] == 8000 < meta["records"]
+    assert tf_values == all_values
+    assert acc["medium"]["f1"] > 0.97 and acc["high"]["precision"] > 0.99

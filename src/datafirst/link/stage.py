@@ -113,9 +113,9 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
     return {c for c, n in zip(cols, counts) if n > 0}
 
 
-def _linker(engine: Engine, model, db_api: DuckDBAPI | None = None) -> Linker:
+def _linker(engine: Engine, model, db_api: DuckDBAPI | None = None, table: str = INPUT_TABLE) -> Linker:
     db_api = db_api or DuckDBAPI(engine.con)
-    sdf = db_api.register(INPUT_TABLE, dataset_display_name="identifiers")
+    sdf = db_api.register(table, dataset_display_name="identifiers")
     return Linker(sdf, model, log_level=logging.ERROR)  # Splink warnings would drown the progress output
 
 
@@ -181,7 +181,17 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
                       "additional_columns_to_retain": sorted(set(model.get("additional_columns_to_retain", []))
                                                              | {"source"})})
     training_rules = [block_on(*cols) for cols in cfg.training_rules] if cfg.training_rules else spec.training_rules
-    linker = _linker(engine, model)
+    records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
+    # Pairs in an EM session's blocks grow with the square of the records, the estimates do
+    # not need them all: past the cap, train on a fixed random sample (the same records for
+    # the same data). The prior is unchanged by sampling (matches and pairs both scale with
+    # the square of the share kept); term frequencies below come from every record.
+    table = INPUT_TABLE
+    if records > cfg.training_records:
+        table = "link_training_sample"
+        engine.execute(f"""CREATE OR REPLACE TABLE {table} AS SELECT * FROM {INPUT_TABLE}
+                           ORDER BY md5(record_key) LIMIT {int(cfg.training_records)}""")
+    linker = _linker(engine, model, table=table)
     if spec.deterministic_rules:
         linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
     linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
@@ -200,14 +210,18 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"model-{stamp}.json"
     linker.misc.save_model_to_json(str(path), overwrite=True)
-    records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
     term_frequencies = {}
     for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
-        tf = linker.table_management.compute_tf_table(col)
         term_frequencies[col] = f"{path.stem}.tf-{col}.parquet"
-        engine.to_parquet(f"SELECT * FROM {tf.physical_name} ORDER BY ALL", folder / term_frequencies[col])
+        # Splink's definition (share of the non-empty values), over every record.
+        engine.to_parquet(f"""SELECT {col}, CAST(count(*) AS DOUBLE) / (SELECT count({col}) FROM {INPUT_TABLE})
+                                  AS tf_{col}
+                              FROM {INPUT_TABLE} WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY ALL""",
+                          folder / term_frequencies[col])
+    engine.execute("DROP TABLE IF EXISTS link_training_sample")
     meta = {
-        "model": path.name, "trained_at": stamp, "records": records, "columns": sorted(present),
+        "model": path.name, "trained_at": stamp, "records": records,
+        "trained_on_records": min(records, cfg.training_records), "columns": sorted(present),
         "term_frequencies": term_frequencies,
         "identifiers": _fingerprint(files), "seed": seed,
         # The prior match probability and the deterministic rules' recall it was scaled by
