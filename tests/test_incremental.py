@@ -274,3 +274,13 @@ def test_schema_changes_name_each_table_and_column():
         {"change": "column added", "table": "t", "column": "z", "type": "DATE"},
         {"change": "column removed", "table": "t", "column": "y", "type": "VARCHAR"},
         {"change": "type changed", "table": "t", "column": "x", "from": "INTEGER", "to": "BIGINT"}]
+
+
+def test_the_linkage_report_says_what_the_incremental_link_did(runs):
+    from datafirst.link.quality import write_report
+
+    with Engine() as engine:
+        _, html_path, report = write_report(runs["inc"], engine)
+    c = runs["second"].changes
+    assert report["mode"] == "incremental" and report["record_changes"]["new"] == c.new
+    assert f"This link was incremental: {c.new:,} new" in html_path.read_text()

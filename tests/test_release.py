@@ -154,6 +154,12 @@ def test_same_salt_same_hashes_and_another_salt_joins_to_nothing(released_ws):
         JOIN read_parquet('{first}/tables/magistrates__defendants.parquet') m ON m.case_id_hash = j.magistrates_case_hash
         """).fetchall()[0][0]
     assert orphans == 0 and journeys > 1000
+    # diff across keys: nothing joins, and it says so.
+    from datafirst.release.diff import diff
+
+    with Engine() as engine:
+        d = diff(engine, first, third)
+    assert not d["same_key"] and d["records"]["in_both"] == 0
 
 
 def test_a_crash_mid_release_leaves_the_previous_release_and_no_partial_folder(released_ws, monkeypatch):

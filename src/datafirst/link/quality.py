@@ -45,7 +45,9 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
     ids = f"read_parquet({sql_string(ws.zone('identifiers') / '*.parquet')})"
     report: dict = {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": meta["model"],
                     "thresholds": meta["thresholds"], "records": meta["records"], "edges": meta["edges"],
-                    "blocking": meta["blocking"], "case_journeys": meta.get("case_journeys", 0)}
+                    "blocking": meta["blocking"], "case_journeys": meta.get("case_journeys", 0),
+                    "mode": meta.get("mode", "full"), "why_full": meta.get("why_full"),
+                    "record_changes": meta.get("changes")}
 
     report["people"] = {}
     report["cluster_sizes"] = {}
@@ -206,6 +208,13 @@ def render_html(r: dict) -> str:
     out.append(_table(["comparison", "level", "m", "u", "match weight"],
                       [[p["comparison"], p["level"], p["m"], p["u"], p["match_weight"]] for p in r["parameters"]]))
     out.append("<h2 id='changes'>Changes since the previous run</h2>")
+    c = r.get("record_changes")
+    if r.get("mode") == "incremental" and c:
+        out.append(f"<p>This link was incremental: {c['new']:,} new, {c['changed']:,} changed and {c['deleted']:,} "
+                   f"deleted records were scored; {c['affected']:,} records were clustered again; the other "
+                   f"{c['unchanged'] - c['affected'] + c['new'] + c['changed']:,} kept their clusters.</p>")
+    elif r.get("why_full"):
+        out.append(f"<p>This link scored every pair ({html.escape(r['why_full'])}).</p>")
     if r.get("changes"):
         out.append(_table(["measure", "before", "now"], [[c["measure"], c["before"], c["now"]] for c in r["changes"]]))
     else:
