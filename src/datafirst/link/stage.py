@@ -20,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from splink import DuckDBAPI, Linker, block_on
+from splink.clustering import cluster_pairwise_predictions_at_threshold
 from splink.internals.parse_sql import get_columns_used_from_sql
 from splink.internals.settings import Settings
 
@@ -343,7 +344,8 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
                                      edge_floor, changes)
         else:
             blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
-            _link_all(engine, linker, thresholds, edge_floor)
+            _link_all(engine, db_api, linker, thresholds, edge_floor,
+                      chunks=max(1, -(-n_records // cfg.predict_chunk_records)))
         clusters = {name: int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
                     for name in thresholds.named()}
         n_edges = engine.to_parquet("SELECT * FROM link_edges", tmp / "edges.parquet")
@@ -407,17 +409,30 @@ def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, mode
     return frozen
 
 
-def _link_all(engine: Engine, linker: Linker, thresholds: Thresholds, edge_floor: float) -> None:
-    """`link_edges` and `clusters_<threshold>` from scoring every candidate pair."""
-    predictions = linker.inference.predict(threshold_match_probability=edge_floor)
-    engine.execute(f"""CREATE OR REPLACE TABLE link_edges AS
-        SELECT record_key_l, record_key_r, source_l, source_r,
-               match_weight, match_probability
-        FROM {predictions.physical_name} ORDER BY record_key_l, record_key_r""")
+def _link_all(engine: Engine, db_api: DuckDBAPI, linker: Linker, thresholds: Thresholds, edge_floor: float,
+              chunks: int) -> None:
+    """`link_edges` and `clusters_<threshold>` from scoring every candidate pair.
+
+    With more than one chunk, pairs are scored a slice of left-hand records at a time
+    (Splink's `predict_chunk`): each pair still once, but the engine holds and spills only
+    one slice's blocked pairs at a time. Unchunked, 10M records filled 70 GB of disk."""
+    if chunks <= 1:
+        parts = [linker.inference.predict(threshold_match_probability=edge_floor)]
+    else:
+        parts = [linker.inference.predict_chunk(left_chunk=(i, chunks), threshold_match_probability=edge_floor)
+                 for i in range(1, chunks + 1)]
+    engine.execute("CREATE OR REPLACE TABLE link_edges AS " + " UNION ALL ".join(
+        f"SELECT record_key_l, record_key_r, source_l, source_r, match_weight, match_probability "
+        f"FROM {p.physical_name}" for p in parts) + " ORDER BY record_key_l, record_key_r")
+    for p in parts:
+        p.drop_table_from_database_and_remove_from_cache()
+    nodes = db_api.register(INPUT_TABLE, dataset_display_name="records to cluster")
+    edges = db_api.register("link_edges", dataset_display_name="scored edges")
     for name, p in thresholds.named().items():
-        result = linker.clustering.cluster_pairwise_predictions_at_threshold(
-            predictions, threshold_match_probability=p)
+        result = cluster_pairwise_predictions_at_threshold(
+            nodes, edges, db_api, "record_key", "record_key_l", "record_key_r", threshold_match_probability=p)
         engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
             SELECT record_key, {incremental.cluster_label(name)} AS person_id,
                    count(*) OVER (PARTITION BY cluster_id) AS cluster_size
             FROM {result.physical_name}""")
+        result.drop_table_from_database_and_remove_from_cache()
