@@ -30,8 +30,8 @@ from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
-from datafirst.world import generate_world
 from datafirst.world.deliveries import write_deliveries
+from worlds import add_world_arguments, world_for
 
 
 def timed_run(ws: Workspace, **kwargs) -> dict:
@@ -43,16 +43,12 @@ def timed_run(ws: Workspace, **kwargs) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path)
-    parser.add_argument("--people", type=int, default=348_000)
+    add_world_arguments(parser)
     parser.add_argument("--new", type=float, default=0.01)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-incremental-") as tmp:
         root = Path(tmp)
-        world = args.world
-        if world is None:
-            world = root / "world"
-            generate_world(world, args.people, seed=2026)
+        world = world_for(args, root)
         os.environ[SALT_FILE_ENV] = str(make_demo_salt(root / "bench.salt"))
         counts = write_deliveries(world, root / "earlier", root / "later", new=args.new, corrected=args.new / 5,
                                   deleted=args.new / 5, seed=1)

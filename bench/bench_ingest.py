@@ -20,19 +20,15 @@ from datafirst.sources.ingest import ingest
 from datafirst.standardise.quality import write_report
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
-from datafirst.world import generate_world
+from worlds import add_world_arguments, world_for
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path, help="an existing world folder")
-    parser.add_argument("--people", type=int, default=348_000, help="people in a generated world (348k = ~1M records)")
+    add_world_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        world = args.world
-        if world is None:
-            world = Path(tmp) / "world"
-            generate_world(world, args.people, seed=2026)
+        world = world_for(args, Path(tmp))
         records = json.loads((world / "world.json").read_text())["records"]
         ws = Workspace.init(Path(tmp) / "ws", world / "extracts")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -28,8 +28,8 @@ from datafirst.link.stage import INPUT_TABLE, current_model, link, train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
-from datafirst.world import generate_world
 from datafirst.world.labels import write_labels
+from worlds import add_world_arguments, world_for
 
 
 def peak_mb() -> int:
@@ -38,15 +38,11 @@ def peak_mb() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path)
-    parser.add_argument("--people", type=int, default=348_000)
+    add_world_arguments(parser)
     args = parser.parse_args()
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-link-") as tmp:
-        world = args.world
-        if world is None:
-            world = Path(tmp) / "world"
-            generate_world(world, args.people, seed=2026)
+        world = world_for(args, Path(tmp))
         out["source_records"] = json.loads((world / "world.json").read_text())["records"]
         ws = Workspace.init(Path(tmp) / "ws", world / "extracts")
         with Engine(temp_directory=ws.scratch) as engine:

@@ -24,19 +24,15 @@ from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
-from datafirst.world import generate_world
+from worlds import add_world_arguments, world_for
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path)
-    parser.add_argument("--people", type=int, default=348_000)
+    add_world_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
-        world = args.world
-        if world is None:
-            world = Path(tmp) / "world"
-            generate_world(world, args.people, seed=2026)
+        world = world_for(args, Path(tmp))
         os.environ[SALT_FILE_ENV] = str(make_demo_salt(Path(tmp) / "bench.salt"))
         # A saved model, as a production run would have.
         model_ws = Workspace.init(Path(tmp) / "model", world / "extracts")
