@@ -127,10 +127,14 @@ def realism_command(
         _print_realism(world_dir)
 
 
-def _workspace(path: Path):
+def _workspace(path: Path, engine: str | None = None):
     from .workspace import Workspace, WorkspaceError
 
-    ws = Workspace(path)
+    from .engine import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        _fail(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    ws = Workspace(path, engine)
     try:
         ws.config()
     except WorkspaceError as exc:
@@ -139,10 +143,9 @@ def _workspace(path: Path):
 
 
 def _engine(ws):
-    from .engine import Engine
+    from .engine import open_engine
 
-    cfg = ws.config()
-    return Engine(threads=cfg.threads, memory_limit=cfg.memory_limit, temp_directory=ws.scratch)
+    return open_engine(ws)
 
 
 def _stage_progress(progress: Progress, label: str):
@@ -155,6 +158,8 @@ def _stage_progress(progress: Progress, label: str):
 
 
 WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
+ENGINE_OPTION = typer.Option(None, "--engine", help="Run on this engine (duckdb or spark) instead of the one the "
+                             "workspace config names; see docs/spark.md.")
 
 
 @app.command()
@@ -254,9 +259,9 @@ def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
 
 
 @app.command()
-def train(workspace: Path = WORKSPACE_OPTION) -> None:
+def train(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Train a Splink model on the identifiers zone and save it as a versioned JSON with metadata."""
-    _run_train(_workspace(workspace))
+    _run_train(_workspace(workspace, engine))
 
 
 @app.command()
@@ -265,11 +270,12 @@ def link(
     labels: Path | None = typer.Option(None, "--labels", help="Parquet of known truth (record_key, true_id, and "
                                        "optional groups: sex, ethnicity, age_band, name_origin) for accuracy figures."),
     full: bool = FULL_LINK_OPTION,
+    engine: str | None = ENGINE_OPTION,
 ) -> None:
     """Link with the saved model: score pairs once, cluster at high/medium/low, link case journeys,
     write the links zone and the linkage quality report. Only records that changed since the last
     link are scored, unless --full."""
-    _run_link(_workspace(workspace), labels, full)
+    _run_link(_workspace(workspace, engine), labels, full)
 
 
 @app.command()
@@ -277,6 +283,7 @@ def release(
     workspace: Path = WORKSPACE_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Give every person a new id instead of carrying "
                                     "ids over from the previous release (needed after a change of hashing key)."),
+    engine: str | None = ENGINE_OPTION,
 ) -> None:
     """Build the de-identified products and publish them as a new versioned, immutable release
     (after the privacy guard and key check pass). Person ids carry over from the previous release.
@@ -285,10 +292,10 @@ def release(
     from .release.stage import ReleaseError
     from .release.stage import release as make_release
 
-    ws = _workspace(workspace)
+    ws = _workspace(workspace, engine)
     try:
-        with _engine(ws) as engine, _progress() as progress:
-            summary = make_release(ws, engine, new_series=new_series,
+        with _engine(ws) as db, _progress() as progress:
+            summary = make_release(ws, db, new_series=new_series,
                                    progress=_stage_progress(progress, "Release"))
     except (ReleaseError, SecretError) as exc:
         _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
@@ -401,23 +408,24 @@ def run(
     full: bool = FULL_LINK_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Release with new person ids instead of carrying "
                                     "them over (needed after a change of hashing key)."),
+    engine: str | None = ENGINE_OPTION,
 ) -> None:
     """The whole flow (ingest, standardise, train if no model, link, release), skipping stages whose
     inputs and config have not changed. With a previous link and release, only changed records
     are linked and person ids carry over."""
-    _run_all(_workspace(workspace), retrain, labels, full, new_series)
+    _run_all(_workspace(workspace, engine), retrain, labels, full, new_series)
 
 
 @app.command()
-def ingest(workspace: Path = WORKSPACE_OPTION) -> None:
+def ingest(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
-    _run_ingest(_workspace(workspace))
+    _run_ingest(_workspace(workspace, engine))
 
 
 @app.command()
-def standardise(workspace: Path = WORKSPACE_OPTION) -> None:
+def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Clean identifiers per role, split identifiers from content, and write the data quality report."""
-    _run_standardise(_workspace(workspace))
+    _run_standardise(_workspace(workspace, engine))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import Engine
+from .engine import Engine, open_engine
 from .workspace import Workspace
 
 STATE_DIR = ".state"
@@ -114,9 +114,8 @@ class Runner:
         if not force and self._unchanged(name, fingerprint):
             result = StageResult(name, False, 0.0, "inputs and config unchanged")
         else:
-            cfg = self.ws.config()
             started = time.perf_counter()
-            with Engine(threads=cfg.threads, memory_limit=cfg.memory_limit, temp_directory=self.ws.scratch) as engine:
+            with open_engine(self.ws) as engine:
                 detail = work(engine)
             self._record(name)
             result = StageResult(name, True, round(time.perf_counter() - started, 1), detail)

@@ -10,6 +10,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,21 +79,34 @@ class ReleaseConfig(BaseModel):
     small_count: int = Field(10, description="counts below this are suppressed in released quality summaries")
 
 
+class SparkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    master: str | None = Field(None, description="Spark master URL, e.g. 'spark://host:7077' or 'yarn' "
+                               "(default: $DATAFIRST_SPARK_MASTER, else local mode on every core)")
+    conf: dict[str, str] = Field(default_factory=dict, description="Spark settings passed to the session, e.g. "
+                                 "spark.executor.memory; see docs/spark.md")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     extracts: Path = Field(description="folder holding the raw extracts (relative paths are to the workspace)")
     contracts: Path = Field(Path("contracts"), description="folder of source contracts (*.yaml)")
-    engine: str = Field("duckdb", description="the engine that runs the SQL")
+    engine: Literal["duckdb", "spark"] = Field("duckdb", description="the engine that runs the SQL: duckdb "
+                                               "(one machine) or spark (see docs/spark.md)")
     threads: int | None = Field(None, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, description="engine memory limit, e.g. '8GB'")
+    spark: SparkConfig = Field(default_factory=SparkConfig)
     link: LinkConfig = Field(default_factory=LinkConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
 
 class Workspace:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, engine: str | None = None):
         self.root = Path(root)
+        # The engine chosen on the command line for this session, over the config's.
+        self.engine_override = engine
 
     # --- layout ---------------------------------------------------------------------------
     @property

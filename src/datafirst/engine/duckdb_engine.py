@@ -15,14 +15,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-
-def sql_string(value: str | Path) -> str:
-    """A SQL string literal."""
-    return "'" + str(value).replace("'", "''") + "'"
+from .sql import sql_string
 
 
 class Engine:
     name = "duckdb"
+    dialect = "duckdb"
 
     def __init__(self, database: str | Path = ":memory:", *, threads: int | None = None,
                  memory_limit: str | None = None, temp_directory: Path | None = None):
@@ -54,6 +52,21 @@ class Engine:
 
     def columns(self, relation: str) -> list[str]:
         return [r[0] for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]
+
+    def schema(self, relation: str) -> list[tuple[str, str]]:
+        """Column names and types."""
+        return [(r[0], r[1]) for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]
+
+    def splink_api(self):
+        from splink import DuckDBAPI
+
+        return DuckDBAPI(self.con)
+
+    def model(self, model: dict) -> dict:
+        """A saved Splink model with its SQL in DuckDB's dialect."""
+        from .spark_sql import model_for_dialect
+
+        return model_for_dialect(model, "duckdb")
 
     def to_parquet(self, relation_sql: str, path: Path) -> int:
         """Write a query's rows to a Parquet file; returns the row count."""

@@ -27,11 +27,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from splink import DuckDBAPI, Linker
+from splink import Linker
+from splink.internals.database_api import DatabaseAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 
 RECORDS = "records.parquet"
 DIGEST_SCHEME = "md5 of identifier columns, v2"
@@ -100,7 +101,7 @@ def tf_columns(model: dict) -> list[str]:
                    for level in comparison.get("comparison_levels", []) if level.get("tf_adjustment_column")})
 
 
-def link_changes(engine: Engine, db_api: DuckDBAPI, linker: Linker, links: Path, input_table: str,
+def link_changes(engine: Engine, db_api: DatabaseAPI, linker: Linker, links: Path, input_table: str,
                  thresholds: dict[str, float], edge_floor: float, changes: Changes) -> None:
     """Make `link_edges` and `clusters_<threshold>` as a full link would, from the last link
     and the changed records. The linker's term frequencies are already registered."""

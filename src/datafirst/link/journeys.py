@@ -12,7 +12,7 @@ Which tables and columns play these parts is declared in the workspace config
 from __future__ import annotations
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..workspace import JourneySpec, Workspace
 
 MIN_SCORE = 0.5
@@ -43,23 +43,26 @@ def journeys_sql(ws: Workspace, spec: JourneySpec, clusters: str) -> str | None:
             FROM {mags} m LEFT JOIN {clusters} k USING (record_key)),
         by_reference AS (
             SELECT c.record_key AS crown_record_key, c.crown_case, m.record_key AS magistrates_record_key, m.mags_case,
-                   'reference' AS method, 1.0 AS estimated_match_score, date_diff('day', m.heard, c.received) AS days_between
+                   'reference' AS method, CAST(1.0 AS DOUBLE) AS estimated_match_score,
+                   date_diff('day', m.heard, c.received) AS days_between
             FROM crown c JOIN mags m ON m.mags_case = c.reference),
         candidates AS (
             SELECT c.record_key AS crown_record_key, c.crown_case, m.record_key AS magistrates_record_key, m.mags_case,
                    'person_dates_offences' AS method,
-                   0.4 + 0.25 * CAST(m.sent AS INTEGER)
-                       + 0.25 * CAST(EXISTS (SELECT 1 FROM {offences} o WHERE o.{_q(s.offences_case)} = m.mags_case
-                                             AND o.{_q(s.offences_code)} = c.offence) AS INTEGER)
-                       + 0.1 * (1 - date_diff('day', m.heard, c.received) / {MAX_DAYS}) AS estimated_match_score,
+                   CAST(0.4 + 0.25 * CAST(m.sent AS INTEGER) + 0.25 * CAST(o.mags_case IS NOT NULL AS INTEGER)
+                        + 0.1 * (1 - date_diff('day', m.heard, c.received) / {MAX_DAYS}) AS DOUBLE)
+                       AS estimated_match_score,
                    date_diff('day', m.heard, c.received) AS days_between
             FROM crown c JOIN mags m ON m.person = c.person
+            LEFT JOIN (SELECT DISTINCT {_q(s.offences_case)} AS mags_case, {_q(s.offences_code)} AS offence
+                       FROM {offences}) o ON o.mags_case = m.mags_case AND o.offence = c.offence
             WHERE c.record_key NOT IN (SELECT crown_record_key FROM by_reference)
               AND date_diff('day', m.heard, c.received) BETWEEN 0 AND {MAX_DAYS}),
-        best AS (
-            SELECT * FROM candidates
-            QUALIFY row_number() OVER (PARTITION BY crown_record_key
-                                       ORDER BY estimated_match_score DESC, days_between, magistrates_record_key) = 1)
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY crown_record_key
+                                         ORDER BY estimated_match_score DESC, days_between, magistrates_record_key) AS rank
+            FROM candidates),
+        best AS (SELECT * EXCLUDE (rank) FROM ranked WHERE rank = 1)
         SELECT * FROM by_reference
         UNION ALL SELECT * FROM best WHERE estimated_match_score >= {MIN_SCORE}
         ORDER BY crown_record_key"""

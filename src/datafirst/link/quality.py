@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace
 from .evaluate import pairwise_accuracy

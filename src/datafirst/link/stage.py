@@ -19,14 +19,15 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from splink import DuckDBAPI, Linker, block_on
+from splink import Linker, block_on
+from splink.internals.database_api import DatabaseAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 from splink.internals.parse_sql import get_columns_used_from_sql
 from splink.internals.settings import Settings
 
 from ..engine import Engine
 from ..files import file_sha256
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..standardise.stage import IDENTIFIERS
 from ..workspace import Workspace, replace_folder
 from . import incremental
@@ -114,8 +115,8 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
     return {c for c, n in zip(cols, counts) if n > 0}
 
 
-def _linker(engine: Engine, model, db_api: DuckDBAPI | None = None, table: str = INPUT_TABLE) -> Linker:
-    db_api = db_api or DuckDBAPI(engine.con)
+def _linker(engine: Engine, model, db_api: DatabaseAPI | None = None, table: str = INPUT_TABLE) -> Linker:
+    db_api = db_api or engine.splink_api()
     sdf = db_api.register(table, dataset_display_name="identifiers")
     return Linker(sdf, model, log_level=logging.ERROR)  # Splink warnings would drown the progress output
 
@@ -229,7 +230,8 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         # (estimated from the model; null where the assumed recall was kept).
         "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
         "deterministic_recall": recall,
-        "code": {"datafirst": version("datafirst"), "splink": version("splink"), "duckdb": version("duckdb")},
+        "code": {"datafirst": version("datafirst"), "splink": version("splink"),
+                 "engine": engine.name, engine.name: version("pyspark" if engine.name == "spark" else "duckdb")},
     }
     path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (folder / "current.json").write_text(json.dumps({"model": path.name}, indent=2), encoding="utf-8")
@@ -315,8 +317,10 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     check_model_fits(model, present, path)
     if blocking_rules is not None:
         model["blocking_rules_to_generate_predictions"] = [
-            r.get_blocking_rule("duckdb").as_dict() if hasattr(r, "get_blocking_rule") else r for r in blocking_rules]
-    db_api = DuckDBAPI(engine.con)
+            r.get_blocking_rule(engine.dialect).as_dict() if hasattr(r, "get_blocking_rule") else r
+            for r in blocking_rules]
+    model = engine.model(model)  # a model trained on the other engine: its SQL in this one's dialect
+    db_api = engine.splink_api()
     linker = _linker(engine, model, db_api)
     frozen_tf = use_term_frequencies(engine, db_api, linker, model, path)
     n_records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
@@ -384,7 +388,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
                        mode="full" if why_full else "incremental", changes=changes)
 
 
-def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, model: dict, path: Path) -> bool:
+def use_term_frequencies(engine: Engine, db_api: DatabaseAPI, linker: Linker, model: dict, path: Path) -> bool:
     """Score with the term frequencies saved with the model, so that a pair's score depends on
     the pair and the model only, not on what else is in today's data: a full link and an
     incremental one then give the same scores, and a pair keeps its score until retraining.
@@ -409,7 +413,7 @@ def use_term_frequencies(engine: Engine, db_api: DuckDBAPI, linker: Linker, mode
     return frozen
 
 
-def _link_all(engine: Engine, db_api: DuckDBAPI, linker: Linker, thresholds: Thresholds, edge_floor: float,
+def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: Thresholds, edge_floor: float,
               chunks: int) -> None:
     """`link_edges` and `clusters_<threshold>` from scoring every candidate pair.
 

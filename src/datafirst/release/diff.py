@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from .person_ids import THRESHOLDS
 from .stage import ReleaseError, verify
 

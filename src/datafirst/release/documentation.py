@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..workspace import Workspace
 from .products import Product
 
@@ -45,7 +45,7 @@ def dictionary(engine: Engine, root: Path, products: list[Product], rows: dict[s
     tables = []
     for p in products:
         path = root / "tables" / f"{p.name}.parquet"
-        schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({sql_string(path)}))")
+        schema = engine.schema(engine.parquet(path))
         facts = _table_facts(engine, path, schema)
         columns = [{"name": name, "type": ctype, "description": p.columns.get(name, ""), **facts[name]}
                    for name, ctype in schema]

@@ -25,7 +25,7 @@ import secrets
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 
 THRESHOLDS = ("high", "medium", "low")
 ASSIGNED = "release_links"  # clusters with the released person ids in place of the internal ones

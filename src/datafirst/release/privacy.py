@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..sources.contract import Contract
 
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
@@ -57,7 +57,7 @@ def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[
     """Problems found in one product table (empty when it is clean)."""
     rel = f"read_parquet({sql_string(path)})"
     problems = []
-    schema = engine.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {rel})")
+    schema = engine.schema(rel)
     text_cols = ['"' + c + '"' for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
     if text_cols:
         # All text columns in one scan: unpivoted to (column, value), joined to the sensitive values.

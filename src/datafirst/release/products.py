@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..sources.contract import Contract
 from ..workspace import Workspace
 

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from ..engine import Engine
 from ..files import file_sha256
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..workspace import Workspace, replace_folder
 from .contract import Column, Contract, Table, load_contracts
 
@@ -199,9 +199,9 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                   f"THEN regexp_extract_all({sql_string(spec.delimiter)} || text, {pattern}, 1) "
                   f"ELSE string_split(text, {sql_string(spec.delimiter)}) END")
         raw = {name: f"nullif(trim({_unquote(f'f[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
-        shape_ok = f"len(f) = {n}"
-        base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND len(f) <> {n}", None,
-                                    f"'expected {n} fields, found ' || len(f)"))
+        shape_ok = f"array_length(f) = {n}"
+        base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND array_length(f) <> {n}", None,
+                                    f"'expected {n} fields, found ' || array_length(f)"))
         source = (f"SELECT line_no - {header_lines} AS _row_number, line, text, "
                   f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
                   f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
@@ -222,14 +222,14 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
             # One row per element of the array, in valid JSON lines only (a broken line is
             # quarantined once, as its parent table's row).
             decoded = (
-                f"SELECT _row_number, line, CAST(elem AS VARCHAR) AS text, parent_text, "
+                f"SELECT _row_number, line, CAST(items[_element_index] AS VARCHAR) AS text, parent_text, "
                 f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
-                f"SELECT _row_number, line, parent_text, unnest(items) AS elem, "
-                f"unnest(generate_series(1, len(items))) AS _element_index FROM ("
+                f"SELECT _row_number, line, parent_text, items, "
+                f"unnest(generate_series(1, array_length(items))) AS _element_index FROM ("
                 f"SELECT line_no AS _row_number, line, text AS parent_text, "
                 f"json_extract(text, {sql_string(spec.unnest + '[*]')}) AS items FROM ("
                 f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view}) "
-                f"WHERE text IS NOT NULL AND json_valid(text)) WHERE len(items) > 0)")
+                f"WHERE text IS NOT NULL AND json_valid(text)) WHERE array_length(items) > 0)")
         source = decoded
     checks = list(base_checks)
     typed_exprs = []
@@ -291,7 +291,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {stage}_final AS
         SELECT * EXCLUDE (_first_row, _first_line, _occurrence, _problems),
-            CASE WHEN len(_problems) = 0 AND _occurrence > 1 THEN
+            CASE WHEN array_length(_problems) = 0 AND _occurrence > 1 THEN
                 [{{'column': {sql_string(spec.record_id_columns[0])},
                   'reason': CASE WHEN line = _first_line THEN 'exact duplicate of row ' || _first_row
                                  ELSE 'duplicate record id ' || _record_id || ' (first on row ' || _first_row || ')' END}}]
@@ -301,21 +301,21 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
                 row_number() OVER w AS _occurrence, first_value(_row_number) OVER w AS _first_row,
                 first_value(line) OVER w AS _first_line
             FROM {stage}
-            WINDOW w AS (PARTITION BY len(_problems) = 0, {rid} ORDER BY _row_number))""")
+            WINDOW w AS (PARTITION BY array_length(_problems) = 0, {rid} ORDER BY _row_number))""")
     columns = ", ".join(_quoted(c) for c in spec.columns)
     landed = engine.to_parquet(f"""
         SELECT {sql_string(contract.source)} || '|' || {sql_string(name)} || '|' || _record_id AS _record_key,
                {sql_string(contract.source)} AS _source, {sql_string(name)} AS _table,
                {sql_string(rel_file)} AS _file, _row_number, {sql_string(sha)} AS _file_sha256,
                CAST({sql_string(loaded_at)} AS TIMESTAMP) AS _loaded_at, {columns}
-        FROM {stage}_final WHERE len(_problems) = 0 ORDER BY _row_number""",
+        FROM {stage}_final WHERE array_length(_problems) = 0 ORDER BY _row_number""",
                                out / f"{contract.table_key(name)}.parquet")
     engine.execute(f"""
         INSERT INTO quarantine
         SELECT {sql_string(contract.source)}, {sql_string(name)}, {sql_string(rel_file)}, _row_number,
                _problems[1].column, _problems[1].reason, list_transform(_problems, lambda p: coalesce(p.column || ': ', '') || p.reason),
                coalesce(text, hex(line))
-        FROM {stage}_final WHERE len(_problems) > 0""")
+        FROM {stage}_final WHERE array_length(_problems) > 0""")
     read = int(engine.scalar(f"SELECT count(*) FROM {stage}_final"))
     quarantined = read - landed
     engine.execute(f"DROP TABLE {stage}")

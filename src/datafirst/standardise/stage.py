@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.duckdb_engine import sql_string
+from ..engine.sql import sql_string
 from ..sources.contract import Contract, Table, load_contracts
 from ..sources.ingest import LANDED
 from ..workspace import Workspace, replace_folder

@@ -1,0 +1,280 @@
+"""Spark as the engine, for data that outgrows one machine.
+
+The stages' SQL (DuckDB dialect) is translated by `spark_sql` and run with `spark.sql`. The
+statements Spark has no equivalent of are carried out here with DataFrames:
+
+- `CREATE [TEMP] TABLE x AS query` materialises the query (a local checkpoint, which also
+  cuts the lineage that long pipelines otherwise build up) and names it as a temp view;
+- `CREATE TEMP TABLE x (columns)` is an empty view with that schema, and `INSERT INTO x query`
+  replaces it with the union;
+- `read_parquet(...)` becomes a view over `spark.read.parquet`;
+- `CREATE MACRO` is expanded inline wherever the macro is called;
+- `SET VARIABLE v = ?` sets a Spark session variable (its value never enters SQL text).
+
+Files are written as single Parquet files (see `to_parquet`) so that a workspace, its zones and
+its releases have the same layout, checksums and readers whichever engine wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlglot import exp
+
+from .spark_sql import SparkTranslator, TranslationError, model_for_dialect
+
+# The settings that make Spark give DuckDB's answers: UTC for dates and times, and NULL
+# (not an error) from a failed cast, as DuckDB's TRY_CAST and try_strptime give.
+ANSWER_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.ansi.enabled": "false",
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+
+
+def _to_python(value: Any) -> Any:
+    from pyspark.sql import Row
+
+    if isinstance(value, Row):
+        return {k: _to_python(v) for k, v in value.asDict(recursive=False).items()}
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    return value
+
+
+class SparkEngine:
+    name = "spark"
+    dialect = "spark"
+
+    def __init__(self, master: str | None = None, *, threads: int | None = None, memory_limit: str | None = None,
+                 temp_directory: Path | None = None, conf: dict[str, str] | None = None, app_name: str = "datafirst"):
+        from pyspark.sql import SparkSession
+        from splink.backends.spark import similarity_jar_location
+
+        master = master or os.environ.get("DATAFIRST_SPARK_MASTER") or f"local[{threads or os.cpu_count() or 1}]"
+        builder = SparkSession.builder.master(master).appName(app_name)
+        settings = {
+            "spark.jars": similarity_jar_location(),
+            "spark.ui.enabled": "false" if master.startswith("local") else "true",
+            # Local mode: few partitions; a cluster's own default suits it better.
+            **({"spark.sql.shuffle.partitions": str(max(4, 2 * (threads or os.cpu_count() or 1))),
+                "spark.default.parallelism": str(max(4, 2 * (threads or os.cpu_count() or 1)))}
+               if master.startswith("local") else {}),
+            **ANSWER_SETTINGS,
+        }
+        if memory_limit and master.startswith("local"):
+            settings["spark.driver.memory"] = memory_limit.replace("GB", "g").replace("MB", "m")
+        self.scratch = Path(temp_directory or Path.cwd() / ".spark-scratch")
+        if master.startswith("local"):
+            settings["spark.local.dir"] = str(self.scratch / "local")
+        settings.update(conf or {})
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        self.spark = builder.getOrCreate()
+        for key, value in ANSWER_SETTINGS.items():  # an existing session keeps its settings otherwise
+            self.spark.conf.set(key, value)
+        self.spark.sparkContext.setLogLevel("ERROR")
+        checkpoints = os.environ.get("DATAFIRST_SPARK_CHECKPOINT_DIR") or str(self.scratch / "checkpoints")
+        self.spark.sparkContext.setCheckpointDir(checkpoints)
+        self.translator = SparkTranslator(self._parquet_view)
+        self._tables: dict[str, Any] = {}
+        self._parquet_views: dict[str, str] = {}
+        self._variables: set[str] = set()
+
+    # --- the Engine interface -------------------------------------------------------------------
+    def execute(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Run one statement and return all its rows."""
+        df = self._run(sql, params)
+        if df is None:
+            return []
+        return [tuple(_to_python(v) for v in row) for row in df.collect()]
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self._run(sql, params).toArrow()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        df = self.spark.createDataFrame(table) if table.num_rows else self.spark.createDataFrame(
+            [], schema=self._arrow_schema_ddl(table.schema))
+        df.createOrReplaceTempView(name)
+        self._tables[name] = df
+
+    def unregister(self, name: str) -> None:
+        self._drop(name)
+
+    def columns(self, relation: str) -> list[str]:
+        return list(self._run(f"SELECT * FROM {relation}").columns)
+
+    def schema(self, relation: str) -> list[tuple[str, str]]:
+        """Column names and types (DuckDB's type names, so reports agree between engines)."""
+        df = self._run(f"SELECT * FROM {relation}")
+        return [(f.name, _duckdb_type(f.dataType.simpleString())) for f in df.schema.fields]
+
+    def to_parquet(self, relation_sql: str, path: Path) -> int:
+        """Write a query's rows to one Parquet file; returns the row count.
+
+        Spark writes a folder of part files; the query is computed in parallel, then brought
+        to one partition (after any ORDER BY, keeping the order) and written as one file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df = self._run(relation_sql)
+        tmp = path.parent / f".{path.name}.spark-{uuid.uuid4().hex[:8]}"
+        df.coalesce(1).write.mode("overwrite").option("compression", "zstd").parquet(str(tmp))
+        parts = sorted(tmp.glob("part-*.parquet"))
+        if len(parts) == 1:
+            os.replace(parts[0], path)
+        else:  # no rows: Spark may write no part file; write the empty table with its schema
+            pq.write_table(df.limit(0).toArrow(), path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return pq.ParquetFile(path).metadata.num_rows
+
+    def parquet(self, path: Path) -> str:
+        """A relation reading a Parquet file, for use inside SQL."""
+        from .sql import sql_string
+
+        return f"read_parquet({sql_string(path)})"
+
+    def splink_api(self):
+        from splink import SparkAPI
+
+        return SparkAPI(spark_session=self.spark, break_lineage_method="parquet")
+
+    def model(self, model: dict) -> dict:
+        """A saved Splink model with its SQL in Spark's dialect."""
+        return model_for_dialect(model, "spark")
+
+    def close(self) -> None:
+        for name in list(self._tables):
+            self._drop(name)
+        for view in self._parquet_views.values():
+            self.spark.catalog.dropTempView(view)
+        self._parquet_views.clear()
+
+    def stop(self) -> None:
+        """Stop the Spark session (close only releases this engine's tables)."""
+        self.close()
+        self.spark.stop()
+
+    def __enter__(self) -> "SparkEngine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- statements -----------------------------------------------------------------------------
+    def _run(self, sql: str, params: list[Any] | None = None):
+        """Carry out one statement; returns a DataFrame for a query, None otherwise."""
+        node = self.translator.parse(sql)
+        if isinstance(node, exp.Create):
+            return self._create(node)
+        if isinstance(node, exp.Insert):
+            name = node.this.name
+            added = self._query(node.expression, params)
+            current = self._tables[name]
+            self._materialise(name, current.union(added.toDF(*current.columns)))
+            return None
+        if isinstance(node, exp.Drop):
+            kind = (node.args.get("kind") or "").upper()
+            for table in node.args.get("tables") or [node.this]:
+                if kind == "MACRO":
+                    self.translator.macros.pop(table.name.lower(), None)
+                else:
+                    self._drop(table.name)
+            return None
+        if isinstance(node, exp.Set):
+            return self._set_variable(node, params)
+        if isinstance(node, exp.Command) and node.this.upper() == "RESET":
+            var = str(node.expression).split()[-1]
+            self.spark.sql(f"DROP TEMPORARY VARIABLE IF EXISTS {var}")
+            self._variables.discard(var)
+            return None
+        if isinstance(node, exp.Describe):
+            raise TranslationError("DESCRIBE is DuckDB's: use engine.schema(relation)")
+        return self._query(node, params)
+
+    def _query(self, node: exp.Expression, params: list[Any] | None = None):
+        text = self.translator.query(node)
+        return self.spark.sql(text, args=list(params)) if params else self.spark.sql(text)
+
+    def _create(self, node: exp.Create):
+        kind = (node.args.get("kind") or "").upper()
+        if kind == "MACRO":
+            self.translator.define_macro(node)
+            return None
+        target = node.this
+        if kind == "VIEW":
+            self._query(node.expression).createOrReplaceTempView(target.name)
+            return None
+        if kind != "TABLE":
+            raise TranslationError(f"CREATE {kind} is not supported on Spark")
+        if isinstance(target, exp.Schema):  # CREATE TEMP TABLE x (col type, ...)
+            ddl = ", ".join(f"`{c.name}` {c.args['kind'].sql('spark')}" for c in target.expressions)
+            self._materialise(target.this.name, self.spark.createDataFrame([], schema=ddl))
+            return None
+        self._materialise(target.name, self._query(node.expression))
+        return None
+
+    def _materialise(self, name: str, df) -> None:
+        old = self._tables.get(name)
+        df = df.localCheckpoint(eager=True)
+        df.createOrReplaceTempView(name)
+        self._tables[name] = df
+        if old is not None:
+            old.unpersist()
+
+    def _drop(self, name: str) -> None:
+        df = self._tables.pop(name, None)
+        self.spark.catalog.dropTempView(name)
+        if df is not None:
+            df.unpersist()
+
+    def _set_variable(self, node: exp.Set, params: list[Any] | None):
+        item = node.expressions[0].this
+        var = item.this.name
+        if var not in self._variables:
+            self.spark.sql(f"DECLARE OR REPLACE VARIABLE {var} STRING")
+            self._variables.add(var)
+        if isinstance(item.expression, exp.Placeholder):
+            self.spark.sql(f"SET VAR {var} = ?", args=list(params or []))
+        else:
+            self.spark.sql(f"SET VAR {var} = {self.translator.query(item.expression)}")
+        return None
+
+    def _parquet_view(self, paths: list[str], union_by_name: bool) -> str:
+        key = hashlib.sha256(repr((paths, union_by_name)).encode()).hexdigest()[:16]
+        view = f"_parquet_{key}"
+        # A file may be rewritten between statements (zones are replaced whole): read afresh.
+        reader = self.spark.read.option("mergeSchema", "true") if union_by_name else self.spark.read
+        reader.parquet(*paths).createOrReplaceTempView(view)
+        self._parquet_views[key] = view
+        return view
+
+    @staticmethod
+    def _arrow_schema_ddl(schema: pa.Schema) -> str:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(schema).simpleString()[len("struct<"):-1]
+
+
+_TYPE_NAMES = {"string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "double": "DOUBLE", "float": "FLOAT",
+               "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP", "timestamp_ntz": "TIMESTAMP",
+               "binary": "BLOB", "smallint": "SMALLINT", "tinyint": "TINYINT"}
+
+
+def _duckdb_type(spark_type: str) -> str:
+    if spark_type.startswith("array<"):
+        return _duckdb_type(spark_type[6:-1]) + "[]"
+    if spark_type.startswith("decimal"):
+        return spark_type.upper()
+    return _TYPE_NAMES.get(spark_type, spark_type.upper())
