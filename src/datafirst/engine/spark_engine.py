@@ -256,9 +256,22 @@ class SparkEngine:
         view = f"_parquet_{key}"
         # A file may be rewritten between statements (zones are replaced whole): read afresh.
         reader = self.spark.read.option("mergeSchema", "true") if union_by_name else self.spark.read
-        reader.parquet(*paths).createOrReplaceTempView(view)
+        reader.parquet(*[self._visible(p) for p in paths]).createOrReplaceTempView(view)
         self._parquet_views[key] = view
         return view
+
+    def _visible(self, path: str) -> str:
+        """Spark (Hadoop) skips files whose names start with '_' or '.', such as the landed zone's
+        `_quarantine.parquet`: such a file is read through a link with a plain name."""
+        name = Path(path).name
+        if not name.startswith(("_", ".")) or "*" in name:
+            return path
+        links = self.scratch / "spark-links"
+        links.mkdir(parents=True, exist_ok=True)
+        link = links / (hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16] + ".parquet")
+        if not link.is_symlink():
+            link.symlink_to(Path(path).resolve())
+        return str(link)
 
     @staticmethod
     def _arrow_schema_ddl(schema: pa.Schema) -> str:

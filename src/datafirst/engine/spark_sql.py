@@ -83,7 +83,18 @@ def _parse_spark(sql: str) -> exp.Expression:
 
 
 def _fn_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.JarowinklerSimilarity):  # sqlglot knows DuckDB's name for it
+        return "jaro_winkler_similarity"
     return node.this.lower() if isinstance(node, exp.Anonymous) and isinstance(node.this, str) else ""
+
+
+def _renamed(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
+    """A similarity function call under the other engine's name."""
+    name = _fn_name(node)
+    if name not in names:
+        return node
+    args = [node.this, node.expression] if isinstance(node, exp.JarowinklerSimilarity) else node.expressions
+    return exp.Anonymous(this=names[name], expressions=args)
 
 
 def _json_array_path(path: exp.Expression) -> str | None:
@@ -197,9 +208,7 @@ class SparkTranslator:
                                            f"Spark replaces every match. Anchor the pattern or add 'g': {n.sql('duckdb')}")
             n.set("modifiers", None)
             return n
-        if name in SIMILARITY_FUNCTIONS:
-            return exp.Anonymous(this=SIMILARITY_FUNCTIONS[name], expressions=n.expressions)
-        return n
+        return _renamed(n, SIMILARITY_FUNCTIONS)
 
     def _read_parquet(self, n: exp.ReadParquet) -> exp.Expression:
         paths: list[str] = []
@@ -229,12 +238,9 @@ def translate_condition(sql: str, from_dialect: str, to_dialect: str) -> str:
         return sql
     node = sqlglot.parse_one(sql, read=from_dialect)
     if from_dialect == "duckdb" and to_dialect == "spark":
-        node = node.transform(lambda n: exp.Anonymous(this=SIMILARITY_FUNCTIONS[_fn_name(n)], expressions=n.expressions)
-                              if _fn_name(n) in SIMILARITY_FUNCTIONS else n)
+        node = node.transform(lambda n: _renamed(n, SIMILARITY_FUNCTIONS))
     elif from_dialect == "spark" and to_dialect == "duckdb":
-        back = {v: k for k, v in SIMILARITY_FUNCTIONS.items()}
-        node = node.transform(lambda n: exp.Anonymous(this=back[_fn_name(n)], expressions=n.expressions)
-                              if _fn_name(n) in back else n)
+        node = node.transform(lambda n: _renamed(n, {v: k for k, v in SIMILARITY_FUNCTIONS.items()}))
     else:
         raise TranslationError(f"no translation from {from_dialect} to {to_dialect}")
     return node.sql(to_dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)

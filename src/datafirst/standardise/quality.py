@@ -45,7 +45,7 @@ def measure(ws: Workspace, engine: Engine) -> dict:
                CASE WHEN reason LIKE 'duplicate record id%' THEN 'duplicate record id'
                     WHEN reason LIKE 'exact duplicate%' THEN 'exact duplicate row'
                     ELSE regexp_replace(reason, ': .*$', '') END AS reason_kind,
-               count(*) FROM {quarantine} GROUP BY ALL ORDER BY source, "table", count(*) DESC""")
+               count(*) FROM {quarantine} GROUP BY ALL ORDER BY source, "table", count(*) DESC, col, reason_kind""")
     tables = []
     for contract in load_contracts(ws.contracts):
         for name, spec in contract.tables.items():
