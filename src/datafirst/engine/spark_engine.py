@@ -195,7 +195,8 @@ class SparkEngine:
         if isinstance(node, exp.Set):
             return self._set_variable(node, params)
         if isinstance(node, exp.Command) and node.this.upper() == "RESET":
-            var = str(node.expression).split()[-1]
+            words = node.expression.name.split()  # RESET VARIABLE name
+            var = words[-1]
             self.spark.sql(f"DROP TEMPORARY VARIABLE IF EXISTS {var}")
             self._variables.discard(var)
             return None
@@ -204,8 +205,11 @@ class SparkEngine:
         return self._query(node, params)
 
     def _query(self, node: exp.Expression, params: list[Any] | None = None):
-        text = self.translator.query(node)
-        return self.spark.sql(text, args=list(params)) if params else self.spark.sql(text)
+        if params:
+            # Bound as literals before macros expand (a macro may use its argument twice).
+            values = iter(params)
+            node = node.transform(lambda n: exp.convert(next(values)) if isinstance(n, exp.Placeholder) else n)
+        return self.spark.sql(self.translator.query(node))
 
     def _create(self, node: exp.Create):
         kind = (node.args.get("kind") or "").upper()

@@ -10,7 +10,7 @@ SQL is generated, so that both engines give the same answer:
 - `try_strptime(x, fmt | [fmts])` becomes `to_timestamp` tried in each format, with DuckDB's
   lenient one-or-two-digit day and month;
 - `json_valid`, `json_type`, and JSON paths ending in `[*]` (which give lists in DuckDB);
-- `year`, `month`, `day` return BIGINT, as in DuckDB, so the schemas of both engines agree;
+- `year`, `month`, `day` and row numbers are BIGINT, as in DuckDB, so both engines' schemas agree;
 - macros (`CREATE MACRO`) are expanded inline, and `getvariable('v')` reads a Spark session
   variable;
 - similarity functions in Splink models are renamed between the engines' names.
@@ -134,8 +134,7 @@ class SparkTranslator:
 
     # --- expressions ------------------------------------------------------------------------
     def rewrite(self, node: exp.Expression) -> exp.Expression:
-        node = self._expand_macros(node)
-        return node.transform(self._rewrite_node)
+        return _post_order(self._expand_macros(node), self._rewrite_node)
 
     def _expand_macros(self, node: exp.Expression) -> exp.Expression:
         if not self.macros:
@@ -194,8 +193,10 @@ class SparkTranslator:
             if base is not None:
                 return _parse_spark(f"from_json(get_json_object({n.this.sql('spark')}, '{base}'), 'array<string>')")
             return n
+        if isinstance(n, exp.Window) and isinstance(n.this, (exp.RowNumber, exp.Rank, exp.DenseRank)):
+            return exp.Cast(this=n, to=exp.DataType.build("BIGINT"))
         if isinstance(n, (exp.Year, exp.Month, exp.Day)):
-            return exp.Cast(this=n.copy(), to=exp.DataType.build("BIGINT"))
+            return exp.Cast(this=n, to=exp.DataType.build("BIGINT"))
         if name == "getvariable":
             (var,) = n.expressions
             return exp.column(var.this, table="session")
@@ -222,7 +223,18 @@ class SparkTranslator:
             if strings is None:
                 raise TranslationError(f"read_parquet needs literal paths to run on Spark: {n.sql('duckdb')}")
             paths.extend(strings)
-        return exp.Table(this=exp.to_identifier(self.parquet_view(paths, union_by_name)))
+        return exp.to_identifier(self.parquet_view(paths, union_by_name))  # the name inside the Table node
+
+
+def _post_order(node: exp.Expression, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+    """Apply `fn` to every node, children first, so a rewrite that wraps a node (a cast, say)
+    wraps children that are already rewritten."""
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expression):
+            node.set(key, _post_order(value, fn))
+        elif isinstance(value, list):
+            node.set(key, [_post_order(v, fn) if isinstance(v, exp.Expression) else v for v in value])
+    return fn(node)
 
 
 def _python_format(fmt: exp.Expression | None) -> str:

@@ -63,7 +63,7 @@ def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[
         # All text columns in one scan: unpivoted to (column, value), joined to the sensitive values.
         cols = ", ".join(text_cols)
         hits = engine.execute(f"""SELECT col, s.kind, count(*) FROM (
-                                      UNPIVOT (SELECT {cols} FROM {rel}) ON {cols} INTO NAME col VALUE v) p
+                                      (SELECT {cols} FROM {rel}) UNPIVOT (v FOR col IN ({cols}))) p
                                   JOIN sensitive_values s ON lower(trim(p.v)) = s.v GROUP BY ALL ORDER BY 1, 3 DESC""")
         for col, kind, n in hits:
             problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")

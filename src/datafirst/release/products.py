@@ -152,6 +152,17 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
                    source=contract.source, table=table)
 
 
+def _most_common(column: str) -> str:
+    """A CTE `most_common_<column>`: each person's most common non-missing value of a column of
+    `recorded`, ties going to the first in order, so that every engine and run agrees."""
+    return f"""most_common_{column} AS (
+            SELECT person_id_medium, {column} FROM (
+                SELECT person_id_medium, {column},
+                       row_number() OVER (PARTITION BY person_id_medium ORDER BY count(*) DESC, {column}) AS rank
+                FROM recorded WHERE {column} IS NOT NULL GROUP BY person_id_medium, {column})
+            WHERE rank = 1)"""
+
+
 def person_products(ws: Workspace, contracts: list[Contract], links: str) -> list[Product]:
     """The person table and the person journey table (analytics-ready)."""
     events = []
@@ -173,10 +184,14 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
         FROM ({union}) e JOIN {links} l USING (record_key)
         ORDER BY person_id_medium, event_sequence"""
     person_sql = f"""
-        WITH demo AS (
-            SELECT l.person_id_medium, mode(c.sex) AS sex, mode(c.year_of_birth) AS year_of_birth
+        WITH recorded AS (
+            SELECT l.person_id_medium, c.sex, c.year_of_birth
             FROM {links} l JOIN read_parquet({sql_string(str(ws.zone('content') / '*.parquet'))}, union_by_name = true) c
-              USING (record_key) GROUP BY 1),
+              USING (record_key)),
+        {_most_common("sex")},
+        {_most_common("year_of_birth")},
+        demo AS (SELECT person_id_medium, s.sex, y.year_of_birth
+                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING (person_id_medium)),
         ev AS (SELECT l.person_id_medium, min(e.event_date) AS first_event, max(e.event_date) AS last_event
                FROM ({union}) e JOIN {links} l USING (record_key) GROUP BY 1)
         SELECT l.person_id_medium,
@@ -192,8 +207,8 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
             "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
             "sources": "the source systems holding records of the person",
             "records": "number of source records",
-            "sex": "most common recorded sex (M or F) across the records",
-            "year_of_birth": "most common recorded year of birth",
+            "sex": "most common recorded sex (M or F) across the records (on a tie, the first in order)",
+            "year_of_birth": "most common recorded year of birth (on a tie, the earliest)",
             "first_event": "date of the earliest event in the person journey",
             "last_event": "date of the latest event in the person journey",
         }),
