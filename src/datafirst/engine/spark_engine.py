@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from .spark_sql import SparkTranslator, TranslationError, model_for_dialect
+from .sql import sql_string
 
 # The settings that make Spark give DuckDB's answers: UTC for dates and times, and NULL
 # (not an error) from a failed cast, as DuckDB's TRY_CAST and try_strptime give.
@@ -141,8 +142,6 @@ class SparkEngine:
 
     def parquet(self, path: Path) -> str:
         """A relation reading a Parquet file, for use inside SQL."""
-        from .sql import sql_string
-
         return f"read_parquet({sql_string(path)})"
 
     def splink_api(self):

@@ -114,8 +114,10 @@ def _name_comparison(col: str, other: str | None, *, partial_swap: bool) -> cl.C
     """
     levels = [cll.NullLevel(col), cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
     if other and partial_swap:
+        # Written in DuckDB's SQL; Splink translates it for the engine (in Spark's, "x" is a string).
         levels.append(cll.CustomLevel(f'("{col}_l" = "{other}_r" OR "{col}_r" = "{other}_l")',
-                                      label_for_charts=f"{col} equals the other record's {other}"))
+                                      label_for_charts=f"{col} equals the other record's {other}",
+                                      base_dialect_str="duckdb"))
     elif other:
         levels.append(cll.ColumnsReversedLevel(col, other, symmetrical=True))
     levels += [cll.JaroWinklerLevel(col, t) for t in (0.92, 0.88, 0.7)]
