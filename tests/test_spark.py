@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,7 +24,10 @@ from datafirst.engine.spark_sql import (  # noqa: E402
     SparkTranslator, TranslationError, model_for_dialect, spark_date_format)
 from datafirst.link.quality import write_report as link_report  # noqa: E402
 from datafirst.link.stage import link, train  # noqa: E402
+from datafirst.release.privacy import build_sensitive_values, check_table  # noqa: E402
+from datafirst.release.products import forget_keyed_hash, install_keyed_hash  # noqa: E402
 from datafirst.release.stage import release  # noqa: E402
+from datafirst.sources.contract import load_contracts  # noqa: E402
 from datafirst.sources.ingest import ingest  # noqa: E402
 from datafirst.standardise.quality import write_report as dq_report  # noqa: E402
 from datafirst.standardise.stage import standardise  # noqa: E402
@@ -36,26 +40,28 @@ THRESHOLDS = ("high", "medium", "low")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def spark(tmp_path_factory):
     from datafirst.engine.spark_engine import SparkEngine
 
+    engine = SparkEngine("local[2]", temp_directory=tmp_path_factory.mktemp("spark-scratch"))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("spark")
     world = root / "world"
     generate_world(world, 1_500, seed=23)
     on_spark = Workspace.init(root / "spark", world / "extracts")
     on_duckdb = Workspace.init(root / "duckdb", world / "extracts")
-    spark = SparkEngine("local[2]", temp_directory=root / "spark-scratch")
-    try:
-        with spark:
-            ingest(on_spark, spark)
-            standardise(on_spark, spark, as_of="2025-06-30")
-            dq_report(on_spark, spark)
-            model = train(on_spark, spark)
-            spark_link = link(on_spark, spark)
-            link_report(on_spark, spark)
-            release(on_spark, spark, salt=TEST_SALT)
-    finally:
-        spark.stop()
+    ingest(on_spark, spark)
+    standardise(on_spark, spark, as_of="2025-06-30")
+    dq_report(on_spark, spark)
+    model = train(on_spark, spark)
+    spark_link = link(on_spark, spark)
+    link_report(on_spark, spark)
+    release(on_spark, spark, salt=TEST_SALT)
     shutil.copytree(on_spark.root / "models", on_duckdb.root / "models")
     with Engine() as engine:
         ingest(on_duckdb, engine)
@@ -159,6 +165,32 @@ def test_same_release_tables_schemas_and_people(runs):
             SELECT count(DISTINCT (s.{col}, d.{col})), count(DISTINCT s.{col}), count(DISTINCT d.{col})
             FROM '{lookup_s}' s JOIN '{lookup_d}' d USING (source_dataset, row_id_hash)""").fetchall()[0]
         assert pairs == left == right, t  # a one-to-one map between the two engines' people
+
+
+def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path):
+    """The guard's SQL, translated for Spark, still finds what it must (and nothing in a clean table)."""
+    ws = runs["spark"]
+    install_keyed_hash(spark, TEST_SALT)
+    try:
+        build_sensitive_values(spark, ws.zone("identifiers") / "*.parquet", ws.zone("content"),
+                               load_contracts(ws.contracts), ws.zone("links") / "clusters.parquet")
+        clean = ws.root / "releases" / "v0001" / "tables" / "prison__bookings.parquet"
+        assert check_table(spark, "prison__bookings", clean, set()) == []
+        ids = pq.read_table(ws.zone("identifiers") / "prison__bookings.parquet").to_pylist()
+        person = next(r for r in ids if r["surname"] and len(r["surname"]) >= 5 and r["pnc"] and r["date_of_birth"])
+        table = pq.read_table(clean)
+        notes = ["ok"] * table.num_rows
+        notes[3] = person["surname"].title()
+        notes[5] = person["pnc"]
+        planted = table.append_column("reception_note", pa.array(notes))
+        path = tmp_path / "prison__bookings.parquet"
+        pq.write_table(planted, path)
+        problems = check_table(spark, "prison__bookings", path, set())
+    finally:
+        forget_keyed_hash(spark)
+    assert any("reception_note" in p and "surname" in p for p in problems), problems
+    assert any("reception_note" in p and "pnc" in p for p in problems), problems
+    assert person["surname"].lower() not in " ".join(problems).lower()  # named by column, never by value
 
 
 # --- the translation itself (no Spark session needed) ---------------------------------------

@@ -53,6 +53,10 @@ class Engine:
     def columns(self, relation: str) -> list[str]:
         return [r[0] for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]
 
+    @property
+    def version(self) -> str:
+        return duckdb.__version__
+
     def schema(self, relation: str) -> list[tuple[str, str]]:
         """Column names and types."""
         return [(r[0], r[1]) for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]

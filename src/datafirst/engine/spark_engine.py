@@ -65,6 +65,7 @@ class SparkEngine:
         settings = {
             "spark.jars": similarity_jar_location(),
             "spark.ui.enabled": "false" if master.startswith("local") else "true",
+            "spark.ui.showConsoleProgress": "false",  # datafirst shows its own progress
             # Local mode: few partitions; a cluster's own default suits it better.
             **({"spark.sql.shuffle.partitions": str(max(4, 2 * (threads or os.cpu_count() or 1))),
                 "spark.default.parallelism": str(max(4, 2 * (threads or os.cpu_count() or 1)))}
@@ -106,8 +107,10 @@ class SparkEngine:
         return self._run(sql, params).toArrow()
 
     def register(self, name: str, table: pa.Table) -> None:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
         df = self.spark.createDataFrame(table) if table.num_rows else self.spark.createDataFrame(
-            [], schema=self._arrow_schema_ddl(table.schema))
+            [], schema=from_arrow_schema(table.schema))
         df.createOrReplaceTempView(name)
         self._tables[name] = df
 
@@ -116,6 +119,10 @@ class SparkEngine:
 
     def columns(self, relation: str) -> list[str]:
         return list(self._run(f"SELECT * FROM {relation}").columns)
+
+    @property
+    def version(self) -> str:
+        return self.spark.version
 
     def schema(self, relation: str) -> list[tuple[str, str]]:
         """Column names and types (DuckDB's type names, so reports agree between engines)."""
@@ -275,12 +282,6 @@ class SparkEngine:
         if not link.is_symlink():
             link.symlink_to(Path(path).resolve())
         return str(link)
-
-    @staticmethod
-    def _arrow_schema_ddl(schema: pa.Schema) -> str:
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        return from_arrow_schema(schema).simpleString()[len("struct<"):-1]
 
 
 _TYPE_NAMES = {"string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "double": "DOUBLE", "float": "FLOAT",

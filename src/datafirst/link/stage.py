@@ -231,7 +231,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
         "deterministic_recall": recall,
         "code": {"datafirst": version("datafirst"), "splink": version("splink"),
-                 "engine": engine.name, engine.name: version("pyspark" if engine.name == "spark" else "duckdb")},
+                 "engine": engine.name, engine.name: engine.version},
     }
     path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (folder / "current.json").write_text(json.dumps({"model": path.name}, indent=2), encoding="utf-8")

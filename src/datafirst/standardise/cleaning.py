@@ -5,17 +5,18 @@ expression such as ``"trim(x)"``) and returns a SQL expression, in the DuckDB di
 cleans one identifier role. Callers compose them into SELECT statements, so the data plane
 stays in the database and never loops over rows in Python.
 
-Portability rules, because the same SQL is later translated to Spark (sqlglot):
+Portability rules, because the same SQL runs on Spark (translated by engine/spark_sql.py):
 
 - Only functions with close Spark equivalents: lower, upper, trim, translate, replace,
   regexp_replace, regexp_matches, regexp_extract, substr, length, lpad, ||, CASE, nullif
   (and, in one place, string_split / list_transform / array_to_string). Accents are folded
   with ``translate`` and an explicit table, not ``strip_accents``. Parsing dates with a list of
-  formats (``try_strptime``) is DuckDB's; the translation layer must map it for Spark.
+  formats (``try_strptime``) is DuckDB's; the translation layer maps it for Spark.
 - Regular expressions use only syntax that RE2 (DuckDB) and Java (Spark) read the same way,
   and replacements never use capture references: DuckDB writes them ``\\1`` and Spark ``$1``,
   and sqlglot does not rewrite them. Patterns that must replace every match
   carry DuckDB's ``'g'`` flag (Spark always replaces every match); anchored patterns match once.
+  The translation refuses an unanchored pattern without ``'g'``.
 - Every function is NULL-safe: NULL in gives NULL out.
 
 Every expression refers to its input a small, fixed number of times and nests only a few
