@@ -72,8 +72,12 @@ class SparkEngine:
                if master.startswith("local") else {}),
             **ANSWER_SETTINGS,
         }
-        if memory_limit and master.startswith("local"):
-            settings["spark.driver.memory"] = memory_limit.replace("GB", "g").replace("MB", "m")
+        if master.startswith("local"):
+            # Local mode runs everything in the driver's JVM, whose default heap (1 GB) cannot
+            # even broadcast a 1M-record world's join sides: default to 3/4 of the machine's
+            # memory, as DuckDB defaults to most of it.
+            settings["spark.driver.memory"] = (memory_limit.replace("GB", "g").replace("MB", "m") if memory_limit
+                                               else f"{_machine_memory_mb() * 3 // 4}m")
         self.scratch = Path(temp_directory or Path.cwd() / ".spark-scratch")
         if master.startswith("local"):
             settings["spark.local.dir"] = str(self.scratch / "local")
@@ -282,6 +286,10 @@ class SparkEngine:
         if not link.is_symlink():
             link.symlink_to(Path(path).resolve())
         return str(link)
+
+
+def _machine_memory_mb() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
 
 
 _TYPE_NAMES = {"string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "double": "DOUBLE", "float": "FLOAT",
