@@ -185,6 +185,11 @@ class SparkEngine:
     # --- statements -----------------------------------------------------------------------------
     def _run(self, sql: str, params: list[Any] | None = None):
         """Carry out one statement; returns a DataFrame for a query, None otherwise."""
+        words = sql.split()
+        if [w.upper() for w in words[:2]] == ["RESET", "VARIABLE"]:  # sqlglot has no tree for it
+            self.spark.sql(f"DROP TEMPORARY VARIABLE IF EXISTS {words[2]}")
+            self._variables.discard(words[2])
+            return None
         node = self.translator.parse(sql)
         if isinstance(node, exp.Create):
             return self._create(node)
@@ -204,12 +209,6 @@ class SparkEngine:
             return None
         if isinstance(node, exp.Set):
             return self._set_variable(node, params)
-        if isinstance(node, exp.Command) and node.this.upper() == "RESET":
-            words = node.expression.name.split()  # RESET VARIABLE name
-            var = words[-1]
-            self.spark.sql(f"DROP TEMPORARY VARIABLE IF EXISTS {var}")
-            self._variables.discard(var)
-            return None
         if isinstance(node, exp.Describe):
             raise TranslationError("DESCRIBE is DuckDB's: use engine.schema(relation)")
         return self._query(node, params)
