@@ -392,8 +392,9 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
         _fail(str(exc))
     total = time.perf_counter() - started
     latest = published(ws)
+    on_spark = (ws.engine_override or ws.config().engine) == "spark"
     console.print(f"Done in {total:.1f} s ({sum(1 for r in results if r.ran)} stages ran), peak memory "
-                  f"{peak_memory_mb():,} MB.")
+                  f"{peak_memory_mb():,} MB" + (" (this process; Spark's JVM not included)." if on_spark else "."))
     if latest:
         console.print(f"Latest release: {latest[-1]} (dictionary: {latest[-1] / 'dictionary.md'})")
     console.print(f"Reports: {ws.reports / 'data_quality' / 'report.html'}, "
