@@ -38,6 +38,8 @@ ANSWER_SETTINGS = {
     "spark.sql.ansi.enabled": "false",
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # DuckDB's json_valid accepts a repeated key; Spark's JSON parser must too.
+    "spark.sql.variant.allowDuplicateKeys": "true",
 }
 
 
