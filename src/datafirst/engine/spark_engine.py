@@ -194,7 +194,7 @@ class SparkEngine:
             return None
         node = self.translator.parse(sql)
         if isinstance(node, exp.Create):
-            return self._create(node)
+            return self._create(node, params)
         if isinstance(node, exp.Insert):
             name = node.this.name
             added = self._query(node.expression, params)
@@ -222,14 +222,14 @@ class SparkEngine:
             node = node.transform(lambda n: exp.convert(next(values)) if isinstance(n, exp.Placeholder) else n)
         return self.spark.sql(self.translator.query(node))
 
-    def _create(self, node: exp.Create):
+    def _create(self, node: exp.Create, params: list[Any] | None = None):
         kind = (node.args.get("kind") or "").upper()
         if kind == "MACRO":
             self.translator.define_macro(node)
             return None
         target = node.this
         if kind == "VIEW":
-            self._query(node.expression).createOrReplaceTempView(target.name)
+            self._query(node.expression, params).createOrReplaceTempView(target.name)
             return None
         if kind != "TABLE":
             raise TranslationError(f"CREATE {kind} is not supported on Spark")
@@ -237,7 +237,7 @@ class SparkEngine:
             ddl = ", ".join(f"`{c.name}` {c.args['kind'].sql('spark')}" for c in target.expressions)
             self._materialise(target.this.name, self.spark.createDataFrame([], schema=ddl))
             return None
-        self._materialise(target.name, self._query(node.expression))
+        self._materialise(target.name, self._query(node.expression, params))
         return None
 
     def _materialise(self, name: str, df) -> None:
