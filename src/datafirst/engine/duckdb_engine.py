@@ -51,7 +51,7 @@ class Engine:
         self.con.unregister(name)
 
     def columns(self, relation: str) -> list[str]:
-        return [r[0] for r in self.execute(f"DESCRIBE SELECT * FROM {relation}")]
+        return [name for name, _ in self.schema(relation)]
 
     @property
     def version(self) -> str:

@@ -94,7 +94,7 @@ class SparkEngine:
         self.spark.sparkContext.setCheckpointDir(checkpoints)
         self.translator = SparkTranslator(self._parquet_view)
         self._tables: dict[str, Any] = {}
-        self._parquet_views: dict[str, str] = {}
+        self._parquet_views: set[str] = set()
         self._variables: set[str] = set()
 
     # --- the Engine interface -------------------------------------------------------------------
@@ -169,7 +169,7 @@ class SparkEngine:
     def close(self) -> None:
         for name in list(self._tables):
             self._drop(name)
-        for view in self._parquet_views.values():
+        for view in self._parquet_views:
             self.spark.catalog.dropTempView(view)
         self._parquet_views.clear()
 
@@ -272,7 +272,7 @@ class SparkEngine:
         # A file may be rewritten between statements (zones are replaced whole): read afresh.
         reader = self.spark.read.option("mergeSchema", "true") if union_by_name else self.spark.read
         reader.parquet(*[self._visible(p) for p in paths]).createOrReplaceTempView(view)
-        self._parquet_views[key] = view
+        self._parquet_views.add(view)
         return view
 
     def _visible(self, path: str) -> str:
