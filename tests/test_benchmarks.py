@@ -22,6 +22,6 @@ def _bench():
 def test_febrl4_links_through_contracts_alone(tmp_path):
     result = _bench().run_benchmark("febrl4", DATA, tmp_path)
     acc = {a["threshold"]: a for a in result["accuracy"]}
-    # Measured when written: medium F1 0.997, precision 1.0 at every threshold.
-    assert acc["medium"]["f1"] > 0.99
+    # Measured: medium F1 0.9994 (issue target 0.999), precision 1.0 at every threshold.
+    assert acc["medium"]["f1"] >= 0.999
     assert acc["high"]["precision"] > 0.999

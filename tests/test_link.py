@@ -10,7 +10,7 @@ from splink import block_on
 
 from datafirst.engine import Engine
 from datafirst.link.evaluate import pairwise_accuracy
-from datafirst.link.stage import LinkError, link, train
+from datafirst.link.stage import LinkError, correct_u_for_matches, link, train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
@@ -77,6 +77,41 @@ def test_saved_model_has_metadata(linked_ws):
     assert "surname" in meta["columns"] and len(meta["identifiers"]) == 7
     # The prior was rescaled by the deterministic rules' recall as the trained model implies it.
     assert 0.05 <= meta["deterministic_recall"] <= 1 and 0 < meta["probability_two_random_records_match"] < 0.01
+    # u was cleared of the true matches in its random sample: an exact PNC is far rarer by chance
+    # than the raw sample said, and the saved model holds the corrected value.
+    before, after = meta["u_corrected_for_matches"]["pnc"]["Exact match on pnc"]
+    assert after < before / 2
+    model = json.loads((models / current).read_text())
+    pnc = next(c for c in model["comparisons"] if c["output_column_name"] == "pnc")
+    assert any(lv.get("u_probability") == pytest.approx(after) for lv in pnc["comparison_levels"])
+
+
+def test_u_correction_removes_the_matches_share_of_random_agreements():
+    prior = 1e-4
+    model = {"comparisons": [
+        {"output_column_name": "id", "comparison_levels": [
+            {"is_null_level": True},
+            # Observed agreement in the sample is exactly what the matches explain.
+            {"label_for_charts": "exact", "m_probability": 0.8, "u_probability": 0.8 * prior},
+            {"label_for_charts": "else", "m_probability": 0.2, "u_probability": 1 - 0.8 * prior}]},
+        {"output_column_name": "dob", "comparison_levels": [
+            {"label_for_charts": "exact", "m_probability": 0.9, "u_probability": 3e-4},
+            {"label_for_charts": "else", "m_probability": 0.1, "u_probability": 1 - 3e-4}]},
+        {"output_column_name": "untrained", "comparison_levels": [
+            {"label_for_charts": "exact", "m_probability": None, "u_probability": 0.5},
+            {"label_for_charts": "else", "m_probability": 0.5, "u_probability": 0.5}]},
+    ]}
+    changed = correct_u_for_matches(model, prior, sampled_pairs=2_000_000)
+    ident, dob, untrained = (c["comparison_levels"] for c in model["comparisons"])
+    # Entirely explained by matches: one agreement in the sample, the finest it resolves.
+    assert ident[1]["u_probability"] == pytest.approx(1 / 2_000_000, rel=1e-6)
+    # Partly explained: (observed - prior * m) / (1 - prior).
+    assert dob[0]["u_probability"] == pytest.approx((3e-4 - prior * 0.9) / (1 - prior), rel=1e-6)
+    for levels in (ident[1:], dob):
+        assert sum(lv["u_probability"] for lv in levels) == pytest.approx(1.0)
+    # A comparison without both estimates is left as it was.
+    assert [lv["u_probability"] for lv in untrained] == [0.5, 0.5]
+    assert set(changed) == {"id", "dob"} and changed["id"]["exact"][0] == pytest.approx(0.8 * prior)
 
 
 def test_blocking_guard_refuses_an_exploding_rule(linked_ws):

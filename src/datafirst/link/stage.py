@@ -50,6 +50,8 @@ ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birt
 ASSUMED_RECALL = 0.8
 # Bounds on the estimated recall: below the floor the estimate is a failed fit, not data.
 MIN_RECALL, MAX_RECALL = 0.05, 1.0
+# Record pairs sampled at random to estimate u.
+U_SAMPLE_PAIRS = 2_000_000
 
 
 class LinkError(Exception):
@@ -164,6 +166,41 @@ def deterministic_recall(engine: Engine, linker: Linker, rules: list) -> float |
     return min(MAX_RECALL, max(MIN_RECALL, 1.0 - missed))
 
 
+def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict:
+    """Take the true matches out of u, in place; returns the levels changed (before, after).
+
+    u is estimated from record pairs drawn at random, and a share `prior` of those pairs are
+    true matches. For a level that matches rarely reach by chance (an exact id, an exact date
+    of birth), they dominate what the sample sees: FEBRL4's social security numbers agree in
+    9e-5 of random pairs, nearly all of them the same person, which caps the weight of an
+    exact id at 13 bits however unique the ids are. Since the sample's agreement rate is
+    prior * m + (1 - prior) * u, u = (observed - prior * m) / (1 - prior). A level whose
+    agreements the matches explain entirely gets at most one agreement in the sample
+    (1 / sampled_pairs), the finest rate the sample can resolve. Levels with u below that
+    already, or without both estimates, are left alone; each comparison's u is renormalised.
+    """
+    floor = 1.0 / max(sampled_pairs, 1)
+    changed: dict = {}
+    if not prior or prior <= 0 or prior >= 1:
+        return changed
+    for comparison in model.get("comparisons", []):
+        levels = [lv for lv in comparison.get("comparison_levels", []) if not lv.get("is_null_level")]
+        if any(lv.get("m_probability") is None or lv.get("u_probability") is None for lv in levels):
+            continue
+        corrected = []
+        for lv in levels:
+            u, m = lv["u_probability"], lv["m_probability"]
+            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor))
+        total = sum(corrected)
+        for lv, u in zip(levels, corrected):
+            new = u / total
+            if abs(new - lv["u_probability"]) > 1e-3 * lv["u_probability"]:
+                changed.setdefault(comparison.get("output_column_name", "?"), {})[lv.get("label_for_charts", "?")] = [
+                    lv["u_probability"], new]
+            lv["u_probability"] = new
+    return changed
+
+
 def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
     cfg = ws.config().link
@@ -196,7 +233,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     linker = _linker(engine, model, table=table)
     if spec.deterministic_rules:
         linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
-    linker.training.estimate_u_using_random_sampling(max_pairs=2_000_000, seed=seed)
+    linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed)
     for rule in training_rules:
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     recall = None
@@ -212,6 +249,12 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"model-{stamp}.json"
     linker.misc.save_model_to_json(str(path), overwrite=True)
+    prior = linker._settings_obj._probability_two_random_records_match
+    trained_on = min(records, cfg.training_records)
+    sampled = min(U_SAMPLE_PAIRS, trained_on * (trained_on - 1) // 2)
+    model_json = json.loads(path.read_text(encoding="utf-8"))
+    u_corrected = correct_u_for_matches(model_json, prior, sampled)
+    path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")
     term_frequencies = {}
     for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
         term_frequencies[col] = f"{path.stem}.tf-{col}.parquet"
@@ -230,6 +273,8 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         # (estimated from the model; null where the assumed recall was kept).
         "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
         "deterministic_recall": recall,
+        # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
+        "u_corrected_for_matches": u_corrected,
         "code": {"datafirst": version("datafirst"), "splink": version("splink"),
                  "engine": engine.name, engine.name: engine.version},
     }
