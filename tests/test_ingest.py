@@ -190,6 +190,27 @@ def test_a_file_where_every_row_is_bad_is_quarantined_whole(tmp_path):
     ]
 
 
+def test_numbers_are_never_rounded_or_reinterpreted(tmp_path):
+    # A cast alone would land '1.5' as 2 and '1e3' as 1000; such cells are quarantined instead.
+    contract = CONTRACT.replace("visits: {type: integer}", "visits: {type: integer}\n      fee: {type: decimal}")
+    body = ("id,name,born,visits,fee\n1,Ann Lee,01/02/1980,3,10.50\n2,Bob Cox,29/02/2000,12.0,-0.1234\n"
+            "3,Cy Day,01/01/1980,1.5,1\n4,Di Ray,01/01/1980,1e3,1\n5,Ed Fox,01/01/1980,2,1.23456\n"
+            "6,Flo Gee,01/01/1980,+4,.5\n7,Gus Hay,01/01/1980,1_000,1\n8,Hal Ivy,01/01/1980,5,1e2\n")
+    ws = _tiny(tmp_path, body, contract=contract)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (8, 3, 5)
+    assert _quarantine(ws) == [
+        (3, "visits", "not a whole number: 1.5"),
+        (4, "visits", "not a whole number: 1e3"),
+        (5, "fee", "not a number with at most 4 decimal places: 1.23456"),
+        (7, "visits", "not a whole number: 1_000"),
+        (8, "fee", "not a number with at most 4 decimal places: 1e2"),
+    ]
+    landed = duckdb.connect().execute(f"""SELECT id, visits, CAST(fee AS VARCHAR)
+        FROM read_parquet('{ws.zone("landed")}/tiny__people.parquet') ORDER BY id""").fetchall()
+    assert landed == [("1", 3, "10.5000"), ("2", 12, "-0.1234"), ("6", 4, "0.5000")]
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)

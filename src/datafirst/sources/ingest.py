@@ -154,13 +154,25 @@ def _json_value(path: str) -> str:
             f"ELSE json_extract_string(text, {p}) END")
 
 
+# What a number cell may hold. A cast alone accepts too much, and differently per engine:
+# DuckDB casts '1.5' to the integer 2, '1e3' to 1000 and '1_000' to 1000, where Spark gives NULL.
+# A value that is not plainly written is quarantined, never silently rounded or reinterpreted.
+# A whole number may carry a zero fraction ('12.0', as spreadsheets write it); a decimal may
+# have at most the four places it is stored with.
+WHOLE_NUMBER = r"^[+-]?[0-9]+(?:[.]0*)?$"
+DECIMAL_NUMBER = r"^[+-]?(?:[0-9]+(?:[.][0-9]{0,4})?|[.][0-9]{1,4})$"
+
+
 def _typed(raw: str, col: Column) -> str:
     if col.type == "string":
         return raw
+    text = f"CAST({raw} AS VARCHAR)"  # a JSON element's #index is a number already
     if col.type == "integer":
-        return f"TRY_CAST({raw} AS BIGINT)"
+        return (f"TRY_CAST(CASE WHEN regexp_matches({text}, {sql_string(WHOLE_NUMBER)}) "
+                f"THEN regexp_replace({text}, '[.]0*$', '') END AS BIGINT)")
     if col.type == "decimal":
-        return f"TRY_CAST({raw} AS DECIMAL(18, 4))"
+        return (f"TRY_CAST(CASE WHEN regexp_matches({text}, {sql_string(DECIMAL_NUMBER)}) "
+                f"THEN {text} END AS DECIMAL(18, 4))")
     if col.type == "date":
         fmts = "[" + ", ".join(sql_string(f) for f in col.formats) + "]"
         return f"CAST(try_strptime({raw}, {fmts}) AS DATE)"
@@ -172,7 +184,7 @@ def _typed(raw: str, col: Column) -> str:
 def _type_reason(name: str, col: Column) -> str:
     if col.type == "date":
         return f"not a valid date in format {' or '.join(col.formats)}"
-    return {"integer": "not a whole number", "decimal": "not a number",
+    return {"integer": "not a whole number", "decimal": "not a number with at most 4 decimal places",
             "boolean": f"not one of {col.true_values + col.false_values}"}.get(col.type, "invalid")
 
 
