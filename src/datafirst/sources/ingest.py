@@ -297,41 +297,41 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {stage_sql}")
     engine.unregister(view)
 
-    # Duplicates: a record id seen again (first occurrence kept); exact copies said so.
-    rid = "concat_ws('|', " + ", ".join(f"CAST({_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
+    # Duplicates: a record id seen again (first occurrence kept); exact copies said so. The ids
+    # that recur are few, so they are found by grouping and joined back, rather than by a window
+    # over every row (a sort of the whole table).
+    rid = "concat_ws('|', " + ", ".join(f"CAST(s.{_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
     rel_file = spec.file
     engine.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {stage}_final AS
-        SELECT * EXCLUDE (_first_row, _first_line, _occurrence, _problems),
-            CASE WHEN array_length(_problems) = 0 AND _occurrence > 1 THEN
+        CREATE OR REPLACE TEMP TABLE {stage}_repeated AS
+        SELECT {rid} AS _record_id, min(s._row_number) AS _first_row, arg_min(s.line, s._row_number) AS _first_line
+        FROM {stage} s WHERE array_length(s._problems) = 0 GROUP BY 1 HAVING count(*) > 1""")
+    final = f"""(
+        SELECT s.* EXCLUDE (_problems), {rid} AS _record_id,
+            CASE WHEN array_length(s._problems) = 0 AND d._first_row IS NOT NULL AND d._first_row <> s._row_number THEN
                 [{{'column': {sql_string(spec.record_id_columns[0])},
-                  'reason': CASE WHEN line = _first_line THEN 'exact duplicate of row ' || _first_row
-                                 ELSE 'duplicate record id ' || _record_id || ' (first on row ' || _first_row || ')' END}}]
-            ELSE _problems END AS _problems
-        FROM (
-            SELECT *, {rid} AS _record_id,
-                row_number() OVER w AS _occurrence, first_value(_row_number) OVER w AS _first_row,
-                first_value(line) OVER w AS _first_line
-            FROM {stage}
-            WINDOW w AS (PARTITION BY array_length(_problems) = 0, {rid} ORDER BY _row_number))""")
+                  'reason': CASE WHEN s.line = d._first_line THEN 'exact duplicate of row ' || d._first_row
+                                 ELSE 'duplicate record id ' || d._record_id || ' (first on row ' || d._first_row || ')' END}}]
+            ELSE s._problems END AS _problems
+        FROM {stage} s LEFT JOIN {stage}_repeated d ON d._record_id = {rid})"""
     columns = ", ".join(_quoted(c) for c in spec.columns)
     landed = engine.to_parquet(f"""
         SELECT {sql_string(contract.source)} || '|' || {sql_string(name)} || '|' || _record_id AS _record_key,
                {sql_string(contract.source)} AS _source, {sql_string(name)} AS _table,
                {sql_string(rel_file)} AS _file, _row_number, {sql_string(sha)} AS _file_sha256,
                CAST({sql_string(loaded_at)} AS TIMESTAMP) AS _loaded_at, {columns}
-        FROM {stage}_final WHERE array_length(_problems) = 0 ORDER BY _row_number""",
+        FROM {final} WHERE array_length(_problems) = 0 ORDER BY _row_number""",
                                out / f"{contract.table_key(name)}.parquet")
     engine.execute(f"""
         INSERT INTO quarantine
         SELECT {sql_string(contract.source)}, {sql_string(name)}, {sql_string(rel_file)}, _row_number,
                _problems[1].column, _problems[1].reason, list_transform(_problems, lambda p: coalesce(p.column || ': ', '') || p.reason),
                coalesce(text, hex(line))
-        FROM {stage}_final WHERE array_length(_problems) > 0""")
-    read = int(engine.scalar(f"SELECT count(*) FROM {stage}_final"))
+        FROM {final} WHERE array_length(_problems) > 0""")
+    read = int(engine.scalar(f"SELECT count(*) FROM {stage}"))
     quarantined = read - landed
     engine.execute(f"DROP TABLE {stage}")
-    engine.execute(f"DROP TABLE {stage}_final")
+    engine.execute(f"DROP TABLE {stage}_repeated")
     load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined)
     if not load.balanced:  # pragma: no cover - an internal error, never a data problem
         raise RuntimeError(f"row accounting does not balance for {rel_file}: {load}")
