@@ -9,7 +9,8 @@ SQL is generated, so that both engines give the same answer:
 - `TRY(decode(bytes))` (NULL for invalid UTF-8) becomes `try_validate_utf8`;
 - `try_strptime(x, fmt | [fmts])` becomes `to_timestamp` tried in each format, with DuckDB's
   lenient one-or-two-digit day and month;
-- `json_valid`, `json_type`, and JSON paths ending in `[*]` (which give lists in DuckDB);
+- `json_valid`, `json_type`, JSON paths ending in `[*]` (which give lists in DuckDB), and lists of
+  paths (one call per path in an array);
 - `year`, `month`, `day` and row numbers are BIGINT, as in DuckDB, so both engines' schemas agree;
 - macros (`CREATE MACRO`) are expanded inline, and `getvariable('v')` reads a Spark session
   variable;
@@ -184,6 +185,12 @@ class SparkTranslator:
         if name == "json_valid":
             return exp.Paren(this=exp.Not(this=exp.Is(
                 this=exp.Anonymous(this="try_parse_json", expressions=[n.expressions[0]]), expression=exp.Null())))
+        if isinstance(n, (exp.JSONType, exp.JSONExtract, exp.JSONExtractScalar)) and isinstance(n.expression, exp.Array):
+            # DuckDB parses a line once for a list of paths and gives a list; Spark gets a
+            # call per path, in an array.
+            return exp.Array(expressions=[
+                self._rewrite_node(n.__class__(this=n.this.copy(), expression=path.copy()))
+                for path in n.expression.expressions])
         if isinstance(n, exp.JSONType):
             text, path = n.this.sql("spark"), n.expression.sql("spark")
             return _parse_spark(f"regexp_extract(upper(schema_of_variant(variant_get(try_parse_json({text}), {path}))), "

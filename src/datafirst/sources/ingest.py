@@ -143,15 +143,24 @@ def _unquote(expr: str, quote: str) -> str:
             f"THEN replace(substr({expr}, 2, length({expr}) - 2), '{q}{q}', '{q}') ELSE {expr} END")
 
 
-def _json_value(path: str) -> str:
-    """A JSON value as text; arrays of strings are joined with spaces (e.g. middle names)."""
-    p = sql_string(path)
+def _json_value(path: str, index: int) -> str:
+    """A JSON value as text, from the line's values and types parsed once (`_json_values`,
+    `_json_types`, see `_json_parsed`); arrays of strings are joined with spaces (middle names)."""
     items = sql_string(path + "[*]")
-    # Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a
-    # malformed line must reach quarantine, not stop the run.
-    return (f"CASE WHEN NOT coalesce(json_valid(text), false) THEN NULL "
-            f"WHEN json_type(text, {p}) = 'ARRAY' THEN nullif(array_to_string(json_extract_string(text, {items}), ' '), '') "
-            f"ELSE json_extract_string(text, {p}) END")
+    return (f"CASE WHEN _json_types[{index}] = 'ARRAY' "
+            f"THEN nullif(array_to_string(json_extract_string(text, {items}), ' '), '') "
+            f"ELSE _json_values[{index}] END")
+
+
+def _json_parsed(source: str, paths: list[str]) -> str:
+    """`source` with the line's validity and the values and types at every path, each line
+    parsed once for all paths (a function call per path parses the line again every time).
+    Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a malformed
+    line must reach quarantine, not stop the run."""
+    listed = "[" + ", ".join(sql_string(p) for p in paths) + "]"
+    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(text, {listed}) END AS _json_values, "
+            f"CASE WHEN _json_ok THEN json_type(text, {listed}) END AS _json_types "
+            f"FROM (SELECT *, coalesce(json_valid(text), false) AS _json_ok FROM ({source}))")
 
 
 # What a number cell may hold. A cast alone accepts too much, and differently per engine:
@@ -218,19 +227,12 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                   f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
                   f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
     else:
-        raw = {name: ("_element_index" if c.path == "#index" else
-                      f"nullif(trim({_json_value(c.path)}), '')") for name, c in cols}
-        shape_ok = "json_valid(text)"
-        base_checks.append(_problem("text IS NOT NULL AND trim(text) <> '' AND NOT json_valid(text)", None,
+        shape_ok = "_json_ok"
+        base_checks.append(_problem("text IS NOT NULL AND trim(text) <> '' AND NOT _json_ok", None,
                                     "'not valid JSON (a record cut short or malformed)'"))
         decoded = (f"SELECT line_no AS _row_number, line, TRY(decode(line)) AS text, NULL::BIGINT AS _element_index "
                    f"FROM {lines_view}")
         if spec.unnest:
-            parent = spec.columns[spec.parent_id] if spec.parent_id else None
-            parent_expr = f"json_extract_string(text, {sql_string(parent.path)})" if parent else "NULL"
-            raw = {name: ("_element_index" if c.path == "#index" else
-                          (f"nullif(trim({parent_expr.replace('text', 'parent_text')}), '')" if name == spec.parent_id else
-                           f"nullif(trim({_json_value(c.path)}), '')")) for name, c in cols}
             # One row per element of the array, in valid JSON lines only (a broken line is
             # quarantined once, as its parent table's row).
             decoded = (
@@ -242,7 +244,16 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                 f"json_extract(text, {sql_string(spec.unnest + '[*]')}) AS items FROM ("
                 f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view}) "
                 f"WHERE text IS NOT NULL AND json_valid(text)) WHERE array_length(items) > 0)")
-        source = decoded
+        paths = [c.path for name, c in cols if c.path != "#index" and not (spec.unnest and name == spec.parent_id)]
+        raw = {}
+        for name, c in cols:
+            if c.path == "#index":
+                raw[name] = "_element_index"
+            elif spec.unnest and name == spec.parent_id:
+                raw[name] = f"nullif(trim(json_extract_string(parent_text, {sql_string(c.path)})), '')"
+            else:
+                raw[name] = f"nullif(trim({_json_value(c.path, paths.index(c.path) + 1)}), '')"
+        source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(text), false) AS _json_ok FROM ({decoded})"
     checks = list(base_checks)
     typed_exprs = []
     for name, col in cols:
