@@ -60,10 +60,12 @@ def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[
     schema = engine.schema(rel)
     text_cols = ['"' + c + '"' for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
     if text_cols:
-        # All text columns in one scan: unpivoted to (column, value), joined to the sensitive values.
+        # All text columns in one scan: unpivoted to (column, value), each column's distinct values
+        # counted (codes and person ids repeat), and those joined to the sensitive values.
         cols = ", ".join(text_cols)
-        hits = engine.execute(f"""SELECT col, s.kind, count(*) FROM (
-                                      (SELECT {cols} FROM {rel}) UNPIVOT (v FOR col IN ({cols}))) p
+        hits = engine.execute(f"""SELECT col, s.kind, CAST(sum(p.n) AS BIGINT) FROM (
+                                      SELECT col, v, count(*) AS n
+                                      FROM ((SELECT {cols} FROM {rel}) UNPIVOT (v FOR col IN ({cols}))) GROUP BY ALL) p
                                   JOIN sensitive_values s ON lower(trim(p.v)) = s.v GROUP BY ALL ORDER BY 1, 3 DESC""")
         for col, kind, n in hits:
             problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")
