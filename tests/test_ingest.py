@@ -211,6 +211,24 @@ def test_numbers_are_never_rounded_or_reinterpreted(tmp_path):
     assert landed == [("1", 3, "10.5000"), ("2", 12, "-0.1234"), ("6", 4, "0.5000")]
 
 
+def test_a_two_digit_year_never_lands_as_a_year_before_1000(tmp_path):
+    # DuckDB's strptime reads '%Y' from any number of digits: '1/2/85' would be the year 85.
+    ws = _tiny(tmp_path, GOOD + "3,Cy Day,1/2/85,1\n4,Di Ray,1/2/0985,1\n")
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (4, 2, 2)
+    assert _quarantine(ws) == [(3, "born", "not a valid date in format %d/%m/%Y: 1/2/85"),
+                               (4, "born", "not a valid date in format %d/%m/%Y: 1/2/0985")]
+    # With a two-digit format after it, such a value is read by that format instead.
+    contract = CONTRACT.replace('formats: ["%d/%m/%Y"]', 'formats: ["%d/%m/%Y", "%d/%m/%y"]')
+    (tmp_path / "both").mkdir()
+    ws = _tiny(tmp_path / "both", GOOD + "3,Cy Day,1/2/85,1\n", contract=contract)
+    (load,) = _run(ws)
+    assert load.landed == 3
+    born = duckdb.connect().execute(f"""SELECT CAST(born AS VARCHAR) FROM
+        read_parquet('{ws.zone("landed")}/tiny__people.parquet') ORDER BY id""").fetchall()
+    assert born == [("1980-02-01",), ("2000-02-29",), ("1985-02-01",)]
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)

@@ -226,6 +226,9 @@ def test_date_formats_keep_duckdb_leniency_and_widths():
     assert spark_date_format("%Y-%m-%dT%H:%M") == "yyyy-M-d'T'H:m"
     with pytest.raises(TranslationError, match="%Q"):
         spark_date_format("%Q")
+    # Two-digit years pivot differently (DuckDB: 85 is 1985; Spark: 2085): refused, not guessed.
+    with pytest.raises(TranslationError, match="two-digit years"):
+        spark_date_format("%d/%m/%y")
 
 
 def test_translator_refuses_what_spark_would_answer_differently():

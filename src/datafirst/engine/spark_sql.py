@@ -31,7 +31,7 @@ from sqlglot import exp
 # DuckDB strftime directives -> Spark datetime pattern letters. Day, month, hour, minute and
 # second take one letter so that, as DuckDB's do, they accept one or two digits (two letters
 # where another number is next to it, as in %Y%m%d).
-_DATE_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "M", "%d": "d", "%H": "H", "%M": "m", "%S": "s",
+_DATE_DIRECTIVES = {"%Y": "yyyy", "%m": "M", "%d": "d", "%H": "H", "%M": "m", "%S": "s",
                     "%b": "MMM", "%B": "MMMM", "%j": "D", "%f": "SSSSSS"}
 
 # Similarity functions: DuckDB name -> the Spark name (Splink's similarity jar).
@@ -62,6 +62,10 @@ def spark_date_format(duckdb_format: str) -> str:
                 letters *= 2
             out.append(letters)
             i += 2
+        elif two == "%y":
+            # DuckDB reads 85 as 1985 (00-68 are 20xx), Spark as 2085 (always 20xx).
+            raise TranslationError(f"two-digit years ('%y' in {duckdb_format!r}) are read as different centuries by "
+                                   "DuckDB and Spark; ask for four-digit years, or run this source on DuckDB")
         elif two.startswith("%"):
             raise TranslationError(f"date format directive {two!r} in {duckdb_format!r} has no Spark equivalent here")
         else:

@@ -183,8 +183,14 @@ def _typed(raw: str, col: Column) -> str:
         return (f"TRY_CAST(CASE WHEN regexp_matches({text}, {sql_string(DECIMAL_NUMBER)}) "
                 f"THEN {text} END AS DECIMAL(18, 4))")
     if col.type == "date":
-        fmts = "[" + ", ".join(sql_string(f) for f in col.formats) + "]"
-        return f"CAST(try_strptime({raw}, {fmts}) AS DATE)"
+        # Each format in turn. DuckDB's strptime reads '%Y' from any number of digits, so '1/2/85'
+        # in a '%d/%m/%Y' column would land as the year 85 (Spark rejects it): under '%Y' a year
+        # before 1000 does not fit, and the next format (a '%y' one, say) is tried.
+        tries = []
+        for fmt in col.formats:
+            parsed = f"try_strptime({raw}, {sql_string(fmt)})"
+            tries.append(f"CASE WHEN year({parsed}) >= 1000 THEN {parsed} END" if "%Y" in fmt else parsed)
+        return f"CAST({tries[0] if len(tries) == 1 else 'coalesce(' + ', '.join(tries) + ')'} AS DATE)"
     trues = ", ".join(sql_string(v.lower()) for v in col.true_values)
     falses = ", ".join(sql_string(v.lower()) for v in col.false_values)
     return f"CASE WHEN lower({raw}) IN ({trues}) THEN true WHEN lower({raw}) IN ({falses}) THEN false END"
