@@ -195,10 +195,12 @@ def test_numbers_are_never_rounded_or_reinterpreted(tmp_path):
     contract = CONTRACT.replace("visits: {type: integer}", "visits: {type: integer}\n      fee: {type: decimal}")
     body = ("id,name,born,visits,fee\n1,Ann Lee,01/02/1980,3,10.50\n2,Bob Cox,29/02/2000,12.0,-0.1234\n"
             "3,Cy Day,01/01/1980,1.5,1\n4,Di Ray,01/01/1980,1e3,1\n5,Ed Fox,01/01/1980,2,1.23456\n"
-            "6,Flo Gee,01/01/1980,+4,.5\n7,Gus Hay,01/01/1980,1_000,1\n8,Hal Ivy,01/01/1980,5,1e2\n")
+            "6,Flo Gee,01/01/1980,+4,.5\n7,Gus Hay,01/01/1980,1_000,1\n8,Hal Ivy,01/01/1980,5,1e2\n"
+            # Whitespace trim() leaves (a tab) is removed as a cast would; zeros past 4 places are fine.
+            "9,Ian Joy,01/01/1980,\t8\t,12.50000\n")
     ws = _tiny(tmp_path, body, contract=contract)
     (load,) = _run(ws)
-    assert (load.read, load.landed, load.quarantined) == (8, 3, 5)
+    assert (load.read, load.landed, load.quarantined) == (9, 4, 5)
     assert _quarantine(ws) == [
         (3, "visits", "not a whole number: 1.5"),
         (4, "visits", "not a whole number: 1e3"),
@@ -208,7 +210,45 @@ def test_numbers_are_never_rounded_or_reinterpreted(tmp_path):
     ]
     landed = duckdb.connect().execute(f"""SELECT id, visits, CAST(fee AS VARCHAR)
         FROM read_parquet('{ws.zone("landed")}/tiny__people.parquet') ORDER BY id""").fetchall()
-    assert landed == [("1", 3, "10.5000"), ("2", 12, "-0.1234"), ("6", 4, "0.5000")]
+    assert landed == [("1", 3, "10.5000"), ("2", 12, "-0.1234"), ("6", 4, "0.5000"), ("9", 8, "12.5000")]
+
+
+def test_a_record_id_repeated_within_one_json_array_is_a_duplicate(tmp_path):
+    contract = """
+source: nested
+tables:
+  parents:
+    file: items.jsonl
+    format: jsonl
+    record_id: id
+    columns:
+      id: {path: $.id, required: true}
+  items:
+    file: items.jsonl
+    format: jsonl
+    unnest: $.items
+    parent_id: id
+    record_id: item_id
+    columns:
+      id: {path: $.id}
+      item_id: {path: $.item_id}
+      n: {path: "#index", type: integer}
+"""
+    body = ('{"id":"1","items":[{"item_id":"a"},{"item_id":"b"},{"item_id":"a"}]}\n'
+            '{"id":"2","items":[{"item_id":"b","note":"again"}]}\n')
+    ext = tmp_path / "extracts"
+    ext.mkdir()
+    (ext / "items.jsonl").write_text(body)
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    (ws.root / "contracts" / "nested.yaml").write_text(contract)
+    loads = {x.table: x for x in _run(ws)}
+    assert (loads["items"].read, loads["items"].landed, loads["items"].quarantined) == (4, 2, 2)
+    q = duckdb.connect().execute(f"""SELECT row_number, reason FROM read_parquet('{ws.zone("landed")}/_quarantine.parquet')
+                                     WHERE "table" = 'items' ORDER BY row_number""").fetchall()
+    assert q == [(1, "exact duplicate of row 1"), (2, "duplicate record id b (first on row 1)")]
+    kept = duckdb.connect().execute(f"""SELECT _record_key, n FROM
+        read_parquet('{ws.zone("landed")}/nested__items.parquet') ORDER BY ALL""").fetchall()
+    assert kept == [("nested|items|a", 1), ("nested|items|b", 2)]
 
 
 def test_a_two_digit_year_never_lands_as_a_year_before_1000(tmp_path):

@@ -177,7 +177,8 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
     prior * m + (1 - prior) * u, u = (observed - prior * m) / (1 - prior). A level whose
     agreements the matches explain entirely gets at most one agreement in the sample
     (1 / sampled_pairs), the finest rate the sample can resolve. Levels with u below that
-    already, or without both estimates, are left alone; each comparison's u is renormalised.
+    already, or without both estimates, are left alone; each comparison's u is renormalised. A
+    comparison with a level whose u is fixed (`fix_u_probability`) is left alone whole.
     """
     floor = 1.0 / max(sampled_pairs, 1)
     changed: dict = {}
@@ -185,8 +186,9 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
         return changed
     for comparison in model.get("comparisons", []):
         levels = [lv for lv in comparison.get("comparison_levels", []) if not lv.get("is_null_level")]
-        if any(lv.get("m_probability") is None or lv.get("u_probability") is None for lv in levels):
-            continue
+        if any(lv.get("m_probability") is None or lv.get("u_probability") is None or lv.get("fix_u_probability")
+               for lv in levels):
+            continue  # untrained, or u fixed by the model's author
         corrected = []
         for lv in levels:
             u, m = lv["u_probability"], lv["m_probability"]
@@ -233,7 +235,9 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     linker = _linker(engine, model, table=table)
     if spec.deterministic_rules:
         linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
-    linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed)
+    # Every sampled pair is used (no early stop once each level has 100 agreements), so the
+    # number of pairs behind each u is known: the correction below floors u at one of them.
+    linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed, min_count_per_level=None)
     for rule in training_rules:
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     recall = None
@@ -252,9 +256,13 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     prior = linker._settings_obj._probability_two_random_records_match
     trained_on = min(records, cfg.training_records)
     sampled = min(U_SAMPLE_PAIRS, trained_on * (trained_on - 1) // 2)
-    model_json = json.loads(path.read_text(encoding="utf-8"))
-    u_corrected = correct_u_for_matches(model_json, prior, sampled)
-    path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")
+    # Only with a prior estimated from this data: without deterministic rules Splink's prior is
+    # a placeholder, and correcting by it would invent weight.
+    u_corrected = "not corrected: the prior was not estimated (no deterministic rule applies)"
+    if spec.deterministic_rules:
+        model_json = json.loads(path.read_text(encoding="utf-8"))
+        u_corrected = correct_u_for_matches(model_json, prior, sampled)
+        path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")
     term_frequencies = {}
     for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
         term_frequencies[col] = f"{path.stem}.tf-{col}.parquet"

@@ -167,9 +167,12 @@ def _json_parsed(source: str, paths: list[str]) -> str:
 # DuckDB casts '1.5' to the integer 2, '1e3' to 1000 and '1_000' to 1000, where Spark gives NULL.
 # A value that is not plainly written is quarantined, never silently rounded or reinterpreted.
 # A whole number may carry a zero fraction ('12.0', as spreadsheets write it); a decimal may
-# have at most the four places it is stored with.
-WHOLE_NUMBER = r"^[+-]?[0-9]+(?:[.]0*)?$"
-DECIMAL_NUMBER = r"^[+-]?(?:[0-9]+(?:[.][0-9]{0,4})?|[.][0-9]{1,4})$"
+# have at most the four places it is stored with (and any zeros after them).
+WHOLE_NUMBER = r"^\s*[+-]?[0-9]+(?:[.]0*)?\s*$"
+DECIMAL_NUMBER = r"^\s*[+-]?(?:[0-9]+(?:[.][0-9]{0,4}0*)?|[.][0-9]{1,4}0*)\s*$"
+# What is removed before the cast: whitespace that trim() leaves (tabs), and a zero fraction.
+AROUND_WHOLE_NUMBER = r"^\s+|[.]0*\s*$|\s+$"
+AROUND_NUMBER = r"^\s+|\s+$"
 
 
 def _typed(raw: str, col: Column) -> str:
@@ -178,10 +181,10 @@ def _typed(raw: str, col: Column) -> str:
     text = f"CAST({raw} AS VARCHAR)"  # a JSON element's #index is a number already
     if col.type == "integer":
         return (f"TRY_CAST(CASE WHEN regexp_matches({text}, {sql_string(WHOLE_NUMBER)}) "
-                f"THEN regexp_replace({text}, '[.]0*$', '') END AS BIGINT)")
+                f"THEN regexp_replace({text}, {sql_string(AROUND_WHOLE_NUMBER)}, '', 'g') END AS BIGINT)")
     if col.type == "decimal":
         return (f"TRY_CAST(CASE WHEN regexp_matches({text}, {sql_string(DECIMAL_NUMBER)}) "
-                f"THEN {text} END AS DECIMAL(18, 4))")
+                f"THEN regexp_replace({text}, {sql_string(AROUND_NUMBER)}, '', 'g') END AS DECIMAL(18, 4))")
     if col.type == "date":
         # Each format in turn. DuckDB's strptime reads '%Y' from any number of digits, so '1/2/85'
         # in a '%d/%m/%Y' column would land as the year 85 (Spark rejects it): under '%Y' a year
@@ -229,7 +232,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
         shape_ok = f"array_length(f) = {n}"
         base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND array_length(f) <> {n}", None,
                                     f"'expected {n} fields, found ' || array_length(f)"))
-        source = (f"SELECT line_no - {header_lines} AS _row_number, line, text, "
+        source = (f"SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, line, text, "
                   f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
                   f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
     else:
@@ -276,7 +279,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
             checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {r} NOT IN ({allowed})", name,
                                    f"'value not allowed (expected one of {', '.join(col.allowed)}): ' || {r}"))
     raw_select = ", ".join(f"{expr} AS raw_{_ident(name)}" for name, expr in raw.items())
-    sql = (f"SELECT _row_number, line, text, {', '.join(typed_exprs)}, "
+    sql = (f"SELECT _row_number, _element_index, line, text, {', '.join(typed_exprs)}, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
            f"FROM (SELECT *, {raw_select} FROM ({source}))")
     return sql, checks
@@ -316,18 +319,22 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
 
     # Duplicates: a record id seen again (first occurrence kept); exact copies said so. The ids
     # that recur are few, so they are found by grouping and joined back, rather than by a window
-    # over every row (a sort of the whole table).
+    # over every row (a sort of the whole table). An occurrence is ordered by its row, then by
+    # its element within the row (elements of one JSON array share the row).
     rid = "concat_ws('|', " + ", ".join(f"CAST(s.{_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
+    occurrence = "s._row_number * 4294967296 + coalesce(s._element_index, 0)"
     rel_file = spec.file
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {stage}_repeated AS
-        SELECT {rid} AS _record_id, min(s._row_number) AS _first_row, arg_min(s.line, s._row_number) AS _first_line
+        SELECT {rid} AS _record_id, min({occurrence}) AS _first_occurrence,
+               arg_min(s._row_number, {occurrence}) AS _first_row, arg_min(s.text, {occurrence}) AS _first_text
         FROM {stage} s WHERE array_length(s._problems) = 0 GROUP BY 1 HAVING count(*) > 1""")
     final = f"""(
         SELECT s.* EXCLUDE (_problems), {rid} AS _record_id,
-            CASE WHEN array_length(s._problems) = 0 AND d._first_row IS NOT NULL AND d._first_row <> s._row_number THEN
+            CASE WHEN array_length(s._problems) = 0 AND d._first_occurrence IS NOT NULL
+                      AND d._first_occurrence <> {occurrence} THEN
                 [{{'column': {sql_string(spec.record_id_columns[0])},
-                  'reason': CASE WHEN s.line = d._first_line THEN 'exact duplicate of row ' || d._first_row
+                  'reason': CASE WHEN s.text = d._first_text THEN 'exact duplicate of row ' || d._first_row
                                  ELSE 'duplicate record id ' || d._record_id || ' (first on row ' || d._first_row || ')' END}}]
             ELSE s._problems END AS _problems
         FROM {stage} s LEFT JOIN {stage}_repeated d ON d._record_id = {rid})"""
