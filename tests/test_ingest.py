@@ -269,6 +269,29 @@ def test_a_two_digit_year_never_lands_as_a_year_before_1000(tmp_path):
     assert born == [("1980-02-01",), ("2000-02-29",), ("1985-02-01",)]
 
 
+def test_columns_may_be_named_like_the_loaders_own(tmp_path):
+    # The loader's working columns all start with '_', which a contract's column names cannot.
+    contract = """
+source: tiny
+tables:
+  people:
+    file: people.csv
+    record_id: line
+    columns:
+      line: {required: true, native_id: true}
+      text: {}
+      f: {type: integer}
+      items: {}
+"""
+    ws = _tiny(tmp_path, "line,text,f,items\n1,free text,3,a\n1,free text,3,a\n2,more,x,b\n", contract=contract)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 1, 2)
+    assert _quarantine(ws) == [(2, "line", "exact duplicate of row 1"), (3, "f", "not a whole number: x")]
+    landed = duckdb.connect().execute(f"""SELECT _record_key, line, text, f, items
+        FROM read_parquet('{ws.zone("landed")}/tiny__people.parquet')""").fetchall()
+    assert landed == [("tiny|people|1", "1", "free text", 3, "a")]
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)

@@ -148,7 +148,7 @@ def _json_value(path: str, index: int) -> str:
     `_json_types`, see `_json_parsed`); arrays of strings are joined with spaces (middle names)."""
     items = sql_string(path + "[*]")
     return (f"CASE WHEN _json_types[{index}] = 'ARRAY' "
-            f"THEN nullif(array_to_string(json_extract_string(text, {items}), ' '), '') "
+            f"THEN nullif(array_to_string(json_extract_string(_text, {items}), ' '), '') "
             f"ELSE _json_values[{index}] END")
 
 
@@ -158,9 +158,9 @@ def _json_parsed(source: str, paths: list[str]) -> str:
     Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a malformed
     line must reach quarantine, not stop the run."""
     listed = "[" + ", ".join(sql_string(p) for p in paths) + "]"
-    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(text, {listed}) END AS _json_values, "
-            f"CASE WHEN _json_ok THEN json_type(text, {listed}) END AS _json_types "
-            f"FROM (SELECT *, coalesce(json_valid(text), false) AS _json_ok FROM ({source}))")
+    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(_text, {listed}) END AS _json_values, "
+            f"CASE WHEN _json_ok THEN json_type(_text, {listed}) END AS _json_types "
+            f"FROM (SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({source}))")
 
 
 # What a number cell may hold. A cast alone accepts too much, and differently per engine:
@@ -217,56 +217,56 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
     enc_problem = ("bytes that are not valid UTF-8" if spec.encoding == "utf-8"
                    else f"bytes not defined in {spec.encoding}")
     base_checks = [
-        _problem("text IS NULL OR contains(text, '\ufffd')", None, sql_string(enc_problem)),
-        _problem("text IS NOT NULL AND trim(text) = ''", None, "'blank line'"),
+        _problem("_text IS NULL OR contains(_text, '\ufffd')", None, sql_string(enc_problem)),
+        _problem("_text IS NOT NULL AND trim(_text) = ''", None, "'blank line'"),
     ]
     if spec.format == "csv":
         pattern = sql_string(_csv_field_pattern(spec.delimiter, spec.quote))
         n = len(cols)
         # Lines without a quote character split exactly as a plain split does, several times faster
         # than the quote-aware pattern, which is kept for the lines that need it.
-        parsed = (f"CASE WHEN contains(text, {sql_string(spec.quote)}) "
-                  f"THEN regexp_extract_all({sql_string(spec.delimiter)} || text, {pattern}, 1) "
-                  f"ELSE string_split(text, {sql_string(spec.delimiter)}) END")
-        raw = {name: f"nullif(trim({_unquote(f'f[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
-        shape_ok = f"array_length(f) = {n}"
-        base_checks.append(_problem(f"text IS NOT NULL AND trim(text) <> '' AND array_length(f) <> {n}", None,
-                                    f"'expected {n} fields, found ' || array_length(f)"))
-        source = (f"SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, line, text, "
-                  f"CASE WHEN text IS NOT NULL THEN {parsed} END AS f FROM ("
-                  f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view} WHERE line_no > {header_lines})")
+        parsed = (f"CASE WHEN contains(_text, {sql_string(spec.quote)}) "
+                  f"THEN regexp_extract_all({sql_string(spec.delimiter)} || _text, {pattern}, 1) "
+                  f"ELSE string_split(_text, {sql_string(spec.delimiter)}) END")
+        raw = {name: f"nullif(trim({_unquote(f'_fields[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
+        shape_ok = f"array_length(_fields) = {n}"
+        base_checks.append(_problem(f"_text IS NOT NULL AND trim(_text) <> '' AND array_length(_fields) <> {n}", None,
+                                    f"'expected {n} fields, found ' || array_length(_fields)"))
+        source = (f"SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, _line, _text, "
+                  f"CASE WHEN _text IS NOT NULL THEN {parsed} END AS _fields FROM ("
+                  f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view} WHERE line_no > {header_lines})")
     else:
         shape_ok = "_json_ok"
-        base_checks.append(_problem("text IS NOT NULL AND trim(text) <> '' AND NOT _json_ok", None,
+        base_checks.append(_problem("_text IS NOT NULL AND trim(_text) <> '' AND NOT _json_ok", None,
                                     "'not valid JSON (a record cut short or malformed)'"))
-        decoded = (f"SELECT line_no AS _row_number, line, TRY(decode(line)) AS text, NULL::BIGINT AS _element_index "
+        decoded = (f"SELECT line_no AS _row_number, line AS _line, TRY(decode(line)) AS _text, NULL::BIGINT AS _element_index "
                    f"FROM {lines_view}")
         if spec.unnest:
             # One row per element of the array, in valid JSON lines only (a broken line is
             # quarantined once, as its parent table's row).
             decoded = (
-                f"SELECT _row_number, line, CAST(items[_element_index] AS VARCHAR) AS text, parent_text, "
+                f"SELECT _row_number, _line, CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_text, "
                 f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
-                f"SELECT _row_number, line, parent_text, items, "
-                f"unnest(generate_series(1, array_length(items))) AS _element_index FROM ("
-                f"SELECT line_no AS _row_number, line, text AS parent_text, "
-                f"json_extract(text, {sql_string(spec.unnest + '[*]')}) AS items FROM ("
-                f"SELECT line_no, line, TRY(decode(line)) AS text FROM {lines_view}) "
-                f"WHERE text IS NOT NULL AND json_valid(text)) WHERE array_length(items) > 0)")
+                f"SELECT _row_number, _line, _parent_text, _items, "
+                f"unnest(generate_series(1, array_length(_items))) AS _element_index FROM ("
+                f"SELECT line_no AS _row_number, _line, _text AS _parent_text, "
+                f"json_extract(_text, {sql_string(spec.unnest + '[*]')}) AS _items FROM ("
+                f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
+                f"WHERE _text IS NOT NULL AND json_valid(_text)) WHERE array_length(_items) > 0)")
         paths = [c.path for name, c in cols if c.path != "#index" and not (spec.unnest and name == spec.parent_id)]
         raw = {}
         for name, c in cols:
             if c.path == "#index":
                 raw[name] = "_element_index"
             elif spec.unnest and name == spec.parent_id:
-                raw[name] = f"nullif(trim(json_extract_string(parent_text, {sql_string(c.path)})), '')"
+                raw[name] = f"nullif(trim(json_extract_string(_parent_text, {sql_string(c.path)})), '')"
             else:
                 raw[name] = f"nullif(trim({_json_value(c.path, paths.index(c.path) + 1)}), '')"
-        source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(text), false) AS _json_ok FROM ({decoded})"
+        source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({decoded})"
     checks = list(base_checks)
     typed_exprs = []
     for name, col in cols:
-        r = f"raw_{_ident(name)}"
+        r = f"_raw_{_ident(name)}"
         typed_exprs.append(f"{_typed(r, col)} AS {_quoted(name)}")
         if col.type != "string" and col.on_invalid == "quarantine":
             checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {_typed(r, col)} IS NULL", name,
@@ -278,8 +278,8 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
             allowed = ", ".join(sql_string(v) for v in col.allowed)
             checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {r} NOT IN ({allowed})", name,
                                    f"'value not allowed (expected one of {', '.join(col.allowed)}): ' || {r}"))
-    raw_select = ", ".join(f"{expr} AS raw_{_ident(name)}" for name, expr in raw.items())
-    sql = (f"SELECT _row_number, _element_index, line, text, {', '.join(typed_exprs)}, "
+    raw_select = ", ".join(f"{expr} AS _raw_{_ident(name)}" for name, expr in raw.items())
+    sql = (f"SELECT _row_number, _element_index, _line, _text, {', '.join(typed_exprs)}, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
            f"FROM (SELECT *, {raw_select} FROM ({source}))")
     return sql, checks
@@ -327,14 +327,14 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {stage}_repeated AS
         SELECT {rid} AS _record_id, min({occurrence}) AS _first_occurrence,
-               arg_min(s._row_number, {occurrence}) AS _first_row, arg_min(s.text, {occurrence}) AS _first_text
+               arg_min(s._row_number, {occurrence}) AS _first_row, arg_min(s._text, {occurrence}) AS _first_text
         FROM {stage} s WHERE array_length(s._problems) = 0 GROUP BY 1 HAVING count(*) > 1""")
     final = f"""(
         SELECT s.* EXCLUDE (_problems), {rid} AS _record_id,
             CASE WHEN array_length(s._problems) = 0 AND d._first_occurrence IS NOT NULL
                       AND d._first_occurrence <> {occurrence} THEN
                 [{{'column': {sql_string(spec.record_id_columns[0])},
-                  'reason': CASE WHEN s.text = d._first_text THEN 'exact duplicate of row ' || d._first_row
+                  'reason': CASE WHEN s._text = d._first_text THEN 'exact duplicate of row ' || d._first_row
                                  ELSE 'duplicate record id ' || d._record_id || ' (first on row ' || d._first_row || ')' END}}]
             ELSE s._problems END AS _problems
         FROM {stage} s LEFT JOIN {stage}_repeated d ON d._record_id = {rid})"""
@@ -350,7 +350,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
         INSERT INTO quarantine
         SELECT {sql_string(contract.source)}, {sql_string(name)}, {sql_string(rel_file)}, _row_number,
                _problems[1].column, _problems[1].reason, list_transform(_problems, lambda p: coalesce(p.column || ': ', '') || p.reason),
-               coalesce(text, hex(line))
+               coalesce(_text, hex(_line))
         FROM {final} WHERE array_length(_problems) > 0""")
     read = int(engine.scalar(f"SELECT count(*) FROM {stage}"))
     quarantined = read - landed
