@@ -292,6 +292,37 @@ tables:
     assert landed == [("tiny|people|1", "1", "free text", 3, "a")]
 
 
+def test_a_table_unchanged_since_the_last_ingest_is_kept_not_read_again(tmp_path):
+    other = CONTRACT.replace("source: tiny", "source: other").replace("people.csv", "other.csv")
+    ws = _tiny(tmp_path, GOOD + "3,Cy Day,31/02/1980,1\n")
+    (ws.extracts / "other.csv").write_text(GOOD)
+    (ws.root / "contracts" / "other.yaml").write_text(other)
+    first = {x.source: x for x in _run(ws)}
+    assert not any(x.reused for x in first.values())
+    # A new delivery from `tiny` only: `other` is kept as it was.
+    (ws.extracts / "people.csv").write_text(GOOD + "3,Cy Day,31/02/1980,1\n4,Di Ray,02/02/1991,5\n")
+    second = {x.source: x for x in _run(ws)}
+    assert (second["other"].reused, second["tiny"].reused) == (True, False)
+    assert second["other"].loaded_at == first["other"].loaded_at
+    # The landed zone and the quarantine are what a first ingest of these files gives.
+    fresh = Workspace.init(tmp_path / "fresh", ws.extracts, with_world_contracts=False)
+    for name in ("tiny.yaml", "other.yaml"):
+        (fresh.root / "contracts" / name).write_text((ws.root / "contracts" / name).read_text())
+    _run(fresh)
+    con = duckdb.connect()
+    for f in ("tiny__people", "other__people", "_quarantine"):
+        sql = "SELECT * EXCLUDE (_loaded_at) FROM read_parquet('{}')" if f != "_quarantine" else "SELECT * FROM read_parquet('{}')"
+        a = con.execute(sql.format(ws.zone("landed") / f"{f}.parquet") + " ORDER BY ALL").fetchall()
+        b = con.execute(sql.format(fresh.zone("landed") / f"{f}.parquet") + " ORDER BY ALL").fetchall()
+        assert a == b, f
+    assert _quarantine(ws) == [(3, "born", "not a valid date in format %d/%m/%Y: 31/02/1980")]
+    # A changed contract means the table is read again, even though its file is the same.
+    (ws.root / "contracts" / "other.yaml").write_text(other.replace("visits: {type: integer}",
+                                                                    "visits: {type: integer, required: true}"))
+    third = {x.source: x for x in _run(ws)}
+    assert not third["other"].reused and third["tiny"].reused
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)

@@ -5,14 +5,18 @@ with SQL, so row numbers are exact and no row is ever lost: a row that breaks th
 goes to quarantine with its file, row, column and reason, and for every table
 read = landed + quarantined. A file that cannot be read at all stops the run with a message
 naming the file and what to do, and the landed zone is replaced only when every table has
-loaded (all or nothing).
+loaded (all or nothing). A table whose file, contract and loader are unchanged since the last
+ingest keeps its landed rows and quarantine as they were, unread (sources deliver on their
+own schedules).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from ..engine import Engine
 from ..files import file_sha256
@@ -48,6 +53,9 @@ class TableLoad:
     read: int
     landed: int
     quarantined: int
+    spec_sha256: str = ""
+    loaded_at: str = ""
+    reused: bool = False  # unchanged since the last ingest: its landed rows and quarantine were kept
 
     @property
     def balanced(self) -> bool:
@@ -295,18 +303,63 @@ def _quoted(name: str) -> str:
 
 # --- the stage ------------------------------------------------------------------------------
 
+def _spec_sha256(contract: Contract, name: str, spec: Table) -> str:
+    """What a table's landed rows depend on besides the file: its contract and this loader."""
+    loader = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    text = json.dumps({"source": contract.source, "table": name, "spec": spec.model_dump(mode="json"),
+                       "loader": loader}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _previous_loads(landed: Path) -> dict[tuple[str, str], dict]:
+    """The last ingest's accounting, by (source, table); empty when there is none to trust."""
+    accounting, quarantine = landed / ACCOUNTING_FILE, landed / QUARANTINE_FILE
+    if not (accounting.is_file() and quarantine.is_file()):
+        return {}
+    rows = pq.read_table(accounting).to_pylist()
+    return {(r["source"], r["table"]): r for r in rows if r.get("spec_sha256")}
+
+
+def _reuse_table(engine: Engine, contract: Contract, name: str, previous: dict, landed: Path, out: Path,
+                 sha: str, spec_sha: str) -> TableLoad | None:
+    """The table as the last ingest loaded it, when neither its file nor its contract (nor the
+    loader) has changed since: the landed file is linked into the new zone and its quarantined
+    rows copied, so a source that has sent nothing new is not parsed again."""
+    before = previous.get((contract.source, name))
+    target = f"{contract.table_key(name)}.parquet"
+    if not before or before["file_sha256"] != sha or before["spec_sha256"] != spec_sha \
+            or not (landed / target).is_file():
+        return None
+    try:
+        os.link(landed / target, out / target)  # zones are replaced whole, never written in place
+    except OSError:
+        shutil.copy2(landed / target, out / target)
+    engine.execute(f"""INSERT INTO quarantine
+        SELECT source, "table", file, row_number, "column", reason, reasons, raw_line
+        FROM {engine.parquet(landed / QUARANTINE_FILE)} WHERE source = ? AND "table" = ?""", [contract.source, name])
+    return TableLoad(contract.source, name, before["file"], sha, before["read"], before["landed"],
+                     before["quarantined"], spec_sha, str(before["loaded_at"]), reused=True)
+
+
 def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extracts: Path, out: Path,
-                loaded_at: str, lines_cache: dict) -> TableLoad:
+                loaded_at: str, lines_cache: dict, previous: dict, landed_before: Path) -> TableLoad:
     path = extracts / spec.file
     if not path.is_file():
         raise IngestError(f"{path} not found (contract {contract.path or contract.source}, table {name!r}); "
                           "put the extract there or fix the contract's `file`")
     if path.stat().st_size == 0:
         raise IngestError(f"{path} is empty (0 bytes); export the {contract.source} extract again")
+    spec_sha = _spec_sha256(contract, name, spec)
     key = (str(path), spec.encoding)
     if key not in lines_cache:
-        lines_cache[key] = (read_lines(path, spec.encoding), file_sha256(path))
-    lines, sha = lines_cache[key]
+        lines_cache[key] = [None, file_sha256(path)]
+    sha = lines_cache[key][1]
+    reused = _reuse_table(engine, contract, name, previous, landed_before, out, sha, spec_sha)
+    if reused is not None:
+        return reused
+    if lines_cache[key][0] is None:
+        lines_cache[key][0] = read_lines(path, spec.encoding)
+    lines = lines_cache[key][0]
     header_lines = 1 if (spec.format == "csv" and spec.header) else 0
     if header_lines:
         _check_header(path, spec, contract, lines)
@@ -356,7 +409,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     quarantined = read - landed
     engine.execute(f"DROP TABLE {stage}")
     engine.execute(f"DROP TABLE {stage}_repeated")
-    load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined)
+    load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined, spec_sha, loaded_at)
     if not load.balanced:  # pragma: no cover - an internal error, never a data problem
         raise RuntimeError(f"row accounting does not balance for {rel_file}: {load}")
     return load
@@ -378,10 +431,13 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
         engine.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
             row_number BIGINT, "column" VARCHAR, reason VARCHAR, reasons VARCHAR[], raw_line VARCHAR)""")
         lines_cache: dict = {}
+        landed_before = ws.zone(LANDED)
+        previous = _previous_loads(landed_before)
         for i, (contract, name, spec) in enumerate(tables):
             if progress:
                 progress(f"{contract.source}/{name}", i, len(tables))
-            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, lines_cache))
+            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, lines_cache,
+                                     previous, landed_before))
         if progress:
             progress("done", len(tables), len(tables))
         engine.to_parquet('SELECT * FROM quarantine ORDER BY source, "table", row_number', tmp / QUARANTINE_FILE)
@@ -389,10 +445,8 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
             "source": [x.source for x in loads], "table": [x.table for x in loads], "file": [x.file for x in loads],
             "file_sha256": [x.sha256 for x in loads], "read": [x.read for x in loads],
             "landed": [x.landed for x in loads], "quarantined": [x.quarantined for x in loads],
-            "loaded_at": [loaded_at] * len(loads),
+            "loaded_at": [x.loaded_at for x in loads], "spec_sha256": [x.spec_sha256 for x in loads],
         })
-        import pyarrow.parquet as pq
-
         pq.write_table(acc, tmp / ACCOUNTING_FILE)
         replace_folder(tmp, ws.zone(LANDED))
     except BaseException:
