@@ -253,13 +253,13 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"model-{stamp}.json"
     linker.misc.save_model_to_json(str(path), overwrite=True)
-    prior = linker._settings_obj._probability_two_random_records_match
-    trained_on = min(records, cfg.training_records)
-    sampled = min(U_SAMPLE_PAIRS, trained_on * (trained_on - 1) // 2)
     # Only with a prior estimated from this data: without deterministic rules Splink's prior is
     # a placeholder, and correcting by it would invent weight.
     u_corrected = "not corrected: the prior was not estimated (no deterministic rule applies)"
     if spec.deterministic_rules:
+        prior = linker._settings_obj._probability_two_random_records_match
+        trained_on = min(records, cfg.training_records)
+        sampled = min(U_SAMPLE_PAIRS, trained_on * (trained_on - 1) // 2)
         model_json = json.loads(path.read_text(encoding="utf-8"))
         u_corrected = correct_u_for_matches(model_json, prior, sampled)
         path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")

@@ -303,11 +303,14 @@ def _quoted(name: str) -> str:
 
 # --- the stage ------------------------------------------------------------------------------
 
+# This loader's code, part of what a table's landed rows depend on.
+LOADER_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _spec_sha256(contract: Contract, name: str, spec: Table) -> str:
     """What a table's landed rows depend on besides the file: its contract and this loader."""
-    loader = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
     text = json.dumps({"source": contract.source, "table": name, "spec": spec.model_dump(mode="json"),
-                       "loader": loader}, sort_keys=True)
+                       "loader": LOADER_SHA256}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -342,7 +345,7 @@ def _reuse_table(engine: Engine, contract: Contract, name: str, previous: dict, 
 
 
 def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extracts: Path, out: Path,
-                loaded_at: str, lines_cache: dict, previous: dict, landed_before: Path) -> TableLoad:
+                loaded_at: str, shas: dict, lines_cache: dict, previous: dict, landed_before: Path) -> TableLoad:
     path = extracts / spec.file
     if not path.is_file():
         raise IngestError(f"{path} not found (contract {contract.path or contract.source}, table {name!r}); "
@@ -350,16 +353,17 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     if path.stat().st_size == 0:
         raise IngestError(f"{path} is empty (0 bytes); export the {contract.source} extract again")
     spec_sha = _spec_sha256(contract, name, spec)
-    key = (str(path), spec.encoding)
-    if key not in lines_cache:
-        lines_cache[key] = [None, file_sha256(path)]
-    sha = lines_cache[key][1]
+    # Several tables can come from one file (a JSON array unnested): it is hashed and read once.
+    if path not in shas:
+        shas[path] = file_sha256(path)
+    sha = shas[path]
     reused = _reuse_table(engine, contract, name, previous, landed_before, out, sha, spec_sha)
     if reused is not None:
         return reused
-    if lines_cache[key][0] is None:
-        lines_cache[key][0] = read_lines(path, spec.encoding)
-    lines = lines_cache[key][0]
+    key = (path, spec.encoding)
+    if key not in lines_cache:
+        lines_cache[key] = read_lines(path, spec.encoding)
+    lines = lines_cache[key]
     header_lines = 1 if (spec.format == "csv" and spec.header) else 0
     if header_lines:
         _check_header(path, spec, contract, lines)
@@ -430,13 +434,14 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
     try:
         engine.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
             row_number BIGINT, "column" VARCHAR, reason VARCHAR, reasons VARCHAR[], raw_line VARCHAR)""")
+        shas: dict = {}
         lines_cache: dict = {}
         landed_before = ws.zone(LANDED)
         previous = _previous_loads(landed_before)
         for i, (contract, name, spec) in enumerate(tables):
             if progress:
                 progress(f"{contract.source}/{name}", i, len(tables))
-            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, lines_cache,
+            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, shas, lines_cache,
                                      previous, landed_before))
         if progress:
             progress("done", len(tables), len(tables))
