@@ -397,6 +397,8 @@ EXPRESSIONS = {
     "forenames_from_comma_name": (c.forenames_from_comma_name, "VARCHAR"),
     "surname_from_full_name": (c.surname_from_full_name, "VARCHAR"),
     "forenames_from_full_name": (c.forenames_from_full_name, "VARCHAR"),
+    "surname_words_from_full_name": (c.surname_words_from_full_name, "VARCHAR"),
+    "forenames_words_from_full_name": (c.forenames_words_from_full_name, "VARCHAR"),
     "is_initial": (c.is_initial, "VARCHAR"),
     "soundex": (c.soundex, "VARCHAR"),
     "null_if_placeholder": (c.null_if_placeholder, "VARCHAR"),
@@ -415,6 +417,12 @@ EXPRESSIONS = {
     "pnc_flag": (c.pnc_flag, "VARCHAR"),
     "cro_clean": (c.cro_clean, "VARCHAR"),
     "cro_flag": (c.cro_flag, "VARCHAR"),
+    "pnc_candidate": (c.pnc_candidate, "VARCHAR"),
+    "pnc_from_candidate": (lambda e: c.pnc_from_candidate(c.pnc_candidate(e)), "VARCHAR"),
+    "pnc_flag_from_candidate": (lambda e: c.pnc_flag_from_candidate(e, c.pnc_candidate(e)), "VARCHAR"),
+    "cro_candidate": (c.cro_candidate, "VARCHAR"),
+    "cro_from_candidate": (lambda e: c.cro_from_candidate(c.cro_candidate(e)), "VARCHAR"),
+    "cro_flag_from_candidate": (lambda e: c.cro_flag_from_candidate(e, c.cro_candidate(e)), "VARCHAR"),
     "address_clean": (c.address_clean, "VARCHAR"),
 }
 

@@ -17,6 +17,12 @@ from ..sources.contract import Contract
 
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
 DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
+# The shape of a keyed hash (products.HASH_CHARS hex digits) and of a person id (the same after
+# a 'P'). Most of a release's text is such values, and they are all distinct, so joining them
+# to the sensitive values is most of the guard's work; a value of this shape can equal a
+# sensitive value only if a sensitive value has the shape too, which is checked (see
+# `build_sensitive_values`), and when one does, every value is joined.
+HASH_SHAPED = "^P?[0-9a-f]{20}$"
 
 
 def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract],
@@ -48,6 +54,8 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
                          if path.is_file() else "SELECT NULL, NULL WHERE false")
     engine.execute("CREATE OR REPLACE TEMP TABLE sensitive_values AS SELECT DISTINCT v, kind FROM ("
                    + " UNION ALL ".join(parts) + ") WHERE v IS NOT NULL AND v <> ''")
+    engine.execute(f"""CREATE OR REPLACE TEMP TABLE sensitive_hash_shaped AS
+        SELECT count(*) AS n FROM sensitive_values WHERE regexp_matches(v, {sql_string(HASH_SHAPED.replace('P', 'p'))})""")
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE birth_dates AS
         SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
     return int(engine.scalar("SELECT count(*) FROM sensitive_values"))
@@ -55,20 +63,36 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
 
 def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[str]:
     """Problems found in one product table (empty when it is clean)."""
-    rel = f"read_parquet({sql_string(path)})"
+    return check_tables(engine, {name: path}, allow)
+
+
+def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str]) -> list[str]:
+    """Problems found in product tables (name -> Parquet file); empty when they are clean."""
     problems = []
-    schema = engine.schema(rel)
-    text_cols = ['"' + c + '"' for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
-    if text_cols:
-        # All text columns in one scan: unpivoted to (column, value), each column's distinct values
-        # counted (codes and person ids repeat), and those joined to the sensitive values.
-        cols = ", ".join(text_cols)
-        hits = engine.execute(f"""SELECT col, s.kind, CAST(sum(p.n) AS BIGINT) FROM (
-                                      SELECT col, v, count(*) AS n
-                                      FROM ((SELECT {cols} FROM {rel}) UNPIVOT (v FOR col IN ({cols}))) GROUP BY ALL) p
-                                  JOIN sensitive_values s ON lower(trim(p.v)) = s.v GROUP BY ALL ORDER BY 1, 3 DESC""")
-        for col, kind, n in hits:
-            problems.append(f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone")
+    text = []
+    for name, path in tables.items():
+        rel = f"read_parquet({sql_string(path)})"
+        schema = engine.schema(rel)
+        # Each text column's distinct values, counted (codes and person ids repeat). Hashes and
+        # person ids are left out when no sensitive value has their shape (see HASH_SHAPED).
+        text += [f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, "{c}" AS v, count(*) AS n FROM {rel}
+                     WHERE NOT regexp_matches("{c}", {sql_string(HASH_SHAPED)}) OR (SELECT n FROM sensitive_hash_shaped) > 0
+                     GROUP BY ALL""" for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
+        problems += _list_and_date_problems(engine, name, rel, schema, allow)
+    if text:
+        # Every text column of every table in one join, so that the sensitive values (millions)
+        # are hashed once rather than once per table.
+        hits = engine.execute(f"""SELECT p.tbl, p.col, s.kind, CAST(sum(p.n) AS BIGINT)
+                                  FROM ({" UNION ALL ".join(text)}) p JOIN sensitive_values s ON lower(trim(p.v)) = s.v
+                                  GROUP BY ALL ORDER BY 1, 2, 4 DESC""")
+        problems = [f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone"
+                    for name, col, kind, n in hits] + problems
+    return problems
+
+
+def _list_and_date_problems(engine: Engine, name: str, rel: str, schema: list[tuple[str, str]],
+                            allow: set[str]) -> list[str]:
+    problems = []
     for col, ctype in schema:
         if f"{name}.{col}" in allow:
             continue

@@ -30,7 +30,7 @@ from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace
 from . import documentation, person_ids
-from .privacy import build_sensitive_values, check_keys, check_table
+from .privacy import build_sensitive_values, check_keys, check_tables
 from .products import Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
     person_id_changes, person_link_lookup, person_products
 from .hashing_key import load_salt
@@ -195,11 +195,9 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         build_sensitive_values(engine, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
                                ws.zone("links") / "clusters.parquet")
         allow = set(ws.config().release.privacy_allow)
-        problems = []
+        problems = check_tables(engine, {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}, allow)
         for product in products:
-            path = tmp / "tables" / f"{product.name}.parquet"
-            problems += check_table(engine, product.name, path, allow)
-            problems += check_keys(engine, product.name, path, product.keys)
+            problems += check_keys(engine, product.name, tmp / "tables" / f"{product.name}.parquet", product.keys)
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
@@ -222,7 +220,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise
     finally:
         forget_keyed_hash(engine)
-        for table in ("sensitive_values", "birth_dates", "release_records", "previous_ids",
+        for table in ("sensitive_values", "sensitive_hash_shaped", "birth_dates", "release_records", "previous_ids",
                       person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
