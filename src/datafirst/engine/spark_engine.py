@@ -98,6 +98,11 @@ class SparkEngine:
         self._variables: set[str] = set()
 
     # --- the Engine interface -------------------------------------------------------------------
+    def concurrently(self, jobs):
+        """Run jobs one after the other: Spark spreads each query over the cluster already, and
+        the engine's temp views are shared, so jobs running at once could clash."""
+        return [job(self) for job in jobs]
+
     def execute(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         """Run one statement and return all its rows."""
         df = self._run(sql, params)

@@ -430,22 +430,47 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
     tmp.mkdir(parents=True)
     loaded_at = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat(sep=" ")
     tables = [(c, n, t) for c in contracts for n, t in c.tables.items()]
-    loads: list[TableLoad] = []
-    try:
-        engine.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
+    # One job per extract file (a file can feed several tables: it is hashed and read once), the
+    # largest first; files are independent, so several are loaded at once (Engine.concurrently).
+    by_file: dict[Path, list[int]] = {}
+    for i, (_, _, spec) in enumerate(tables):
+        by_file.setdefault(extracts / spec.file, []).append(i)
+    files = sorted(by_file, key=lambda f: -(f.stat().st_size if f.is_file() else 0))
+    started = iter(range(len(tables)))  # next() on it is atomic: jobs report progress from their threads
+    landed_before = ws.zone(LANDED)
+    previous = _previous_loads(landed_before)
+
+    def load_file(number: int, indexes: list[int], e: Engine) -> list[TableLoad]:
+        # Each job keeps its own quarantine (a temp table is its connection's), written to a
+        # part file that the stage merges.
+        e.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
             row_number BIGINT, "column" VARCHAR, reason VARCHAR, reasons VARCHAR[], raw_line VARCHAR)""")
-        shas: dict = {}
-        lines_cache: dict = {}
-        landed_before = ws.zone(LANDED)
-        previous = _previous_loads(landed_before)
-        for i, (contract, name, spec) in enumerate(tables):
-            if progress:
-                progress(f"{contract.source}/{name}", i, len(tables))
-            loads.append(_load_table(engine, contract, name, spec, extracts, tmp, loaded_at, shas, lines_cache,
-                                     previous, landed_before))
+        try:
+            shas: dict = {}
+            lines_cache: dict = {}
+            out = []
+            for i in indexes:
+                contract, name, spec = tables[i]
+                if progress:
+                    progress(f"{contract.source}/{name}", next(started), len(tables))
+                out.append(_load_table(e, contract, name, spec, extracts, tmp, loaded_at, shas, lines_cache,
+                                       previous, landed_before))
+            e.to_parquet("SELECT * FROM quarantine", tmp / f".quarantine-part-{number}.parquet")
+            return out
+        finally:
+            e.execute("DROP TABLE IF EXISTS quarantine")
+
+    try:
+        done = engine.concurrently([lambda e, n=n, f=f: load_file(n, by_file[f], e) for n, f in enumerate(files)])
+        by_index = {i: load for f, loads_ in zip(files, done) for i, load in zip(by_file[f], loads_)}
+        loads = [by_index[i] for i in range(len(tables))]
         if progress:
             progress("done", len(tables), len(tables))
-        engine.to_parquet('SELECT * FROM quarantine ORDER BY source, "table", row_number', tmp / QUARANTINE_FILE)
+        parts = [tmp / f".quarantine-part-{n}.parquet" for n in range(len(files))]
+        engine.to_parquet(f"""SELECT * FROM read_parquet([{', '.join(sql_string(p) for p in parts)}])
+                              ORDER BY source, "table", row_number""", tmp / QUARANTINE_FILE)
+        for part in parts:
+            part.unlink()
         acc = pa.table({
             "source": [x.source for x in loads], "table": [x.table for x in loads], "file": [x.file for x in loads],
             "file_sha256": [x.sha256 for x in loads], "read": [x.read for x in loads],
@@ -457,6 +482,4 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        engine.execute("DROP TABLE IF EXISTS quarantine")
     return loads

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..engine import Engine
-from ..sources.contract import load_contracts
+from ..sources.contract import Contract, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace
@@ -46,44 +46,46 @@ def measure(ws: Workspace, engine: Engine) -> dict:
                     WHEN reason LIKE 'exact duplicate%' THEN 'exact duplicate row'
                     ELSE regexp_replace(reason, ': .*$', '') END AS reason_kind,
                count(*) FROM {quarantine} GROUP BY ALL ORDER BY source, "table", count(*) DESC, col, reason_kind""")
-    tables = []
-    for contract in load_contracts(ws.contracts):
-        for name, spec in contract.tables.items():
-            key = contract.table_key(name)
-            landed = engine.parquet(landed_dir / f"{key}.parquet")
-            n = int(engine.scalar(f"SELECT count(*) FROM {landed}"))
-            acc = next((a for a in accounting if a[0] == contract.source and a[1] == name), None)
-            dups = int(engine.scalar(f"""SELECT count(*) FROM {quarantine} WHERE source = ? AND "table" = ?
-                                         AND (reason LIKE 'exact duplicate%' OR reason LIKE 'duplicate record id%')""",
-                                     [contract.source, name]))
-            ids_path = ids_dir / f"{key}.parquet"
-            cols = list(spec.columns.items())
-            # One scan of the landed table for every field, and one join with the identifiers for
-            # every role: a query per field read the table (and made the join) once per field.
-            counts = engine.execute("SELECT " + ", ".join(
-                f"avg(CASE WHEN {_q(col)} IS NOT NULL THEN 1.0 ELSE 0 END), count(DISTINCT {_q(col)})"
-                for col, _ in cols) + f" FROM {landed}")[0] if n else (None, 0) * len(cols)
-            roles = [(col, cspec) for col, cspec in cols if cspec.role]
-            checks = {}
-            if roles and ids_path.is_file() and n:
-                row = engine.execute("SELECT " + ", ".join(_validity_sql(col, cspec.role) for col, cspec in roles) +
-                                     f" FROM {landed} l JOIN {engine.parquet(ids_path)} i ON i.record_key = l._record_key")[0]
-                checks = {col: (row[2 * i], row[2 * i + 1]) for i, (col, _) in enumerate(roles)}
-            fields = []
-            for i, (col, cspec) in enumerate(cols):
-                valid, placeholder = checks.get(col, (None, None))
-                fields.append({"field": col, "role": cspec.role, "type": cspec.type,
-                               "completeness": _r(counts[2 * i]), "distinct": int(counts[2 * i + 1]),
-                               "validity": _r(valid) if col in checks else None,
-                               "placeholder_rate": _r(placeholder) if col in checks else None})
-            tables.append({
-                "source": contract.source, "table": name, "unit": spec.unit, "file": spec.file,
-                "read": acc[3] if acc else n, "landed": n, "quarantined": acc[5] if acc else 0,
-                "duplicate_rate": _r(dups / acc[3]) if acc and acc[3] else 0.0,
-                "quarantine_reasons": [{"column": r[2], "reason": r[3], "rows": r[4]} for r in reasons
-                                       if r[0] == contract.source and r[1] == name],
-                "fields": fields,
-            })
+    def measure_table(contract: Contract, name: str, spec: Table, e: Engine) -> dict:
+        key = contract.table_key(name)
+        landed = e.parquet(landed_dir / f"{key}.parquet")
+        n = int(e.scalar(f"SELECT count(*) FROM {landed}"))
+        acc = next((a for a in accounting if a[0] == contract.source and a[1] == name), None)
+        dups = int(e.scalar(f"""SELECT count(*) FROM {quarantine} WHERE source = ? AND "table" = ?
+                                AND (reason LIKE 'exact duplicate%' OR reason LIKE 'duplicate record id%')""",
+                            [contract.source, name]))
+        ids_path = ids_dir / f"{key}.parquet"
+        cols = list(spec.columns.items())
+        # One scan of the landed table for every field, and one join with the identifiers for
+        # every role: a query per field read the table (and made the join) once per field.
+        counts = e.execute("SELECT " + ", ".join(
+            f"avg(CASE WHEN {_q(col)} IS NOT NULL THEN 1.0 ELSE 0 END), count(DISTINCT {_q(col)})"
+            for col, _ in cols) + f" FROM {landed}")[0] if n else (None, 0) * len(cols)
+        roles = [(col, cspec) for col, cspec in cols if cspec.role]
+        checks = {}
+        if roles and ids_path.is_file() and n:
+            row = e.execute("SELECT " + ", ".join(_validity_sql(col, cspec.role) for col, cspec in roles) +
+                            f" FROM {landed} l JOIN {e.parquet(ids_path)} i ON i.record_key = l._record_key")[0]
+            checks = {col: (row[2 * i], row[2 * i + 1]) for i, (col, _) in enumerate(roles)}
+        fields = []
+        for i, (col, cspec) in enumerate(cols):
+            valid, placeholder = checks.get(col, (None, None))
+            fields.append({"field": col, "role": cspec.role, "type": cspec.type,
+                           "completeness": _r(counts[2 * i]), "distinct": int(counts[2 * i + 1]),
+                           "validity": _r(valid) if col in checks else None,
+                           "placeholder_rate": _r(placeholder) if col in checks else None})
+        return {
+            "source": contract.source, "table": name, "unit": spec.unit, "file": spec.file,
+            "read": acc[3] if acc else n, "landed": n, "quarantined": acc[5] if acc else 0,
+            "duplicate_rate": _r(dups / acc[3]) if acc and acc[3] else 0.0,
+            "quarantine_reasons": [{"column": r[2], "reason": r[3], "rows": r[4]} for r in reasons
+                                   if r[0] == contract.source and r[1] == name],
+            "fields": fields,
+        }
+
+    # Tables are measured independently, several at once (see Engine.concurrently).
+    tables = engine.concurrently([lambda e, c=contract, n=name, t=spec: measure_table(c, n, t, e)
+                                  for contract in load_contracts(ws.contracts) for name, spec in contract.tables.items()])
     return {"generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tables": tables}
 
 

@@ -221,35 +221,43 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         raise FileNotFoundError(f"no landed zone in {ws.root}; run `datafirst ingest` first")
     as_of_sql = f"DATE {sql_string(as_of)}" if as_of else "current_date"
     contracts = load_contracts(ws.contracts)
+    tables = [(ct, n, t) for ct in contracts for n, t in ct.tables.items()]
+    for contract, name, _ in tables:
+        path = landed_dir / f"{contract.table_key(name)}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the contracts changed since the last ingest; "
+                                    "run `datafirst ingest` again")
     tmp_ids = ws.zones / f".{IDENTIFIERS}.partial-{os.getpid()}"
     tmp_content = ws.zones / f".{CONTENT}.partial-{os.getpid()}"
     for d in (tmp_ids, tmp_content):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-    splits = []
-    tables = [(ct, n, t) for ct in contracts for n, t in ct.tables.items()]
+    started = iter(range(len(tables)))  # next() on it is atomic: jobs report progress from their threads
+
+    def split(contract: Contract, name: str, spec: Table, job_engine: Engine) -> TableSplit:
+        if progress:
+            progress(f"{contract.source}/{name}", next(started), len(tables))
+        key = contract.table_key(name)
+        landed = job_engine.parquet(landed_dir / f"{key}.parquet")
+        rows = int(job_engine.scalar(f"SELECT count(*) FROM {landed}"))
+        n_ids = 0
+        if spec.is_person_table:
+            raw, cleaned, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+            job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
+            job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_cleaned AS {cleaned}")
+            n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
+            job_engine.execute("DROP TABLE step_raw")
+            job_engine.execute("DROP TABLE step_cleaned")
+        ids = job_engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
+        n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
+        return TableSplit(contract.source, name, rows, n_ids, n_content)
+
     try:
-        for i, (contract, name, spec) in enumerate(tables):
-            if progress:
-                progress(f"{contract.source}/{name}", i, len(tables))
-            key = contract.table_key(name)
-            path = landed_dir / f"{key}.parquet"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: the contracts changed since the last ingest; "
-                                        "run `datafirst ingest` again")
-            landed = engine.parquet(path)
-            rows = int(engine.scalar(f"SELECT count(*) FROM {landed}"))
-            n_ids = 0
-            if spec.is_person_table:
-                raw, cleaned, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
-                engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
-                engine.execute(f"CREATE OR REPLACE TEMP TABLE step_cleaned AS {cleaned}")
-                n_ids = engine.to_parquet(final, tmp_ids / f"{key}.parquet")
-                engine.execute("DROP TABLE step_raw")
-                engine.execute("DROP TABLE step_cleaned")
-            ids = engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
-            n_content = engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
-            splits.append(TableSplit(contract.source, name, rows, n_ids, n_content))
+        # Tables are independent: several at once, the largest first (see Engine.concurrently).
+        order = sorted(range(len(tables)), key=lambda i: -(landed_dir / f"{tables[i][0].table_key(tables[i][1])}.parquet")
+                       .stat().st_size)
+        done = engine.concurrently([lambda e, t=tables[i]: split(*t, e) for i in order])
+        splits = [split_ for _, split_ in sorted(zip(order, done))]
         if progress:
             progress("done", len(tables), len(tables))
         replace_folder(tmp_ids, ws.zone(IDENTIFIERS))
