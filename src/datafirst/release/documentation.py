@@ -19,19 +19,21 @@ FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "inte
 MAX_LISTED_VALUES = 12
 
 
-def _table_facts(engine: Engine, path: Path, schema: list[tuple[str, str]]) -> dict[str, dict]:
-    """Share missing and distinct values of every column in one scan, then the values of the
-    few columns that have only a handful (codes, flags)."""
+def table_facts(engine: Engine, path: Path) -> dict[str, dict]:
+    """Per column of a table: its type, the rows, the rows missing it, its distinct values (NULL
+    left out) in one scan, then the values of the few columns that have only a handful (codes,
+    flags). The key check reads a one-column key's uniqueness from these too."""
     rel = f"read_parquet({sql_string(path)})"
-    exprs = []
+    schema = engine.schema(rel)
+    exprs = ["count(*)"]
     for name, _ in schema:
         q = '"' + name + '"'
-        exprs += [f"avg(CASE WHEN {q} IS NULL THEN 1.0 ELSE 0 END)", f"count(DISTINCT {q})"]
+        exprs += [f"count(*) FILTER (WHERE {q} IS NULL)", f"count(DISTINCT {q})"]
     row = engine.execute(f"SELECT {', '.join(exprs)} FROM {rel}")[0]
     facts = {}
     for i, (name, ctype) in enumerate(schema):
-        missing, distinct = row[2 * i], row[2 * i + 1]
-        f = {"missing_share": round(float(missing or 0), 4), "distinct_values": int(distinct)}
+        missing, distinct = int(row[1 + 2 * i]), int(row[2 + 2 * i])
+        f = {"type": ctype, "rows": int(row[0]), "missing": missing, "distinct_values": distinct}
         if ctype in ("VARCHAR", "BOOLEAN") and distinct <= MAX_LISTED_VALUES and not name.endswith("_hash") \
                 and not name.startswith("person_id"):
             q = '"' + name + '"'
@@ -41,14 +43,18 @@ def _table_facts(engine: Engine, path: Path, schema: list[tuple[str, str]]) -> d
     return facts
 
 
-def dictionary(engine: Engine, root: Path, products: list[Product], rows: dict[str, int]) -> dict:
+def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]]) -> dict:
+    """`facts`: `table_facts` of each product's table, by product name."""
     tables = []
     for p in products:
-        path = root / "tables" / f"{p.name}.parquet"
-        schema = engine.schema(engine.parquet(path))
-        facts = _table_facts(engine, path, schema)
-        columns = [{"name": name, "type": ctype, "description": p.columns.get(name, ""), **facts[name]}
-                   for name, ctype in schema]
+        columns = []
+        for name, f in facts[p.name].items():
+            column = {"name": name, "type": f["type"], "description": p.columns.get(name, ""),
+                      "missing_share": round(f["missing"] / f["rows"], 4) if f["rows"] else 0.0,
+                      "distinct_values": f["distinct_values"]}
+            if "allowed_values" in f:
+                column["allowed_values"] = f["allowed_values"]
+            columns.append(column)
         tables.append({"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
                        "keys": p.keys, "rows": rows[p.name], "columns": columns})
     return {"tables": tables}
@@ -170,14 +176,15 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
     return out
 
 
-def write_all(ws: Workspace, engine: Engine, root: Path, version: str, products: list[Product],
-              rows: dict[str, int], previous: Path | None, digests: dict[str, str], extra: dict) -> None:
-    """`extra` goes into the manifest as it is (the key check and the person id summary)."""
+def write_all(ws: Workspace, root: Path, version: str, products: list[Product], rows: dict[str, int],
+              facts: dict[str, dict[str, dict]], previous: Path | None, digests: dict[str, str], extra: dict) -> None:
+    """`facts`: `table_facts` by product; `extra` goes into the manifest as it is (the key check and
+    the person id summary)."""
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "model": links_meta["model"],
             "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__, **extra}
-    d = dictionary(engine, root, products, rows)
+    d = dictionary(products, rows, facts)
     (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")
     (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d, digests), indent=2), encoding="utf-8")

@@ -63,10 +63,11 @@ def assign(engine: Engine, clusters: Path, previous_lookup: Path | None, version
     for t in THRESHOLDS:
         summary[t] = _assign_threshold(engine, t, version, series)
         changes.append(f"SELECT * FROM changes_{t}")
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE {CHANGES} AS {' UNION ALL '.join(changes)}")
+    # Not temp: the products are written by jobs on other connections (Engine.concurrently).
+    engine.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS {' UNION ALL '.join(changes)}")
     replaced = ", ".join(f"ids_{t}.person_id AS person_id_{t}" for t in THRESHOLDS)
     joins = " ".join(f"JOIN ids_{t} ON ids_{t}.cluster = r.person_id_{t}" for t in THRESHOLDS)
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE {ASSIGNED} AS
+    engine.execute(f"""CREATE OR REPLACE TABLE {ASSIGNED} AS
         SELECT r.* EXCLUDE ({', '.join(f'person_id_{t}' for t in THRESHOLDS)}), {replaced}
         FROM release_records r {joins}""")
     for t in THRESHOLDS:

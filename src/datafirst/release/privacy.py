@@ -52,11 +52,13 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
                                  f"WHERE \"{col}\" IS NOT NULL")
             parts.append(f"SELECT lower(record_key), 'record key' FROM read_parquet({sql_string(path)})"
                          if path.is_file() else "SELECT NULL, NULL WHERE false")
-    engine.execute("CREATE OR REPLACE TEMP TABLE sensitive_values AS SELECT DISTINCT v, kind FROM ("
+    # Not temp tables: they may be built by a job on another connection (Engine.concurrently)
+    # while the products are written.
+    engine.execute("CREATE OR REPLACE TABLE sensitive_values AS SELECT DISTINCT v, kind FROM ("
                    + " UNION ALL ".join(parts) + ") WHERE v IS NOT NULL AND v <> ''")
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE sensitive_hash_shaped AS
+    engine.execute(f"""CREATE OR REPLACE TABLE sensitive_hash_shaped AS
         SELECT count(*) AS n FROM sensitive_values WHERE regexp_matches(v, {sql_string(HASH_SHAPED.replace('P', 'p'))})""")
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE birth_dates AS
+    engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
         SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
     return int(engine.scalar("SELECT count(*) FROM sensitive_values"))
 
@@ -111,13 +113,21 @@ def _list_and_date_problems(engine: Engine, name: str, rel: str, schema: list[tu
     return problems
 
 
-def check_keys(engine: Engine, name: str, path: Path, keys: list[str]) -> list[str]:
-    rel = f"read_parquet({sql_string(path)})"
-    cols = ", ".join('"' + k + '"' for k in keys)
-    nulls = " OR ".join(f'"{k}" IS NULL' for k in keys)
-    rows, distinct, null_rows = engine.execute(
-        f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {rel})), "
-        f"count(*) FILTER (WHERE {nulls}) FROM {rel}")[0]
+def check_keys(engine: Engine, name: str, path: Path, keys: list[str], facts: dict[str, dict] | None = None) -> list[str]:
+    """Problems with a table's documented key. `facts` (the dictionary's, by column) answer for a
+    one-column key without another scan: unique and never empty when its distinct values
+    (which leave out NULL) are as many as the rows."""
+    if facts is not None and len(keys) == 1:
+        rows, distinct = facts[keys[0]]["rows"], facts[keys[0]]["distinct_values"]
+        null_rows = facts[keys[0]]["missing"]
+        distinct += 1 if null_rows else 0  # count(DISTINCT) leaves NULL out; a scan would count it
+    else:
+        rel = f"read_parquet({sql_string(path)})"
+        cols = ", ".join('"' + k + '"' for k in keys)
+        nulls = " OR ".join(f'"{k}" IS NULL' for k in keys)
+        rows, distinct, null_rows = engine.execute(
+            f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {rel})), "
+            f"count(*) FILTER (WHERE {nulls}) FROM {rel}")[0]
     problems = []
     if distinct != rows:
         problems.append(f"{name}: key ({', '.join(keys)}) is documented unique but {rows - distinct:,} rows repeat it")

@@ -67,7 +67,7 @@ def _person_ids(alias: str) -> str:
 def person_link_lookup(links: str) -> Product:
     sql = f"""
         SELECT c.source AS source_dataset, split_part(c.record_key, '|', 2) AS source_table,
-               keyed_hash(c.record_key) AS row_id_hash, {_person_ids('c')},
+               c.row_id_hash, {_person_ids('c')},
                c.cluster_size_high, c.cluster_size_medium, c.cluster_size_low,
                c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium
         FROM {links} c ORDER BY row_id_hash"""
@@ -125,7 +125,9 @@ def case_journeys(journeys: str) -> Product:
 
 def content_product(contract: Contract, table: str, content: str, links: str | None, columns: list[str]) -> Product:
     spec = contract.tables[table]
-    select = ["keyed_hash(t.record_key) AS row_id_hash"]
+    # The links relation holds each record's row_id_hash already (hashed once per release).
+    select = ["coalesce(l.row_id_hash, keyed_hash(t.record_key)) AS row_id_hash" if links is not None
+              else "keyed_hash(t.record_key) AS row_id_hash"]
     meaning = {"row_id_hash": "keyed hash of the record's id; joins to person_link_lookup"}
     if links is not None:
         select.append(_person_ids("l"))
@@ -178,8 +180,8 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
         "NULL::VARCHAR AS event_type, NULL::DATE AS event_date WHERE false"
     journey_sql = f"""
         SELECT l.person_id_medium, e.event_date, e.event_type, e.source_dataset,
-               e.source_table, keyed_hash(e.record_key) AS row_id_hash,
-               row_number() OVER (PARTITION BY l.person_id_medium ORDER BY e.event_date, keyed_hash(e.record_key))
+               e.source_table, l.row_id_hash,
+               row_number() OVER (PARTITION BY l.person_id_medium ORDER BY e.event_date, l.row_id_hash)
                    AS event_sequence
         FROM ({union}) e JOIN {links} l USING (record_key)
         ORDER BY person_id_medium, event_sequence"""

@@ -184,25 +184,54 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                            version, series)
         except person_ids.IdClash as exc:
             raise ReleaseError(str(exc)) from exc
-        rows = {}
-        for i, product in enumerate(products):
+        # The products, and the sensitive values the guard checks them against, are independent:
+        # written at once by jobs on their own connections (Engine.concurrently), largest first.
+        # Each job installs the keyed hash on its connection; what they share (the person ids,
+        # the change log, the sensitive values) are tables of the engine's database.
+        contracts = load_contracts(ws.contracts)
+        started = iter(range(len(products)))  # next() on it is atomic: jobs report progress from their threads
+
+        def keyed(work: Callable[[Engine], int]) -> Callable[[Engine], int]:
+            def job(e: Engine) -> int:
+                if e is engine:  # jobs run one after the other on this engine (Spark)
+                    return work(e)
+                install_keyed_hash(e, salt)
+                try:
+                    return work(e)
+                finally:
+                    forget_keyed_hash(e)
+            return job
+
+        def write(product: Product, e: Engine) -> int:
             if progress:
-                progress(product.name, i, len(products))
-            rows[product.name] = engine.to_parquet(product.sql, tmp / "tables" / f"{product.name}.parquet")
+                progress(product.name, next(started), len(products))
+            return e.to_parquet(product.sql, tmp / "tables" / f"{product.name}.parquet")
+
+        def sensitive(e: Engine) -> int:
+            return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
+                                          ws.zone("links") / "clusters.parquet")
+
+        # Largest first: the products over every record (lookup, person, journey), then the
+        # content tables by the size of their content file.
+        content_dir = ws.zone("content")
+        order = sorted(range(len(products)), key=lambda i: (
+            bool(products[i].source), -(content_dir / f"{products[i].name}.parquet").stat().st_size
+            if products[i].source else 0))
+        done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=products[i]: write(p, e)) for i in order])
+        rows = {products[i].name: n for i, n in sorted(zip(order, done[1:]))}
         if progress:
             progress("privacy guard", len(products), len(products))
-        contracts = load_contracts(ws.contracts)
-        build_sensitive_values(engine, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
-                               ws.zone("links") / "clusters.parquet")
-        allow = set(ws.config().release.privacy_allow)
-        problems = check_tables(engine, {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}, allow)
+        paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
+        facts = dict(zip(paths, engine.concurrently([lambda e, f=f: documentation.table_facts(e, f)
+                                                     for f in paths.values()])))
+        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow))
         for product in products:
-            problems += check_keys(engine, product.name, tmp / "tables" / f"{product.name}.parquet", product.keys)
+            problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
         digests = {f"tables/{p.name}.parquet": file_sha256(tmp / "tables" / f"{p.name}.parquet") for p in products}
-        documentation.write_all(ws, engine, tmp, version, products, rows, previous, digests,
+        documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
         _write_checksums(tmp, digests)
