@@ -185,10 +185,13 @@ def person_products(ws: Workspace, contracts: list[Contract], links: str) -> lis
                    AS event_sequence
         FROM ({union}) e JOIN {links} l USING (record_key)
         ORDER BY person_id_medium, event_sequence"""
+    # Only person tables' records are linked (and carry the reduced sex and year of birth).
+    person_tables = ", ".join(sql_string(str(ws.zone("content") / f"{c.table_key(n)}.parquet"))
+                              for c in contracts for n, t in c.tables.items() if t.is_person_table)
     person_sql = f"""
         WITH recorded AS (
             SELECT l.person_id_medium, c.sex, c.year_of_birth
-            FROM {links} l JOIN read_parquet({sql_string(str(ws.zone('content') / '*.parquet'))}, union_by_name = true) c
+            FROM {links} l JOIN read_parquet([{person_tables}], union_by_name = true) c
               USING (record_key)),
         {_most_common("sex")},
         {_most_common("year_of_birth")},
