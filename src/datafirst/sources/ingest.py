@@ -467,8 +467,10 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
         if progress:
             progress("done", len(tables), len(tables))
         parts = [tmp / f".quarantine-part-{n}.parquet" for n in range(len(files))]
+        # Fully ordered (elements of one JSON line share its row number), so the file is the same
+        # however the jobs ran.
         engine.to_parquet(f"""SELECT * FROM read_parquet([{', '.join(sql_string(p) for p in parts)}])
-                              ORDER BY source, "table", row_number""", tmp / QUARANTINE_FILE)
+                              ORDER BY source, "table", row_number, raw_line, reason""", tmp / QUARANTINE_FILE)
         for part in parts:
             part.unlink()
         acc = pa.table({
