@@ -9,6 +9,7 @@ it when a key documented as unique is not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Engine
@@ -18,99 +19,129 @@ from ..sources.contract import Contract
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
 DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
 # The shape of a keyed hash (products.HASH_CHARS hex digits) and of a person id (the same after
-# a 'P'). Most of a release's text is such values, and they are all distinct, so joining them
-# to the sensitive values is most of the guard's work; a value of this shape can equal a
-# sensitive value only if a sensitive value has the shape too, which is checked (see
-# `build_sensitive_values`), and when one does, every value is joined.
+# a 'P'). Most of a release's text is such values, all distinct, so they are left out of the
+# values checked unless a sensitive value has the shape too (then they are checked as well).
 HASH_SHAPED = "^P?[0-9a-f]{20}$"
+_HASH_SHAPED_LOWER = "^p?[0-9a-f]{20}$"  # sensitive values are lower case
+
+
+@dataclass
+class SensitiveValues:
+    """Where the values that must never be released are: one `SELECT v, kind` per source of them
+    (identifier columns, native ids, record keys, internal cluster ids), each value lower case."""
+
+    parts: list[str]
+
+    def union(self) -> str:
+        return " UNION ALL ".join(self.parts)
 
 
 def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract],
-                           clusters: Path) -> int:
+                           clusters: Path) -> SensitiveValues:
+    """The sensitive values' sources, and `birth_dates` (each record's date of birth by hashed row
+    id, for the date check; needs `keyed_hash`). The values are not gathered into a table: the
+    guard looks them up for the few distinct values a release holds (see `check_tables`)."""
     ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
     # The links zone's internal cluster ids are unkeyed digests of record keys: never released.
-    internal = [f"SELECT lower(person_id_{t}), 'internal cluster id' FROM read_parquet({sql_string(clusters)})"
+    internal = [f"SELECT lower(person_id_{t}) AS v, 'internal cluster id' AS kind FROM read_parquet({sql_string(clusters)})"
                 for t in ("high", "medium", "low")]
     parts = [
         f"SELECT lower(surname) AS v, 'surname' AS kind FROM {ids} WHERE length(surname) >= {MIN_NAME_LENGTH}",
-        f"SELECT lower(forename), 'forename' FROM {ids} WHERE length(forename) >= {MIN_NAME_LENGTH}",
-        f"SELECT lower(pnc), 'pnc' FROM {ids} WHERE pnc IS NOT NULL",
-        f"SELECT lower(cro), 'cro' FROM {ids} WHERE cro IS NOT NULL",
-        f"SELECT lower(other_id), 'other id' FROM {ids} WHERE other_id IS NOT NULL",
-        f"SELECT lower(postcode), 'postcode' FROM {ids} WHERE postcode IS NOT NULL",
-        f"SELECT lower(replace(postcode, ' ', '')), 'postcode' FROM {ids} WHERE postcode IS NOT NULL",
-        f"SELECT strftime(date_of_birth, '%Y-%m-%d'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
-        f"SELECT strftime(date_of_birth, '%d/%m/%Y'), 'date of birth' FROM {ids} WHERE date_of_birth IS NOT NULL",
+        f"SELECT lower(forename) AS v, 'forename' AS kind FROM {ids} WHERE length(forename) >= {MIN_NAME_LENGTH}",
+        f"SELECT lower(pnc) AS v, 'pnc' AS kind FROM {ids} WHERE pnc IS NOT NULL",
+        f"SELECT lower(cro) AS v, 'cro' AS kind FROM {ids} WHERE cro IS NOT NULL",
+        f"SELECT lower(other_id) AS v, 'other id' AS kind FROM {ids} WHERE other_id IS NOT NULL",
+        f"SELECT lower(postcode) AS v, 'postcode' AS kind FROM {ids} WHERE postcode IS NOT NULL",
+        f"SELECT lower(replace(postcode, ' ', '')) AS v, 'postcode' AS kind FROM {ids} WHERE postcode IS NOT NULL",
+        f"SELECT strftime(date_of_birth, '%Y-%m-%d') AS v, 'date of birth' AS kind FROM {ids} WHERE date_of_birth IS NOT NULL",
+        f"SELECT strftime(date_of_birth, '%d/%m/%Y') AS v, 'date of birth' AS kind FROM {ids} WHERE date_of_birth IS NOT NULL",
         *internal,
     ]
     for contract in contracts:
         for name, spec in contract.tables.items():
             path = content_dir / f"{contract.table_key(name)}.parquet"
+            if not path.is_file():
+                continue
             for col, cspec in spec.columns.items():
-                if cspec.native_id and path.is_file():
-                    parts.append(f"SELECT lower(CAST(\"{col}\" AS VARCHAR)), 'native id' FROM read_parquet({sql_string(path)}) "
-                                 f"WHERE \"{col}\" IS NOT NULL")
-            parts.append(f"SELECT lower(record_key), 'record key' FROM read_parquet({sql_string(path)})"
-                         if path.is_file() else "SELECT NULL, NULL WHERE false")
-    # Not temp tables: they may be built by a job on another connection (Engine.concurrently)
+                if cspec.native_id:
+                    parts.append(f"SELECT lower(CAST(\"{col}\" AS VARCHAR)) AS v, 'native id' AS kind "
+                                 f"FROM read_parquet({sql_string(path)}) WHERE \"{col}\" IS NOT NULL")
+            parts.append(f"SELECT lower(record_key) AS v, 'record key' AS kind FROM read_parquet({sql_string(path)})")
+    # Not a temp table: it may be built by a job on another connection (Engine.concurrently)
     # while the products are written.
-    engine.execute("CREATE OR REPLACE TABLE sensitive_values AS SELECT DISTINCT v, kind FROM ("
-                   + " UNION ALL ".join(parts) + ") WHERE v IS NOT NULL AND v <> ''")
-    engine.execute(f"""CREATE OR REPLACE TABLE sensitive_hash_shaped AS
-        SELECT count(*) AS n FROM sensitive_values WHERE regexp_matches(v, {sql_string(HASH_SHAPED.replace('P', 'p'))})""")
     engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
         SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
-    return int(engine.scalar("SELECT count(*) FROM sensitive_values"))
+    return SensitiveValues(parts)
 
 
-def check_table(engine: Engine, name: str, path: Path, allow: set[str]) -> list[str]:
+def check_table(engine: Engine, name: str, path: Path, allow: set[str], sensitive: SensitiveValues) -> list[str]:
     """Problems found in one product table (empty when it is clean)."""
-    return check_tables(engine, {name: path}, allow)
+    return check_tables(engine, {name: path}, allow, sensitive)
 
 
-def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str]) -> list[str]:
-    """Problems found in product tables (name -> Parquet file); empty when they are clean."""
-    problems = []
-    text = []
-    for name, path in tables.items():
-        rel = f"read_parquet({sql_string(path)})"
-        schema = engine.schema(rel)
-        # Each text column's distinct values, counted (codes and person ids repeat). Hashes and
-        # person ids are left out when no sensitive value has their shape (see HASH_SHAPED).
-        text += [f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, "{c}" AS v, count(*) AS n FROM {rel}
-                     WHERE NOT regexp_matches("{c}", {sql_string(HASH_SHAPED)}) OR (SELECT n FROM sensitive_hash_shaped) > 0
-                     GROUP BY ALL""" for c, t in schema if t == "VARCHAR" and f"{name}.{c}" not in allow]
-        problems += _list_and_date_problems(engine, name, rel, schema, allow)
-    if text:
-        # Every text column of every table in one join, so that the sensitive values (millions)
-        # are hashed once rather than once per table.
-        hits = engine.execute(f"""SELECT p.tbl, p.col, s.kind, CAST(sum(p.n) AS BIGINT)
-                                  FROM ({" UNION ALL ".join(text)}) p JOIN sensitive_values s ON lower(trim(p.v)) = s.v
-                                  GROUP BY ALL ORDER BY 1, 2, 4 DESC""")
-        problems = [f"{name}.{col}: {n:,} value(s) equal to a {kind} from the identifiers zone"
-                    for name, col, kind, n in hits] + problems
+def _release_values(tables: dict[str, dict], allow: set[str], hash_shaped: str) -> str:
+    """Each text column's distinct values (and each list column's), counted, as (tbl, col, v, n,
+    is_list). `hash_shaped` says which text values to take: 'without' or 'only' those of
+    HASH_SHAPED."""
+    parts = []
+    for name, (rel, schema) in tables.items():
+        for c, t in schema:
+            if f"{name}.{c}" in allow:
+                continue
+            if t == "VARCHAR":
+                shape = f"regexp_matches(\"{c}\", {sql_string(HASH_SHAPED)})"
+                parts.append(f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, "{c}" AS v, count(*) AS n,
+                                        false AS is_list FROM {rel}
+                                 WHERE {'NOT ' if hash_shaped == 'without' else ''}{shape} GROUP BY ALL""")
+            elif t == "VARCHAR[]" and hash_shaped == "without":
+                parts.append(f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, x AS v, count(*) AS n,
+                                        true AS is_list FROM (SELECT unnest("{c}") AS x FROM {rel}) GROUP BY ALL""")
+    return " UNION ALL ".join(parts) if parts else \
+        "SELECT NULL::VARCHAR AS tbl, NULL::VARCHAR AS col, NULL::VARCHAR AS v, 0 AS n, false AS is_list WHERE false"
+
+
+def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensitive: SensitiveValues) -> list[str]:
+    """Problems found in product tables (name -> Parquet file); empty when they are clean.
+
+    A release holds few distinct values besides its hashes (codes, dates, flags), so those are
+    gathered first and looked up in the sensitive values' sources in one scan, rather than the
+    millions of sensitive values being gathered and joined. The scan also finds any sensitive
+    value shaped like a hash; only then are the release's hashes and person ids checked too."""
+    read = {name: (f"read_parquet({sql_string(path)})", engine.schema(f"read_parquet({sql_string(path)})"))
+            for name, path in tables.items()}
+    try:
+        engine.execute(f"CREATE OR REPLACE TABLE guard_release_values AS {_release_values(read, allow, 'without')}")
+        engine.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
+            SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
+            LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
+            WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
+        if engine.scalar(f"SELECT count(*) FROM guard_sensitive_found "
+                         f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
+            engine.execute(f"INSERT INTO guard_release_values {_release_values(read, allow, 'only')}")
+        hits = engine.execute("""SELECT p.tbl, p.col, p.is_list, s.kind, CAST(sum(p.n) AS BIGINT)
+                                 FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
+                                 GROUP BY ALL ORDER BY 1, 2, 5 DESC""")
+    finally:
+        engine.execute("DROP TABLE IF EXISTS guard_release_values")
+        engine.execute("DROP TABLE IF EXISTS guard_sensitive_found")
+    problems = [f"{name}.{col}: {n:,} {'list value(s)' if is_list else 'value(s)'} equal to a {kind} "
+                "from the identifiers zone" for name, col, is_list, kind, n in hits]
+    for name, (rel, schema) in read.items():
+        problems += _date_problems(engine, name, rel, schema, allow)
     return problems
 
 
-def _list_and_date_problems(engine: Engine, name: str, rel: str, schema: list[tuple[str, str]],
-                            allow: set[str]) -> list[str]:
-    problems = []
-    for col, ctype in schema:
-        if f"{name}.{col}" in allow:
-            continue
-        q = '"' + col + '"'
-        if ctype == "VARCHAR[]":
-            hits = engine.execute(f"""SELECT s.kind, count(*) FROM (SELECT unnest({q}) AS x FROM {rel}) p
-                                      JOIN sensitive_values s ON lower(trim(p.x)) = s.v GROUP BY 1""")
-            for kind, n in hits:
-                problems.append(f"{name}.{col}: {n:,} list value(s) equal to a {kind} from the identifiers zone")
-        elif ctype == "DATE" and "row_id_hash" in {c for c, _ in schema}:
-            share = engine.scalar(f"""SELECT avg(CASE WHEN p.{q} = b.date_of_birth THEN 1.0 ELSE 0 END)
-                                      FROM {rel} p JOIN birth_dates b USING (row_id_hash) WHERE p.{q} IS NOT NULL""")
-            if share is not None and share > DOB_LIKE_SHARE:
-                problems.append(f"{name}.{col}: equals the record's own date of birth in {share:.0%} of rows; "
-                                "full dates of birth must not be released (use year_of_birth)")
-    return problems
+def _date_problems(engine: Engine, name: str, rel: str, schema: list[tuple[str, str]], allow: set[str]) -> list[str]:
+    dates = [c for c, t in schema if t == "DATE" and f"{name}.{c}" not in allow]
+    if not dates or "row_id_hash" not in {c for c, _ in schema}:
+        return []
+    # Every date column of the table in one join.
+    shares = engine.execute("SELECT " + ", ".join(
+        f'avg(CASE WHEN p."{c}" = b.date_of_birth THEN 1.0 ELSE 0 END) FILTER (WHERE p."{c}" IS NOT NULL)'
+        for c in dates) + f" FROM {rel} p JOIN birth_dates b USING (row_id_hash)")[0]
+    return [f"{name}.{c}: equals the record's own date of birth in {share:.0%} of rows; "
+            "full dates of birth must not be released (use year_of_birth)"
+            for c, share in zip(dates, shares) if share is not None and share > DOB_LIKE_SHARE]
 
 
 def check_keys(engine: Engine, name: str, path: Path, keys: list[str], facts: dict[str, dict] | None = None) -> list[str]:

@@ -21,6 +21,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -30,7 +31,7 @@ from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace
 from . import documentation, person_ids
-from .privacy import build_sensitive_values, check_keys, check_tables
+from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .products import Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
     person_id_changes, person_link_lookup, person_products
 from .hashing_key import load_salt
@@ -191,8 +192,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         contracts = load_contracts(ws.contracts)
         started = iter(range(len(products)))  # next() on it is atomic: jobs report progress from their threads
 
-        def keyed(work: Callable[[Engine], int]) -> Callable[[Engine], int]:
-            def job(e: Engine) -> int:
+        def keyed(work: Callable[[Engine], Any]) -> Callable[[Engine], Any]:
+            def job(e: Engine) -> Any:
                 if e is engine:  # jobs run one after the other on this engine (Spark)
                     return work(e)
                 install_keyed_hash(e, salt)
@@ -207,7 +208,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                 progress(product.name, next(started), len(products))
             return e.to_parquet(product.sql, tmp / "tables" / f"{product.name}.parquet")
 
-        def sensitive(e: Engine) -> int:
+        def sensitive(e: Engine) -> SensitiveValues:
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
                                           ws.zone("links") / "clusters.parquet")
 
@@ -224,7 +225,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
         facts = dict(zip(paths, engine.concurrently([lambda e, f=f: documentation.table_facts(e, f)
                                                      for f in paths.values()])))
-        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow))
+        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), done[0])
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
@@ -249,7 +250,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise
     finally:
         forget_keyed_hash(engine)
-        for table in ("sensitive_values", "sensitive_hash_shaped", "birth_dates", "release_records", "previous_ids",
+        for table in ("birth_dates", "release_records", "previous_ids",
                       person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
