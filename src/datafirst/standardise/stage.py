@@ -76,15 +76,21 @@ class _PerValue:
             self._columns[column] = (f"per_value_{len(self._columns)}", {}, {})
         return self._columns[column]
 
+    @staticmethod
+    def _put(exprs: dict[str, str], column: str, name: str, expr_of_v: str) -> None:
+        if exprs.get(name, expr_of_v) != expr_of_v:  # one column in two roles that clean it differently
+            raise ValueError(f"column {column} is given two meanings of {name!r}; give it one role in the contract")
+        exprs[name] = expr_of_v
+
     def inner(self, column: str, name: str, expr_of_v: str) -> str:
         """An intermediate computed once per value (usable by name in `value` expressions)."""
-        self._entry(column)[1][name] = expr_of_v
+        self._put(self._entry(column)[1], column, name, expr_of_v)
         return name
 
     def value(self, column: str, name: str, expr_of_v: str) -> str:
         """SQL for `expr_of_v` (an expression of `v`, the column's value) on each row."""
         alias, _, outputs = self._entry(column)
-        outputs[name] = expr_of_v
+        self._put(outputs, column, name, expr_of_v)
         return f"{alias}.{name}"
 
     def joins(self) -> str:
