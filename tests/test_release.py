@@ -223,3 +223,45 @@ def test_readme_main_command_runs_the_whole_flow(tmp_path):
     again = subprocess.run([str(exe), "run", "-w", str(out)], capture_output=True, text=True, timeout=600,
                            env={**env, SALT_FILE_ENV: str(out / "secrets" / "demo.salt")})
     assert again.returncode == 0 and again.stdout.count("skipped") >= 4, again.stdout
+
+
+def _sensitive_world(tmp_path: Path, other_id: str):
+    """A minimal identifiers zone, content zone and clusters file holding one record."""
+    from datafirst.release.privacy import build_sensitive_values
+
+    con = _con()
+    (tmp_path / "identifiers").mkdir()
+    (tmp_path / "content").mkdir()
+    con.execute(f"""COPY (SELECT 'src|t|1' AS record_key, 'smithson' AS surname, 'johnny' AS forename,
+                                 NULL::VARCHAR AS pnc, NULL::VARCHAR AS cro, '{other_id}' AS other_id,
+                                 'AB1 2CD' AS postcode, DATE '1980-05-06' AS date_of_birth)
+                    TO '{tmp_path}/identifiers/src__t.parquet' (FORMAT parquet)""")
+    con.execute(f"""COPY (SELECT 'P0123456789abcdef' AS person_id_high, 'P0123456789abcdef' AS person_id_medium,
+                                 'P0123456789abcdef' AS person_id_low) TO '{tmp_path}/clusters.parquet' (FORMAT parquet)""")
+    return lambda engine: build_sensitive_values(engine, tmp_path / "identifiers" / "*.parquet", tmp_path / "content",
+                                                 [], tmp_path / "clusters.parquet")
+
+
+@pytest.mark.parametrize("released", ["0a1b2c3d4e5f60718293", "P0a1b2c3d4e5f60718293", " 0A1B2C3D4E5F60718293"])
+def test_privacy_guard_checks_hash_shaped_values_when_an_identifier_has_that_shape(tmp_path, released):
+    """Hashes and person ids are left out of the lookup only while no identifier looks like one."""
+    from datafirst.release.privacy import check_tables
+    from datafirst.release.products import forget_keyed_hash, install_keyed_hash
+
+    hex_id = released.strip().lower().removeprefix("p")
+    shaped = "p" + hex_id if released.startswith("P") else hex_id  # the identifier equal to the released value
+    product = tmp_path / "product.parquet"
+    _con().execute(f"""COPY (SELECT * FROM (VALUES ('{released}', 'code'), ('ffffffffffffffffffff', 'code'))
+                             t(row_id_hash, outcome)) TO '{product}' (FORMAT parquet)""")
+    for other_id, caught in ((shaped, True), ("PRISONER-1", False)):
+        root = tmp_path / other_id.replace("/", "_")
+        root.mkdir()
+        with Engine() as engine:
+            install_keyed_hash(engine, SALT)
+            try:
+                sensitive = _sensitive_world(root, other_id)(engine)
+                problems = check_tables(engine, {"product": product}, set(), sensitive)
+            finally:
+                forget_keyed_hash(engine)
+        assert problems == (["product.row_id_hash: 1 value(s) equal to a other id from the identifiers zone"]
+                            if caught else []), (other_id, problems)
