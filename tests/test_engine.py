@@ -28,6 +28,21 @@ def test_results_come_back_in_the_order_given_however_the_jobs_finish():
         assert engine.concurrently([job(1, 0.3), job(2, 0.0), job(3, 0.1), job(4, 0.0)]) == [10, 20, 30, 40]
 
 
+def test_sizes_start_the_largest_jobs_first_and_results_keep_the_given_order():
+    started = []
+
+    def job(n: int):
+        def run(e: Engine) -> int:
+            started.append(n)
+            time.sleep(0.2)
+            return e.scalar(f"SELECT {n}")
+        return run
+
+    with Engine(threads=2) as engine:
+        assert engine.concurrently([job(0), job(1), job(2)], sizes=[1, 3, 2]) == [0, 1, 2]
+    assert sorted(started[:2]) == [1, 2] and started[2] == 0  # the smallest waited for a free connection
+
+
 def test_jobs_run_at_the_same_time_each_with_its_own_temp_tables():
     both_started = threading.Barrier(2, timeout=10)  # fails unless the two jobs overlap
 

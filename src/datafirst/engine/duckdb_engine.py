@@ -45,14 +45,15 @@ class Engine:
         engine.con, engine.threads = con, threads
         return engine
 
-    def concurrently(self, jobs: Sequence[Callable[["Engine"], T]]) -> list[T]:
+    def concurrently(self, jobs: Sequence[Callable[["Engine"], T]], sizes: Sequence[float] | None = None) -> list[T]:
         """Run independent jobs at the same time; their results in the order given.
 
         Each job gets an engine on its own connection to this database: its temp tables,
         macros and variables are its own (two jobs may use the same names), and it sees no
         temp object of this engine. One query rarely keeps every core busy (a small table is
         one row group, one thread; writing Parquet is partly serial), so two tables processed
-        at once finish sooner than one after the other. Give the largest jobs first.
+        at once finish sooner than one after the other. `sizes` (how much work each job is,
+        in any unit) starts the largest first, so that no large job is left running alone.
         """
         if self.threads < 2 or len(jobs) < 2:
             return [job(self) for job in jobs]
@@ -64,8 +65,13 @@ class Engine:
             finally:
                 sibling.close()
 
+        order = sorted(range(len(jobs)), key=lambda i: -sizes[i]) if sizes is not None else list(range(len(jobs)))
         with ThreadPoolExecutor(max_workers=min(self.threads, len(jobs))) as pool:
-            return list(pool.map(run, jobs))
+            done = list(pool.map(run, [jobs[i] for i in order]))
+        results: list = [None] * len(jobs)
+        for i, result in zip(order, done):
+            results[i] = result
+        return results
 
     def execute(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         """Run one statement and return all its rows (the result is always finished)."""

@@ -98,7 +98,7 @@ class SparkEngine:
         self._variables: set[str] = set()
 
     # --- the Engine interface -------------------------------------------------------------------
-    def concurrently(self, jobs):
+    def concurrently(self, jobs, sizes=None):  # noqa: ARG002 - the interface's; order is the given one
         """Run jobs one after the other: Spark spreads each query over the cluster already, and
         the engine's temp views are shared, so jobs running at once could clash."""
         return [job(self) for job in jobs]

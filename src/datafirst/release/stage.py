@@ -212,14 +212,14 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
                                           ws.zone("links") / "clusters.parquet")
 
-        # Largest first: the products over every record (lookup, person, journey), then the
-        # content tables by the size of their content file.
+        # Largest first: the sensitive values, the products over every record (lookup, person,
+        # journey), then the content tables by the size of their content file.
         content_dir = ws.zone("content")
-        order = sorted(range(len(products)), key=lambda i: (
-            bool(products[i].source), -(content_dir / f"{products[i].name}.parquet").stat().st_size
-            if products[i].source else 0))
-        done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=products[i]: write(p, e)) for i in order])
-        rows = {products[i].name: n for i, n in sorted(zip(order, done[1:]))}
+        everything = sum(f.stat().st_size for f in content_dir.glob("*.parquet"))
+        sizes = [2 * everything] + [(content_dir / f"{p.name}.parquet").stat().st_size if p.source else everything
+                                    for p in products]
+        done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=p: write(p, e)) for p in products], sizes)
+        rows = {p.name: n for p, n in zip(products, done[1:])}
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
@@ -231,7 +231,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
-        digests = {f"tables/{p.name}.parquet": file_sha256(tmp / "tables" / f"{p.name}.parquet") for p in products}
+        digests = {f"tables/{name}.parquet": file_sha256(path) for name, path in paths.items()}
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})

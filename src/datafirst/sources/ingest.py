@@ -435,7 +435,7 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
     by_file: dict[Path, list[int]] = {}
     for i, (_, _, spec) in enumerate(tables):
         by_file.setdefault(extracts / spec.file, []).append(i)
-    files = sorted(by_file, key=lambda f: -(f.stat().st_size if f.is_file() else 0))
+    files = list(by_file)
     started = iter(range(len(tables)))  # next() on it is atomic: jobs report progress from their threads
     landed_before = ws.zone(LANDED)
     previous = _previous_loads(landed_before)
@@ -461,7 +461,8 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
             e.execute("DROP TABLE IF EXISTS quarantine")
 
     try:
-        done = engine.concurrently([lambda e, n=n, f=f: load_file(n, by_file[f], e) for n, f in enumerate(files)])
+        done = engine.concurrently([lambda e, n=n, f=f: load_file(n, by_file[f], e) for n, f in enumerate(files)],
+                                   sizes=[f.stat().st_size if f.is_file() else 0 for f in files])
         by_index = {i: load for f, loads_ in zip(files, done) for i, load in zip(by_file[f], loads_)}
         loads = [by_index[i] for i in range(len(tables))]
         if progress:

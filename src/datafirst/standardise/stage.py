@@ -123,10 +123,11 @@ def _name_parts(spec: Table, per_value: _PerValue) -> tuple[str, str, str]:
     return _concat(fore), (surname[0] if len(surname) == 1 else f"coalesce({', '.join(surname)})" if surname else "NULL::VARCHAR"), _concat(middle)
 
 
-def _first(cols: list[str], alias: str = "l") -> str:
+def _first(cols: list[str]) -> str:
+    """The first non-NULL of landed columns (alias `l`)."""
     if not cols:
         return "NULL"
-    return f"{alias}.{_q(cols[0])}" if len(cols) == 1 else f"coalesce({', '.join(f'{alias}.{_q(x)}' for x in cols)})"
+    return f"l.{_q(cols[0])}" if len(cols) == 1 else f"coalesce({', '.join(f'l.{_q(x)}' for x in cols)})"
 
 
 def _soundex_of_each(column: str) -> str:
@@ -260,10 +261,8 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
 
     try:
         # Tables are independent: several at once, the largest first (see Engine.concurrently).
-        order = sorted(range(len(tables)), key=lambda i: -(landed_dir / f"{tables[i][0].table_key(tables[i][1])}.parquet")
-                       .stat().st_size)
-        done = engine.concurrently([lambda e, t=tables[i]: split(*t, e) for i in order])
-        splits = [split_ for _, split_ in sorted(zip(order, done))]
+        splits = engine.concurrently([lambda e, t=t: split(*t, e) for t in tables],
+                                     sizes=[(landed_dir / f"{c.table_key(n)}.parquet").stat().st_size for c, n, _ in tables])
         if progress:
             progress("done", len(tables), len(tables))
         replace_folder(tmp_ids, ws.zone(IDENTIFIERS))
