@@ -236,12 +236,12 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
         parsed = (f"CASE WHEN contains(_text, {sql_string(spec.quote)}) "
                   f"THEN regexp_extract_all({sql_string(spec.delimiter)} || _text, {pattern}, 1) "
                   f"ELSE string_split(_text, {sql_string(spec.delimiter)}) END")
-        raw = {name: f"nullif(trim({_unquote(f'_fields[{i + 1}]', spec.quote)}), '')" for i, (name, _) in enumerate(cols)}
+        raw = {name: f"nullif(trim(CASE WHEN _quoted THEN {_unquote(f'_fields[{i + 1}]', spec.quote)} ELSE _fields[{i + 1}] END), '')" for i, (name, _) in enumerate(cols)}
         shape_ok = f"array_length(_fields) = {n}"
         base_checks.append(_problem(f"_text IS NOT NULL AND trim(_text) <> '' AND array_length(_fields) <> {n}", None,
                                     f"'expected {n} fields, found ' || array_length(_fields)"))
         source = (f"SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, _line, _text, "
-                  f"CASE WHEN _text IS NOT NULL THEN {parsed} END AS _fields FROM ("
+                  f"CASE WHEN _text IS NOT NULL THEN {parsed} END AS _fields, contains(_text, {sql_string(spec.quote)}) AS _quoted FROM ("
                   f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view} WHERE line_no > {header_lines})")
     else:
         shape_ok = "_json_ok"

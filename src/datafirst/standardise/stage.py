@@ -69,11 +69,13 @@ class _PerValue:
 
     def __init__(self, source: str, alias: str):
         self.source, self.alias = source, alias  # the relation read, and its alias in the main query
-        self._columns: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        self._columns: dict[str, tuple[str, str, dict[str, str], dict[str, str]]] = {}
 
-    def _entry(self, column: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    def _entry(self, column: str, row: str | None) -> tuple[str, str, dict[str, str], dict[str, str]]:
+        """`column`: a column of the source, or an expression of its columns; `row`: the same
+        expression on the main query's row (by default, the column under the main alias)."""
         if column not in self._columns:
-            self._columns[column] = (f"per_value_{len(self._columns)}", {}, {})
+            self._columns[column] = (f"per_value_{len(self._columns)}", row or f"{self.alias}.{column}", {}, {})
         return self._columns[column]
 
     @staticmethod
@@ -82,25 +84,25 @@ class _PerValue:
             raise ValueError(f"column {column} is given two meanings of {name!r}; give it one role in the contract")
         exprs[name] = expr_of_v
 
-    def inner(self, column: str, name: str, expr_of_v: str) -> str:
+    def inner(self, column: str, name: str, expr_of_v: str, row: str | None = None) -> str:
         """An intermediate computed once per value (usable by name in `value` expressions)."""
-        self._put(self._entry(column)[1], column, name, expr_of_v)
+        self._put(self._entry(column, row)[2], column, name, expr_of_v)
         return name
 
-    def value(self, column: str, name: str, expr_of_v: str) -> str:
+    def value(self, column: str, name: str, expr_of_v: str, row: str | None = None) -> str:
         """SQL for `expr_of_v` (an expression of `v`, the column's value) on each row."""
-        alias, _, outputs = self._entry(column)
+        alias, _, _, outputs = self._entry(column, row)
         self._put(outputs, column, name, expr_of_v)
         return f"{alias}.{name}"
 
     def joins(self) -> str:
         out = []
-        for column, (alias, inner, outputs) in self._columns.items():
+        for column, (alias, row, inner, outputs) in self._columns.items():
             values = f"SELECT DISTINCT {column} AS v FROM {self.source} WHERE {column} IS NOT NULL"
             if inner:
                 values = f"SELECT v, {', '.join(f'{e} AS {n}' for n, e in inner.items())} FROM ({values})"
             select = ", ".join(f"{e} AS {n}" for n, e in outputs.items())
-            out.append(f"LEFT JOIN (SELECT v, {select} FROM ({values})) {alias} ON {alias}.v = {self.alias}.{column}")
+            out.append(f"LEFT JOIN (SELECT v, {select} FROM ({values})) {alias} ON {alias}.v = {row}")
         return "\n        ".join(out)
 
 
@@ -123,86 +125,90 @@ def _name_parts(spec: Table, per_value: _PerValue) -> tuple[str, str, str]:
     return _concat(fore), (surname[0] if len(surname) == 1 else f"coalesce({', '.join(surname)})" if surname else "NULL::VARCHAR"), _concat(middle)
 
 
-def _first(cols: list[str]) -> str:
-    """The first non-NULL of landed columns (alias `l`)."""
+def _first(cols: list[str], alias: str = "l.") -> str:
+    """The first non-NULL of landed columns (under `alias`)."""
     if not cols:
         return "NULL"
-    return f"l.{_q(cols[0])}" if len(cols) == 1 else f"coalesce({', '.join(f'l.{_q(x)}' for x in cols)})"
+    return f"{alias}{_q(cols[0])}" if len(cols) == 1 else f"coalesce({', '.join(f'{alias}{_q(x)}' for x in cols)})"
 
 
-def _soundex_of_each(column: str) -> str:
-    """Soundex of each distinct value of a step_cleaned column (see _PerValue)."""
-    return (f"SELECT name, {c.soundex('name')} AS soundex FROM "
-            f"(SELECT DISTINCT {column} AS name FROM step_cleaned WHERE {column} IS NOT NULL)")
+def _role_text(spec: Table, role: str, alias: str = "l.") -> str:
+    """A role's value as text: the first non-NULL of its landed columns."""
+    return f"CAST({_first(spec.role_columns(role), alias)} AS VARCHAR)"
 
 
 def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, as_of: str) -> list[str]:
-    """Three SELECTs, each reading the previous one's result (materialised by the caller):
-    raw role values, then cleaned values, then derived keys and flags. Staging keeps every
-    cleaning expression evaluated once per row instead of once per use, and the costly ones
-    are evaluated once per distinct value (see _PerValue)."""
+    """Two SELECTs, the second reading the first's result (materialised by the caller as
+    `step_raw`): the role values, cleaned where a landed column holds them alone, then what is
+    derived from values combined from several columns (given names, soundex) and the flags.
+    Costly cleaning is evaluated once per distinct value (see _PerValue), the rest once per row."""
     names = _PerValue(landed, "l")
     forenames, surname, middle_own = _name_parts(spec, names)
     dob = _first(spec.role_columns("date_of_birth"))
-    postcode = _first(spec.role_columns("postcode"))
     placeholder_flags = [f"CASE WHEN {names.value(_q(n), 'placeholder', c.is_placeholder('v'))} THEN '{role}:placeholder' END"
                          for role in ("forename", "forenames", "middle_names", "surname", "full_name", "address")
                          for n in spec.role_columns(role)]
     placeholder_flags += [f"CASE WHEN {c.is_placeholder(f'l.{_q(n)}')} THEN 'sex:placeholder' END"
                           for n in spec.role_columns("sex")]
     address = _concat([names.value(_q(n), "address", c.address_clean("v")) for n in spec.role_columns("address")])
+    # Postcode, PNC and CRO: per value of the role's text (the first of its columns).
+    intermediates = {"postcode": {"clean": c.postcode_clean("v"), "district": c.postcode_district("v")},
+                     "pnc": {"candidate": c.pnc_candidate("v")}, "cro": {"candidate": c.cro_candidate("v")}}
+
+    def per_role(role: str, name: str, expr_of_v: str) -> str:
+        if not spec.role_columns(role):
+            return "NULL::VARCHAR"
+        column, row = _role_text(spec, role, ""), _role_text(spec, role)
+        for inner_name, inner_expr in intermediates[role].items():
+            names.inner(column, inner_name, inner_expr, row)
+        return names.value(column, name, expr_of_v, row)
+
     raw = f"""
         SELECT l._record_key, l._row_number, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own,
             {dob if dob != 'NULL' else 'NULL::DATE'} AS _dob,
-            CAST({postcode} AS VARCHAR) AS _postcode,
-            CAST({_first(spec.role_columns('sex'))} AS VARCHAR) AS _sex,
-            CAST({_first(spec.role_columns('pnc'))} AS VARCHAR) AS _pnc,
-            CAST({_first(spec.role_columns('cro'))} AS VARCHAR) AS _cro,
+            {_role_text(spec, 'sex')} AS _sex,
+            {per_role("postcode", "clean", "clean")} AS postcode,
+            {per_role("postcode", "flag", c.postcode_flag("v"))} AS _postcode_flag,
+            {per_role("postcode", "district", "district")} AS postcode_district,
+            {per_role("postcode", "sector", c.postcode_sector("clean"))} AS postcode_sector,
+            {per_role("postcode", "area", c.postcode_area("district"))} AS postcode_area,
+            {per_role("pnc", "clean", c.pnc_from_candidate("candidate"))} AS pnc,
+            {per_role("pnc", "flag", c.pnc_flag_from_candidate("v", "candidate"))} AS _pnc_flag,
+            {per_role("cro", "clean", c.cro_from_candidate("candidate"))} AS cro,
+            {per_role("cro", "flag", c.cro_flag_from_candidate("v", "candidate"))} AS _cro_flag,
             {address} AS address,
             {_concat([f"nullif(trim(CAST(l.{_q(n)} AS VARCHAR)), '')" for n in spec.role_columns('other_id')])} AS other_id,
             {f"list_filter([{', '.join(placeholder_flags)}], lambda x: x IS NOT NULL)" if placeholder_flags else "[]::VARCHAR[]"}
                 AS _placeholder_flags
         FROM {landed} l
         {names.joins()}"""
-    ids = _PerValue("step_raw", "r")
-    ids.inner("_postcode", "clean", c.postcode_clean("v"))
-    ids.inner("_postcode", "district", c.postcode_district("v"))
-    ids.inner("_pnc", "candidate", c.pnc_candidate("v"))
-    ids.inner("_cro", "candidate", c.cro_candidate("v"))
-    cleaned = f"""
-        SELECT r.*, {c.first_token('r._forenames')} AS forename,
-            {_concat([c.rest_tokens('r._forenames'), 'r._middle_own'])} AS middle_names,
-            {c.dob_flag('r._dob', as_of)} AS _dob_flag,
-            {ids.value("_postcode", "clean", "clean")} AS postcode,
-            {ids.value("_postcode", "flag", c.postcode_flag("v"))} AS _postcode_flag,
-            {ids.value("_postcode", "district", "district")} AS postcode_district,
-            {ids.value("_postcode", "sector", c.postcode_sector("clean"))} AS postcode_sector,
-            {ids.value("_postcode", "area", c.postcode_area("district"))} AS postcode_area,
-            {c.sex_clean('r._sex')} AS sex,
-            {ids.value("_pnc", "clean", c.pnc_from_candidate("candidate"))} AS pnc,
-            {ids.value("_pnc", "flag", c.pnc_flag_from_candidate("v", "candidate"))} AS _pnc_flag,
-            {ids.value("_cro", "clean", c.cro_from_candidate("candidate"))} AS cro,
-            {ids.value("_cro", "flag", c.cro_flag_from_candidate("v", "candidate"))} AS _cro_flag
-        FROM step_raw r
-        {ids.joins()}"""
-    flags = ("list_concat(_placeholder_flags, list_filter(["
-             "'date_of_birth:' || _dob_flag, 'postcode:' || _postcode_flag, 'pnc:' || _pnc_flag, 'cro:' || _cro_flag"
-             "], lambda x: x IS NOT NULL))")
+    # Given names, surnames, sex and dates of birth recur: derived once per distinct value too.
+    derived = _PerValue("step_raw", "r")
+    derived.inner("_forenames", "forename", c.first_token("v"))
+    forename = derived.value("_forenames", "forename", "forename")
+    dob_flag = derived.value("_dob", "flag", c.dob_flag("v", as_of))
+    flags = ("list_concat(r._placeholder_flags, list_filter(["
+             f"'date_of_birth:' || {dob_flag}, 'postcode:' || r._postcode_flag, 'pnc:' || r._pnc_flag, "
+             "'cro:' || r._cro_flag], lambda x: x IS NOT NULL))")
     final = f"""
-        SELECT _record_key AS record_key, {sql_string(contract.source)} AS source, {sql_string(name)} AS source_table,
-            forename, middle_names, _surname AS surname,
-            forename_sx.soundex AS forename_soundex, surname_sx.soundex AS surname_soundex,
-            coalesce({c.is_initial('forename')}, false) AS forename_is_initial,
+        SELECT r._record_key AS record_key, {sql_string(contract.source)} AS source, {sql_string(name)} AS source_table,
+            {forename} AS forename,
+            {_concat([derived.value("_forenames", "rest", c.rest_tokens("v")), "r._middle_own"])} AS middle_names,
+            r._surname AS surname,
+            {derived.value("_forenames", "soundex", c.soundex("forename"))} AS forename_soundex,
+            {derived.value("_surname", "soundex", c.soundex("v"))} AS surname_soundex,
+            coalesce({derived.value("_forenames", "is_initial", c.is_initial("forename"))}, false) AS forename_is_initial,
             -- as cleaning.dob_clean / cleaning.year_of_birth, from the flag computed once above
-            CASE WHEN _dob_flag IS NULL THEN _dob END AS date_of_birth,
-            CASE WHEN coalesce(_dob_flag, 'jan_first') = 'jan_first' THEN year(_dob) END AS year_of_birth,
-            sex, postcode, postcode_sector, postcode_district, postcode_area, address, pnc, cro, other_id,
+            {derived.value("_dob", "date_of_birth", "CASE WHEN flag IS NULL THEN v END")} AS date_of_birth,
+            {derived.value("_dob", "year_of_birth", "CASE WHEN coalesce(flag, 'jan_first') = 'jan_first' THEN year(v) END")}
+                AS year_of_birth,
+            {derived.value("_sex", "sex", c.sex_clean("v"))} AS sex,
+            r.postcode, r.postcode_sector, r.postcode_district, r.postcode_area, r.address, r.pnc, r.cro, r.other_id,
             {flags} AS flags
-        FROM step_cleaned
-        LEFT JOIN ({_soundex_of_each('forename')}) forename_sx ON forename_sx.name = step_cleaned.forename
-        LEFT JOIN ({_soundex_of_each('_surname')}) surname_sx ON surname_sx.name = step_cleaned._surname
-        ORDER BY _row_number"""
-    return [raw, cleaned, final]
+        FROM step_raw r
+        {derived.joins()}
+        ORDER BY r._row_number"""
+    return [raw, final]
 
 
 # Quasi-identifiers reduced enough for research (the SAIL/ONS practice): they go to content
@@ -249,12 +255,10 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         rows = int(job_engine.scalar(f"SELECT count(*) FROM {landed}"))
         n_ids = 0
         if spec.is_person_table:
-            raw, cleaned, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+            raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
             job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
-            job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_cleaned AS {cleaned}")
             n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
             job_engine.execute("DROP TABLE step_raw")
-            job_engine.execute("DROP TABLE step_cleaned")
         ids = job_engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
         n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
         return TableSplit(contract.source, name, rows, n_ids, n_content)
