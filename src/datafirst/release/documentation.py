@@ -9,42 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from ..engine import Engine
-from ..engine.sql import sql_string
 from ..workspace import Workspace
 from .products import Product
 
 FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "integer", "DATE": "date",
                       "BOOLEAN": "boolean", "DOUBLE": "number", "VARCHAR[]": "array", "TIMESTAMP": "datetime"}
-MAX_LISTED_VALUES = 12
-
-
-def table_facts(engine: Engine, path: Path) -> dict[str, dict]:
-    """Per column of a table: its type, the rows, the rows missing it, its distinct values (NULL
-    left out) in one scan, then the values of the few columns that have only a handful (codes,
-    flags). The key check reads a one-column key's uniqueness from these too."""
-    rel = f"read_parquet({sql_string(path)})"
-    schema = engine.schema(rel)
-    exprs = ["count(*)"]
-    for name, _ in schema:
-        q = '"' + name + '"'
-        exprs += [f"count(*) FILTER (WHERE {q} IS NULL)", f"count(DISTINCT {q})"]
-    row = engine.execute(f"SELECT {', '.join(exprs)} FROM {rel}")[0]
-    facts = {}
-    for i, (name, ctype) in enumerate(schema):
-        missing, distinct = int(row[1 + 2 * i]), int(row[2 + 2 * i])
-        f = {"type": ctype, "rows": int(row[0]), "missing": missing, "distinct_values": distinct}
-        if ctype in ("VARCHAR", "BOOLEAN") and distinct <= MAX_LISTED_VALUES and not name.endswith("_hash") \
-                and not name.startswith("person_id"):
-            q = '"' + name + '"'
-            f["allowed_values"] = sorted(str(r[0]) for r in engine.execute(
-                f"SELECT DISTINCT {q} FROM {rel} WHERE {q} IS NOT NULL"))
-        facts[name] = f
-    return facts
 
 
 def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]]) -> dict:
-    """`facts`: `table_facts` of each product's table, by product name."""
+    """`facts`: `profile.table_profile` of each product's table, by product name."""
     tables = []
     for p in products:
         columns = []
@@ -178,7 +151,7 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
 
 def write_all(ws: Workspace, root: Path, version: str, products: list[Product], rows: dict[str, int],
               facts: dict[str, dict[str, dict]], previous: Path | None, digests: dict[str, str], extra: dict) -> None:
-    """`facts`: `table_facts` by product; `extra` goes into the manifest as it is (the key check and
+    """`facts`: `profile.table_profile` by product; `extra` goes into the manifest as it is (the key check and
     the person id summary)."""
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

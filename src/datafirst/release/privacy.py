@@ -12,17 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..sources.contract import Contract
+from .profile import HASH_SHAPED, table_profile
 
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
 DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
-# The shape of a keyed hash (products.HASH_CHARS hex digits) and of a person id (the same after
-# a 'P'). Most of a release's text is such values, all distinct, so they are left out of the
-# values checked unless a sensitive value has the shape too (then they are checked as well).
-HASH_SHAPED = "^P?[0-9a-f]{20}$"
-_HASH_SHAPED_LOWER = "^p?[0-9a-f]{20}$"  # sensitive values are lower case
+_HASH_SHAPED_LOWER = HASH_SHAPED.replace("P", "p")  # sensitive values are lower case
 
 
 @dataclass
@@ -79,55 +78,71 @@ def check_table(engine: Engine, name: str, path: Path, allow: set[str], sensitiv
     return check_tables(engine, {name: path}, allow, sensitive)
 
 
-def _release_values(tables: dict[str, dict], allow: set[str], hash_shaped: str) -> str:
-    """Each text column's distinct values (and each list column's), counted, as (tbl, col, v, n,
-    is_list). `hash_shaped` says which text values to take: 'without' or 'only' those of
-    HASH_SHAPED."""
-    parts = []
-    for name, (rel, schema) in tables.items():
-        for c, t in schema:
-            if f"{name}.{c}" in allow:
-                continue
-            if t == "VARCHAR":
-                shape = f"regexp_matches(\"{c}\", {sql_string(HASH_SHAPED)})"
-                parts.append(f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, "{c}" AS v, count(*) AS n,
-                                        false AS is_list FROM {rel}
-                                 WHERE {'NOT ' if hash_shaped == 'without' else ''}{shape} GROUP BY ALL""")
-            elif t == "VARCHAR[]" and hash_shaped == "without":
-                parts.append(f"""SELECT {sql_string(name)} AS tbl, {sql_string(c)} AS col, x AS v, count(*) AS n,
-                                        true AS is_list FROM (SELECT unnest("{c}") AS x FROM {rel}) GROUP BY ALL""")
+def _hash_shaped_values(tables: dict[str, tuple[str, list[tuple[str, str]]]], allow: set[str]) -> str:
+    """Each text column's distinct values shaped like a hash, as (tbl, col, v, is_list)."""
+    parts = [f"""SELECT DISTINCT {sql_string(name)} AS tbl, {sql_string(c)} AS col, "{c}" AS v, false AS is_list
+                 FROM {rel} WHERE regexp_matches("{c}", {sql_string(HASH_SHAPED)})"""
+             for name, (rel, schema) in tables.items() for c, t in schema
+             if t == "VARCHAR" and f"{name}.{c}" not in allow]
     return " UNION ALL ".join(parts) if parts else \
-        "SELECT NULL::VARCHAR AS tbl, NULL::VARCHAR AS col, NULL::VARCHAR AS v, 0 AS n, false AS is_list WHERE false"
+        "SELECT NULL::VARCHAR AS tbl, NULL::VARCHAR AS col, NULL::VARCHAR AS v, false AS is_list WHERE false"
 
 
-def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensitive: SensitiveValues) -> list[str]:
+def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensitive: SensitiveValues,
+                 profiles: dict[str, dict[str, dict]] | None = None) -> list[str]:
     """Problems found in product tables (name -> Parquet file); empty when they are clean.
+    `profiles`: `profile.table_profile` of each table, when already made.
 
-    A release holds few distinct values besides its hashes (codes, dates, flags), so those are
-    gathered first and looked up in the sensitive values' sources in one scan, rather than the
-    millions of sensitive values being gathered and joined. The scan also finds any sensitive
+    A release holds few distinct values besides its hashes (codes, dates, flags): the profiles
+    gather them, and they are looked up in the sensitive values' sources in one scan, rather than
+    the millions of sensitive values being gathered and joined. The scan also finds any sensitive
     value shaped like a hash; only then are the release's hashes and person ids checked too."""
-    read = {name: (f"read_parquet({sql_string(path)})", engine.schema(f"read_parquet({sql_string(path)})"))
+    profiles = profiles if profiles is not None else {name: table_profile(engine, path) for name, path in tables.items()}
+    read = {name: (f"read_parquet({sql_string(path)})", [(c, f["type"]) for c, f in profiles[name].items()])
             for name, path in tables.items()}
+    checked = [(name, c, v, f["type"] == "VARCHAR[]") for name, profile in profiles.items()
+               for c, f in profile.items() if f"{name}.{c}" not in allow for v in f.get("checked_values") or []]
+    engine.register("guard_checked_values", pa.table({
+        "tbl": pa.array([x[0] for x in checked], pa.string()), "col": pa.array([x[1] for x in checked], pa.string()),
+        "v": pa.array([x[2] for x in checked], pa.string()), "is_list": pa.array([x[3] for x in checked], pa.bool_())}))
     try:
-        engine.execute(f"CREATE OR REPLACE TABLE guard_release_values AS {_release_values(read, allow, 'without')}")
+        engine.execute("CREATE OR REPLACE TABLE guard_release_values AS SELECT * FROM guard_checked_values")
         engine.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
             SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
             LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
             WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
         if engine.scalar(f"SELECT count(*) FROM guard_sensitive_found "
                          f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
-            engine.execute(f"INSERT INTO guard_release_values {_release_values(read, allow, 'only')}")
-        hits = engine.execute("""SELECT p.tbl, p.col, p.is_list, s.kind, CAST(sum(p.n) AS BIGINT)
+            engine.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
+        hits = engine.execute("""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
                                  FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
-                                 GROUP BY ALL ORDER BY 1, 2, 5 DESC""")
+                                 ORDER BY ALL""")
     finally:
+        engine.unregister("guard_checked_values")
         engine.execute("DROP TABLE IF EXISTS guard_release_values")
         engine.execute("DROP TABLE IF EXISTS guard_sensitive_found")
-    problems = [f"{name}.{col}: {n:,} {'list value(s)' if is_list else 'value(s)'} equal to a {kind} "
-                "from the identifiers zone" for name, col, is_list, kind, n in hits]
+    problems = _hit_problems(engine, read, hits)
     for name, (rel, schema) in read.items():
         problems += _date_problems(engine, name, rel, schema, allow)
+    return problems
+
+
+def _hit_problems(engine: Engine, read: dict[str, tuple[str, list]], hits: list[tuple]) -> list[str]:
+    """One problem per column and kind of sensitive value found in it, with how many of the
+    column's values (or list elements) are such values (counted only when a release fails)."""
+    found: dict[tuple, dict[str, list[str]]] = {}
+    for name, col, is_list, kind, v in hits:
+        found.setdefault((name, col, is_list), {}).setdefault(kind, []).append(v)
+    problems = []
+    for (name, col, is_list), kinds in found.items():
+        values = f"""SELECT lower(trim({'x' if is_list else f'"{col}"'})) AS v
+                     FROM {f'(SELECT unnest("{col}") AS x FROM {read[name][0]})' if is_list else read[name][0]}"""
+        counts = []
+        for kind, vs in kinds.items():
+            n = engine.scalar(f"SELECT count(*) FROM ({values}) WHERE v IN ({', '.join(sql_string(v) for v in vs)})")
+            counts.append((int(n), kind))
+        problems += [f"{name}.{col}: {n:,} {'list value(s)' if is_list else 'value(s)'} equal to a {kind} "
+                     "from the identifiers zone" for n, kind in sorted(counts, key=lambda x: (-x[0], x[1]))]
     return problems
 
 

@@ -165,46 +165,52 @@ def _most_common(column: str) -> str:
             WHERE rank = 1)"""
 
 
-def person_products(ws: Workspace, contracts: list[Contract], links: str) -> list[Product]:
-    """The person table and the person journey table (analytics-ready)."""
-    events = []
+PERSON_RECORDS = "release_person_records"  # made by the stage from person_records_sql, for both person products
+
+
+def person_records_sql(ws: Workspace, contracts: list[Contract], links: str) -> str:
+    """Every linked record with its person, reduced demographics and event (when its table has
+    one): what the person table and the person journey table are both built from, joined once.
+    Only person tables' records are linked (and carry the reduced sex and year of birth)."""
+    tables = []
     for contract in contracts:
         for name, spec in contract.tables.items():
-            if spec.event_date and spec.is_person_table:
+            if spec.is_person_table:
                 path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
-                events.append(f"""SELECT c.record_key, {sql_string(contract.source)} AS source_dataset,
-                    {sql_string(name)} AS source_table, {sql_string(spec.event_type or name)} AS event_type,
-                    c.{_q(spec.event_date)} AS event_date FROM read_parquet({sql_string(str(path))}) c""")
-    union = " UNION ALL ".join(events) if events else \
-        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS source_dataset, NULL::VARCHAR AS source_table, " \
-        "NULL::VARCHAR AS event_type, NULL::DATE AS event_date WHERE false"
+                tables.append(f"""SELECT c.record_key, c.sex, c.year_of_birth,
+                    {f'c.{_q(spec.event_date)}' if spec.event_date else 'NULL::DATE'} AS event_date,
+                    {sql_string(spec.event_type or name)} AS event_type, {sql_string(contract.source)} AS source_dataset,
+                    {sql_string(name)} AS source_table, {'true' if spec.event_date else 'false'} AS has_event
+                    FROM read_parquet({sql_string(str(path))}) c""")
+    union = " UNION ALL ".join(tables) if tables else \
+        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS sex, NULL::BIGINT AS year_of_birth, " \
+        "NULL::DATE AS event_date, NULL::VARCHAR AS event_type, NULL::VARCHAR AS source_dataset, " \
+        "NULL::VARCHAR AS source_table, false AS has_event WHERE false"
+    return f"""SELECT l.person_id_medium, l.row_id_hash, l.source, r.sex, r.year_of_birth, r.event_date, r.event_type,
+                      r.source_dataset, r.source_table, coalesce(r.has_event, false) AS has_event
+               FROM {links} l LEFT JOIN ({union}) r USING (record_key)"""
+
+
+def person_products(records: str = PERSON_RECORDS) -> list[Product]:
+    """The person table and the person journey table (analytics-ready), from `person_records_sql`."""
     journey_sql = f"""
-        SELECT l.person_id_medium, e.event_date, e.event_type, e.source_dataset,
-               e.source_table, l.row_id_hash,
-               row_number() OVER (PARTITION BY l.person_id_medium ORDER BY e.event_date, l.row_id_hash)
-                   AS event_sequence
-        FROM ({union}) e JOIN {links} l USING (record_key)
+        SELECT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash,
+               row_number() OVER (PARTITION BY person_id_medium ORDER BY event_date, row_id_hash) AS event_sequence
+        FROM {records} WHERE has_event
         ORDER BY person_id_medium, event_sequence"""
-    # Only person tables' records are linked (and carry the reduced sex and year of birth).
-    person_tables = ", ".join(sql_string(str(ws.zone("content") / f"{c.table_key(n)}.parquet"))
-                              for c in contracts for n, t in c.tables.items() if t.is_person_table)
     person_sql = f"""
-        WITH recorded AS (
-            SELECT l.person_id_medium, c.sex, c.year_of_birth
-            FROM {links} l JOIN read_parquet([{person_tables}], union_by_name = true) c
-              USING (record_key)),
+        WITH recorded AS (SELECT person_id_medium, sex, year_of_birth FROM {records}),
         {_most_common("sex")},
         {_most_common("year_of_birth")},
         demo AS (SELECT person_id_medium, s.sex, y.year_of_birth
-                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING (person_id_medium)),
-        ev AS (SELECT l.person_id_medium, min(e.event_date) AS first_event, max(e.event_date) AS last_event
-               FROM ({union}) e JOIN {links} l USING (record_key) GROUP BY 1)
-        SELECT l.person_id_medium,
-               list_sort(list_distinct(list(l.source))) AS sources, count(*) AS records,
+                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING (person_id_medium))
+        SELECT r.person_id_medium,
+               list_sort(list_distinct(list(r.source))) AS sources, count(*) AS records,
                any_value(d.sex) AS sex, any_value(d.year_of_birth) AS year_of_birth,
-               any_value(ev.first_event) AS first_event, any_value(ev.last_event) AS last_event
-        FROM {links} l LEFT JOIN demo d USING (person_id_medium) LEFT JOIN ev USING (person_id_medium)
-        GROUP BY l.person_id_medium ORDER BY 1"""
+               min(r.event_date) FILTER (WHERE r.has_event) AS first_event,
+               max(r.event_date) FILTER (WHERE r.has_event) AS last_event
+        FROM {records} r LEFT JOIN demo d USING (person_id_medium)
+        GROUP BY r.person_id_medium ORDER BY 1"""
     return [
         Product("person", person_sql, "one row per person (medium threshold)", (
             "Analytics-ready summary of each estimated person: which sources hold them, how many records, their "

@@ -32,8 +32,9 @@ from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace
 from . import documentation, person_ids
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
-from .products import Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
-    person_id_changes, person_link_lookup, person_products
+from .profile import table_profile
+from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
+    install_keyed_hash, person_id_changes, person_link_lookup, person_products, person_records_sql
 from .hashing_key import load_salt
 
 RELEASES = "releases"
@@ -142,7 +143,7 @@ def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Produ
             if not path.is_file():
                 raise ReleaseError(f"{path} is missing; run `datafirst standardise` again")
             products.append(_content(contract, name, spec, path, links))
-    products += person_products(ws, contracts, links)
+    products += person_products()
     return products
 
 
@@ -185,11 +186,14 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                            version, series)
         except person_ids.IdClash as exc:
             raise ReleaseError(str(exc)) from exc
+        contracts = load_contracts(ws.contracts)
+        # Not temp: read by the jobs below, on their own connections.
+        engine.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS "
+                       f"{person_records_sql(ws, contracts, person_ids.ASSIGNED)}")
         # The products, and the sensitive values the guard checks them against, are independent:
         # written at once by jobs on their own connections (Engine.concurrently), largest first.
         # Each job installs the keyed hash on its connection; what they share (the person ids,
         # the change log, the sensitive values) are tables of the engine's database.
-        contracts = load_contracts(ws.contracts)
         started = iter(range(len(products)))  # next() on it is atomic: jobs report progress from their threads
 
         def keyed(work: Callable[[Engine], Any]) -> Callable[[Engine], Any]:
@@ -223,9 +227,10 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
-        facts = dict(zip(paths, engine.concurrently([lambda e, f=f: documentation.table_facts(e, f)
-                                                     for f in paths.values()])))
-        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), done[0])
+        # Each table read once, several at once, for the dictionary, the key check and the guard.
+        facts = dict(zip(paths, engine.concurrently([lambda e, f=f: table_profile(e, f) for f in paths.values()],
+                                                    [rows[name] for name in paths])))
+        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), done[0], facts)
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
@@ -250,7 +255,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise
     finally:
         forget_keyed_hash(engine)
-        for table in ("birth_dates", "release_records", "previous_ids",
+        for table in ("birth_dates", "release_records", "previous_ids", PERSON_RECORDS,
                       person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
