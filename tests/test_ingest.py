@@ -251,6 +251,36 @@ tables:
     assert kept == [("nested|items|a", 1), ("nested|items|b", 2)]
 
 
+def test_json_arrays_are_joined_and_text_that_looks_like_one_is_kept(tmp_path):
+    contract = """
+source: js
+tables:
+  people:
+    file: people.jsonl
+    format: jsonl
+    record_id: id
+    columns:
+      id: {path: $.id, required: true}
+      middle: {path: $.middle}
+      note: {path: $.note}
+"""
+    body = ('{"id":"1","middle":["Ann","Marie"],"note":"[not given]"}\n'
+            '{"id":"2","middle":"Jo","note":["a"]}\n'
+            '{"id":"3","middle":[],"note":null}\n'
+            '{"id":"4","middle":["[x]"],"note":"[]"}\n'
+            '{"id":"5","middle":["Ann"],"note": [ "b" ,\n')
+    ext = tmp_path / "extracts"
+    ext.mkdir()
+    (ext / "people.jsonl").write_text(body)
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    (ws.root / "contracts" / "js.yaml").write_text(contract)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (5, 4, 1)
+    landed = duckdb.connect().execute(f"""SELECT id, middle, note
+        FROM read_parquet('{ws.zone("landed")}/js__people.parquet') ORDER BY id""").fetchall()
+    assert landed == [("1", "Ann Marie", "[not given]"), ("2", "Jo", "a"), ("3", None, None), ("4", "[x]", "[]")]
+
+
 def test_a_two_digit_year_never_lands_as_a_year_before_1000(tmp_path):
     # DuckDB's strptime reads '%Y' from any number of digits: '1/2/85' would be the year 85.
     ws = _tiny(tmp_path, GOOD + "3,Cy Day,1/2/85,1\n4,Di Ray,1/2/0985,1\n")

@@ -152,22 +152,24 @@ def _unquote(expr: str, quote: str) -> str:
 
 
 def _json_value(path: str, index: int) -> str:
-    """A JSON value as text, from the line's values and types parsed once (`_json_values`,
-    `_json_types`, see `_json_parsed`); arrays of strings are joined with spaces (middle names)."""
+    """A JSON value as text, from the line's values parsed once (`_json_values`, see
+    `_json_parsed`); arrays of strings are joined with spaces (middle names). An array's text
+    starts with '[', so only such values (rare otherwise) have the line parsed again for the type."""
     items = sql_string(path + "[*]")
-    return (f"CASE WHEN _json_types[{index}] = 'ARRAY' "
-            f"THEN nullif(array_to_string(json_extract_string(_text, {items}), ' '), '') "
-            f"ELSE _json_values[{index}] END")
+    value = f"_json_values[{index}]"
+    return (f"CASE WHEN starts_with({value}, '[') THEN "
+            f"CASE WHEN json_type(_text, {sql_string(path)}) = 'ARRAY' "
+            f"THEN nullif(array_to_string(json_extract_string(_text, {items}), ' '), '') ELSE {value} END "
+            f"ELSE {value} END")
 
 
 def _json_parsed(source: str, paths: list[str]) -> str:
-    """`source` with the line's validity and the values and types at every path, each line
-    parsed once for all paths (a function call per path parses the line again every time).
-    Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a malformed
-    line must reach quarantine, not stop the run."""
+    """`source` with the line's validity and the values at every path, each line parsed once for
+    all paths (a function call per path parses the line again every time). Guarded by
+    json_valid: DuckDB's JSON functions raise on malformed input, and a malformed line must
+    reach quarantine, not stop the run."""
     listed = "[" + ", ".join(sql_string(p) for p in paths) + "]"
-    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(_text, {listed}) END AS _json_values, "
-            f"CASE WHEN _json_ok THEN json_type(_text, {listed}) END AS _json_types "
+    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(_text, {listed}) END AS _json_values "
             f"FROM (SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({source}))")
 
 
