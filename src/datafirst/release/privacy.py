@@ -36,10 +36,12 @@ class SensitiveValues:
 
 
 def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: Path, contracts: list[Contract],
-                           clusters: Path) -> SensitiveValues:
+                           clusters: Path, hashed_rows: str | None = None) -> SensitiveValues:
     """The sensitive values' sources, and `birth_dates` (each record's date of birth by hashed row
-    id, for the date check; needs `keyed_hash`). The values are not gathered into a table: the
-    guard looks them up for the few distinct values a release holds (see `check_tables`)."""
+    id, for the date check; needs `keyed_hash`). `hashed_rows`: a relation of record_key and its
+    row_id_hash already computed (the release's links), so that those rows are not hashed again.
+    The values are not gathered into a table: the guard looks them up for the few distinct
+    values a release holds (see `check_tables`)."""
     ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
     # The links zone's internal cluster ids are unkeyed digests of record keys: never released.
     internal = [f"SELECT lower(person_id_{t}) AS v, 'internal cluster id' AS kind FROM read_parquet({sql_string(clusters)})"
@@ -68,8 +70,13 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
             parts.append(f"SELECT lower(record_key) AS v, 'record key' AS kind FROM read_parquet({sql_string(path)})")
     # Not a temp table: it may be built by a job on another connection (Engine.concurrently)
     # while the products are written.
-    engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
-        SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
+    if hashed_rows is None:
+        engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
+            SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
+    else:
+        engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
+            SELECT coalesce(h.row_id_hash, keyed_hash(i.record_key)) AS row_id_hash, i.date_of_birth
+            FROM {ids} i LEFT JOIN {hashed_rows} h USING (record_key) WHERE i.date_of_birth IS NOT NULL""")
     return SensitiveValues(parts)
 
 

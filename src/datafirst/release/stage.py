@@ -214,7 +214,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
 
         def sensitive(e: Engine) -> SensitiveValues:
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
-                                          ws.zone("links") / "clusters.parquet")
+                                          ws.zone("links") / "clusters.parquet", person_ids.ASSIGNED)
 
         # Largest first: the sensitive values, the products over every record (lookup, person,
         # journey), then the content tables by the size of their content file.
