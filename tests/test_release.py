@@ -265,3 +265,46 @@ def test_privacy_guard_checks_hash_shaped_values_when_an_identifier_has_that_sha
                 forget_keyed_hash(engine)
         assert problems == (["product.row_id_hash: 1 value(s) equal to a other id from the identifiers zone"]
                             if caught else []), (other_id, problems)
+
+
+def test_table_profile_counts_lists_few_values_and_leaves_hashes_out_of_the_checked_values(tmp_path):
+    from datafirst.release.profile import table_profile
+
+    path = tmp_path / "t.parquet"
+    _con().execute(f"""COPY (SELECT * FROM (VALUES
+            ('0a1b2c3d4e5f60718293', 'guilty', ['crown', 'prison'], true, 'ffffffffffffffffffff', 'Pabcdefabcdefabcdefab'),
+            ('1a1b2c3d4e5f60718293', 'guilty', ['crown'], NULL, 'Smith', 'Pbbcdefabcdefabcdefab'),
+            ('2a1b2c3d4e5f60718293', NULL, NULL, false, 'ffffffffffffffffffff', 'Pabcdefabcdefabcdefab'),
+            ('3a1b2c3d4e5f60718293', 'dismissed', ['crown'], true, NULL, 'Pabcdefabcdefabcdefab'))
+        t(row_id_hash, outcome, sources, flag, code, person_id_medium)) TO '{path}' (FORMAT parquet)""")
+    with Engine() as engine:
+        p = table_profile(engine, path)
+    assert {c: (f["rows"], f["missing"], f["distinct_values"]) for c, f in p.items()} == {
+        "row_id_hash": (4, 0, 4), "outcome": (4, 1, 2), "sources": (4, 1, 2), "flag": (4, 1, 2), "code": (4, 1, 2),
+        "person_id_medium": (4, 0, 2)}
+    assert p["outcome"]["allowed_values"] == ["dismissed", "guilty"]
+    assert p["flag"]["allowed_values"] == ["False", "True"]
+    # A hash-shaped value among a few codes is still listed (read again, not left out).
+    assert p["code"]["allowed_values"] == ["Smith", "ffffffffffffffffffff"]
+    assert "allowed_values" not in p["row_id_hash"] and "allowed_values" not in p["person_id_medium"]
+    # What the guard looks up: text that is not shaped like a hash, and every list element.
+    assert p["row_id_hash"]["checked_values"] == [] and p["person_id_medium"]["checked_values"] == []
+    assert p["code"]["checked_values"] == ["Smith"]
+    assert p["outcome"]["checked_values"] == ["dismissed", "guilty"]
+    assert p["sources"]["checked_values"] == ["crown", "prison"]
+
+
+def test_privacy_guard_counts_every_row_holding_an_identifier_in_any_case_or_spacing(tmp_path):
+    from datafirst.release.privacy import check_tables
+    from datafirst.release.products import forget_keyed_hash, install_keyed_hash
+
+    product = tmp_path / "product.parquet"
+    _con().execute(f"""COPY (SELECT * FROM (VALUES ('a', 'PRISONER-1'), ('b', ' prisoner-1 '), ('c', 'code'),
+                             ('d', 'PRISONER-1')) t(row_id_hash, note)) TO '{product}' (FORMAT parquet)""")
+    with Engine() as engine:
+        install_keyed_hash(engine, SALT)
+        try:
+            problems = check_tables(engine, {"product": product}, set(), _sensitive_world(tmp_path, "PRISONER-1")(engine))
+        finally:
+            forget_keyed_hash(engine)
+    assert problems == ["product.note: 3 value(s) equal to a other id from the identifiers zone"]
