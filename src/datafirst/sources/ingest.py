@@ -383,11 +383,16 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     rid = "concat_ws('|', " + ", ".join(f"CAST(s.{_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
     occurrence = "s._row_number * 4294967296 + coalesce(s._element_index, 0)"
     rel_file = spec.file
+    # The ids that recur are found first by counting alone; the first occurrence (row and text) is
+    # then picked for those few ids only, not carried for every id of the table.
     engine.execute(f"""
         CREATE OR REPLACE TEMP TABLE {stage}_repeated AS
+        WITH repeated AS (SELECT {rid} AS _record_id FROM {stage} s WHERE array_length(s._problems) = 0
+                          GROUP BY 1 HAVING count(*) > 1)
         SELECT {rid} AS _record_id, min({occurrence}) AS _first_occurrence,
                arg_min(s._row_number, {occurrence}) AS _first_row, arg_min(s._text, {occurrence}) AS _first_text
-        FROM {stage} s WHERE array_length(s._problems) = 0 GROUP BY 1 HAVING count(*) > 1""")
+        FROM {stage} s WHERE array_length(s._problems) = 0 AND {rid} IN (SELECT _record_id FROM repeated)
+        GROUP BY 1""")
     final = f"""(
         SELECT s.* EXCLUDE (_problems), {rid} AS _record_id,
             CASE WHEN array_length(s._problems) = 0 AND d._first_occurrence IS NOT NULL
