@@ -192,8 +192,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                        f"{person_records_sql(ws, contracts, person_ids.ASSIGNED)}")
         # The products, and the sensitive values the guard checks them against, are independent:
         # written at once by jobs on their own connections (Engine.concurrently), largest first.
-        # Each job installs the keyed hash on its connection; what they share (the person ids,
-        # the change log, the sensitive values) are tables of the engine's database.
+        # Each job installs the keyed hash on its connection; what they share (the person ids, the
+        # change log, the person records, the birth dates) are tables of the engine's database.
         started = iter(range(len(products)))  # next() on it is atomic: jobs report progress from their threads
 
         def keyed(work: Callable[[Engine], Any]) -> Callable[[Engine], Any]:
