@@ -269,11 +269,7 @@ tables:
             '{"id":"3","middle":[],"note":null}\n'
             '{"id":"4","middle":["[x]"],"note":"[]"}\n'
             '{"id":"5","middle":["Ann"],"note": [ "b" ,\n')
-    ext = tmp_path / "extracts"
-    ext.mkdir()
-    (ext / "people.jsonl").write_text(body)
-    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
-    (ws.root / "contracts" / "js.yaml").write_text(contract)
+    ws = _tiny(tmp_path, body, name="people.jsonl", contract=contract)
     (load,) = _run(ws)
     assert (load.read, load.landed, load.quarantined) == (5, 4, 1)
     landed = duckdb.connect().execute(f"""SELECT id, middle, note
