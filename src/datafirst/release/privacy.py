@@ -70,13 +70,10 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
             parts.append(f"SELECT lower(record_key) AS v, 'record key' AS kind FROM read_parquet({sql_string(path)})")
     # Not a temp table: it may be built by a job on another connection (Engine.concurrently)
     # while the products are written.
-    if hashed_rows is None:
-        engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
-            SELECT keyed_hash(record_key) AS row_id_hash, date_of_birth FROM {ids} WHERE date_of_birth IS NOT NULL""")
-    else:
-        engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
-            SELECT coalesce(h.row_id_hash, keyed_hash(i.record_key)) AS row_id_hash, i.date_of_birth
-            FROM {ids} i LEFT JOIN {hashed_rows} h USING (record_key) WHERE i.date_of_birth IS NOT NULL""")
+    row_id_hash = "keyed_hash(i.record_key)" if hashed_rows is None else "coalesce(h.row_id_hash, keyed_hash(i.record_key))"
+    join = "" if hashed_rows is None else f"LEFT JOIN {hashed_rows} h USING (record_key)"
+    engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
+        SELECT {row_id_hash} AS row_id_hash, i.date_of_birth FROM {ids} i {join} WHERE i.date_of_birth IS NOT NULL""")
     return SensitiveValues(parts)
 
 
