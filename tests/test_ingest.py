@@ -365,6 +365,60 @@ def test_quoted_fields_with_delimiters_parse(tmp_path):
     assert name == [('Lee, Ann "Annie"',)]
 
 
+def test_a_quote_left_open_or_followed_by_more_text_quarantines_the_row(tmp_path):
+    # Parsed by a pattern alone, these would land cut short ('O', 'Smith') with the right field count.
+    body = 'id,name,born,visits\n1,"O"Brien",01/02/1980,3\n2,"Smith" Jr,01/02/1980,1\n3,"Lee, Ann",01/02/1980,2\n'
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 1, 2)
+    assert [(r, c) for r, c, _ in _quarantine(ws)] == [(1, None), (2, None)]
+    assert all(reason.startswith("malformed quoting") for _, _, reason in _quarantine(ws))
+    name = duckdb.connect().execute(f"SELECT name FROM '{ws.zone('landed')}/tiny__people.parquet'").fetchall()
+    assert name == [("Lee, Ann",)]
+
+
+def test_elements_of_a_quarantined_row_are_quarantined_with_it(tmp_path):
+    contract = """
+source: nested
+tables:
+  events:
+    file: ev.jsonl
+    format: jsonl
+    record_id: crn
+    columns:
+      crn: {path: $.crn, required: true, native_id: true}
+      d: {path: $.d, type: date, formats: ["%Y-%m-%d"], required: true}
+  requirements:
+    file: ev.jsonl
+    format: jsonl
+    unnest: $.reqs
+    parent_id: crn
+    record_id: [crn, seq]
+    columns:
+      crn: {path: $.crn, required: true}
+      seq: {path: "#index", type: integer}
+      type: {path: $.type}
+"""
+    body = ('{"crn": "X1", "d": "2020-01-01", "reqs": [{"type": "unpaid_work"}]}\n'
+            '{"crn": "X1", "d": "2021-05-05", "reqs": [{"type": "curfew"}, {"type": "drug_rehab"}]}\n'
+            '{"crn": "X2", "d": "not a date", "reqs": [{"type": "curfew"}]}\n')
+    ext = tmp_path / "extracts"
+    ext.mkdir()
+    (ext / "ev.jsonl").write_text(body)
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    (ws.root / "contracts" / "nested.yaml").write_text(contract)
+    loads = {x.table: x for x in _run(ws)}
+    assert (loads["events"].read, loads["events"].landed, loads["events"].quarantined) == (3, 1, 2)
+    assert (loads["requirements"].read, loads["requirements"].landed, loads["requirements"].quarantined) == (4, 1, 3)
+    kept = duckdb.connect().execute(f"""SELECT crn, seq, type FROM
+        read_parquet('{ws.zone("landed")}/nested__requirements.parquet')""").fetchall()
+    assert kept == [("X1", 1, "unpaid_work")]  # not line 2's drug_rehab under line 1's event, nor X2's orphan
+    q = duckdb.connect().execute(f"""SELECT row_number, reason FROM read_parquet('{ws.zone("landed")}/_quarantine.parquet')
+                                     WHERE "table" = 'requirements' ORDER BY ALL""").fetchall()
+    assert q == [(2, "its parent row was quarantined: duplicate record id X1 (first on row 1)")] * 2 + [
+        (3, "its parent row was quarantined: not a valid date in format %Y-%m-%d: not a date")]
+
+
 @pytest.mark.parametrize("text, match", [
     ("source: Tiny!\ntables: {}", "source"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: nope\n    columns: {id: {}}", "record_id names columns"),
@@ -372,6 +426,7 @@ def test_quoted_fields_with_delimiters_parse(tmp_path):
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: shoe}}", "role"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {n: {role: full_name}, id: {}}", "name_order"),
     ("source: [unclosed", "not valid YAML"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, _text: {}}", "start with a letter"),
 ])
 def test_contract_errors_say_what_and_where(tmp_path, text, match):
     path = tmp_path / "bad.yaml"

@@ -87,8 +87,10 @@ class Table(BaseModel):
         if not value:
             raise ValueError("a table needs at least one column")
         for name in value:
-            if not IDENTIFIER.match(name) and not re.match(r"^[A-Za-z_][A-Za-z0-9_ ]*$", name):
-                raise ValueError(f"column name {name!r} is not usable; use letters, digits and underscores")
+            # Not starting with '_': the loader's own columns do (_record_key, _row_number, ...).
+            if not IDENTIFIER.match(name) and not re.match(r"^[A-Za-z][A-Za-z0-9_ ]*$", name):
+                raise ValueError(f"column name {name!r} is not usable; start with a letter, then use letters, "
+                                 "digits, underscores and spaces")
         return value
 
     @model_validator(mode="after")

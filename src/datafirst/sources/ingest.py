@@ -209,7 +209,7 @@ def _typed(raw: str, col: Column) -> str:
     return f"CASE WHEN lower({raw}) IN ({trues}) THEN true WHEN lower({raw}) IN ({falses}) THEN false END"
 
 
-def _type_reason(name: str, col: Column) -> str:
+def _type_reason(col: Column) -> str:
     if col.type == "date":
         return f"not a valid date in format {' or '.join(col.formats)}"
     return {"integer": "not a whole number", "decimal": "not a number with at most 4 decimal places",
@@ -221,8 +221,9 @@ def _problem(cond: str, column: str | None, reason_sql: str) -> str:
     return f"CASE WHEN {cond} THEN {{'column': {col}, 'reason': {reason_sql}}} END"
 
 
-def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, list[str]]:
-    """SQL that parses, types and checks every data row; returns (sql, problem expressions)."""
+def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems: str | None = None) -> str:
+    """SQL that parses, types and checks every data row. `parent_problems` (row_number, reason)
+    holds the quarantined rows of an unnested table's parent: their elements are quarantined too."""
     cols = list(spec.columns.items())
     enc_problem = ("bytes that are not valid UTF-8" if spec.encoding == "utf-8"
                    else f"bytes not defined in {spec.encoding}")
@@ -239,9 +240,16 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                   f"THEN regexp_extract_all({sql_string(spec.delimiter)} || _text, {pattern}, 1) "
                   f"ELSE string_split(_text, {sql_string(spec.delimiter)}) END")
         raw = {name: f"nullif(trim(CASE WHEN _quoted THEN {_unquote(f'_fields[{i + 1}]', spec.quote)} ELSE _fields[{i + 1}] END), '')" for i, (name, _) in enumerate(cols)}
-        shape_ok = f"array_length(_fields) = {n}"
+        # The pattern skips text between its matches, so a quote left open or followed by more
+        # text ('"O"Brien"') would cut a value short: the fields, joined again, must be the line.
+        malformed = f"_quoted AND array_to_string(_fields, {sql_string(spec.delimiter)}) <> _text"
+        shape_ok = f"array_length(_fields) = {n} AND NOT ({malformed})"
         base_checks.append(_problem(f"_text IS NOT NULL AND trim(_text) <> '' AND array_length(_fields) <> {n}", None,
                                     f"'expected {n} fields, found ' || array_length(_fields)"))
+        base_checks.append(_problem(f"array_length(_fields) = {n} AND {malformed}", None,
+                                    sql_string(f"malformed quoting: a field that starts with {spec.quote} must end "
+                                               f"with {spec.quote} before the next {spec.delimiter!r} (write a quote "
+                                               f"inside a field as {spec.quote * 2})")))
         source = (f"SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, _line, _text, "
                   f"CASE WHEN _text IS NOT NULL THEN {parsed} END AS _fields, contains(_text, {sql_string(spec.quote)}) AS _quoted FROM ("
                   f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view} WHERE line_no > {header_lines})")
@@ -263,6 +271,13 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
                 f"json_extract(_text, {sql_string(spec.unnest + '[*]')}) AS _items FROM ("
                 f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
                 f"WHERE _text IS NOT NULL AND json_valid(_text)) WHERE array_length(_items) > 0)")
+            if parent_problems:
+                # An element of a quarantined row must not land on its own: it would hang from a
+                # parent that is not there, or from another row's parent with the same id.
+                decoded = (f"SELECT d.*, p.reason AS _parent_problem FROM ({decoded}) d "
+                           f"LEFT JOIN {parent_problems} p ON p.row_number = d._row_number")
+                base_checks.insert(0, _problem("_parent_problem IS NOT NULL", None,
+                                               "'its parent row was quarantined: ' || _parent_problem"))
         paths = [c.path for name, c in cols if c.path != "#index" and not (spec.unnest and name == spec.parent_id)]
         raw = {}
         for name, c in cols:
@@ -280,7 +295,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
         typed_exprs.append(f"{_typed(r, col)} AS {_quoted(name)}")
         if col.type != "string" and col.on_invalid == "quarantine":
             checks.append(_problem(f"{shape_ok} AND {r} IS NOT NULL AND {_typed(r, col)} IS NULL", name,
-                                   f"{sql_string(_type_reason(name, col) + ': ')} || {r}"))
+                                   f"{sql_string(_type_reason(col) + ': ')} || {r}"))
         if col.required or name in spec.record_id_columns:
             what = "record id missing" if name in spec.record_id_columns else "required value missing"
             checks.append(_problem(f"{shape_ok} AND {r} IS NULL", name, sql_string(what)))
@@ -292,7 +307,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int) -> tuple[str, li
     sql = (f"SELECT _row_number, _element_index, _line, _text, {', '.join(typed_exprs)}, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
            f"FROM (SELECT *, {raw_select} FROM ({source}))")
-    return sql, checks
+    return sql
 
 
 def _ident(name: str) -> str:
@@ -372,9 +387,20 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     view = f"lines_{_ident(contract.source)}_{_ident(name)}"
     engine.register(view, lines)
     stage = f"stage_{_ident(contract.source)}_{_ident(name)}"
-    stage_sql, _ = _stage_sql(spec, view, header_lines)
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {stage_sql}")
+    parent_problems = None
+    if spec.unnest:
+        # The parent tables (the same file, not unnested) are loaded first, in the same job.
+        parents = [n for n, t in contract.tables.items() if t.file == spec.file and not t.unnest]
+        if parents:
+            parent_problems = f"{stage}_parent_problems"
+            engine.execute(f"""CREATE OR REPLACE TEMP TABLE {parent_problems} AS
+                SELECT row_number, min(reason) AS reason FROM quarantine
+                WHERE source = {sql_string(contract.source)} AND "table" IN ({', '.join(sql_string(n) for n in parents)})
+                GROUP BY row_number""")
+    engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {_stage_sql(spec, view, header_lines, parent_problems)}")
     engine.unregister(view)
+    if parent_problems:
+        engine.execute(f"DROP TABLE {parent_problems}")
 
     # Duplicates: a record id seen again (first occurrence kept); exact copies said so. The ids
     # that recur are few, so they are found by grouping and joined back, rather than by a window
@@ -408,7 +434,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
                {sql_string(contract.source)} AS _source, {sql_string(name)} AS _table,
                {sql_string(rel_file)} AS _file, _row_number, {sql_string(sha)} AS _file_sha256,
                CAST({sql_string(loaded_at)} AS TIMESTAMP) AS _loaded_at, {columns}
-        FROM {final} WHERE array_length(_problems) = 0 ORDER BY _row_number""",
+        FROM {final} WHERE array_length(_problems) = 0 ORDER BY _row_number, _element_index""",
                                out / f"{contract.table_key(name)}.parquet")
     engine.execute(f"""
         INSERT INTO quarantine
@@ -456,7 +482,9 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
             shas: dict = {}
             lines_cache: dict = {}
             out = []
-            for i in indexes:
+            # A file's unnested tables after its other tables: an element's checks need to know
+            # whether its parent row was quarantined.
+            for i in sorted(indexes, key=lambda i: tables[i][2].unnest is not None):
                 contract, name, spec = tables[i]
                 if progress:
                     progress(f"{contract.source}/{name}", next(started), len(tables))
