@@ -356,6 +356,18 @@ def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     assert _quarantine(ws) == [(3, "id", "duplicate record id 1 (first on row 1)")]
 
 
+def test_a_unit_separator_byte_in_a_row_does_not_stop_the_file(tmp_path):
+    (load,) = _run(_tiny(tmp_path, GOOD + "3,Cy\x1fLee,01/02/1980,2\n"))
+    assert (load.read, load.landed) == (3, 3)
+
+
+def test_on_invalid_null_keeps_the_row_with_the_value_empty(tmp_path):
+    ws = _tiny(tmp_path, GOOD + "3,Cy Lee,01/02/1980,many\n",
+               contract=CONTRACT.replace("visits: {type: integer}", "visits: {type: integer, on_invalid: null}"))
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 3, 0)
+
+
 def test_quoted_fields_with_delimiters_parse(tmp_path):
     body = 'id,name,born,visits\n1,"Lee, Ann ""Annie""",01/02/1980,3\n'
     ws = _tiny(tmp_path, body)
@@ -419,6 +431,42 @@ tables:
         (3, "its parent row was quarantined: not a valid date in format %Y-%m-%d: not a date")]
 
 
+def test_standardise_refuses_a_landed_zone_loaded_under_another_contract(tmp_path):
+    from datafirst.standardise.stage import standardise
+    ws = _tiny(tmp_path, GOOD)
+    _run(ws)
+    path = ws.root / "contracts" / "tiny.yaml"
+    path.write_text(path.read_text().replace("visits: {type: integer}", "visits: {type: decimal}"))
+    with Engine() as engine, pytest.raises(ContractError, match="changed since the last ingest.*ingest` again"):
+        standardise(ws, engine)
+
+
+def test_a_sex_code_column_is_standardised_and_placeholders_are_measured_per_column(tmp_path):
+    from datafirst.standardise.quality import measure
+    from datafirst.standardise.stage import standardise
+    contract = """
+source: tiny
+tables:
+  people:
+    file: people.csv
+    record_id: id
+    columns:
+      id: {required: true}
+      given: {role: forenames}
+      sex: {type: integer, role: sex}
+      line1: {role: address}
+      town: {role: address}
+"""
+    ws = _tiny(tmp_path, "id,given,sex,line1,town\n1,UNKNOWN,1,NFA,Leeds\n2,N/A,2,NFA,York\n", contract=contract)
+    _run(ws)
+    with Engine() as engine:
+        standardise(ws, engine, as_of="2024-01-01")
+        fields = {f["field"]: f for f in measure(ws, engine)["tables"][0]["fields"]}
+    sexes = duckdb.connect().execute(f"SELECT sex FROM '{ws.zone('identifiers')}/tiny__people.parquet' ORDER BY ALL").fetchall()
+    assert sexes == [("F",), ("M",)]
+    assert {k: fields[k]["placeholder_rate"] for k in ("given", "line1", "town")} == {"given": 1.0, "line1": 1.0, "town": 0.0}
+
+
 @pytest.mark.parametrize("text, match", [
     ("source: Tiny!\ntables: {}", "source"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: nope\n    columns: {id: {}}", "record_id names columns"),
@@ -426,6 +474,8 @@ tables:
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: shoe}}", "role"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {n: {role: full_name}, id: {}}", "name_order"),
     ("source: [unclosed", "not valid YAML"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, n: {type: integer, role: address}}", "must have type string"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: surname, native_id: true}}", "cannot be a native_id"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, _text: {}}", "start with a letter"),
 ])
 def test_contract_errors_say_what_and_where(tmp_path, text, match):

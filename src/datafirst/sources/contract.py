@@ -17,11 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
-# zone) and never to content. `full_name` needs `name_order`.
+# zone), and to content only when also marked `native_id` (an `other_id` such as a prisoner
+# number that joins tables; releases hash it). `full_name` needs `name_order`.
 IDENTIFIER_ROLES = (
     "forename", "middle_names", "forenames", "surname", "full_name", "date_of_birth", "sex",
     "postcode", "address", "pnc", "cro", "other_id",
 )
+# Roles cleaned as text (names, addresses, postcodes, police numbers); sex may also be a code.
+TEXT_ROLES = ("forename", "middle_names", "forenames", "surname", "full_name", "postcode", "address", "pnc", "cro")
 NAME_ORDERS = ("surname_comma_forenames", "forenames_surname")
 COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
@@ -50,6 +53,11 @@ class Column(BaseModel):
     path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
     description: str = ""
 
+    @field_validator("on_invalid", mode="before")
+    @classmethod
+    def _null_spelled_as_yaml(cls, value: object) -> object:
+        return "null" if value is None else value  # `on_invalid: null` is YAML's None
+
     @model_validator(mode="after")
     def _consistent(self) -> "Column":
         if self.type == "date" and not self.formats:
@@ -60,6 +68,11 @@ class Column(BaseModel):
             raise ValueError(f"a full_name column needs `name_order`: one of {NAME_ORDERS}")
         if self.role == "date_of_birth" and self.type != "date":
             raise ValueError("a date_of_birth column must have type date")
+        if self.native_id and self.role not in (None, "pnc", "cro", "other_id"):
+            raise ValueError(f"a column with role {self.role} cannot be a native_id: native ids go to content, "
+                             "and a name, date of birth, sex, postcode or address never may")
+        if self.role in TEXT_ROLES and self.type != "string":
+            raise ValueError(f"a column with role {self.role} must have type string (the default): it is cleaned as text")
         return self
 
 

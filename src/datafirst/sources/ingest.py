@@ -81,33 +81,49 @@ codecs.register(_lenient_cp1252)
 ARROW_ENCODING = {"utf-8": "utf8", "cp1252": "datafirst_cp1252", "latin-1": "latin-1"}
 
 
+# Arrow's CSV reader splits lines into "fields" at a byte; one that occurs nowhere in the file
+# leaves each line whole. Control bytes almost never occur in text; when one does, the next is tried.
+_LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01")
+
+
 def read_lines(path: Path, encoding: str) -> pa.Table:
     """Every line of a (possibly gzip-compressed) text file, as bytes, with its 1-based number."""
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=["line"], encoding=ARROW_ENCODING[encoding], block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False,
-                                             newlines_in_values=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, null_values=[],
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError) as exc:
-        hint = ("the compressed file is truncated or corrupt; export it again" if path.suffix == ".gz"
-                else "check the file is text in the contract's encoding")
-        raise IngestError(f"cannot read {path}: {exc}; {hint}") from exc
+    for separator in _LINE_SEPARATORS:
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=["line"], encoding=ARROW_ENCODING[encoding],
+                                               block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(delimiter=separator, quote_char=False, escape_char=False,
+                                                 newlines_in_values=False, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, null_values=[],
+                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+            break
+        except pa.ArrowInvalid as exc:
+            if "Expected 1 columns" in str(exc) and separator != _LINE_SEPARATORS[-1]:
+                continue  # the separator occurs in the file
+            raise _unreadable(path, exc) from exc
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise _unreadable(path, exc) from exc
     n = table.num_rows
     return pa.table({"line_no": pa.array(range(1, n + 1), type=pa.int64()), "line": table.column("line")})
 
 
+def _unreadable(path: Path, exc: Exception) -> IngestError:
+    hint = ("the compressed file is truncated or corrupt; export it again" if path.suffix == ".gz"
+            else "check the file is text in the contract's encoding")
+    return IngestError(f"cannot read {path}: {exc}; {hint}")
+
+
 def _split_header(first_line: bytes, spec: Table) -> list[str]:
-    text = first_line.decode("cp1252" if spec.encoding == "cp1252" else spec.encoding, errors="replace")
+    text = first_line.decode("utf-8", errors="replace")  # read_lines has transcoded it already
     text = text.lstrip("\ufeff").rstrip("\r\n")
     # Spaces around header names are common in exports and carry no meaning.
     return [name.strip() for name in next(csv.reader(io.StringIO(text), delimiter=spec.delimiter, quotechar=spec.quote), [])]
 
 
-def _check_header(path: Path, spec: Table, contract: Contract, lines: pa.Table) -> None:
+def _check_header(path: Path, name: str, spec: Table, contract: Contract, lines: pa.Table) -> None:
     if lines.num_rows == 0:
         raise IngestError(f"{path} is empty; a {contract.source} extract needs at least a header line. "
                           "Check the export, or remove the table from the contract")
@@ -116,7 +132,7 @@ def _check_header(path: Path, spec: Table, contract: Contract, lines: pa.Table) 
     if found == expected:
         return
     msg = [f"the header of {path} does not match contract {contract.path or contract.source} "
-           f"(table {spec.file!r}).",
+           f"(table {name!r}, file {spec.file!r}).",
            f"  expected: {spec.delimiter.join(expected)!r}", f"  found:    {spec.delimiter.join(found)!r}"]
     missing = [c for c in expected if c not in found]
     extra = [c for c in found if c not in expected]
@@ -324,7 +340,7 @@ def _quoted(name: str) -> str:
 LOADER_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
-def _spec_sha256(contract: Contract, name: str, spec: Table) -> str:
+def spec_sha256(contract: Contract, name: str, spec: Table) -> str:
     """What a table's landed rows depend on besides the file: its contract and this loader."""
     text = json.dumps({"source": contract.source, "table": name, "spec": spec.model_dump(mode="json"),
                        "loader": LOADER_SHA256}, sort_keys=True)
@@ -369,7 +385,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
                           "put the extract there or fix the contract's `file`")
     if path.stat().st_size == 0:
         raise IngestError(f"{path} is empty (0 bytes); export the {contract.source} extract again")
-    spec_sha = _spec_sha256(contract, name, spec)
+    spec_sha = spec_sha256(contract, name, spec)
     # Several tables can come from one file (a JSON array unnested): it is hashed and read once.
     if path not in shas:
         shas[path] = file_sha256(path)
@@ -383,7 +399,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     lines = lines_cache[key]
     header_lines = 1 if (spec.format == "csv" and spec.header) else 0
     if header_lines:
-        _check_header(path, spec, contract, lines)
+        _check_header(path, name, spec, contract, lines)
     view = f"lines_{_ident(contract.source)}_{_ident(name)}"
     engine.register(view, lines)
     stage = f"stage_{_ident(contract.source)}_{_ident(name)}"
@@ -443,7 +459,9 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
                coalesce(_text, hex(_line))
         FROM {final} WHERE array_length(_problems) > 0""")
     read = int(engine.scalar(f"SELECT count(*) FROM {stage}"))
-    quarantined = read - landed
+    # Counted in the quarantine itself, so that the balance below checks what was written.
+    quarantined = int(engine.scalar(f"""SELECT count(*) FROM quarantine
+        WHERE source = {sql_string(contract.source)} AND "table" = {sql_string(name)}"""))
     engine.execute(f"DROP TABLE {stage}")
     engine.execute(f"DROP TABLE {stage}_repeated")
     load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined, spec_sha, loaded_at)

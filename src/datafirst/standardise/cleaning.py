@@ -207,16 +207,6 @@ def rest_tokens(expr: str) -> str:
     return f"nullif(regexp_extract({expr}, '^[^ ]+ (.+)$', 1), '')"
 
 
-def last_token(expr: str) -> str:
-    """The last word of a cleaned name (the surname of a cleaned full name)."""
-    return f"nullif(regexp_extract({expr}, '[^ ]+$', 0), '')"
-
-
-def all_but_last_token(expr: str) -> str:
-    """Everything before the last word of a cleaned name, or NULL for a single word."""
-    return f"nullif(regexp_extract({expr}, '^(.+) [^ ]+$', 1), '')"
-
-
 def surname_from_comma_name(raw_expr: str) -> str:
     """The cleaned surname of a 'SURNAME, Forenames' field (the whole value when there is no comma)."""
     return strip_titles(name_clean(f"regexp_extract({raw_expr}, '^[^,]*', 0)"))
@@ -304,16 +294,6 @@ def soundex(expr: str) -> str:
 
 PLACEHOLDER_DATES: tuple[str, ...] = ("1900-01-01", "1901-01-01", "1800-01-01", "9999-12-31", "1111-11-11")
 """Dates systems use for "date of birth not known"."""
-
-
-def parse_date(raw_expr: str, formats: Sequence[str]) -> str:
-    """A DATE from text tried against each strptime format in turn; NULL when blank or no format fits.
-
-    Impossible dates (29/02/2001, 31/02/1987) do not fit any format and give NULL. DuckDB's
-    ``%b`` reads month names in any case (FEB, Feb, feb).
-    """
-    fmts = ", ".join(_sql_str(f) for f in formats)
-    return f"CAST(try_strptime(nullif(trim({raw_expr}), ''), [{fmts}]) AS DATE)"
 
 
 def dob_flag(expr: str, as_of: str) -> str:

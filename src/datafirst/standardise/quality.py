@@ -19,6 +19,7 @@ from ..sources.contract import Contract, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace
+from .cleaning import is_placeholder
 from .stage import IDENTIFIERS
 
 REPORT_DIR = "data_quality"
@@ -90,13 +91,12 @@ def measure(ws: Workspace, engine: Engine) -> dict:
 
 
 def _validity_sql(col: str, role: str) -> str:
-    """Two aggregates for a role column: the share of its values that survived cleaning, and the
-    share of records whose value was a placeholder."""
+    """Two aggregates for a role column: among records with a value in it, the share whose role
+    value survived cleaning (a role is cleaned from its columns combined, so this is the role's
+    figure), and the share of records whose value in this very column is a placeholder."""
     std = VALIDITY_COLUMN[role]
-    role = "forename" if role == "forenames" else role
     return (f"avg(CASE WHEN i.{std} IS NOT NULL THEN 1.0 ELSE 0 END) FILTER (WHERE l.{_q(col)} IS NOT NULL), "
-            f"avg(CASE WHEN list_contains(i.flags, '{role}:placeholder') "
-            f"OR (list_contains(i.flags, 'postcode:placeholder') AND '{role}' = 'postcode') THEN 1.0 ELSE 0 END)")
+            f"avg(CASE WHEN coalesce({is_placeholder(f'CAST(l.{_q(col)} AS VARCHAR)')}, false) THEN 1.0 ELSE 0 END)")
 
 
 def _r(x) -> float | None:

@@ -13,12 +13,13 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from ..engine import Engine
 from ..engine.sql import sql_string
-from ..sources.contract import Contract, Table, load_contracts
-from ..sources.ingest import LANDED
+from ..sources.contract import Contract, ContractError, Table, load_contracts
+from ..sources.ingest import ACCOUNTING_FILE, LANDED, spec_sha256
 from ..workspace import Workspace, replace_folder
 from . import cleaning as c
 
@@ -148,7 +149,7 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
     placeholder_flags = [f"CASE WHEN {names.value(_q(n), 'placeholder', c.is_placeholder('v'))} THEN '{role}:placeholder' END"
                          for role in ("forename", "forenames", "middle_names", "surname", "full_name", "address")
                          for n in spec.role_columns(role)]
-    placeholder_flags += [f"CASE WHEN {c.is_placeholder(f'l.{_q(n)}')} THEN 'sex:placeholder' END"
+    placeholder_flags += [f"CASE WHEN {c.is_placeholder(f'CAST(l.{_q(n)} AS VARCHAR)')} THEN 'sex:placeholder' END"
                           for n in spec.role_columns("sex")]
     address = _concat([names.value(_q(n), "address", c.address_clean("v")) for n in spec.role_columns("address")])
     # Postcode, PNC and CRO: per value of the role's text (the first of its columns).
@@ -226,20 +227,30 @@ def content_sql(spec: Table, landed: str, identifiers: str | None = None) -> str
             f"JOIN {identifiers} i ON i.record_key = l._record_key ORDER BY l._row_number")
 
 
+class ContractChanged(ContractError):
+    """The landed zone was loaded under another version of a contract."""
+
+
 def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> list[TableSplit]:
     """Write the identifiers and content zones from the landed zone (replacing both on success)."""
     landed_dir = ws.zone(LANDED)
-    if not (landed_dir / "_accounting.parquet").is_file():
+    if not (landed_dir / ACCOUNTING_FILE).is_file():
         raise FileNotFoundError(f"no landed zone in {ws.root}; run `datafirst ingest` first")
     as_of_sql = f"DATE {sql_string(as_of)}" if as_of else "current_date"
     contracts = load_contracts(ws.contracts)
     tables = [(ct, n, t) for ct in contracts for n, t in ct.tables.items()]
-    for contract, name, _ in tables:
+    loaded_under = {(r["source"], r["table"]): r.get("spec_sha256")
+                    for r in pq.read_table(landed_dir / ACCOUNTING_FILE).to_pylist()}
+    for contract, name, spec in tables:
         path = landed_dir / f"{contract.table_key(name)}.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the contracts changed since the last ingest; "
                                     "run `datafirst ingest` again")
+        # Landed under another contract (or loader), its columns and types may not be the contract's.
+        if loaded_under.get((contract.source, name)) not in (None, spec_sha256(contract, name, spec)):
+            raise ContractChanged(f"table {name!r} of {contract.path or contract.source} changed since the last "
+                                  "ingest (or datafirst did); run `datafirst ingest` again")
     tmp_ids = ws.zones / f".{IDENTIFIERS}.partial-{os.getpid()}"
     tmp_content = ws.zones / f".{CONTENT}.partial-{os.getpid()}"
     for d in (tmp_ids, tmp_content):
@@ -276,8 +287,3 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         shutil.rmtree(tmp_content, ignore_errors=True)
         raise
     return splits
-
-
-def identifier_tables(ws: Workspace) -> list[Path]:
-    return sorted(ws.zone(IDENTIFIERS).glob("*.parquet"))
-
