@@ -191,6 +191,23 @@ def test_missing_salt_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(SecretError, match="shorter than") as exc:
         load_salt()
     assert "abc" not in str(exc.value)
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(128, 256)))
+    monkeypatch.setenv(SALT_FILE_ENV, str(binary))
+    with pytest.raises(SecretError, match="not text"):
+        load_salt()
+
+
+def test_damaged_release_metadata_is_refused_with_a_message(tmp_path):
+    folder = tmp_path / "releases" / "v0001"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("a")
+    (folder / "SHA256SUMS").write_text(
+        "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb  a.txt\n\n")
+    assert verify(folder) == ["SHA256SUMS line 2 (not '<sha256>  <file>')"]
+    (tmp_path / "releases" / "ledger.json").write_text('{"releases": [')
+    with pytest.raises(ReleaseError, match="ledger.json is unreadable"):
+        release_stage.read_ledger(Workspace(tmp_path))
 
 
 def test_salt_never_appears_in_outputs(released_ws):
@@ -263,7 +280,7 @@ def test_privacy_guard_checks_hash_shaped_values_when_an_identifier_has_that_sha
                 problems = check_tables(engine, {"product": product}, set(), sensitive)
             finally:
                 forget_keyed_hash(engine)
-        assert problems == (["product.row_id_hash: 1 value(s) equal to a other id from the identifiers zone"]
+        assert problems == (["product.row_id_hash: 1 value(s) equal to an other id from the identifiers zone"]
                             if caught else []), (other_id, problems)
 
 
@@ -276,19 +293,19 @@ def test_table_profile_counts_lists_few_values_and_leaves_hashes_out_of_the_chec
             ('1a1b2c3d4e5f60718293', 'guilty', ['crown'], NULL, 'Smith', 'Pbbcdefabcdefabcdefab'),
             ('2a1b2c3d4e5f60718293', NULL, NULL, false, 'ffffffffffffffffffff', 'Pabcdefabcdefabcdefab'),
             ('3a1b2c3d4e5f60718293', 'dismissed', ['crown'], true, NULL, 'Pabcdefabcdefabcdefab'))
-        t(row_id_hash, outcome, sources, flag, code, person_id_medium)) TO '{path}' (FORMAT parquet)""")
+        t(row_id_hash, outcome, sources, flag, code, into_person_id)) TO '{path}' (FORMAT parquet)""")
     with Engine() as engine:
         p = table_profile(engine, path)
     assert {c: (f["rows"], f["missing"], f["distinct_values"]) for c, f in p.items()} == {
         "row_id_hash": (4, 0, 4), "outcome": (4, 1, 2), "sources": (4, 1, 2), "flag": (4, 1, 2), "code": (4, 1, 2),
-        "person_id_medium": (4, 0, 2)}
+        "into_person_id": (4, 0, 2)}
     assert p["outcome"]["allowed_values"] == ["dismissed", "guilty"]
     assert p["flag"]["allowed_values"] == ["False", "True"]
     # A hash-shaped value among a few codes is still listed (read again, not left out).
     assert p["code"]["allowed_values"] == ["Smith", "ffffffffffffffffffff"]
-    assert "allowed_values" not in p["row_id_hash"] and "allowed_values" not in p["person_id_medium"]
+    assert "allowed_values" not in p["row_id_hash"] and "allowed_values" not in p["into_person_id"]  # ids, not codes
     # What the guard looks up: text that is not shaped like a hash, and every list element.
-    assert p["row_id_hash"]["checked_values"] == [] and p["person_id_medium"]["checked_values"] == []
+    assert p["row_id_hash"]["checked_values"] == [] and p["into_person_id"]["checked_values"] == []
     assert p["code"]["checked_values"] == ["Smith"]
     assert p["outcome"]["checked_values"] == ["dismissed", "guilty"]
     assert p["sources"]["checked_values"] == ["crown", "prison"]
@@ -307,4 +324,4 @@ def test_privacy_guard_counts_every_row_holding_an_identifier_in_any_case_or_spa
             problems = check_tables(engine, {"product": product}, set(), _sensitive_world(tmp_path, "PRISONER-1")(engine))
         finally:
             forget_keyed_hash(engine)
-    assert problems == ["product.note: 3 value(s) equal to a other id from the identifiers zone"]
+    assert problems == ["product.note: 3 value(s) equal to an other id from the identifiers zone"]

@@ -30,6 +30,9 @@ def load_salt() -> str:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"cannot read the salt {source}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SecretError(f"the salt {source} is not text: write it as text, for example the output of "
+                              "`openssl rand -hex 32`") from exc
     if not value:
         raise SecretError(
             f"no hashing salt: set {SALT_FILE_ENV} to a file holding a secret of at least {MIN_LENGTH} characters "

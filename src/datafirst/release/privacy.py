@@ -145,9 +145,16 @@ def _hit_problems(engine: Engine, read: dict[str, tuple[str, list]], hits: list[
         for kind, vs in kinds.items():
             n = engine.scalar(f"SELECT count(*) FROM ({values}) WHERE v IN ({', '.join(sql_string(v) for v in vs)})")
             counts.append((int(n), kind))
-        problems += [f"{name}.{col}: {n:,} {'list value(s)' if is_list else 'value(s)'} equal to a {kind} "
-                     "from the identifiers zone" for n, kind in sorted(counts, key=lambda x: (-x[0], x[1]))]
+        problems += [f"{name}.{col}: {n:,} {'list value(s)' if is_list else 'value(s)'} equal to {_described(kind)}"
+                     for n, kind in sorted(counts, key=lambda x: (-x[0], x[1]))]
     return problems
+
+
+def _described(kind: str) -> str:
+    """A kind of sensitive value and the zone it comes from, for a failure message."""
+    zone = {"native id": "the content zone", "record key": "the content zone",
+            "internal cluster id": "the links zone"}.get(kind, "the identifiers zone")
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} from {zone}"
 
 
 def _date_problems(engine: Engine, name: str, rel: str, schema: list[tuple[str, str]], allow: set[str]) -> list[str]:

@@ -26,7 +26,7 @@ def _q(name: str) -> str:
 
 def _listed(name: str, ctype: str) -> bool:
     """Whether the dictionary lists a column's values when it has few: codes and flags, not ids."""
-    return ctype in ("VARCHAR", "BOOLEAN") and not name.endswith("_hash") and not name.startswith("person_id")
+    return ctype in ("VARCHAR", "BOOLEAN") and not name.endswith("_hash") and "person_id" not in name
 
 
 def table_profile(engine: Engine, path: Path) -> dict[str, dict]:

@@ -68,7 +68,14 @@ def published(ws: Workspace) -> list[Path]:
 
 def read_ledger(ws: Workspace) -> list[dict]:
     path = releases_dir(ws) / LEDGER
-    return json.loads(path.read_text(encoding="utf-8"))["releases"] if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["releases"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReleaseError(f"{path} is unreadable ({exc}); it lists the published releases and is written only by "
+                           "datafirst: restore it from a backup, or move the releases folder aside to start a "
+                           "new series") from exc
 
 
 def _write_ledger(ws: Workspace, entries: list[dict]) -> None:
@@ -288,7 +295,10 @@ def verify(path: Path) -> list[str]:
         return ["SHA256SUMS is missing"]
     bad = []
     listed = set()
-    for line in sums.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(sums.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if "  " not in line:
+            bad.append(f"SHA256SUMS line {number} (not '<sha256>  <file>')")
+            continue
         digest, name = line.split("  ", 1)
         listed.add(name)
         f = path / name
