@@ -321,3 +321,31 @@ def test_scoring_in_chunks_gives_the_same_edges_and_clusters(linked_ws, tmp_path
         a = con.execute(f"SELECT * FROM read_parquet('{linked_ws.zone('links')}/{table}.parquet') ORDER BY {key}").fetchall()
         b = con.execute(f"SELECT * FROM read_parquet('{ws.zone('links')}/{table}.parquet') ORDER BY {key}").fetchall()
         assert a == b, table
+
+
+def test_a_crown_case_referencing_a_case_with_co_defendants_links_once_to_its_own_person(tmp_path):
+    from datafirst.link.journeys import link_journeys
+    from datafirst.workspace import Workspace as Ws
+
+    ws = Ws.init(tmp_path / "ws", tmp_path, with_world_contracts=False)
+    content = ws.zone("content")
+    content.mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('crown|defendants|T1', 'T1', 'M1', DATE '2020-03-01', 'theft'))
+        t(record_key, case_number, magistrates_case_ref, receipt_date, main_offence_code))
+        TO '{content}/crown__defendants.parquet' (FORMAT parquet)""")
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('magistrates|defendants|A', 'M1', DATE '2020-01-01', true),
+                                           ('magistrates|defendants|B', 'M1', DATE '2020-01-01', true))
+        t(record_key, case_id, first_hearing_date, sent_to_crown_court))
+        TO '{content}/magistrates__defendants.parquet' (FORMAT parquet)""")
+    con.execute(f"""COPY (SELECT 'M1' AS case_id, 'theft' AS offence_code) TO '{content}/magistrates__offences.parquet'
+        (FORMAT parquet)""")
+    clusters = tmp_path / "clusters.parquet"
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('crown|defendants|T1', 'P2'), ('magistrates|defendants|A', 'P1'),
+                                           ('magistrates|defendants|B', 'P2')) t(record_key, person_id_medium))
+        TO '{clusters}' (FORMAT parquet)""")
+    out = tmp_path / "journeys.parquet"
+    with Engine() as engine:
+        assert link_journeys(ws, engine, out, f"read_parquet('{clusters}')") == 1
+    assert con.execute(f"SELECT crown_record_key, magistrates_record_key, method FROM '{out}'").fetchall() == [
+        ("crown|defendants|T1", "magistrates|defendants|B", "reference")]

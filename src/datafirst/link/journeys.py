@@ -1,6 +1,7 @@
 """Case journeys: each Crown Court case linked to the magistrates' case it came from.
 
-Where a Crown row carries the magistrates' case reference, that is the link (score 1).
+Where a Crown row carries the magistrates' case reference, that is the link (score 1; with
+co-defendants, to the record of the same person).
 Otherwise the candidates are the magistrates' cases of the same person (at the medium
 threshold) heard before the Crown Court received the case, scored on whether the case was
 marked as sent up, whether the Crown main offence is among the case's offences, and how
@@ -41,11 +42,17 @@ def journeys_sql(ws: Workspace, spec: JourneySpec, clusters: str) -> str | None:
             SELECT m.record_key, m.{_q(s.mags_case)} AS mags_case, m.{_q(s.mags_date)} AS heard,
                    coalesce(m.{_q(s.mags_sent_flag)}, false) AS sent, k.person_id_medium AS person
             FROM {mags} m LEFT JOIN {clusters} k USING (record_key)),
+        -- A magistrates' case with several defendants has a record for each: the Crown record
+        -- takes its own person's (at the medium threshold), else the first, so it has one row.
         by_reference AS (
-            SELECT c.record_key AS crown_record_key, c.crown_case, m.record_key AS magistrates_record_key, m.mags_case,
-                   'reference' AS method, CAST(1.0 AS DOUBLE) AS estimated_match_score,
-                   date_diff('day', m.heard, c.received) AS days_between
-            FROM crown c JOIN mags m ON m.mags_case = c.reference),
+            SELECT * EXCLUDE (rank) FROM (
+                SELECT c.record_key AS crown_record_key, c.crown_case, m.record_key AS magistrates_record_key,
+                       m.mags_case, 'reference' AS method, CAST(1.0 AS DOUBLE) AS estimated_match_score,
+                       date_diff('day', m.heard, c.received) AS days_between,
+                       row_number() OVER (PARTITION BY c.record_key
+                                          ORDER BY coalesce(m.person = c.person, false) DESC, m.record_key) AS rank
+                FROM crown c JOIN mags m ON m.mags_case = c.reference)
+            WHERE rank = 1),
         candidates AS (
             SELECT c.record_key AS crown_record_key, c.crown_case, m.record_key AS magistrates_record_key, m.mags_case,
                    'person_dates_offences' AS method,

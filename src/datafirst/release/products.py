@@ -71,9 +71,11 @@ def person_link_lookup(links: str) -> Product:
                c.cluster_size_high, c.cluster_size_medium, c.cluster_size_low,
                c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium
         FROM {links} c ORDER BY row_id_hash"""
-    return Product("person_link_lookup", sql, "one row per source record", (
-        "Links every source record (by its hashed row id) to an estimated person id at three thresholds, with "
-        "flags for sensitivity analysis. Join any content table to it on row_id_hash."), ["row_id_hash"], {
+    return Product("person_link_lookup", sql, "one row per linked source record (the records that describe a person)", (
+        "Links every record of a person table (by its hashed row id) to an estimated person id at three "
+        "thresholds, with flags for sensitivity analysis. Join a person table (one with person_id columns) to it "
+        "on row_id_hash; other tables (offences, claims, ...) join to their person table through their native-id "
+        "hashes (case_id_hash, ...)."), ["row_id_hash"], {
         "source_dataset": "the source system the record came from",
         "source_table": "the table of that source",
         "row_id_hash": "keyed hash of the record's id; the same in every table of the release",
@@ -128,7 +130,8 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     # The links relation holds each record's row_id_hash already (hashed once per release).
     select = ["coalesce(l.row_id_hash, keyed_hash(t.record_key)) AS row_id_hash" if links is not None
               else "keyed_hash(t.record_key) AS row_id_hash"]
-    meaning = {"row_id_hash": "keyed hash of the record's id; joins to person_link_lookup"}
+    meaning = {"row_id_hash": "keyed hash of the record's id" + ("; joins to person_link_lookup" if links is not None
+                                                                  else "")}
     if links is not None:
         select.append(_person_ids("l"))
         meaning.update(PERSON_ID_COLUMNS)
