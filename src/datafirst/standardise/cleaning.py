@@ -121,7 +121,7 @@ SUFFIXES: tuple[str, ...] = ("jr", "jnr", "snr", "sr", "ii", "iii", "iv", "esq")
 # In a full name a lone letter before the last word is far more often a middle initial
 # (John D Smith) than a separated O'/D' (John O Neill), so only longer particles join there.
 _SURNAME_PARTICLES = tuple(p for p in NAME_PREFIXES if len(p) > 1)
-# Group 1: forenames (at least the first word); group 2: particles + last word.
+# Group 1: forenames (at least the first word, when there are two or more); group 2: particles + last word.
 _FULL_NAME = r"^(?:([^ ]+(?: [^ ]+)*?) )?((?:" + _alternation(_SURNAME_PARTICLES) + " )*[^ ]+)$"
 
 
@@ -242,8 +242,8 @@ def surname_from_full_name(raw_expr: str) -> str:
     """The cleaned surname of a 'Mr John A Smith' field; a value with a comma is read as 'SURNAME, Forenames'.
 
     The surname is the last word together with any particles before it (Mr John Van der Berg
-    -> vanderberg); a hyphenated surname stays whole (Jane Doe-Smith -> doe smith). The first
-    word is always a forename.
+    -> vanderberg); a hyphenated surname stays whole (Jane Doe-Smith -> doe smith). Of two or
+    more words the first is always a forename; a single word is taken as the surname.
     """
     return strip_titles(name_clean(surname_words_from_full_name(raw_expr)))
 
