@@ -368,6 +368,24 @@ def test_on_invalid_null_keeps_the_row_with_the_value_empty(tmp_path):
     assert (load.read, load.landed, load.quarantined) == (3, 3, 0)
 
 
+def test_composite_ids_whose_parts_hold_the_separator_stay_apart(tmp_path):
+    contract = """
+source: tiny
+tables:
+  people:
+    file: people.csv
+    record_id: [case_ref, seq]
+    columns:
+      case_ref: {required: true}
+      seq: {required: true}
+"""
+    ws = _tiny(tmp_path, 'case_ref,seq\nA|1,2\nA,1|2\nB,1\n', contract=contract)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 3, 0)
+    keys = duckdb.connect().execute(f"SELECT _record_key FROM '{ws.zone('landed')}/tiny__people.parquet'").fetchall()
+    assert keys == [("tiny|people|A\\|1|2",), ("tiny|people|A|1\\|2",), ("tiny|people|B|1",)]
+
+
 def test_quoted_fields_with_delimiters_parse(tmp_path):
     body = 'id,name,born,visits\n1,"Lee, Ann ""Annie""",01/02/1980,3\n'
     ws = _tiny(tmp_path, body)

@@ -422,7 +422,12 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     # that recur are few, so they are found by grouping and joined back, rather than by a window
     # over every row (a sort of the whole table). An occurrence is ordered by its row, then by
     # its element within the row (elements of one JSON array share the row).
-    rid = "concat_ws('|', " + ", ".join(f"CAST(s.{_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns) + ")"
+    # A composite id's parts are joined with '|', a backslash doubled and a bar escaped by one in them, so
+    # that ('A|1', '2') and ('A', '1|2') stay two ids; ids without either character are unchanged.
+    parts = [f"CAST(s.{_quoted(c)} AS VARCHAR)" for c in spec.record_id_columns]
+    if len(parts) > 1:
+        parts = [f"replace(replace({p}, '\\', '\\\\'), '|', '\\|')" for p in parts]
+    rid = "concat_ws('|', " + ", ".join(parts) + ")"
     occurrence = "s._row_number * 4294967296 + coalesce(s._element_index, 0)"
     rel_file = spec.file
     # The ids that recur are found first by counting alone; the first occurrence (row and text) is
