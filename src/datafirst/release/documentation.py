@@ -92,16 +92,26 @@ def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> s
         out += ["", f"## Row counts since {previous.name}", ""]
         out += ["| table | before | now |", "|---|---|---|", *counts] if counts else ["None changed."]
         out.append("")
-    out += person_id_notes(meta["person_ids"], previous)
+    out += person_id_notes(meta["person_ids"], previous, meta.get("key_check"))
     return "\n".join(out)
 
 
-def person_id_notes(ids: dict, previous: Path | None) -> list[str]:
+def person_id_notes(ids: dict, previous: Path | None, key_check: str | None = None) -> list[str]:
+    """`key_check`: this release's (see `stage.KEY_CHECK`), compared with the previous manifest's
+    to say why no id carried over."""
     if previous is None:
         return []
     out = [f"## Person ids since {previous.name}", ""]
     if ids["carried_from"] is None:
-        return out + [f"A new series of ids: no id carries over from {previous.name} (the hashing key changed).", ""]
+        manifest = previous / "manifest.json"
+        before = json.loads(manifest.read_text(encoding="utf-8")).get("key_check") if manifest.is_file() else None
+        if before is not None and key_check is not None and before != key_check:
+            why = "the hashing key changed, so a new series was started with --new-series"
+        elif before is not None and before == key_check:
+            why = "a new series was requested with --new-series; the hashing key is the same"
+        else:
+            why = "a new series was requested with --new-series"
+        return out + [f"A new series of ids: no id carries over from {previous.name} ({why}).", ""]
     out += ["Each person keeps their id while they continue; the table `person_id_changes` lists, for every merge "
             "and split, which previous id's records now sit under which id, and how many. A previous id is kept, "
             "retired (its records live on under other ids) or removed (all its records were deleted).", "",
@@ -122,8 +132,9 @@ def _suppress(n: int, small: int) -> int | str:
 
 
 def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
-    """Aggregates only, from the internal reports; counts below `small` are suppressed and no
-    borderline pairs or quarantined values are carried."""
+    """Aggregates only, from the internal reports; counts below `small` are suppressed (groups
+    of fewer records, and accuracy rows of fewer true pairs, are left out) and no borderline
+    pairs or quarantined values are carried."""
     out: dict[str, dict] = {}
     dq = ws.reports / "data_quality" / "latest.json"
     if dq.is_file():
@@ -144,8 +155,34 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
                               for t, sizes in data["cluster_sizes"].items()},
             "match_rates": data["match_rates"],
             "linked_share_by_group": [g for g in data["linked_share_by_group"] if g["records"] >= small],
-            "accuracy": data.get("accuracy"),
+            "accuracy": _released_accuracy(data.get("accuracy"), small),
         }
+    return out
+
+
+ACCURACY_COUNTS = ("true_pairs", "predicted_pairs", "true_positives")
+ACCURACY_RATES = ("precision", "recall", "f1")
+
+
+def _released_accuracy(accuracy: dict[str, list[dict]] | None, small: int) -> dict[str, list[dict]] | None:
+    """Accuracy rows (overall and per group) as released: a row whose `true_pairs` is below
+    `small` is left out, like a group of fewer than `small` records in `linked_share_by_group`;
+    every other pair count below `small` is suppressed, and so are the rates of its row, which
+    with the counts shown would give the suppressed count back (precision = true positives /
+    predicted pairs, recall = true positives / true pairs)."""
+    if accuracy is None:
+        return None
+    out: dict[str, list[dict]] = {}
+    for group_by, rows in accuracy.items():
+        kept = []
+        for row in rows:
+            if row["true_pairs"] < small:
+                continue
+            row = {**row, **{c: _suppress(row[c], small) for c in ACCURACY_COUNTS if c in row}}
+            if any(isinstance(row.get(c), str) for c in ACCURACY_COUNTS):
+                row.update({r: None for r in ACCURACY_RATES if r in row})
+            kept.append(row)
+        out[group_by] = kept
     return out
 
 

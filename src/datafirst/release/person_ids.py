@@ -6,8 +6,8 @@ here, at each threshold, by record overlap with the previous (trusted) release:
 - overlap(cluster, previous id) = records the cluster shares with the previous id, joined
   on the hashed row id (the same key gives the same hash, so no identifier is needed);
 - a cluster keeps a previous id when each is the other's best match (most shared records;
-  ties go to the smaller id), in rounds over what is left unmatched, so one id continues
-  one person and never two;
+  ties go to the smaller id), in rounds over what is left unmatched until a round matches
+  no more, so one id continues one person and never two;
 - every other cluster gets a new id, a keyed hash of the id series (random, drawn when a
   series starts), the threshold, the release version and the cluster's smallest record key:
   opaque (it reveals neither order, source nor native id), the same for the same inputs
@@ -30,7 +30,6 @@ from ..engine.sql import sql_string
 THRESHOLDS = ("high", "medium", "low")
 ASSIGNED = "release_links"  # clusters with the released person ids in place of the internal ones
 CHANGES = "person_id_changes"
-MAX_MATCHING_ROUNDS = 20
 
 
 class IdClash(Exception):
@@ -84,8 +83,13 @@ def _assign_threshold(engine: Engine, t: str, version: str, series: str) -> dict
         FROM release_records r JOIN previous_ids p USING (row_id_hash) GROUP BY ALL""")
     # Mutual best matches, in rounds: a cluster and a previous id left unmatched by a round
     # (their best partner went elsewhere) may still be each other's best among what is left.
+    # While any pair is open a round matches at least one (the open pair with the most shared
+    # records, ties to the smaller ids, is best for both), so the rounds run until one matches
+    # nothing (at most one round per id kept), with no cap that would end continuity early.
     engine.execute(f"CREATE OR REPLACE TEMP TABLE kept_{t} (cluster VARCHAR, old_id VARCHAR)")
-    for _ in range(MAX_MATCHING_ROUNDS):
+    most = engine.scalar(f"SELECT least(count(DISTINCT cluster), count(DISTINCT old_id)) FROM overlap_{t}")
+    kept = 0
+    while kept < most:
         engine.execute(f"""INSERT INTO kept_{t}
             WITH open AS (
                 SELECT cluster, old_id,
@@ -94,9 +98,10 @@ def _assign_threshold(engine: Engine, t: str, version: str, series: str) -> dict
                 FROM overlap_{t}
                 WHERE cluster NOT IN (SELECT cluster FROM kept_{t}) AND old_id NOT IN (SELECT old_id FROM kept_{t}))
             SELECT cluster, old_id FROM open WHERE rank_for_cluster = 1 AND rank_for_old = 1""")
-        if not engine.scalar(f"""SELECT count(*) FROM overlap_{t} WHERE cluster NOT IN (SELECT cluster FROM kept_{t})
-                                 AND old_id NOT IN (SELECT old_id FROM kept_{t})"""):
+        now = engine.scalar(f"SELECT count(*) FROM kept_{t}")
+        if now == kept:  # nothing left open
             break
+        kept = now
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE ids_{t} AS
         SELECT c.cluster,
                coalesce(k.old_id, 'P' || keyed_hash({sql_string(f"{series}|{t}|{version}|")} || c.first_key))
@@ -105,11 +110,18 @@ def _assign_threshold(engine: Engine, t: str, version: str, series: str) -> dict
                c.cluster IN (SELECT cluster FROM overlap_{t}) AS has_previous_records
         FROM (SELECT person_id_{t} AS cluster, min(record_key) AS first_key FROM release_records GROUP BY 1) c
         LEFT JOIN kept_{t} k USING (cluster)""")
-    (clash,), = engine.execute(f"""SELECT (SELECT count(*) FROM ids_{t} WHERE NOT continued
-                                           AND person_id IN (SELECT person_id_{t} FROM previous_ids))
-                                          + count(*) - count(DISTINCT person_id) FROM ids_{t}""")
+    # Each id that clashes counts once: a new id equal to a previous id (continued by another
+    # cluster, or retired), or an id given to two clusters.
+    clash = engine.scalar(f"""SELECT count(DISTINCT person_id) FROM ids_{t}
+        WHERE (NOT continued AND person_id IN (SELECT person_id_{t} FROM previous_ids))
+           OR person_id IN (SELECT person_id FROM ids_{t} GROUP BY 1 HAVING count(*) > 1)""")
     if clash:  # 80-bit hashes: never expected; refuse rather than give two people one id
-        raise IdClash(f"{clash} new person id(s) at {t} equal another id; release again to draw a new series")
+        raise IdClash(
+            f"{clash} new person id(s) at {t} equal another id (a previous release's or another new one), so the "
+            "release was refused. Releasing again gives the same clash: new ids are drawn within the id series "
+            "carried over from the previous release, from the same inputs. To release, start a new series with "
+            "`datafirst release --new-series` (or `datafirst run --new-series`): every person then gets a new id "
+            "and none carries over from the previous release.")
     # One row per (previous id, current id) that records moved between, where ids merged or split.
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE changes_{t} AS
         WITH o AS (

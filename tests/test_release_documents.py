@@ -1,0 +1,174 @@
+"""Person id matching rounds and the clash message, the released linkage quality summary and
+the release notes' person id section: real DuckDB, small inputs made here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datafirst.engine import Engine
+from datafirst.release import person_ids
+from datafirst.release.documentation import quality_summaries, release_notes
+from datafirst.release.products import install_keyed_hash
+from datafirst.workspace import Workspace
+
+THRESHOLDS = ("high", "medium", "low")
+SALT = "test-salt-0123456789abcdef"
+
+
+def _write_ids(engine: Engine, tmp_path: Path, clusters: dict[str, str], previous: dict[str, str]) -> tuple[Path, Path]:
+    """`clusters`: record key -> cluster now; `previous`: record key -> previous person id
+    (the same at every threshold). Returns the clusters and previous lookup parquet files."""
+    keys = list(clusters)
+    current = tmp_path / "clusters.parquet"
+    pq.write_table(pa.table({"record_key": keys, **{f"person_id_{t}": [clusters[k] for k in keys]
+                                                     for t in THRESHOLDS}}), current)
+    old_keys = list(previous)
+    hashes = [engine.scalar("SELECT keyed_hash(?)", [k]) for k in old_keys]
+    lookup = tmp_path / "previous.parquet"
+    pq.write_table(pa.table({"row_id_hash": hashes, **{f"person_id_{t}": [previous[k] for k in old_keys]
+                                                        for t in THRESHOLDS}}), lookup)
+    return current, lookup
+
+
+def test_matching_rounds_run_until_no_pair_is_left(tmp_path):
+    """A chain: cluster C_k shares w_k records with previous id O_k and w_k - 1 with O_{k-1}, w
+    falling along the chain, so each round can continue only the next link. All 25 continue."""
+    links = 25
+    clusters, previous = {}, {}
+    n, w = 0, 60
+    for k in range(links):
+        for share, cluster in ((w, f"C{k:02d}"), (w - 1, f"C{k + 1:02d}")):
+            for _ in range(share):
+                key = f"s|t|{n:06d}"
+                n += 1
+                clusters[key], previous[key] = cluster, f"O{k:02d}"
+        w -= 2
+    with Engine() as engine:
+        install_keyed_hash(engine, SALT)
+        current, lookup = _write_ids(engine, tmp_path, clusters, previous)
+        summary = person_ids.assign(engine, current, lookup, "v0002", "series")
+        ids = dict(engine.execute(f"SELECT DISTINCT record_key, person_id_medium FROM {person_ids.ASSIGNED}"))
+    for t in THRESHOLDS:
+        s = summary[t]
+        assert s["previous_people"] == links and s["people"] == links + 1
+        assert s["continued"] == links and s["previous_ids_retired"] == 0
+        assert s["new_ids_after_merge_or_split"] == 1  # the chain's last cluster
+    # Each cluster continues its own previous id, the one it shares most records with.
+    first_key = {}
+    for key in sorted(clusters):
+        first_key.setdefault(clusters[key], key)
+    for k in range(links):
+        assert ids[first_key[f"C{k:02d}"]] == f"O{k:02d}"
+    assert ids[first_key[f"C{links:02d}"]].startswith("P")
+
+
+def test_an_id_clash_is_counted_once_and_the_message_says_what_works(tmp_path):
+    """A previous id equal to the id a new cluster would be given in the same series: the
+    clash is refused, counted once, and the message points to --new-series, not to releasing
+    again (which draws the same ids)."""
+    with Engine() as engine:
+        install_keyed_hash(engine, SALT)
+        new_id = {t: "P" + engine.scalar("SELECT keyed_hash(?)", [f"S|{t}|v0002|s|t|2"]) for t in THRESHOLDS}
+        keys = ["s|t|1", "s|t|2"]
+        current = tmp_path / "clusters.parquet"
+        pq.write_table(pa.table({"record_key": keys, **{f"person_id_{t}": ["C1", "C2"] for t in THRESHOLDS}}), current)
+        lookup = tmp_path / "previous.parquet"
+        pq.write_table(pa.table({"row_id_hash": [engine.scalar("SELECT keyed_hash('s|t|1')")],
+                                 **{f"person_id_{t}": [new_id[t]] for t in THRESHOLDS}}), lookup)
+        messages = []
+        for _ in range(2):
+            with pytest.raises(person_ids.IdClash) as clash:
+                person_ids.assign(engine, current, lookup, "v0002", "S")
+            messages.append(str(clash.value))
+        # A new series (what --new-series gives: nothing carried, another series) releases.
+        summary = person_ids.assign(engine, current, None, "v0002", person_ids.new_series())
+    assert messages[0] == messages[1]  # releasing again gives the same clash
+    message = messages[0]
+    assert message.startswith("1 new person id(s) at high ")
+    assert "--new-series" in message and "release again to draw" not in message
+    assert summary["high"]["people"] == 2
+
+
+def _linkage_report(ws: Workspace) -> None:
+    def row(group: str, true: int, pred: int, tp: int) -> dict:
+        precision, recall = tp / pred, tp / true
+        return {"threshold": "medium", "group": group, "true_pairs": true, "predicted_pairs": pred,
+                "true_positives": tp, "precision": round(precision, 5), "recall": round(recall, 5),
+                "f1": round(2 * precision * recall / (precision + recall), 5)}
+
+    report = {
+        "generated_at": "2025-06-30T00:00:00+00:00", "thresholds": {"high": 0.99, "medium": 0.95, "low": 0.8},
+        "people": {"high": 500, "medium": 480, "low": 470},
+        "cluster_sizes": {"medium": {"1": 400, "2": 70, "3-5": 9, "6+": 1, "largest": 7}},
+        "match_rates": [{"source": "a", "found_in": "b", "share": 0.5}],
+        "linked_share_by_group": [{"group_by": "sex", "group": "F", "records": 300, "linked_share": 0.4},
+                                  {"group_by": "sex", "group": "unknown", "records": 4, "linked_share": 0.25}],
+        "borderline_sample": [{"left": {"forename": "x"}}],
+        "accuracy": {
+            "overall": [row("all", 250, 240, 235)],
+            "ethnicity": [row("A", 200, 190, 188),
+                          row("B", 3, 3, 2),  # a group of 3 true pairs: left out
+                          row("C", 40, 36, 7)],  # 7 true positives: suppressed, with the rates that give it back
+        },
+    }
+    folder = ws.reports / "linkage_quality"
+    folder.mkdir(parents=True)
+    (folder / "latest.json").write_text(json.dumps(report), encoding="utf-8")
+
+
+def test_released_linkage_quality_suppresses_small_accuracy_counts(tmp_path):
+    ws = Workspace(tmp_path)
+    _linkage_report(ws)
+    lq = quality_summaries(ws, 10)["linkage_quality.json"]
+    assert "borderline_sample" not in lq
+    counts = ("true_pairs", "predicted_pairs", "true_positives")
+    rows = [r for group_rows in lq["accuracy"].values() for r in group_rows]
+    for r in rows:
+        for c in counts:
+            assert r[c] == "<10" or isinstance(r[c], int) and (r[c] == 0 or r[c] >= 10), (r, c)
+    assert {r["group"] for r in lq["accuracy"]["ethnicity"]} == {"A", "C"}
+    c = next(r for r in lq["accuracy"]["ethnicity"] if r["group"] == "C")
+    assert c["true_positives"] == "<10" and c["true_pairs"] == 40 and c["predicted_pairs"] == 36
+    assert c["precision"] is None and c["recall"] is None and c["f1"] is None
+    a = next(r for r in lq["accuracy"]["ethnicity"] if r["group"] == "A")
+    assert a["true_positives"] == 188 and a["precision"] == round(188 / 190, 5)
+    assert lq["accuracy"]["overall"][0]["true_pairs"] == 250
+    # No count below the threshold anywhere in the released file.
+    text = json.dumps(lq)
+    for small in ("3", "2", "7", "4"):
+        assert f": {small}," not in text and f": {small}}}" not in text
+    assert [g["group"] for g in lq["linked_share_by_group"]] == ["F"]
+
+
+def _previous_release(root: Path, key_check: str) -> Path:
+    previous = root / "v0001"
+    previous.mkdir(parents=True)
+    (previous / "dictionary.json").write_text(json.dumps({"tables": []}), encoding="utf-8")
+    (previous / "manifest.json").write_text(json.dumps({"version": "v0001", "key_check": key_check,
+                                                        "id_series": "abc"}), encoding="utf-8")
+    return previous
+
+
+def _notes(previous: Path, key_check: str, carried_from: str | None) -> str:
+    summary = {"people": 10, "previous_people": 0, "continued": 0, "new_people": 10,
+               "new_ids_after_merge_or_split": 0, "merges": 0, "previous_ids_split": 0, "previous_ids_retired": 0,
+               "previous_ids_removed": 0, "previous_ids_kept_share": None}
+    meta = {"created_at": "2025-06-30T00:00:00+00:00", "model": "model.json",
+            "thresholds": {"high": 0.99, "medium": 0.95, "low": 0.8}, "key_check": key_check,
+            "person_ids": {"carried_from": carried_from, "thresholds": {t: summary for t in THRESHOLDS}}}
+    return release_notes("v0002", {"tables": []}, previous, meta)
+
+
+def test_release_notes_say_why_no_person_id_carried_over(tmp_path):
+    same = _notes(_previous_release(tmp_path / "same", "k1"), "k1", None)
+    assert "no id carries over from v0001" in same
+    assert "hashing key changed" not in same and "--new-series" in same and "hashing key is the same" in same
+    changed = _notes(_previous_release(tmp_path / "changed", "k1"), "k2", None)
+    assert "no id carries over from v0001 (the hashing key changed" in changed
+    carried = _notes(_previous_release(tmp_path / "carried", "k1"), "k1", "v0001")
+    assert "no id carries over" not in carried and "| medium | 10 |" in carried
