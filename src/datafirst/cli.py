@@ -429,10 +429,53 @@ def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_
     _run_standardise(_workspace(workspace, engine))
 
 
+# What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
+# `secrets/` (the demonstration key) is kept: a new demo starts a new release series anyway.
+DEMO_ENTRIES = ("world", "datafirst.yaml", "contracts", "zones", "models", "releases", "reports", ".state", ".scratch")
+
+
+def _earlier_demo(out: Path) -> bool:
+    """A workspace made by `datafirst demo`: its config reads the extracts of its own
+    generated world (world/world.json is there)."""
+    from .workspace import Workspace, WorkspaceError
+
+    if not (out / "datafirst.yaml").is_file() or not (out / "world" / "world.json").is_file():
+        return False
+    try:
+        return Path(Workspace(out).config().extracts) == Path("world") / "extracts"
+    except WorkspaceError:
+        return False
+
+
+def _only_demo_key(out: Path) -> bool:
+    """Nothing but an earlier demo's key (kept when clearing it), e.g. after a demo was stopped."""
+    keys = out / "secrets"
+    return (out.is_dir() and [p.name for p in out.iterdir()] == ["secrets"] and keys.is_dir()
+            and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a file or folder, releases included (they are made read-only)."""
+    import os
+    import shutil
+    import stat
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+    for folder, dirs, _ in os.walk(path):  # does not follow links
+        for name in [folder, *(os.path.join(folder, d) for d in dirs)]:
+            if not os.path.islink(name):
+                os.chmod(name, os.stat(name).st_mode | stat.S_IWUSR)
+    shutil.rmtree(path)
+
+
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo (replaced if it "
-                             "holds an earlier demo)."),
+    out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo. If it holds an "
+                             "earlier demo, that demo (world, zones, models, reports, releases, run state) is "
+                             "removed first and the new one starts afresh from release v0001; its demonstration "
+                             "key in secrets/ is kept. Any other non-empty folder is refused."),
     people: int = typer.Option(20_000, "--people", help="People in the demo world."),
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:
@@ -441,16 +484,17 @@ def demo(
     from .workspace import Workspace
 
     world_dir = out / "world"
-    if out.exists() and not (out / "datafirst.yaml").is_file() and any(out.iterdir()):
-        _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
-    if world_dir.exists() and (world_dir / "world.json").is_file():
-        import shutil
-
-        shutil.rmtree(world_dir)  # only ever an earlier demo world: it has a world.json
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if _earlier_demo(out):
+            for name in DEMO_ENTRIES:  # only ever an earlier demo's: checked just above
+                if (out / name).exists() or (out / name).is_symlink():
+                    _remove_tree(out / name)
+        elif not _only_demo_key(out):  # left by a demo stopped after clearing its predecessor
+            _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
     summary = _generate(world_dir, people, seed)
     console.print(f"World: {summary.records:,} source records for {summary.people:,} people in {summary.seconds:.1f} s")
     _print_realism(world_dir, with_errors=False)
-    ws = Workspace(out) if (out / "datafirst.yaml").is_file() else Workspace.init(out, world_dir / "extracts")
+    ws = Workspace.init(out, world_dir / "extracts")
     import os
 
     from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, make_demo_salt

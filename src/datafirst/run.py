@@ -4,7 +4,10 @@ Each stage's inputs (files it reads, contracts, config, model) are fingerprinted
 runs when its fingerprint differs from the one recorded after its last successful run, or
 when its outputs are missing. Fingerprints use file sizes and modification times (zones
 are rewritten whole, so a rewritten zone always has new times), never file contents, so
-checking costs nothing at any scale.
+checking costs nothing at any scale. Files are named relative to the workspace (extracts
+relative to the extracts folder), so the same workspace reached by another path, or moved,
+is the same. The release's fingerprint also holds the hashing key's check value (the one
+each release manifest holds, never the key), so a change of key releases again.
 """
 
 from __future__ import annotations
@@ -31,15 +34,37 @@ class StageResult:
     detail: str
 
 
-def _files_fingerprint(paths: list[Path]) -> list:
+def _name(p: Path, base: Path) -> str:
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:  # outside `base` (a model or extract file given by absolute path)
+        return str(p)
+
+
+def _files_fingerprint(paths: list[Path], base: Path) -> list:
+    """Size and modification time of each file, named relative to `base`."""
     out = []
     for p in sorted(paths):
         if p.is_file():
             st = p.stat()
-            out.append([str(p), st.st_size, st.st_mtime_ns])
+            out.append([_name(p, base), st.st_size, st.st_mtime_ns])
         else:
-            out.append([str(p), None, None])
+            out.append([_name(p, base), None, None])
     return out
+
+
+def key_check() -> str | None:
+    """The hashing key's check value, as each release manifest holds it (`keyed_hash` of
+    `KEY_CHECK`): tells keys apart without revealing them. None when no usable key is set."""
+    from .release.hashing_key import SecretError, load_salt
+    from .release.products import HASH_CHARS
+    from .release.stage import KEY_CHECK
+
+    try:
+        salt = load_salt()
+    except SecretError:
+        return None
+    return hashlib.sha256(f"{salt}|{KEY_CHECK}".encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
 def _zone_files(folder: Path) -> list[Path]:
@@ -64,30 +89,38 @@ class Runner:
                 "contracts": {p.name: p.read_text(encoding="utf-8") for p in contracts}}
 
     def _inputs(self, stage: str) -> dict:
+        """What the stage's fingerprint is made of."""
         from .sources.contract import load_contracts
 
         ws = self.ws
+        root, extracts = ws.root, ws.extracts
+
+        def files(paths: list[Path]) -> list:
+            return _files_fingerprint(paths, root)
+
         parts = self._common()
         if stage == "ingest":
-            files = [ws.extracts / t.file for c in load_contracts(ws.contracts) for t in c.tables.values()]
-            parts["files"] = _files_fingerprint(files)
+            paths = [ws.extracts / t.file for c in load_contracts(ws.contracts) for t in c.tables.values()]
+            parts["files"] = _files_fingerprint(paths, extracts)
         elif stage == "standardise":
-            parts["landed"] = _files_fingerprint(_zone_files(ws.zone("landed")))
+            parts["landed"] = files(_zone_files(ws.zone("landed")))
         elif stage == "train":
-            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
+            parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
         elif stage == "link":
             from .link.stage import LinkError, current_model
 
-            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
-            parts["content"] = _files_fingerprint(_zone_files(ws.zone("content")))
+            parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
+            parts["content"] = files(_zone_files(ws.zone("content")))
             try:
-                parts["model"] = _files_fingerprint([current_model(ws)])
+                parts["model"] = files([current_model(ws)])
             except LinkError:
                 parts["model"] = None
         elif stage == "release":
-            parts["links"] = _files_fingerprint(_zone_files(ws.zone("links")))
-            parts["content"] = _files_fingerprint(_zone_files(ws.zone("content")))
-            parts["identifiers"] = _files_fingerprint(_zone_files(ws.zone("identifiers")))
+            parts["links"] = files(_zone_files(ws.zone("links")))
+            parts["content"] = files(_zone_files(ws.zone("content")))
+            parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
+            # A missing key gives None here: the release then runs and says how to provide one.
+            parts["key_check"] = key_check()
         return parts
 
     def _outputs_exist(self, stage: str) -> bool:
@@ -147,10 +180,16 @@ class Runner:
             return f"model {train(ws, engine).name}"
 
         def do_link(engine: Engine) -> str:
-            summary = link(ws, engine, full=self.full_link)
-            _, _, report = link_report(ws, engine, self.labels)
-            detail = (f"{summary.how()}; {summary.edges:,} edges; people "
-                      + ", ".join(f"{k} {v:,}" for k, v in summary.clusters.items()))
+            if links_unchanged and not self.full_link:
+                # Only --labels forced the stage: report against them, leave the links (and so
+                # the release) as they are.
+                _, _, report = link_report(ws, engine, self.labels)
+                detail = "links unchanged, not linked again (--full links everything again); linkage report remade"
+            else:
+                summary = link(ws, engine, full=self.full_link)
+                _, _, report = link_report(ws, engine, self.labels)
+                detail = (f"{summary.how()}; {summary.edges:,} edges; people "
+                          + ", ".join(f"{k} {v:,}" for k, v in summary.clusters.items()))
             if report.get("accuracy"):
                 detail += "; against labels: " + ", ".join(
                     f"{a['threshold']} P {a['precision']:.3f} R {a['recall']:.3f} F1 {a['f1']:.3f}"
@@ -172,8 +211,9 @@ class Runner:
             self.results.append(StageResult("train", False, 0.0, "saved model reused (--retrain to train again)"))
             if self.report:
                 self.report(self.results[-1])
-        self.stage("link", do_link)
-        self.stage("release", do_release)
+        links_unchanged = self._unchanged("link", _fingerprint(self._inputs("link")))
+        self.stage("link", do_link, force=self.full_link or self.labels is not None)
+        self.stage("release", do_release, force=self.new_series)
         return self.results
 
 

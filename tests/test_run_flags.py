@@ -1,0 +1,158 @@
+"""`datafirst run` skipping and forcing: the same workspace by another path or moved skips every
+stage; --new-series, --full and --labels are not ignored on unchanged inputs; another hashing key
+releases again; `datafirst demo` in an earlier demo's folder starts afresh. Small worlds, real
+DuckDB and Splink."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from datafirst.cli import app
+from datafirst.release.hashing_key import SALT_ENV, SALT_FILE_ENV, SecretError
+from datafirst.release.stage import ReleaseError, published
+from datafirst.run import STATE_DIR, Runner, key_check
+from datafirst.workspace import Workspace
+from datafirst.world import generate_world
+
+STAGES = ["ingest", "standardise", "train", "link", "release"]
+SALT = "run-flags-salt-0123456789abcdef"
+OTHER_SALT = "another-run-flags-salt-9876543210"
+
+
+def _use_key(monkeypatch, salt: str | None) -> None:
+    monkeypatch.delenv(SALT_FILE_ENV, raising=False)
+    if salt is None:
+        monkeypatch.delenv(SALT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SALT_ENV, salt)
+
+
+def _ran(results) -> list[str]:
+    return [r.stage for r in results if r.ran]
+
+
+def _versions(ws: Workspace) -> list[str]:
+    return [p.name for p in published(ws)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A workspace holding its own small world (extracts at world/extracts, as the demo's),
+    run once through every stage by its absolute path."""
+    root = tmp_path_factory.mktemp("run_flags") / "ws"
+    root.mkdir()
+    generate_world(root / "world", 300, seed=5)
+    ws = Workspace.init(root, root / "world" / "extracts")
+    assert ws.config().extracts == Path("world/extracts")
+    with pytest.MonkeyPatch.context() as mp:
+        _use_key(mp, SALT)
+        assert _ran(Runner(Workspace(root.resolve())).run()) == STAGES
+    assert _versions(ws) == ["v0001"]
+    return root
+
+
+@pytest.fixture
+def ws(base, tmp_path, monkeypatch) -> Workspace:
+    """A copy of the base workspace (file times kept: a moved workspace), with the base's key."""
+    _use_key(monkeypatch, SALT)
+    shutil.copytree(base, tmp_path / "ws")
+    return Workspace((tmp_path / "ws").resolve())
+
+
+def test_moved_workspace_and_relative_path_skip_every_stage(ws, tmp_path, monkeypatch):
+    results = Runner(ws).run()
+    assert _ran(results) == [], [(r.stage, r.detail) for r in results]
+    monkeypatch.chdir(tmp_path)
+    again = Runner(Workspace(Path("ws"))).run()
+    assert _ran(again) == [] and all(r.detail for r in again)
+    assert _versions(ws) == ["v0001"]
+    state = json.loads((ws.root / STATE_DIR / "release.json").read_text())
+    assert SALT not in json.dumps(state)
+
+
+def test_new_series_releases_again_on_unchanged_inputs(ws):
+    results = Runner(ws, new_series=True).run()
+    assert _ran(results) == ["release"]
+    assert _versions(ws) == ["v0001", "v0002"]
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in published(ws)]
+    assert manifests[0]["id_series"] != manifests[1]["id_series"]
+    assert _ran(Runner(ws).run()) == []
+
+
+def test_another_key_releases_again_and_is_refused_unless_a_new_series(ws, monkeypatch):
+    manifest = json.loads((published(ws)[-1] / "manifest.json").read_text())
+    assert key_check() == manifest["key_check"]  # the manifest's check, computed without the engine
+    _use_key(monkeypatch, OTHER_SALT)
+    assert key_check() != manifest["key_check"]
+    runner = Runner(ws)
+    with pytest.raises(ReleaseError, match="key differs"):
+        runner.run()
+    assert _ran(runner.results) == [] and [r.stage for r in runner.results] == STAGES[:-1]
+    assert _versions(ws) == ["v0001"]
+    assert _ran(Runner(ws, new_series=True).run()) == ["release"]
+    assert _ran(Runner(ws).run()) == []
+    _use_key(monkeypatch, SALT)  # back to the first key: v0002 was made with the other one
+    with pytest.raises(ReleaseError, match="key differs"):
+        Runner(ws).run()
+    assert _versions(ws) == ["v0001", "v0002"]
+
+
+def test_a_missing_key_skips_the_other_stages_and_stops_the_release(ws, monkeypatch):
+    _use_key(monkeypatch, None)
+    assert key_check() is None
+    runner = Runner(ws)
+    with pytest.raises(SecretError, match="no hashing salt"):
+        runner.run()
+    assert [r.stage for r in runner.results] == STAGES[:-1] and _ran(runner.results) == []
+
+
+def test_labels_remake_the_report_and_full_links_again(ws):
+    from datafirst.world.labels import write_labels
+
+    labels = write_labels(ws.root / "world", ws.root / "world" / "labels.parquet")
+    results = Runner(ws, labels=labels).run()
+    assert _ran(results) == ["link"]
+    link = results[STAGES.index("link")].detail
+    assert "links unchanged" in link and "against labels" in link
+    report = json.loads((ws.reports / "linkage_quality" / "latest.json").read_text())
+    assert report.get("accuracy")
+    results = Runner(ws, full_link=True).run()
+    assert _ran(results) == ["link", "release"]
+    assert "full link" in results[STAGES.index("link")].detail
+    assert _versions(ws) == ["v0001", "v0002"]
+
+
+def test_demo_again_with_another_world_starts_afresh(tmp_path, monkeypatch):
+    cli = CliRunner()
+    out = tmp_path / "demo"
+    _use_key(monkeypatch, None)
+    first = cli.invoke(app, ["demo", "--out", str(out), "--people", "300", "--seed", "1"])
+    assert first.exit_code == 0, first.output
+    key = (out / "secrets" / "demo.salt").read_text()
+    (out / "releases" / "v0001").chmod(0o555)  # releases are read-only; clearing copes
+    _use_key(monkeypatch, None)  # as a new process would start
+    second = cli.invoke(app, ["demo", "--out", str(out), "--people", "300", "--seed", "2"])
+    assert second.exit_code == 0, second.output
+    ws = Workspace(out)
+    assert _versions(ws) == ["v0001"]
+    assert [e["version"] for e in json.loads((out / "releases" / "ledger.json").read_text())["releases"]] == ["v0001"]
+    manifest = json.loads((out / "releases" / "v0001" / "manifest.json").read_text())
+    assert not manifest.get("previous")
+    assert json.loads((out / "world" / "world.json").read_text())["seed"] == 2
+    assert (out / "secrets" / "demo.salt").read_text() == key
+    assert len(list((out / "models").glob("model-*.meta.json"))) == 1  # the earlier model went too
+
+
+def test_demo_refuses_a_workspace_that_is_not_an_earlier_demo(tmp_path, monkeypatch):
+    extracts = tmp_path / "extracts"
+    extracts.mkdir()
+    real = Workspace.init(tmp_path / "real", extracts)
+    (real.root / "releases").mkdir()
+    result = CliRunner().invoke(app, ["demo", "--out", str(real.root), "--people", "100"])
+    assert result.exit_code == 2 and "not a datafirst demo workspace" in result.output
+    assert real.config_path.is_file() and (real.root / "releases").is_dir() and not (real.root / "world").exists()
