@@ -329,6 +329,9 @@ def test_a_table_unchanged_since_the_last_ingest_is_kept_not_read_again(tmp_path
     (ws.extracts / "people.csv").write_text(GOOD + "3,Cy Day,31/02/1980,1\n4,Di Ray,02/02/1991,5\n")
     second = {x.source: x for x in _run(ws)}
     assert (second["other"].reused, second["tiny"].reused) == (True, False)
+    accounting = duckdb.connect().execute(f"""SELECT source, reused FROM
+        read_parquet('{ws.zone("landed")}/_accounting.parquet') ORDER BY 1""").fetchall()
+    assert accounting == [("other", True), ("tiny", False)]
     assert second["other"].loaded_at == first["other"].loaded_at
     # The landed zone and the quarantine are what a first ingest of these files gives.
     fresh = Workspace.init(tmp_path / "fresh", ws.extracts, with_world_contracts=False)

@@ -537,6 +537,7 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
             "file_sha256": [x.sha256 for x in loads], "read": [x.read for x in loads],
             "landed": [x.landed for x in loads], "quarantined": [x.quarantined for x in loads],
             "loaded_at": [x.loaded_at for x in loads], "spec_sha256": [x.spec_sha256 for x in loads],
+            "reused": [x.reused for x in loads],
         })
         pq.write_table(acc, tmp / ACCOUNTING_FILE)
         replace_folder(tmp, ws.zone(LANDED))
