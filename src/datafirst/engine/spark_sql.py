@@ -5,7 +5,9 @@ into something with other semantics, is rewritten here on the parsed tree, befor
 SQL is generated, so that both engines give the same answer:
 
 - list indexes `x[i]` (1-based in DuckDB, 0-based in Spark) become `element_at(x, i)`, which
-  is 1-based and, like DuckDB, gives NULL past the end;
+  is 1-based and, like DuckDB, gives NULL past the end (indexes below 1 are refused);
+- `regexp_replace` options: 'g' is Spark's only behaviour (without it the pattern must be
+  anchored), 'i' becomes an inline `(?i)`;
 - `TRY(decode(bytes))` (NULL for invalid UTF-8) becomes `try_validate_utf8`;
 - `try_strptime(x, fmt | [fmts])` becomes `to_timestamp` tried in each format, with DuckDB's
   lenient one-or-two-digit day and month;
@@ -171,6 +173,10 @@ class SparkTranslator:
             # sqlglot keeps a literal index 0-based and a computed one as written (1-based, as
             # in DuckDB); element_at is 1-based.
             index = n.expressions[0]
+            if isinstance(index, exp.Neg) or (isinstance(index, exp.Literal) and int(index.this) + 1 <= 0):
+                # DuckDB counts negative indexes from the end and gives NULL for 0; sqlglot
+                # shifts them as if 0-based, and element_at fails on 0.
+                raise TranslationError(f"a list index below 1 reads differently on Spark: {n.sql('duckdb')}")
             if isinstance(index, exp.Literal):
                 index = exp.Literal.number(int(index.this) + 1)
             return exp.Anonymous(this="element_at", expressions=[n.this, index])
@@ -213,13 +219,25 @@ class SparkTranslator:
             return exp.column(var.this, table="session")
         if isinstance(n, exp.RegexpReplace):
             modifiers = n.args.get("modifiers")
-            if modifiers is None or "g" not in modifiers.name:
-                pattern = n.expression.name if isinstance(n.expression, exp.Literal) else ""
-                if not (pattern.startswith("^") or pattern.endswith("$")):
-                    raise TranslationError(f"regexp_replace without 'g' replaces the first match only in DuckDB; "
-                                           f"Spark replaces every match. Anchor the pattern or add 'g': {n.sql('duckdb')}")
+            options = modifiers.name if modifiers is not None else ""
+            if set(options) - {"g", "i"}:
+                raise TranslationError(f"regexp_replace options other than 'g' and 'i' have no Spark form: "
+                                       f"{n.sql('duckdb')}")
+            if "g" not in options and not _anchored(n.expression.name if isinstance(n.expression, exp.Literal) else ""):
+                raise TranslationError(f"regexp_replace without 'g' replaces the first match only in DuckDB; "
+                                       f"Spark replaces every match. Anchor the pattern or add 'g': {n.sql('duckdb')}")
+            if "i" in options:
+                if not isinstance(n.expression, exp.Literal):
+                    raise TranslationError(f"regexp_replace with 'i' needs a literal pattern on Spark: {n.sql('duckdb')}")
+                n.set("expression", exp.Literal.string("(?i)" + n.expression.name))
             n.set("modifiers", None)
             return n
+        different = {"hash": "Spark's hash is another function", "dayofweek": "Sunday is 0 in DuckDB, 1 in Spark",
+                     "ordered list": "Spark's collect_list drops the order"}
+        kind = ("hash" if name == "hash" else "dayofweek" if isinstance(n, exp.DayOfWeek)
+                else "ordered list" if isinstance(n, exp.ArrayAgg) and n.find(exp.Order) else None)
+        if kind:
+            raise TranslationError(f"{n.sql('duckdb')} gives another answer on Spark ({different[kind]})")
         return _renamed(n, SIMILARITY_FUNCTIONS)
 
     def _read_parquet(self, n: exp.ReadParquet) -> exp.Expression:
@@ -235,6 +253,29 @@ class SparkTranslator:
                 raise TranslationError(f"read_parquet needs literal paths to run on Spark: {n.sql('duckdb')}")
             paths.extend(strings)
         return exp.to_identifier(self.parquet_view(paths, union_by_name))  # the name inside the Table node
+
+
+def _anchored(pattern: str) -> bool:
+    """Whether a pattern can match at one place only (so 'first match' and 'every match' agree):
+    anchored at the start, or at the end by an unescaped '$', with no alternation that could
+    escape the anchor."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):  # an alternation outside every group could match away from the anchor
+        ch = pattern[i]
+        if ch == "\\":
+            i += 1
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return False
+        i += 1
+    return pattern.startswith("^") or (pattern.endswith("$") and not pattern.endswith("\\$"))
 
 
 def _post_order(node: exp.Expression, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:

@@ -103,7 +103,7 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
         SELECT e.match_probability, e.match_weight, a.source, b.source, {sel}
         FROM {edges} e JOIN {ids} a ON a.record_key = e.record_key_l JOIN {ids} b ON b.record_key = e.record_key_r
         WHERE e.match_probability >= {lo} AND e.match_probability < {hi}
-        ORDER BY hash(e.record_key_l || e.record_key_r) LIMIT {BORDERLINE_SAMPLE}""")
+        ORDER BY md5(e.record_key_l || '|' || e.record_key_r) LIMIT {BORDERLINE_SAMPLE}""")
     report["borderline_sample"] = [
         {"match_probability": round(r[0], 4), "match_weight": round(r[1], 2), "sources": [r[2], r[3]],
          "left": {c: r[4 + 2 * i] for i, c in enumerate(cols)}, "right": {c: r[5 + 2 * i] for i, c in enumerate(cols)}}
