@@ -27,7 +27,8 @@ def pairwise_accuracy(engine: Engine, clusters: str, truth: str, thresholds: tup
             both_pairs AS (SELECT grp, sum(n * (n - 1) / 2) AS s FROM (
                 SELECT grp, pid, true_id, count(*) AS n FROM j GROUP BY ALL) GROUP BY grp)
             SELECT t.grp, coalesce(b.s, 0), coalesce(p.s, 0), coalesce(t.s, 0)
-            FROM true_pairs t LEFT JOIN pred_pairs p USING (grp) LEFT JOIN both_pairs b USING (grp)
+            FROM true_pairs t LEFT JOIN pred_pairs p ON p.grp IS NOT DISTINCT FROM t.grp
+            LEFT JOIN both_pairs b ON b.grp IS NOT DISTINCT FROM t.grp  -- records with no group are a group too
             ORDER BY t.grp""")
         for grp, tp, pred, true in rows:
             precision = tp / pred if pred else 1.0

@@ -17,8 +17,8 @@ those of the last link and the changes are a small share, then:
 
 Scores depend only on the pair and the model (term frequencies are saved with the model),
 so the edges and clusters equal those of a full re-run with the same model; the tests and
-the benchmark check that record by record. Models saved without term frequencies score
-with today's data, and a kept edge may then differ slightly from a re-run's.
+the benchmark check that record by record. A model saved without term frequencies would
+score with today's data, so it always gets a full link (see `reusable`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ class Thresholds:
 class ModelSpec:
     """What the model compares and how it blocks, given the columns that carry data."""
 
-    present: set[str]
     comparisons: list = field(default_factory=list)
     prediction_rules: list = field(default_factory=list)
     training_rules: list = field(default_factory=list)
@@ -49,7 +48,7 @@ class ModelSpec:
 
 def model_spec(present: set[str]) -> ModelSpec:
     """Comparisons and rules for the identifier columns that hold any values."""
-    spec = ModelSpec(present=present)
+    spec = ModelSpec()
     has = present.__contains__
     for col, other in (("forename", "surname"), ("surname", "forename")):
         if has(col):

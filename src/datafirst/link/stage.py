@@ -21,6 +21,7 @@ from pathlib import Path
 
 from splink import Linker, block_on
 from splink.internals.database_api import DatabaseAPI
+from splink.internals.exceptions import EMTrainingException
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 from splink.internals.parse_sql import get_columns_used_from_sql
 from splink.internals.settings import Settings
@@ -238,8 +239,22 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     # Every sampled pair is used (no early stop once each level has 100 agreements), so the
     # number of pairs behind each u is known: the correction below floors u at one of them.
     linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed, min_count_per_level=None)
+    skipped = []
     for rule in training_rules:
-        linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        except EMTrainingException as exc:
+            rule_sql = rule.get_blocking_rule("duckdb").blocking_rule_sql
+            if cfg.training_rules:  # the user's own steps: each must find pairs
+                raise LinkError(f"the training rule {rule_sql} (link.training_rules in {ws.config_path}) finds no "
+                                "pair of records sharing its values; choose columns the sources share") from exc
+            # A default step for a role that few records hold (a small or single source): the
+            # other steps train its comparisons too; said in the model's metadata.
+            skipped.append(rule_sql)
+    if skipped and len(skipped) == len(training_rules):
+        raise LinkError("no training step found a pair of records sharing values (" + "; ".join(skipped) + "): the "
+                        "identifiers hold too few records to train on; set link.training_rules in "
+                        f"{ws.config_path}, or train on a larger delivery")
     recall = None
     if spec.deterministic_rules:
         # The prior counted the rules' matches and scaled by an assumed recall. Now the model
@@ -281,6 +296,8 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         # (estimated from the model; null where the assumed recall was kept).
         "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
         "deterministic_recall": recall,
+        # Default training steps that found no pair of records (see above).
+        "training_steps_skipped": skipped,
         # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
         "u_corrected_for_matches": u_corrected,
         "code": {"datafirst": version("datafirst"), "splink": version("splink"),
