@@ -134,3 +134,23 @@ def test_ingest_and_standardise_give_the_same_zones_with_jobs_at_once_as_one_aft
         for name in zones[1][zone]:
             assert zones[1][zone][name] == zones[2][zone][name], f"{zone}/{name} differs"
     assert reports[1] == reports[2]
+
+
+@pytest.mark.parametrize("setting, match", [
+    ("memory_limit: lots", "memory_limit"), ("memory_limit: 1.5GB", "memory_limit"), ("threads: 0", "threads"),
+    ("link: {thresholds: {high: 99.9}}", "0 < low <= medium <= high < 1"),
+])
+def test_config_values_the_engines_cannot_use_are_refused_naming_the_file(tmp_path, setting, match):
+    from datafirst.workspace import Workspace, WorkspaceError
+
+    ws = Workspace.init(tmp_path / "ws", tmp_path, with_world_contracts=False)
+    ws.config_path.write_text(ws.config_path.read_text() + setting + "\n")
+    with pytest.raises(WorkspaceError, match=match) as exc:
+        ws.config()
+    assert str(ws.config_path) in str(exc.value)
+
+
+def test_memory_sizes_are_read_in_mb():
+    from datafirst.workspace import memory_mb
+
+    assert (memory_mb("8GB"), memory_mb("512 MB")) == (8000, 512)

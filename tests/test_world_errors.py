@@ -6,7 +6,7 @@ import math
 
 import duckdb
 
-from datafirst.world.error_model import MALFORMED_KINDS, default_error_model, parse_error_model
+from datafirst.world.error_model import default_error_model, parse_error_model
 from datafirst.world.realism import realism
 
 
@@ -21,10 +21,7 @@ def test_declared_error_rates_are_met(world):
     checked = 0
     for r in realism(world):
         for key, declared in r.declared.items():
-            if key.startswith("rows:") and key.split(":")[1] in MALFORMED_KINDS + ("duplicate_row",):
-                measured = r.errors.get(key, 0.0)
-            else:
-                measured = r.errors.get(key, 0.0)
+            measured = r.errors.get(key, 0.0)
             assert _within(measured, declared, r.rows), (r.source, key, measured, declared, r.rows)
             checked += 1
     assert checked > 150

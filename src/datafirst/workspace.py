@@ -7,15 +7,27 @@ secrets (which never live here).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_FILE = "datafirst.yaml"
+
+
+# A memory size both engines read alike: a whole number of MB or GB (Spark's JVM takes no
+# fractions, percentages or GiB).
+MEMORY_SIZE = r"^[1-9][0-9]*\s*(MB|GB)$"
+
+
+def memory_mb(size: str) -> int:
+    """A `memory_limit` (see MEMORY_SIZE) in MB."""
+    number, unit = re.match(r"^([0-9]+)\s*(MB|GB)$", size).groups()
+    return int(number) * (1000 if unit == "GB" else 1)
 
 
 class WorkspaceError(Exception):
@@ -28,6 +40,13 @@ class ThresholdConfig(BaseModel):
     high: float = 0.999
     medium: float = 0.99
     low: float = 0.95
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThresholdConfig":
+        if not 0 < self.low <= self.medium <= self.high < 1:
+            raise ValueError(f"thresholds are match probabilities with 0 < low <= medium <= high < 1; got low "
+                             f"{self.low}, medium {self.medium}, high {self.high}")
+        return self
 
 
 class JourneySpec(BaseModel):
@@ -95,8 +114,8 @@ class Config(BaseModel):
     contracts: Path = Field(Path("contracts"), description="folder of source contracts (*.yaml)")
     engine: Literal["duckdb", "spark"] = Field("duckdb", description="the engine that runs the SQL: duckdb "
                                                "(one machine) or spark (see docs/spark.md)")
-    threads: int | None = Field(None, description="engine threads (default: all cores)")
-    memory_limit: str | None = Field(None, description="engine memory limit, e.g. '8GB'")
+    threads: int | None = Field(None, ge=1, description="engine threads (default: all cores)")
+    memory_limit: str | None = Field(None, pattern=MEMORY_SIZE, description="engine memory limit, e.g. '8GB' or '512MB'")
     spark: SparkConfig = Field(default_factory=SparkConfig)
     link: LinkConfig = Field(default_factory=LinkConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)

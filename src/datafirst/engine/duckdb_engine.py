@@ -26,9 +26,9 @@ class Engine:
     name = "duckdb"
     dialect = "duckdb"
 
-    def __init__(self, database: str | Path = ":memory:", *, threads: int | None = None,
-                 memory_limit: str | None = None, temp_directory: Path | None = None):
-        self.con = duckdb.connect(str(database))
+    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
+                 temp_directory: Path | None = None):
+        self.con = duckdb.connect()  # in memory: every stage reads and writes Parquet zones
         self.threads = threads or os.cpu_count() or 1
         self.execute(f"SET threads = {self.threads}")
         if memory_limit:
