@@ -388,3 +388,21 @@ tables:
         standardise(ws, engine, as_of="2024-01-01")
         with pytest.raises(LinkError, match="no training step found a pair of records.*link.training_rules"):
             train(ws, engine)
+
+
+def test_an_address_does_not_count_as_a_linking_role_where_the_model_will_not_compare_it(tmp_path):
+    ext = tmp_path / "extracts"
+    ext.mkdir()
+    (ext / "v.csv").write_text("id,name,addr\n1,Ann Lee,1 High St Leeds\n2,Bob Cox,2 Low Rd York\n")
+    (ext / "p.csv").write_text("id,name,postcode\n1,Ann Lee,LS1 1AA\n2,Bob Cox,YO1 1AA\n")
+    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
+    for source, column in (("visits", "addr: {role: address}"), ("people", "postcode: {role: postcode}")):
+        (ws.root / "contracts" / f"{source}.yaml").write_text(
+            f"source: {source}\ntables:\n  t:\n    file: {source[0]}.csv\n    record_id: id\n    columns:\n"
+            f"      id: {{native_id: true}}\n      name: {{role: full_name, name_order: forenames_surname}}\n"
+            f"      {column}\n")
+    with Engine() as engine:
+        ingest(ws, engine)
+        standardise(ws, engine)
+        with pytest.raises(LinkError, match="visits/t cannot be linked.*its address is not compared"):
+            train(ws, engine)

@@ -84,21 +84,25 @@ def _identifier_files(ws: Workspace) -> list[Path]:
 
 
 def check_linkable(engine: Engine, files: list[Path]) -> None:
-    """Refuse a source whose identifiers give too few roles to link on."""
+    """Refuse a source whose identifiers give too few roles to link on. An address counts only
+    where the model compares it: when no source has postcodes (see settings.model_spec)."""
+    by_file = {}
     for path in files:
-        rel = engine.parquet(path)
         counts = engine.execute(
             "SELECT " + ", ".join(f"count(*) FILTER (WHERE {' OR '.join(f'{c} IS NOT NULL' for c in cols)})"
-                                  for cols in ROLE_COLUMNS.values()) + f", count(*) FROM {rel}")[0]
-        total = counts[-1]
-        if total == 0:
-            continue
-        present = [role for role, n in zip(ROLE_COLUMNS, counts[:-1]) if n > 0]
+                                  for cols in ROLE_COLUMNS.values()) + f", count(*) FROM {engine.parquet(path)}")[0]
+        if counts[-1]:
+            by_file[path] = [role for role, n in zip(ROLE_COLUMNS, counts[:-1]) if n > 0]
+    postcodes = any("postcode" in roles for roles in by_file.values())
+    for path, roles in by_file.items():
+        present = [r for r in roles if not (r == "address" and postcodes)]
         if len(present) < MIN_LINKING_ROLES:
             missing = [r for r in LINKING_ROLES if r not in present]
+            unused = (" (its address is not compared, because other sources have postcodes: give it a postcode "
+                      "role)" if "address" in roles and postcodes else "")
             raise LinkError(
-                f"{path.stem.replace('__', '/')} cannot be linked: its identifiers give only {present or 'no roles'}; "
-                f"linkage needs at least {MIN_LINKING_ROLES} of {list(LINKING_ROLES)}. Missing: {missing}. "
+                f"{path.stem.replace('__', '/')} cannot be linked: its identifiers give only {present or 'no roles'}"
+                f"{unused}; linkage needs at least {MIN_LINKING_ROLES} of {list(LINKING_ROLES)}. Missing: {missing}. "
                 "Give the columns that hold them a `role` in the source's contract, or leave the source out.")
 
 
