@@ -406,3 +406,16 @@ def test_an_address_does_not_count_as_a_linking_role_where_the_model_will_not_co
         standardise(ws, engine)
         with pytest.raises(LinkError, match="visits/t cannot be linked.*its address is not compared"):
             train(ws, engine)
+
+
+def test_a_new_limit_on_comparisons_links_in_full_and_estimates_again(linked_ws, tmp_path):
+    import shutil
+
+    ws = Workspace(shutil.copytree(linked_ws.root, tmp_path / "ws"))
+    with Engine() as engine:
+        assert link(ws, engine).mode == "incremental"  # nothing changed: built on the last link
+        assert link(ws, engine, max_comparisons_per_rule=10**12).mode == "full"
+        with pytest.raises(LinkError, match="would generate about"):
+            link(ws, engine, max_comparisons_per_rule=10)
+    meta = json.loads((ws.zone("links") / "link.json").read_text())
+    assert meta["why_full"] == "the limit on comparisons per blocking rule changed since the last link"

@@ -403,7 +403,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     run = {"model": path.name, "model_sha256": file_sha256(path), "term_frequencies_saved": frozen_tf,
            "thresholds": thresholds.named(), "edge_floor": edge_floor,
            "prediction_rules": model["blocking_rules_to_generate_predictions"],
-           "record_digest": incremental.DIGEST_SCHEME}
+           "max_comparisons_per_rule": max_comparisons_per_rule, "record_digest": incremental.DIGEST_SCHEME}
     previous = ws.zone(LINKS)
     why_full = "asked for a full link" if full else incremental.reusable(previous, run)
     changes = None
@@ -417,6 +417,8 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     tmp.mkdir(parents=True)
     try:
         if why_full is None:
+            # The blocking estimate of the link built on (at most MAX_CHANGED_SHARE of records have
+            # changed since, and a new limit links in full, which estimates again).
             blocking = json.loads((previous / "link.json").read_text(encoding="utf-8"))["blocking"]
             incremental.link_changes(engine, db_api, linker, previous, INPUT_TABLE, thresholds.named(),
                                      edge_floor, changes)
