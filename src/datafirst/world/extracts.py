@@ -149,6 +149,9 @@ def _fold_for_cp1252(text: str) -> str:
     their accents (Ł becomes L), the rest stays."""
     out = []
     for ch in text:
+        if "\udc80" <= ch <= "\udcff":  # a planted raw byte (surrogateescape): kept as it is
+            out.append(ch)
+            continue
         try:
             ch.encode("cp1252")
             out.append(ch)
@@ -187,7 +190,7 @@ IMPOSSIBLE = {"dmy": "31/02/{y}", "iso": "{y}-02-30", "oracle": "31-FEB-{y}", "d
               "compact": "{y}1345"}
 
 
-def encode_table(spec: ExtractFile, rows: dict[str, np.ndarray], defect: np.ndarray, date_col: str, date_style: str,
+def encode_table(spec: ExtractFile, rows: dict[str, np.ndarray], defect: np.ndarray, date_col: str | None, date_style: str,
                  id_col: str, name_col: str, rng: np.random.Generator) -> tuple[list[bytes], np.ndarray]:
     """Encode delimited rows, planting row defects. Returns lines and, per record, its
     1-based line offset within these lines (the first copy for duplicated rows)."""
@@ -196,13 +199,18 @@ def encode_table(spec: ExtractFile, rows: dict[str, np.ndarray], defect: np.ndar
     if n == 0:
         return [], np.empty(0, dtype=np.int64)
     idx = np.flatnonzero(defect == "impossible_date")
+    if len(idx) and date_col is None:
+        raise ValueError(f"{spec.source}/{spec.table} has no date column for an impossible date; set its "
+                         "impossible_date rate to 0 in the error model")
     if len(idx):
         years = rng.integers(1960, 2005, len(idx))
         rows[date_col][idx] = [IMPOSSIBLE[date_style].format(y=y) for y in years.tolist()]
     idx = np.flatnonzero(defect == "broken_bytes")
     if len(idx):
-        # A lone byte that is not valid UTF-8 inside a name: the classic mangled export.
-        rows[name_col][idx] = [v[: len(v) // 2] + "\udce9" + v[len(v) // 2:] for v in rows[name_col][idx]]
+        # A lone byte that is not valid in the file's encoding inside a name: the classic mangled
+        # export (0xE9 alone is not UTF-8; 0x81 is undefined in Windows-1252).
+        bad = "\udc81" if enc == "cp1252" else "\udce9"
+        rows[name_col][idx] = [v[: len(v) // 2] + bad + v[len(v) // 2:] for v in rows[name_col][idx]]
     delim = spec.delimiter
     # Wrong column counts, the two ways they happen: a value typed with an unquoted delimiter
     # in it (one field too many), or a row cut short (one field too few).
@@ -528,6 +536,6 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("civil", "parties")]
         defect = _plant_defects(self.rng, self.model.for_source("civil"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, "postcode", "compact", "party_id", "party_name", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, None, "compact", "party_id", "party_name", self.rng)
         return {"civil/claims": Rendered(clines),
                 "civil/parties": Rendered(lines, self._truth(spec, people, person, party_id, offsets, defect, ident))}
