@@ -495,6 +495,10 @@ tables:
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: shoe}}", "role"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {n: {role: full_name}, id: {}}", "name_order"),
     ("source: [unclosed", "not valid YAML"),
+    ("source: t\ntables:\n  p:\n    file: a.jsonl\n    format: jsonl\n    record_id: id\n    columns: {id: {path: '$.id['}}",
+     "not a JSON path"),
+    ("source: t\ntables:\n  p:\n    file: a.jsonl\n    format: jsonl\n    unnest: $.items\n    parent_id: crn_id\n"
+     "    record_id: id\n    columns: {id: {path: $.id}, crn: {path: $.crn}}", "parent_id must name a declared column"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, n: {type: integer, role: address}}", "must have type string"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: surname, native_id: true}}", "cannot be a native_id"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, _text: {}}", "start with a letter"),

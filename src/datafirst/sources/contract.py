@@ -29,6 +29,8 @@ NAME_ORDERS = ("surname_comma_forenames", "forenames_surname")
 COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# A JSON path both engines read alike: keys (bare or quoted) and array positions, no wildcards.
+JSON_PATH = re.compile(r'^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\."[^"]+"|\[[0-9]+\])+$')
 
 
 class ContractError(Exception):
@@ -120,8 +122,15 @@ class Table(BaseModel):
             no_path = [n for n, c in self.columns.items() if not c.path]
             if no_path:
                 raise ValueError(f"jsonl columns need a `path` ($.field.subfield): {no_path}")
+            bad = [f"{n}: {c.path}" for n, c in self.columns.items() if c.path != "#index" and not JSON_PATH.match(c.path)]
+            if self.unnest and not JSON_PATH.match(self.unnest):
+                bad.append(f"unnest: {self.unnest}")
+            if bad:
+                raise ValueError(f"not a JSON path of the form $.a.b, $.\"a b\" or $.a[0] (or #index): {bad}")
         elif self.unnest:
             raise ValueError("`unnest` is only for jsonl tables")
+        if self.parent_id is not None and (self.parent_id not in self.columns or not self.unnest):
+            raise ValueError(f"parent_id must name a declared column of a table with `unnest`, got {self.parent_id!r}")
         return self
 
     @property
