@@ -236,11 +236,7 @@ tables:
 """
     body = ('{"id":"1","items":[{"item_id":"a"},{"item_id":"b"},{"item_id":"a"}]}\n'
             '{"id":"2","items":[{"item_id":"b","note":"again"}]}\n')
-    ext = tmp_path / "extracts"
-    ext.mkdir()
-    (ext / "items.jsonl").write_text(body)
-    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
-    (ws.root / "contracts" / "nested.yaml").write_text(contract)
+    ws = _tiny(tmp_path, body, name="items.jsonl", contract=contract)
     loads = {x.table: x for x in _run(ws)}
     assert (loads["items"].read, loads["items"].landed, loads["items"].quarantined) == (4, 2, 2)
     q = duckdb.connect().execute(f"""SELECT row_number, reason FROM read_parquet('{ws.zone("landed")}/_quarantine.parquet')
@@ -435,11 +431,7 @@ tables:
     body = ('{"crn": "X1", "d": "2020-01-01", "reqs": [{"type": "unpaid_work"}]}\n'
             '{"crn": "X1", "d": "2021-05-05", "reqs": [{"type": "curfew"}, {"type": "drug_rehab"}]}\n'
             '{"crn": "X2", "d": "not a date", "reqs": [{"type": "curfew"}]}\n')
-    ext = tmp_path / "extracts"
-    ext.mkdir()
-    (ext / "ev.jsonl").write_text(body)
-    ws = Workspace.init(tmp_path / "ws", ext, with_world_contracts=False)
-    (ws.root / "contracts" / "nested.yaml").write_text(contract)
+    ws = _tiny(tmp_path, body, name="ev.jsonl", contract=contract)
     loads = {x.table: x for x in _run(ws)}
     assert (loads["events"].read, loads["events"].landed, loads["events"].quarantined) == (3, 1, 2)
     assert (loads["requirements"].read, loads["requirements"].landed, loads["requirements"].quarantined) == (4, 1, 3)
