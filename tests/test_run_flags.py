@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from datafirst.cli import app
+from datafirst.engine import Engine
 from datafirst.release.hashing_key import SALT_ENV, SALT_FILE_ENV, SecretError
 from datafirst.release.stage import ReleaseError, published
 from datafirst.run import STATE_DIR, Runner, key_check
-from datafirst.workspace import Workspace
+from datafirst.sources.ingest import ingest
+from datafirst.workspace import Workspace, WorkspaceBusy
 from datafirst.world import generate_world
 
 STAGES = ["ingest", "standardise", "train", "link", "release"]
@@ -156,3 +160,57 @@ def test_demo_refuses_a_workspace_that_is_not_an_earlier_demo(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["demo", "--out", str(real.root), "--people", "100"])
     assert result.exit_code == 2 and "not a datafirst demo workspace" in result.output
     assert real.config_path.is_file() and (real.root / "releases").is_dir() and not (real.root / "world").exists()
+
+
+# A process that holds the workspace until killed (a scheduled run, say).
+HOLD_WORKSPACE = """import sys, time
+from datafirst.workspace import Workspace
+with Workspace(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+def _holder(root: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_WORKSPACE, str(root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_workspace_in_use_is_refused_and_free_again_when_its_holder_is_killed(ws):
+    holder = _holder(ws.root)
+    try:
+        with pytest.raises(WorkspaceBusy, match=f"in use by process {holder.pid} "):
+            Runner(ws, full_link=True, new_series=True).run()
+        with pytest.raises(WorkspaceBusy), Engine() as engine:
+            ingest(ws, engine)
+        result = CliRunner().invoke(app, ["release", "-w", str(ws.root), "--new-series"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"is in use by process {holder.pid}" in said, said
+        assert _versions(ws) == ["v0001"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed, the holder's lock went with it: no stale lock to clear by hand.
+    assert _ran(Runner(ws, new_series=True).run()) == ["release"]
+    assert _versions(ws) == ["v0001", "v0002"]
+    _holder(ws.root).kill()  # and this process let go of it when the run ended
+
+
+def test_partial_folders_of_a_killed_run_are_removed_by_the_next(ws):
+    zone = ws.zones / ".landed.partial-999999"
+    zone.mkdir()
+    (zone / "magistrates__defendants.parquet").write_bytes(b"cut short")
+    release = ws.root / "releases" / ".v0002.partial-999999"
+    (release / "tables").mkdir(parents=True)
+    (release / "tables" / "person.parquet").write_bytes(b"cut short")
+    for p in (release / "tables" / "person.parquet", release / "tables", release):
+        p.chmod(0o444 if p.is_file() else 0o555)  # releases are made read-only before their rename
+    ledger = ws.root / "releases" / ".ledger.json.999999"
+    ledger.write_text("{")
+    other = ws.zones / ".notes"  # not something datafirst writes: left alone
+    other.mkdir()
+    results = Runner(ws).run()
+    assert _ran(results) == []
+    assert not zone.exists() and not release.exists() and not ledger.exists()
+    assert other.is_dir() and _versions(ws) == ["v0001"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -142,6 +143,22 @@ def _workspace(path: Path, engine: str | None = None):
     return ws
 
 
+@contextmanager
+def _holding(ws):
+    """The workspace held for the command (see Workspace.lock); refused when another process holds it."""
+    from .workspace import WorkspaceBusy
+
+    held = ws.lock()
+    try:
+        held.__enter__()
+    except WorkspaceBusy as exc:
+        _fail(str(exc))
+    try:
+        yield ws
+    finally:
+        held.__exit__(None, None, None)
+
+
 def _engine(ws):
     from .engine import open_engine
 
@@ -261,7 +278,8 @@ def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
 @app.command()
 def train(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Train a Splink model on the identifiers zone and save it as a versioned JSON with metadata."""
-    _run_train(_workspace(workspace, engine))
+    with _holding(_workspace(workspace, engine)) as ws:
+        _run_train(ws)
 
 
 @app.command()
@@ -275,7 +293,8 @@ def link(
     """Link with the saved model: score pairs once, cluster at high/medium/low, link case journeys,
     write the links zone and the linkage quality report. Only records that changed since the last
     link are scored, unless --full."""
-    _run_link(_workspace(workspace, engine), labels, full)
+    with _holding(_workspace(workspace, engine)) as ws:
+        _run_link(ws, labels, full)
 
 
 @app.command()
@@ -294,7 +313,7 @@ def release(
 
     ws = _workspace(workspace, engine)
     try:
-        with _engine(ws) as db, _progress() as progress:
+        with _holding(ws), _engine(ws) as db, _progress() as progress:
             summary = make_release(ws, db, new_series=new_series,
                                    progress=_stage_progress(progress, "Release"))
     except (ReleaseError, SecretError) as exc:
@@ -414,19 +433,22 @@ def run(
     """The whole flow (ingest, standardise, train if no model, link, release), skipping stages whose
     inputs and config have not changed. With a previous link and release, only changed records
     are linked and person ids carry over."""
-    _run_all(_workspace(workspace, engine), retrain, labels, full, new_series)
+    with _holding(_workspace(workspace, engine)) as ws:
+        _run_all(ws, retrain, labels, full, new_series)
 
 
 @app.command()
 def ingest(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
-    _run_ingest(_workspace(workspace, engine))
+    with _holding(_workspace(workspace, engine)) as ws:
+        _run_ingest(ws)
 
 
 @app.command()
 def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Clean identifiers per role, split identifiers from content, and write the data quality report."""
-    _run_standardise(_workspace(workspace, engine))
+    with _holding(_workspace(workspace, engine)) as ws:
+        _run_standardise(ws)
 
 
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
@@ -454,22 +476,6 @@ def _only_demo_key(out: Path) -> bool:
             and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
 
 
-def _remove_tree(path: Path) -> None:
-    """Remove a file or folder, releases included (they are made read-only)."""
-    import os
-    import shutil
-    import stat
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-        return
-    for folder, dirs, _ in os.walk(path):  # does not follow links
-        for name in [folder, *(os.path.join(folder, d) for d in dirs)]:
-            if not os.path.islink(name):
-                os.chmod(name, os.stat(name).st_mode | stat.S_IWUSR)
-    shutil.rmtree(path)
-
-
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo. If it holds an "
@@ -481,14 +487,14 @@ def demo(
 ) -> None:
     """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB
     (generate, ingest, standardise, train, link, release)."""
-    from .workspace import Workspace
+    from .workspace import Workspace, remove_tree
 
     world_dir = out / "world"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if _earlier_demo(out):
             for name in DEMO_ENTRIES:  # only ever an earlier demo's: checked just above
                 if (out / name).exists() or (out / name).is_symlink():
-                    _remove_tree(out / name)
+                    remove_tree(out / name)
         elif not _only_demo_key(out):  # left by a demo stopped after clearing its predecessor
             _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
     summary = _generate(world_dir, people, seed)
@@ -505,7 +511,8 @@ def demo(
         os.environ[SALT_FILE_ENV] = str(salt)
         console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the releases). "
                       f"For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
-    _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
+    with _holding(ws):
+        _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {world_dir}")
 

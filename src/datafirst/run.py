@@ -157,6 +157,11 @@ class Runner:
             self.report(result)
 
     def run(self) -> list[StageResult]:
+        """Every stage in turn, holding the workspace throughout (see Workspace.lock)."""
+        with self.ws.lock():
+            return self._run()
+
+    def _run(self) -> list[StageResult]:
         from .link.quality import write_report as link_report
         from .link.stage import link, train
         from .release.stage import release

@@ -6,17 +6,34 @@ secrets (which never live here).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+try:  # POSIX (Linux, macOS); elsewhere the workspace is not locked (see Workspace.lock)
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms datafirst is tested on
+    fcntl = None
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_FILE = "datafirst.yaml"
+LOCK_FILE = ".datafirst.lock"
+# What a stage writes beside its final folder (zones and releases are written in full and then
+# renamed into place): left behind only by a process that was killed part-way.
+LEFTOVER = re.compile(r"^\.[^/]+\.(partial|old)-[0-9]+$|^\.ledger\.json\.[0-9]+$")
 
 
 # A memory size both engines read alike: a whole number of MB or GB (Spark's JVM takes no
@@ -32,6 +49,16 @@ def memory_mb(size: str) -> int:
 
 class WorkspaceError(Exception):
     """A workspace that cannot be used; the message says what to do."""
+
+
+class WorkspaceBusy(WorkspaceError):
+    """Another process is working on the workspace."""
+
+
+# Locks this process holds: lock file -> [open file, depth]. A stage called inside `datafirst
+# run` takes the lock the run already holds (flock would refuse a second descriptor of it).
+_held: dict[str, list] = {}
+_held_guard = threading.Lock()
 
 
 class ThresholdConfig(BaseModel):
@@ -147,6 +174,67 @@ class Workspace:
     def scratch(self) -> Path:
         return self.root / ".scratch"
 
+    # --- lock -------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the workspace for one command, so that two processes never write its zones,
+        models or releases at once (a scheduled run and a manual one, say): the second is
+        refused with who holds it. The operating system releases the lock when its process
+        ends, however it ends, so a killed run leaves no stale lock; the next holder then
+        removes the partial folders it left (nothing else can be writing them). Re-entrant
+        within a process. POSIX only: where `fcntl` is missing, nothing is locked."""
+        self.config()  # a folder that is not a workspace is refused before anything is written
+        path = os.path.realpath(self.root / LOCK_FILE)
+        with _held_guard:
+            entry = _held.get(path)
+            if entry is not None:
+                entry[1] += 1
+            else:
+                entry = _held[path] = [self._acquire(path), 1]
+        try:
+            yield
+        finally:
+            with _held_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del _held[path]
+                    entry[0].close()  # releases the lock
+
+    def _acquire(self, path: str):
+        f = open(path, "a+", encoding="utf-8")
+        if fcntl is None:  # pragma: no cover
+            return f
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                holder = json.loads(f.read() or "{}")
+            except ValueError:
+                holder = {}
+            f.close()
+            who = (f"process {holder['pid']} (`{holder.get('command', '?')}`, since {holder.get('since', '?')})"
+                   if holder.get("pid") else "another process")
+            raise WorkspaceBusy(f"{self.root} is in use by {who}; wait for it to finish and run again. The lock "
+                                "is released when that process ends, even if it is killed.") from None
+        except BaseException:
+            f.close()
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "command": " ".join(["datafirst", *sys.argv[1:]]),
+                            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        f.flush()
+        self._remove_leftovers()
+        return f
+
+    def _remove_leftovers(self) -> None:
+        """Partial zones and releases of a process killed part-way (see LEFTOVER)."""
+        for folder in (self.zones, self.root / "releases"):
+            for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if LEFTOVER.match(p.name):
+                    remove_tree(p)
+
     # --- config -----------------------------------------------------------------------------
     def config(self) -> Config:
         if not self.config_path.is_file():
@@ -194,6 +282,32 @@ class Workspace:
             "# datafirst workspace configuration (see docs/contracts.md). Secrets never go here.\n"
             + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return ws
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def holding_lock(stage: F) -> F:
+    """A stage function (its first argument the workspace) run while holding the workspace's lock."""
+    @functools.wraps(stage)
+    def locked(ws: "Workspace", *args, **kwargs):
+        with ws.lock():
+            return stage(ws, *args, **kwargs)
+    return locked  # type: ignore[return-value]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or folder, read-only ones (releases) included; links are not followed."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+    for folder, dirs, _ in os.walk(path):
+        for name in [folder, *(os.path.join(folder, d) for d in dirs)]:
+            if not os.path.islink(name):
+                os.chmod(name, os.stat(name).st_mode | stat.S_IWUSR)
+    shutil.rmtree(path)
 
 
 def replace_folder(new: Path, final: Path) -> None:

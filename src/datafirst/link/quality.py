@@ -21,7 +21,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..reporting import PAGE_STYLE, bar_chart, pct
-from ..workspace import Workspace
+from ..workspace import Workspace, holding_lock
 from .evaluate import pairwise_accuracy
 
 REPORT_DIR = "linkage_quality"
@@ -138,6 +138,7 @@ def compare(current: dict, previous: dict | None) -> list[dict]:
     return changes
 
 
+@holding_lock
 def write_report(ws: Workspace, engine: Engine, labels: Path | None = None) -> tuple[Path, Path, dict]:
     folder = ws.reports / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)

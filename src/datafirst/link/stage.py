@@ -30,7 +30,7 @@ from ..engine import Engine
 from ..files import file_sha256
 from ..engine.sql import sql_string
 from ..standardise.stage import IDENTIFIERS
-from ..workspace import Workspace, replace_folder
+from ..workspace import Workspace, holding_lock, replace_folder
 from . import incremental
 from .journeys import link_journeys
 from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, settings
@@ -208,6 +208,7 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
     return changed
 
 
+@holding_lock
 def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
     cfg = ws.config().link
@@ -369,6 +370,7 @@ def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_
     return rows
 
 
+@holding_lock
 def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None, model_path: Path | None = None,
          blocking_rules: list | None = None, max_comparisons_per_rule: int | None = None,
          full: bool = False) -> LinkSummary:

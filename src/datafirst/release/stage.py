@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ..engine import Engine
 from ..files import file_sha256
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
-from ..workspace import Workspace
+from ..workspace import Workspace, holding_lock, remove_tree
 from . import documentation, person_ids
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .profile import table_profile
@@ -159,6 +158,7 @@ def _content(contract, name, spec, path: Path, links: str) -> Product:
     return content_product(contract, name, f"read_parquet('{path}')", links if spec.is_person_table else None, keep)
 
 
+@holding_lock
 def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_series: bool = False,
             progress: Callable[[str, int, int], None] | None = None) -> ReleaseSummary:
     """Build, check and publish the next release. Person ids carry over from the previous
@@ -171,7 +171,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     folder = releases_dir(ws)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{version}.partial-{os.getpid()}"
-    _remove(tmp)
+    remove_tree(tmp)
     (tmp / "tables").mkdir(parents=True)
     install_keyed_hash(engine, salt)
     try:
@@ -258,7 +258,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             _write_ledger(ws, ledger)
             raise
     except BaseException:
-        _remove(tmp)
+        remove_tree(tmp)
         raise
     finally:
         forget_keyed_hash(engine)
@@ -274,12 +274,6 @@ def _write_checksums(root: Path, known: dict[str, str]) -> None:
     names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
     lines = [f"{known.get(n) or file_sha256(root / n)}  {n}" for n in names]
     (root / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _remove(root: Path) -> None:
-    for p in [root, *root.rglob("*")] if root.exists() else []:
-        p.chmod(p.stat().st_mode | stat.S_IWUSR)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _make_read_only(root: Path) -> None:

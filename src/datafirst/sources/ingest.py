@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from ..engine import Engine
 from ..files import file_sha256
 from ..engine.sql import sql_string
-from ..workspace import Workspace, replace_folder
+from ..workspace import Workspace, holding_lock, replace_folder
 from .contract import Column, Contract, Table, load_contracts
 
 LANDED = "landed"
@@ -475,6 +475,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     return load
 
 
+@holding_lock
 def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], None] | None = None) -> list[TableLoad]:
     """Load every contract's tables into the landed zone (replacing it only on success)."""
     contracts = load_contracts(ws.contracts)

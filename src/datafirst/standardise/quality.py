@@ -18,7 +18,7 @@ from ..engine import Engine
 from ..sources.contract import Contract, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
-from ..workspace import Workspace
+from ..workspace import Workspace, holding_lock
 from .cleaning import is_placeholder
 from .stage import IDENTIFIERS
 
@@ -129,6 +129,7 @@ def compare(current: dict, previous: dict | None) -> list[dict]:
     return changes
 
 
+@holding_lock
 def write_report(ws: Workspace, engine: Engine) -> tuple[Path, Path, dict]:
     """Measure, compare with the previous run, and write JSON + HTML. Returns their paths."""
     folder = ws.reports / REPORT_DIR

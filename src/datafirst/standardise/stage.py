@@ -20,7 +20,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..sources.contract import Contract, ContractError, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, spec_sha256
-from ..workspace import Workspace, replace_folder
+from ..workspace import Workspace, holding_lock, replace_folder
 from . import cleaning as c
 
 IDENTIFIERS = "identifiers"
@@ -231,6 +231,7 @@ class ContractChanged(ContractError):
     """The landed zone was loaded under another version of a contract."""
 
 
+@holding_lock
 def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> list[TableSplit]:
     """Write the identifiers and content zones from the landed zone (replacing both on success)."""
