@@ -8,6 +8,7 @@ silently. All figures are computed in the engine from the zones.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -20,9 +21,10 @@ from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace, holding_lock
 from .cleaning import is_placeholder
-from .stage import IDENTIFIERS
+from .stage import IDENTIFIERS, standardised_state
 
 REPORT_DIR = "data_quality"
+CODE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # A fall in completeness of an identifier by more than this (absolute share) is an alert.
 ALERT_DROP = 0.05
 # Which standardised column says whether a role's value survived cleaning.
@@ -35,9 +37,13 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def measure(ws: Workspace, engine: Engine) -> dict:
-    """All figures of the report, as plain data."""
+def measure(ws: Workspace, engine: Engine, previous: dict | None = None) -> dict:
+    """All figures of the report, as plain data. A table that the previous report (`previous`)
+    measured from the same standardised outputs keeps its figures: they would come out the same."""
     landed_dir, ids_dir = ws.zone(LANDED), ws.zone(IDENTIFIERS)
+    made_from = {key: {**entry, "report_code": CODE_SHA256} for key, entry in standardised_state(ws).items()}
+    measured_before = {(t["source"], t["table"]): t for t in (previous or {}).get("tables", [])
+                       if t.get("measured_from")}
     accounting = engine.execute(f"SELECT source, \"table\", file, read, landed, quarantined FROM "
                                 f"{engine.parquet(landed_dir / ACCOUNTING_FILE)} ORDER BY source, \"table\"")
     quarantine = engine.parquet(landed_dir / QUARANTINE_FILE)
@@ -49,6 +55,9 @@ def measure(ws: Workspace, engine: Engine) -> dict:
                count(*) FROM {quarantine} GROUP BY ALL ORDER BY source, "table", count(*) DESC, col, reason_kind""")
     def measure_table(contract: Contract, name: str, spec: Table, e: Engine) -> dict:
         key = contract.table_key(name)
+        before = measured_before.get((contract.source, name))
+        if before is not None and key in made_from and before["measured_from"] == made_from[key]:
+            return before
         landed = e.parquet(landed_dir / f"{key}.parquet")
         n = int(e.scalar(f"SELECT count(*) FROM {landed}"))
         acc = next((a for a in accounting if a[0] == contract.source and a[1] == name), None)
@@ -82,6 +91,7 @@ def measure(ws: Workspace, engine: Engine) -> dict:
             "quarantine_reasons": [{"column": r[2], "reason": r[3], "rows": r[4]} for r in reasons
                                    if r[0] == contract.source and r[1] == name],
             "fields": fields,
+            "measured_from": made_from.get(key),
         }
 
     # Tables are measured independently, several at once (see Engine.concurrently).
@@ -136,7 +146,7 @@ def write_report(ws: Workspace, engine: Engine) -> tuple[Path, Path, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     latest = folder / "latest.json"
     previous = json.loads(latest.read_text(encoding="utf-8")) if latest.is_file() else None
-    report = measure(ws, engine)
+    report = measure(ws, engine, previous)
     report["changes"] = compare(report, previous)
     report["previous_run"] = previous["generated_at"] if previous else None
     stamp = re.sub(r"[^0-9]", "", report["generated_at"])[:14]

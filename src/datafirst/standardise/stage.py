@@ -9,10 +9,13 @@ with no identifier roles (offences, cases, claims) go to content whole.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -42,6 +45,15 @@ class TableSplit:
     rows: int
     identifiers: int  # rows written to the identifiers zone (0 for content-only tables)
     content: int
+    reused: bool = False  # its landed table unchanged since the last standardise: outputs kept
+
+
+# What each table's outputs were made from, kept in the content zone: a table whose landed rows
+# (the same file under the same contract and loader), cleaning code and engine are unchanged is
+# not standardised again (sources deliver on their own schedules; see _reusable).
+STATE_FILE = "_standardised.json"
+CODE_SHA256 = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes()
+                                      for f in ("stage.py", "cleaning.py"))).hexdigest()
 
 
 def _q(name: str) -> str:
@@ -238,11 +250,13 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
     landed_dir = ws.zone(LANDED)
     if not (landed_dir / ACCOUNTING_FILE).is_file():
         raise FileNotFoundError(f"no landed zone in {ws.root}; run `datafirst ingest` first")
-    as_of_sql = f"DATE {sql_string(as_of)}" if as_of else "current_date"
+    # One date for every table, fixed before any is cleaned (a run may cross midnight).
+    as_of = as_of or str(engine.scalar("SELECT CAST(current_date AS VARCHAR)"))
+    as_of_sql = f"DATE {sql_string(as_of)}"
     contracts = load_contracts(ws.contracts)
     tables = [(ct, n, t) for ct in contracts for n, t in ct.tables.items()]
-    loaded_under = {(r["source"], r["table"]): r.get("spec_sha256")
-                    for r in pq.read_table(landed_dir / ACCOUNTING_FILE).to_pylist()}
+    accounting = {(r["source"], r["table"]): r for r in pq.read_table(landed_dir / ACCOUNTING_FILE).to_pylist()}
+    loaded_under = {k: r.get("spec_sha256") for k, r in accounting.items()}
     for contract, name, spec in tables:
         path = landed_dir / f"{contract.table_key(name)}.parquet"
         if not path.is_file():
@@ -259,12 +273,24 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         d.mkdir(parents=True)
     started = iter(range(len(tables)))  # next() on it is atomic: jobs report progress from their threads
 
+    previous = standardised_state(ws)
+    made_from = {contract.table_key(name): {
+        "file_sha256": accounting.get((contract.source, name), {}).get("file_sha256"),
+        "spec_sha256": spec_sha256(contract, name, spec), "code": CODE_SHA256, "engine": engine.name,
+        "as_of": as_of} for contract, name, spec in tables}
+
     def split(contract: Contract, name: str, spec: Table, job_engine: Engine) -> TableSplit:
         if progress:
             progress(f"{contract.source}/{name}", next(started), len(tables))
         key = contract.table_key(name)
         landed = job_engine.parquet(landed_dir / f"{key}.parquet")
         rows = int(job_engine.scalar(f"SELECT count(*) FROM {landed}"))
+        kept = _reusable(job_engine, ws, spec, key, landed, previous.get(key), made_from[key])
+        if kept is not None:
+            for zone, out in ((IDENTIFIERS, tmp_ids), (CONTENT, tmp_content)):
+                if (ws.zone(zone) / f"{key}.parquet").is_file():
+                    _link_or_copy(ws.zone(zone) / f"{key}.parquet", out / f"{key}.parquet")
+            return TableSplit(contract.source, name, rows, kept[0], kept[1], reused=True)
         n_ids = 0
         if spec.is_person_table:
             raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
@@ -281,6 +307,9 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                                      sizes=[(landed_dir / f"{c.table_key(n)}.parquet").stat().st_size for c, n, _ in tables])
         if progress:
             progress("done", len(tables), len(tables))
+        (tmp_content / STATE_FILE).write_text(json.dumps({contract.table_key(t.table): {
+            **made_from[contract.table_key(t.table)], "identifiers": t.identifiers, "content": t.content}
+            for (contract, _, _), t in zip(tables, splits)}, indent=2, sort_keys=True), encoding="utf-8")
         replace_folder(tmp_ids, ws.zone(IDENTIFIERS))
         replace_folder(tmp_content, ws.zone(CONTENT))
     except BaseException:
@@ -288,3 +317,43 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         shutil.rmtree(tmp_content, ignore_errors=True)
         raise
     return splits
+
+
+def standardised_state(ws: Workspace) -> dict:
+    """What each table's standardised outputs were made from (see STATE_FILE), by table key."""
+    path = ws.zone(CONTENT) / STATE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return {}  # unreadable: every table is standardised again
+
+
+def _reusable(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str, before: dict | None,
+              now: dict) -> tuple[int, int] | None:
+    """(identifier rows, content rows) of the table's last outputs when they are what
+    standardising it again would give, else None: the same landed rows (file, contract, loader),
+    cleaning code and engine, both output files still there, and no date of birth that the
+    change of date turns into a future one or back (`in_future` is the only flag that depends on
+    the date: a date of birth later than the earlier date and not later than the later one)."""
+    if not before or any(before.get(k) != now[k] for k in ("file_sha256", "spec_sha256", "code", "engine")) \
+            or now["file_sha256"] is None:
+        return None
+    outputs = [ws.zone(CONTENT) / f"{key}.parquet"] + ([ws.zone(IDENTIFIERS) / f"{key}.parquet"]
+                                                     if spec.is_person_table else [])
+    if not all(p.is_file() for p in outputs):
+        return None
+    dob = _first(spec.role_columns("date_of_birth"), "")
+    if before["as_of"] != now["as_of"] and dob != "NULL":
+        earlier, later = sorted((before["as_of"], now["as_of"]))
+        crossing = engine.scalar(f"SELECT count(*) FROM {landed} WHERE {dob} > DATE {sql_string(earlier)} "
+                                 f"AND {dob} <= DATE {sql_string(later)}")
+        if crossing:
+            return None
+    return int(before["identifiers"]), int(before["content"])
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # zones are replaced whole, never written in place
+    except OSError:
+        shutil.copy2(source, target)
