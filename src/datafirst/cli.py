@@ -227,8 +227,10 @@ def _run_standardise(ws) -> None:
     except (FileNotFoundError, ContractError) as exc:
         _fail(str(exc))
     ids = sum(s.identifiers for s in splits)
+    kept = sum(1 for s in splits if s.reused)
     console.print(f"Identifiers zone: {ids:,} records in {sum(1 for s in splits if s.identifiers)} tables; "
-                  f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables.")
+                  f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables"
+                  + (f" ({kept} unchanged since the last standardise, kept)." if kept else "."))
     for change in report["changes"]:
         if change["alert"]:
             console.print(f"[bold red]alert:[/] {change['source']}/{change['table']} {change['field']} completeness "

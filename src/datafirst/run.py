@@ -179,7 +179,9 @@ class Runner:
         def do_standardise(engine: Engine) -> str:
             splits = standardise(ws, engine)
             dq_report(ws, engine)
-            return f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content rows"
+            kept = sum(1 for s in splits if s.reused)
+            return (f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content "
+                    "rows" + (f" ({kept} of {len(splits)} tables unchanged, kept)" if kept else ""))
 
         def do_train(engine: Engine) -> str:
             return f"model {train(ws, engine).name}"
