@@ -88,6 +88,11 @@ def test_incremental_link_equals_a_full_link(runs):
             FULL JOIN read_parquet('{b}/clusters.parquet') y USING (record_key)
             WHERE x.person_id_{t} IS DISTINCT FROM y.person_id_{t}""")[0][0]
         assert differ == 0, f"{differ} records are clustered differently at {t}"
+    # And every other column too: person sizes, the uncertainty flags, the strongest links.
+    for x, y in ((a, b), (b, a)):
+        extra = _q(f"""SELECT count(*) FROM (SELECT * FROM read_parquet('{x}/clusters.parquet')
+                                             EXCEPT ALL SELECT * FROM read_parquet('{y}/clusters.parquet'))""")[0][0]
+        assert extra == 0
     edges = _q(f"""SELECT count(*) FROM read_parquet('{a}/edges.parquet') x
         FULL JOIN read_parquet('{b}/edges.parquet') y USING (record_key_l, record_key_r)
         WHERE x.record_key_l IS NULL OR y.record_key_l IS NULL OR x.match_weight <> y.match_weight""")[0][0]

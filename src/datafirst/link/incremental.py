@@ -57,6 +57,15 @@ def cluster_label(threshold: str) -> str:
             "1, 16)")
 
 
+def strongest_links(edges: str, medium: float) -> str:
+    """SQL for `(record_key, strongest)`: the best match probability among each record's edges
+    at or above the medium threshold (records without one are left out)."""
+    return f"""SELECT record_key, max(match_probability) AS strongest FROM (
+            SELECT record_key_l AS record_key, match_probability FROM {edges}
+            UNION ALL SELECT record_key_r, match_probability FROM {edges})
+        WHERE match_probability >= {medium} GROUP BY record_key"""
+
+
 def digest_input(engine: Engine, input_table: str, columns: list[str]) -> None:
     """`link_input_digests(record_key, digest)`: what the model sees of each record."""
     # Derived columns (address_tokens: a list in no set order) are left out; their sources count.
@@ -149,18 +158,25 @@ def link_changes(engine: Engine, db_api: DatabaseAPI, linker: Linker, links: Pat
           AND record_key_r IN (SELECT record_key FROM link_affected)""")
     nodes = db_api.register("link_affected", dataset_display_name="affected records")
     edges = db_api.register("link_affected_edges", dataset_display_name="their edges")
+    # A record outside the affected people keeps its person at every threshold (the higher
+    # thresholds' people lie within the lowest's) and so its person's size, and its strongest
+    # link: an edge at or above the medium threshold joins both its records into one affected
+    # person whenever it was added or dropped.
+    unaffected = f"""SELECT * FROM read_parquet({previous_clusters})
+        WHERE record_key IN (SELECT record_key FROM {input_table})
+          AND record_key NOT IN (SELECT record_key FROM link_affected)"""
     for name, p in thresholds.items():
         result = cluster_pairwise_predictions_at_threshold(
             nodes, edges, db_api, "record_key", "record_key_l", "record_key_r", threshold_match_probability=p)
         engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
-            WITH labelled AS (
-                SELECT record_key, {cluster_label(name)} AS person_id FROM {result.physical_name}
-                UNION ALL
-                SELECT record_key, person_id_{name} FROM read_parquet({previous_clusters})
-                WHERE record_key IN (SELECT record_key FROM {input_table})
-                  AND record_key NOT IN (SELECT record_key FROM link_affected))
-            SELECT record_key, person_id, count(*) OVER (PARTITION BY person_id) AS cluster_size FROM labelled""")
+            SELECT record_key, {cluster_label(name)} AS person_id, count(*) OVER (PARTITION BY cluster_id) AS cluster_size
+            FROM {result.physical_name}
+            UNION ALL
+            SELECT record_key, person_id_{name}, cluster_size_{name} FROM ({unaffected})""")
         result.drop_table_from_database_and_remove_from_cache()
+    engine.execute(f"""CREATE OR REPLACE TABLE link_strongest AS
+        {strongest_links("link_affected_edges", thresholds["medium"])}
+        UNION ALL SELECT record_key, strongest_link_medium FROM ({unaffected}) WHERE strongest_link_medium IS NOT NULL""")
     engine.execute("DROP VIEW IF EXISTS link_existing")
     for table in ("link_fresh", "link_new_edges", "link_affected", "link_affected_edges"):
         engine.execute(f"DROP TABLE IF EXISTS {table}")

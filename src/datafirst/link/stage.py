@@ -428,6 +428,8 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
             blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
             _link_all(engine, db_api, linker, thresholds, edge_floor,
                       chunks=max(1, -(-n_records // cfg.predict_chunk_records)))
+            engine.execute("CREATE OR REPLACE TABLE link_strongest AS "
+                           + incremental.strongest_links("link_edges", thresholds.medium))
         clusters = {name: int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
                     for name in thresholds.named()}
         n_edges = engine.to_parquet("SELECT * FROM link_edges", tmp / "edges.parquet")
@@ -443,11 +445,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
             FROM {INPUT_TABLE} i
             JOIN clusters_high h USING (record_key) JOIN clusters_medium m USING (record_key)
             JOIN clusters_low l USING (record_key)
-            LEFT JOIN (
-                SELECT record_key, max(match_probability) AS strongest FROM (
-                    SELECT record_key_l AS record_key, match_probability FROM link_edges
-                    UNION ALL SELECT record_key_r, match_probability FROM link_edges)
-                WHERE match_probability >= {thresholds.medium} GROUP BY record_key) s USING (record_key)
+            LEFT JOIN link_strongest s USING (record_key)
             ORDER BY i.record_key"""
         engine.to_parquet(flags_sql, tmp / "clusters.parquet")
         n_journeys = link_journeys(ws, engine, tmp / "case_journeys.parquet",
