@@ -56,6 +56,10 @@ def test_release_holds_every_product_documented_and_intact(released_ws):
     package = json.loads((rel / "datapackage.json").read_text())
     assert {r["name"] for r in package["resources"]} == names
     assert all(r["hash"].startswith("sha256:") and r["schema"]["primaryKey"] for r in package["resources"])
+    # Every column has a Table Schema type (a decimal amount is a number, not 'any').
+    typed = {(r["name"], f["name"]): f["type"] for r in package["resources"] for f in r["schema"]["fields"]}
+    assert "any" not in typed.values(), [k for k, v in typed.items() if v == "any"]
+    assert typed[("civil__claims", "arrears_amount")] == "number"
     assert "This is the first release." in (rel / "RELEASE_NOTES.md").read_text()
     # Read-only once published.
     assert not os.access(rel / "tables", os.W_OK) or os.geteuid() == 0
@@ -221,8 +225,23 @@ def test_quality_summaries_in_a_release_are_aggregates(released_ws):
     dq = json.loads((rel / "quality" / "data_quality.json").read_text())
     lq = json.loads((rel / "quality" / "linkage_quality.json").read_text())
     assert "borderline_sample" not in lq and "quarantine_reasons" not in json.dumps(dq)
-    assert all(isinstance(v, int) and (v == 0 or v >= 10) or v == "<10"
-               for sizes in lq["cluster_sizes"].values() for v in sizes.values())
+    # No small count, and none to be had back from what is released: bands merged (they sum to the
+    # people), shares hidden when their count or its complement is small, rows read hidden with
+    # a small quarantine.
+    for t, sizes in lq["cluster_sizes"].items():
+        assert all(isinstance(v, int) and (v == 0 or v >= 10) for v in sizes.values()), sizes
+        assert sum(sizes.values()) == lq["people"][t]
+    shares = [(m["share"], m["records"]) for m in lq["match_rates"]] + [
+        (g["linked_share"], g["records"]) for g in lq["linked_share_by_group"]]
+    assert any(share is not None for share, _ in shares)
+    for share, records in shares:
+        if share is not None:
+            assert round(share * records) in (0, records) or 10 <= round(share * records) <= records - 10
+    for kind in {g["group_by"] for g in lq["linked_share_by_group"]}:
+        assert all(g["records"] >= 10 for g in lq["linked_share_by_group"] if g["group_by"] == kind)
+    for t in dq["tables"]:
+        assert t["rows_read"] is None or t["rows_read"] == t["rows_landed"] + (
+            0 if t["rows_quarantined"] == "<10" else t["rows_quarantined"]) and t["rows_quarantined"] != "<10"
 
 
 def test_readme_main_command_runs_the_whole_flow(tmp_path):

@@ -101,48 +101,87 @@ def _linkage_report(ws: Workspace) -> None:
                 "true_positives": tp, "precision": round(precision, 5), "recall": round(recall, 5),
                 "f1": round(2 * precision * recall / (precision + recall), 5)}
 
+    def share(group_by: str, group: str, records: int, linked: int) -> dict:
+        return {"group_by": group_by, "group": group, "records": records, "linked": linked,
+                "linked_share": round(linked / records, 4)}
+
+    def rate(source: str, found_in: str, records: int, found: int) -> dict:
+        return {"source": source, "found_in": found_in, "records": records, "found": found,
+                "share": round(found / records, 4)}
+
     report = {
         "generated_at": "2025-06-30T00:00:00+00:00", "thresholds": {"high": 0.99, "medium": 0.95, "low": 0.8},
         "people": {"high": 500, "medium": 480, "low": 470},
+        # 9 people in 3-5 and 1 in 6+: the total minus the other bands would give each back.
         "cluster_sizes": {"medium": {"1": 400, "2": 70, "3-5": 9, "6+": 1, "largest": 7}},
-        "match_rates": [{"source": "a", "found_in": "b", "share": 0.5}],
-        "linked_share_by_group": [{"group_by": "sex", "group": "F", "records": 300, "linked_share": 0.4},
-                                  {"group_by": "sex", "group": "unknown", "records": 4, "linked_share": 0.25}],
+        "match_rates": [rate("a", "b", 98, 4),  # 0.0408 x 98 records: 4
+                        rate("b", "a", 300, 150),
+                        rate("c", "a", 100, 95)],  # 5 not found
+        "linked_share_by_group": [share("sex", "F", 300, 120), share("sex", "M", 250, 100),
+                                  share("sex", "unknown", 4, 1),  # dropped alone, the total would give it back
+                                  share("age_band", "born 2000+", 50, 46),  # 4 not linked
+                                  share("age_band", "born 1980-1999", 504, 200)],
         "borderline_sample": [{"left": {"forename": "x"}}],
         "accuracy": {
             "overall": [row("all", 250, 240, 235)],
-            "ethnicity": [row("A", 200, 190, 188),
+            "ethnicity": [row("A", 200, 190, 188),  # 2 false positives: true positives and rates suppressed
                           row("B", 3, 3, 2),  # a group of 3 true pairs: left out
-                          row("C", 40, 36, 7)],  # 7 true positives: suppressed, with the rates that give it back
+                          row("C", 40, 36, 7),  # 7 true positives: suppressed, with the rates that give it back
+                          row("D", 100, 95, 80)],  # nothing small
         },
     }
     folder = ws.reports / "linkage_quality"
     folder.mkdir(parents=True)
     (folder / "latest.json").write_text(json.dumps(report), encoding="utf-8")
+    dq = {"generated_at": "2025-06-30T00:00:00+00:00", "tables": [
+        {"source": "a", "table": "t", "read": 103, "landed": 100, "quarantined": 3, "fields": []},
+        {"source": "b", "table": "t", "read": 150, "landed": 100, "quarantined": 50, "fields": []}]}
+    (ws.reports / "data_quality").mkdir(parents=True)
+    (ws.reports / "data_quality" / "latest.json").write_text(json.dumps(dq), encoding="utf-8")
 
 
-def test_released_linkage_quality_suppresses_small_accuracy_counts(tmp_path):
+def test_released_quality_summaries_suppress_small_counts_and_what_gives_them_back(tmp_path):
     ws = Workspace(tmp_path)
     _linkage_report(ws)
-    lq = quality_summaries(ws, 10)["linkage_quality.json"]
+    summaries = quality_summaries(ws, 10)
+    lq = summaries["linkage_quality.json"]
     assert "borderline_sample" not in lq
     counts = ("true_pairs", "predicted_pairs", "true_positives")
     rows = [r for group_rows in lq["accuracy"].values() for r in group_rows]
     for r in rows:
         for c in counts:
-            assert r[c] == "<10" or isinstance(r[c], int) and (r[c] == 0 or r[c] >= 10), (r, c)
-    assert {r["group"] for r in lq["accuracy"]["ethnicity"]} == {"A", "C"}
-    c = next(r for r in lq["accuracy"]["ethnicity"] if r["group"] == "C")
+            assert r[c] in ("<10", None) or isinstance(r[c], int) and (r[c] == 0 or r[c] >= 10), (r, c)
+    assert {r["group"] for r in lq["accuracy"]["ethnicity"]} == {"A", "C", "D"}
+    by_group = {r["group"]: r for r in lq["accuracy"]["ethnicity"]}
+    c = by_group["C"]
     assert c["true_positives"] == "<10" and c["true_pairs"] == 40 and c["predicted_pairs"] == 36
     assert c["precision"] is None and c["recall"] is None and c["f1"] is None
-    a = next(r for r in lq["accuracy"]["ethnicity"] if r["group"] == "A")
-    assert a["true_positives"] == 188 and a["precision"] == round(188 / 190, 5)
+    a = by_group["A"]  # predicted - true positives = 2: true positives and the rates would give it back
+    assert a["true_positives"] is None and a["precision"] is None and a["recall"] is None and a["f1"] is None
+    d = by_group["D"]
+    assert d["true_positives"] == 80 and d["precision"] == round(80 / 95, 5)
     assert lq["accuracy"]["overall"][0]["true_pairs"] == 250
-    # No count below the threshold anywhere in the released file.
-    text = json.dumps(lq)
-    for small in ("3", "2", "7", "4"):
+    # Cluster size bands: the small ones merged, none hidden, the people still their sum.
+    assert lq["cluster_sizes"]["medium"] == {"1": 400, "2": 70, "3+": 10}
+    assert sum(lq["cluster_sizes"]["medium"].values()) == lq["people"]["medium"]
+    # A share whose count or complement is small is suppressed; the count itself is not released.
+    assert [(m["source"], m["share"]) for m in lq["match_rates"]] == [("a", None), ("b", 0.5), ("c", None)]
+    assert all("found" not in m for m in lq["match_rates"])
+    groups = {(g["group_by"], g["group"]): g for g in lq["linked_share_by_group"]}
+    assert set(groups) == {("sex", "F"), ("sex", "other: unknown, M"), ("age_band", "born 1980-1999"),
+                           ("age_band", "born 2000+")}
+    assert groups[("sex", "other: unknown, M")]["records"] == 254
+    assert groups[("sex", "other: unknown, M")]["linked_share"] == round(101 / 254, 4)
+    assert groups[("age_band", "born 2000+")]["linked_share"] is None
+    assert all("linked" not in g for g in lq["linked_share_by_group"])
+    # Rows read = landed + quarantined: suppressed with the quarantined count.
+    tables = summaries["data_quality.json"]["tables"]
+    assert [(t["rows_read"], t["rows_landed"], t["rows_quarantined"]) for t in tables] == [
+        (None, 100, "<10"), (150, 100, 50)]
+    # No count below the threshold anywhere in the released files.
+    text = json.dumps(summaries)
+    for small in ("3", "2", "7", "4", "1", "5", "9"):
         assert f": {small}," not in text and f": {small}}}" not in text
-    assert [g["group"] for g in lq["linked_share_by_group"]] == ["F"]
 
 
 def _previous_release(root: Path, key_check: str) -> Path:

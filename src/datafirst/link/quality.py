@@ -62,14 +62,15 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
     pairs = engine.execute(f"""
         WITH person_sources AS (SELECT DISTINCT person_id_medium AS p, source FROM {clusters}),
         totals AS (SELECT source, count(*) AS total FROM {clusters} GROUP BY 1)
-        SELECT c.source, ps.source, count(*) * 1.0 / any_value(t.total)
+        SELECT c.source, ps.source, count(*), any_value(t.total)
         FROM {clusters} c JOIN person_sources ps ON ps.p = c.person_id_medium AND ps.source <> c.source
         JOIN totals t ON t.source = c.source GROUP BY 1, 2
         UNION ALL
-        SELECT source, source, avg(CASE WHEN n > 1 THEN 1.0 ELSE 0 END) FROM (
+        SELECT source, source, count(*) FILTER (WHERE n > 1), count(*) FROM (
             SELECT source, count(*) OVER (PARTITION BY person_id_medium, source) AS n FROM {clusters}) GROUP BY 1
         ORDER BY 1, 2""")
-    report["match_rates"] = [{"source": a, "found_in": b, "share": round(float(s), 4)} for a, b, s in pairs]
+    report["match_rates"] = [{"source": a, "found_in": b, "records": int(total), "found": int(found),
+                              "share": round(found / total, 4)} for a, b, found, total in pairs]
 
     hist = engine.execute(f"SELECT floor(match_weight) AS w, count(*) FROM {edges} GROUP BY 1 ORDER BY 1")
     report["match_weight_histogram"] = [{"weight_from": int(w), "edges": int(n)} for w, n in hist]
@@ -89,12 +90,11 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
 
     # Linkage by group on any data: the share of records linked to at least one other record.
     report["linked_share_by_group"] = [
-        {"group_by": name, "group": g, "records": int(n), "linked_share": round(float(s), 4)}
+        {"group_by": name, "group": g, "records": int(n), "linked": int(linked), "linked_share": round(linked / n, 4)}
         for name, expr in (("sex", "coalesce(i.sex, 'unknown')"), ("age_band", _age_band("i.year_of_birth")),
                            ("source", "c.source"))
-        for g, n, s in engine.execute(f"""SELECT {expr} AS g, count(*), avg(CASE WHEN c.cluster_size_medium > 1
-                                                                             THEN 1.0 ELSE 0 END)
-                                          FROM {clusters} c JOIN {ids} i USING (record_key) GROUP BY 1 ORDER BY 1""")]
+        for g, n, linked in engine.execute(f"""SELECT {expr} AS g, count(*), count(*) FILTER (WHERE c.cluster_size_medium > 1)
+                                               FROM {clusters} c JOIN {ids} i USING (record_key) GROUP BY 1 ORDER BY 1""")]
 
     lo, hi = meta["thresholds"]["low"], meta["thresholds"]["high"]
     cols = ("forename", "middle_names", "surname", "date_of_birth", "sex", "postcode", "pnc")

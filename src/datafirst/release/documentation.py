@@ -12,8 +12,17 @@ from .. import __version__
 from ..workspace import Workspace
 from .products import Product
 
-FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "integer", "DATE": "date",
-                      "BOOLEAN": "boolean", "DOUBLE": "number", "VARCHAR[]": "array", "TIMESTAMP": "datetime"}
+FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "integer", "SMALLINT": "integer",
+                      "TINYINT": "integer", "HUGEINT": "integer", "UBIGINT": "integer", "UINTEGER": "integer",
+                      "DATE": "date", "BOOLEAN": "boolean", "DOUBLE": "number", "FLOAT": "number",
+                      "VARCHAR[]": "array", "TIMESTAMP": "datetime", "TIMESTAMP WITH TIME ZONE": "datetime"}
+
+
+def frictionless_type(engine_type: str) -> str:
+    """The Frictionless Table Schema type of a column's engine type ('any' for none that fits)."""
+    if engine_type.startswith("DECIMAL"):
+        return "number"
+    return FRICTIONLESS_TYPES.get(engine_type, "array" if engine_type.endswith("[]") else "any")
 
 
 def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]]) -> dict:
@@ -55,7 +64,7 @@ def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> d
         resources.append({
             "name": t["name"], "path": t["path"], "format": "parquet", "mediatype": "application/vnd.apache.parquet",
             "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{digests[t['path']]}",
-            "schema": {"fields": [{"name": c["name"], "type": FRICTIONLESS_TYPES.get(c["type"], "any"),
+            "schema": {"fields": [{"name": c["name"], "type": frictionless_type(c["type"]),
                                    "description": c["description"]} for c in t["columns"]],
                        "primaryKey": t["keys"]},
         })
@@ -131,30 +140,104 @@ def _suppress(n: int, small: int) -> int | str:
     return n if n == 0 or n >= small else f"<{small}"
 
 
+def _is_small(n: int, small: int) -> bool:
+    return 0 < n < small
+
+
+# Counts below `small` are shown as "<small" in released summaries, and whatever would give one
+# back by a difference or a product with what else is released (a total minus the other bands,
+# a share times its records) is null or merged: that secondary suppression is below.
+
+
+def _released_tables(tables: list[dict], small: int) -> list[dict]:
+    """Row accounting and field figures; rows read = landed + quarantined, so it is suppressed too
+    when either of those is."""
+    out = []
+    for t in tables:
+        hidden = _is_small(t["landed"], small) or _is_small(t["quarantined"], small)
+        out.append({"source": t["source"], "table": t["table"],
+                    "rows_read": None if hidden else t["read"],
+                    "rows_landed": _suppress(t["landed"], small), "rows_quarantined": _suppress(t["quarantined"], small),
+                    "fields": [{"field": f["field"], "role": f["role"], "completeness": f["completeness"],
+                                "validity": f["validity"]} for f in t["fields"]]})
+    return out
+
+
+def _released_bands(bands: dict[str, int], small: int) -> dict[str, int]:
+    """Cluster size bands (in order of size) with every band below `small` merged into the next
+    larger one (the largest into the next smaller), so that none need suppressing and they
+    still sum to the people: a suppressed band would be the total minus the others."""
+    items = [(k, v) for k, v in bands.items() if k != "largest"]
+    merged: list[tuple[str, int]] = []
+    for label, n in items:
+        if merged and _is_small(merged[-1][1], small):
+            first = merged[-1][0].split("-")[0].rstrip("+")
+            last = label.split("-")[-1]
+            merged[-1] = (f"{first}+" if last.endswith("+") else f"{first}-{last}", merged[-1][1] + n)
+        else:
+            merged.append((label, n))
+    if len(merged) > 1 and _is_small(merged[-1][1], small):
+        (label_a, a), (label_b, b) = merged[-2], merged[-1]
+        first = label_a.split("-")[0].rstrip("+")
+        last = label_b.split("-")[-1]
+        merged[-2:] = [(f"{first}+" if last.endswith("+") else f"{first}-{last}", a + b)]
+    return {label: _suppress(n, small) for label, n in merged}
+
+
+def _released_share(row: dict, count: int, total: int, share_key: str, small: int) -> dict:
+    """A share whose count, or whose complement, is below `small` is suppressed (with the
+    records shown it would give the count back)."""
+    hidden = _is_small(count, small) or _is_small(total - count, small)
+    return {**row, share_key: None if hidden else row[share_key]}
+
+
+def _released_groups(groups: list[dict], small: int) -> list[dict]:
+    """Linked share by group: groups of fewer than `small` records are merged with the next
+    smallest of their kind into one `other` group until it holds `small` (dropping one would
+    give its size back as the total minus the others; a kind whose records are fewer than
+    `small` in all is left out), then each share is suppressed as `_released_share` says."""
+    out: list[dict] = []
+    for kind in dict.fromkeys(g["group_by"] for g in groups):
+        rows = sorted((g for g in groups if g["group_by"] == kind), key=lambda g: (g["records"], str(g["group"])))
+        if sum(g["records"] for g in rows) < small:
+            continue
+        # The small groups, then the next smallest until the merged group holds `small` (there is
+        # always one more: all the kind's records are at least `small`).
+        merged: list[dict] = []
+        while rows and (_is_small(rows[0]["records"], small) or
+                        (merged and sum(g["records"] for g in merged) < small)):
+            merged.append(rows.pop(0))
+        if merged:
+            rows.append({"group_by": kind, "group": "other: " + ", ".join(str(g["group"]) for g in merged),
+                         "records": sum(g["records"] for g in merged), "linked": sum(g["linked"] for g in merged)})
+        for g in sorted(rows, key=lambda g: str(g["group"])):
+            row = {"group_by": kind, "group": g["group"], "records": g["records"],
+                   "linked_share": round(g["linked"] / g["records"], 4)}
+            out.append(_released_share(row, g["linked"], g["records"], "linked_share", small))
+    return out
+
+
 def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
-    """Aggregates only, from the internal reports; counts below `small` are suppressed (groups
-    of fewer records, and accuracy rows of fewer true pairs, are left out) and no borderline
-    pairs or quarantined values are carried."""
+    """Aggregates only, from the internal reports, with counts below `small` suppressed and
+    whatever would give one back (see the functions above); no borderline pairs or quarantined
+    values are carried."""
     out: dict[str, dict] = {}
     dq = ws.reports / "data_quality" / "latest.json"
     if dq.is_file():
         data = json.loads(dq.read_text(encoding="utf-8"))
-        out["data_quality.json"] = {"generated_at": data["generated_at"], "tables": [
-            {"source": t["source"], "table": t["table"], "rows_read": _suppress(t["read"], small),
-             "rows_landed": _suppress(t["landed"], small), "rows_quarantined": _suppress(t["quarantined"], small),
-             "fields": [{"field": f["field"], "role": f["role"], "completeness": f["completeness"],
-                         "validity": f["validity"]} for f in t["fields"]]}
-            for t in data["tables"]]}
+        out["data_quality.json"] = {"generated_at": data["generated_at"],
+                                    "tables": _released_tables(data["tables"], small)}
     lq = ws.reports / "linkage_quality" / "latest.json"
     if lq.is_file():
         data = json.loads(lq.read_text(encoding="utf-8"))
         out["linkage_quality.json"] = {
             "generated_at": data["generated_at"], "thresholds": data["thresholds"],
             "people": data["people"],
-            "cluster_sizes": {t: {k: _suppress(v, small) for k, v in sizes.items() if k != "largest"}
-                              for t, sizes in data["cluster_sizes"].items()},
-            "match_rates": data["match_rates"],
-            "linked_share_by_group": [g for g in data["linked_share_by_group"] if g["records"] >= small],
+            "cluster_sizes": {t: _released_bands(sizes, small) for t, sizes in data["cluster_sizes"].items()},
+            "match_rates": [_released_share({k: m[k] for k in ("source", "found_in", "records", "share")},
+                                            m["found"], m["records"], "share", small)
+                            for m in data["match_rates"]],
+            "linked_share_by_group": _released_groups(data["linked_share_by_group"], small),
             "accuracy": _released_accuracy(data.get("accuracy"), small),
         }
     return out
@@ -166,10 +249,10 @@ ACCURACY_RATES = ("precision", "recall", "f1")
 
 def _released_accuracy(accuracy: dict[str, list[dict]] | None, small: int) -> dict[str, list[dict]] | None:
     """Accuracy rows (overall and per group) as released: a row whose `true_pairs` is below
-    `small` is left out, like a group of fewer than `small` records in `linked_share_by_group`;
-    every other pair count below `small` is suppressed, and so are the rates of its row, which
-    with the counts shown would give the suppressed count back (precision = true positives /
-    predicted pairs, recall = true positives / true pairs)."""
+    `small` is left out, like a small group in `linked_share_by_group`. True positives are
+    suppressed, with the row's rates, when they are below `small` or when the false positives
+    (predicted - true positives) or the missed pairs (true - true positives) are; predicted
+    pairs below `small` are suppressed with precision and F1, which would give them back."""
     if accuracy is None:
         return None
     out: dict[str, list[dict]] = {}
@@ -178,9 +261,13 @@ def _released_accuracy(accuracy: dict[str, list[dict]] | None, small: int) -> di
         for row in rows:
             if row["true_pairs"] < small:
                 continue
-            row = {**row, **{c: _suppress(row[c], small) for c in ACCURACY_COUNTS if c in row}}
-            if any(isinstance(row.get(c), str) for c in ACCURACY_COUNTS):
-                row.update({r: None for r in ACCURACY_RATES if r in row})
+            row = dict(row)
+            tp, pred, true = row["true_positives"], row["predicted_pairs"], row["true_pairs"]
+            if _is_small(tp, small) or _is_small(pred - tp, small) or _is_small(true - tp, small):
+                row.update({"true_positives": f"<{small}" if _is_small(tp, small) else None,
+                            **{r: None for r in ACCURACY_RATES}})
+            if _is_small(pred, small):
+                row.update({"predicted_pairs": f"<{small}", "precision": None, "f1": None})
             kept.append(row)
         out[group_by] = kept
     return out
