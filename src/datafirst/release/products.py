@@ -75,7 +75,8 @@ def person_link_lookup(links: str) -> Product:
         "Links every record of a person table (by its hashed row id) to an estimated person id at three "
         "thresholds, with flags for sensitivity analysis. Join a person table (one with person_id columns) to it "
         "on row_id_hash; other tables (offences, claims, ...) join to their person table through their native-id "
-        "hashes (case_id_hash, ...)."), ["row_id_hash"], {
+        "hashes (case_id_hash, ...). Such a row may have no row in its person table (that row was quarantined at "
+        "ingest, or is missing from the extract): it then has no person."), ["row_id_hash"], {
         "source_dataset": "the source system the record came from",
         "source_table": "the table of that source",
         "row_id_hash": "keyed hash of the record's id; the same in every table of the release",
