@@ -81,9 +81,6 @@ class Engine:
         rows = self.execute(sql, params)
         return rows[0][0] if rows else None
 
-    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self.con.execute(sql, params or []).fetch_arrow_table()
-
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)
 

@@ -114,9 +114,6 @@ class SparkEngine:
         rows = self.execute(sql, params)
         return rows[0][0] if rows else None
 
-    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self._run(sql, params).toArrow()
-
     def register(self, name: str, table: pa.Table) -> None:
         from pyspark.sql.pandas.types import from_arrow_schema
 

@@ -243,7 +243,6 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
     return out
 
 
-ACCURACY_COUNTS = ("true_pairs", "predicted_pairs", "true_positives")
 ACCURACY_RATES = ("precision", "recall", "f1")
 
 
