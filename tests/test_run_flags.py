@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -214,3 +215,26 @@ def test_partial_folders_of_a_killed_run_are_removed_by_the_next(ws):
     assert _ran(results) == []
     assert not zone.exists() and not release.exists() and not ledger.exists()
     assert other.is_dir() and _versions(ws) == ["v0001"]
+
+
+def test_an_extract_replaced_while_ingest_runs_is_taken_in_by_the_next_run(ws, monkeypatch):
+    import datafirst.sources.ingest as ingest_module
+    from datafirst.files import file_sha256
+
+    extract = ws.extracts / "civil" / "claims.csv"
+    lines = extract.read_bytes().splitlines(keepends=True)
+    real = ingest_module.ingest
+
+    def ingest_then_a_delivery_lands(*args, **kwargs):
+        loads = real(*args, **kwargs)
+        extract.write_bytes(b"".join(lines[:-1]))  # the next delivery: one row deleted
+        return loads
+
+    monkeypatch.setattr(ingest_module, "ingest", ingest_then_a_delivery_lands)
+    extract.touch()
+    assert "ingest" in _ran(Runner(ws).run())
+    monkeypatch.setattr(ingest_module, "ingest", real)
+    assert "ingest" in _ran(Runner(ws).run())
+    accounting = duckdb.connect().execute(f"""SELECT file_sha256, read FROM
+        read_parquet('{ws.zone("landed")}/_accounting.parquet') WHERE file = 'civil/claims.csv'""").fetchall()
+    assert accounting == [(file_sha256(extract), len(lines) - 2)]  # header and the deleted row

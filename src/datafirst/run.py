@@ -137,10 +137,11 @@ class Runner:
         path = self.state / f"{stage}.json"
         return path.is_file() and json.loads(path.read_text())["fingerprint"] == fingerprint and self._outputs_exist(stage)
 
-    def _record(self, stage: str) -> None:
-        # Recorded after the stage, from the inputs as they now are.
+    def _record(self, stage: str, fingerprint: str) -> None:
+        # The inputs as the stage found them when it started: an input replaced while it ran
+        # (a delivery landing mid-ingest) then differs on the next run, which takes it in.
         self.state.mkdir(parents=True, exist_ok=True)
-        (self.state / f"{stage}.json").write_text(json.dumps({"fingerprint": _fingerprint(self._inputs(stage))}))
+        (self.state / f"{stage}.json").write_text(json.dumps({"fingerprint": fingerprint}))
 
     def stage(self, name: str, work: Callable[[Engine], str], *, force: bool = False) -> None:
         fingerprint = _fingerprint(self._inputs(name))
@@ -150,7 +151,7 @@ class Runner:
             started = time.perf_counter()
             with open_engine(self.ws) as engine:
                 detail = work(engine)
-            self._record(name)
+            self._record(name, fingerprint)
             result = StageResult(name, True, round(time.perf_counter() - started, 1), detail)
         self.results.append(result)
         if self.report:
