@@ -238,3 +238,16 @@ def test_an_extract_replaced_while_ingest_runs_is_taken_in_by_the_next_run(ws, m
     accounting = duckdb.connect().execute(f"""SELECT file_sha256, read FROM
         read_parquet('{ws.zone("landed")}/_accounting.parquet') WHERE file = 'civil/claims.csv'""").fetchall()
     assert accounting == [(file_sha256(extract), len(lines) - 2)]  # header and the deleted row
+
+
+def test_names_left_in_a_content_column_by_a_contract_edit_fail_the_release(ws):
+    """A name column whose role was removed from its contract lands in content; its values
+    ('SMITH, John') equal no single identifier, but the guard sees the names in them."""
+    contract = ws.contracts / "crown.yaml"
+    text = contract.read_text()
+    edited = text.replace("defendant_name: {role: full_name, name_order: surname_comma_forenames}", "defendant_name: {}")
+    assert edited != text
+    contract.write_text(edited)
+    with pytest.raises(ReleaseError, match=r"crown__defendants\.defendant_name: .* look like personal names"):
+        Runner(ws).run()
+    assert _versions(ws) == ["v0001"]
