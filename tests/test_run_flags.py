@@ -251,3 +251,46 @@ def test_names_left_in_a_content_column_by_a_contract_edit_fail_the_release(ws):
     with pytest.raises(ReleaseError, match=r"crown__defendants\.defendant_name: .* look like personal names"):
         Runner(ws).run()
     assert _versions(ws) == ["v0001"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "altered"])
+def test_a_run_with_nothing_to_do_still_refuses_a_damaged_release(ws, damage):
+    latest = ws.root / "releases" / "v0001"
+    for p in [latest, *latest.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    if damage == "deleted":
+        shutil.rmtree(latest)
+    else:
+        table = latest / "tables" / "person.parquet"
+        table.write_bytes(table.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ReleaseError, match="missing" if damage == "deleted" else "altered"):
+        Runner(ws).run()
+
+
+def test_inputs_touched_but_unchanged_publish_no_new_release(ws):
+    extract = ws.extracts / "civil" / "claims.csv"
+    extract.write_bytes(extract.read_bytes())  # the same bytes, a new modification time
+    results = Runner(ws).run()
+    release = next(r for r in results if r.stage == "release")
+    assert release.ran and release.detail.startswith("no change since v0001"), release.detail
+    assert _versions(ws) == ["v0001"]
+    assert _ran(Runner(ws).run()) == []
+
+
+def test_a_release_published_just_before_a_crash_is_not_published_twice(ws):
+    extract = ws.extracts / "civil" / "claims.csv"
+    lines = extract.read_bytes().splitlines(keepends=True)
+    extract.write_bytes(b"".join(lines[:-1]))  # a new delivery: one claim deleted
+    Runner(ws).run()
+    assert _versions(ws) == ["v0001", "v0002"]
+    (ws.root / STATE_DIR / "release.json").unlink()  # killed after the rename, before the run noted it
+    again = next(r for r in Runner(ws).run() if r.stage == "release")
+    assert again.detail.startswith("no change since v0002") and _versions(ws) == ["v0001", "v0002"]
+
+
+def test_a_ledger_entry_without_a_version_is_refused_with_a_message(ws):
+    ledger = ws.root / "releases" / "ledger.json"
+    ledger.write_text(json.dumps({"releases": [{"v": "v0001"}]}))
+    result = CliRunner().invoke(app, ["release", "-w", str(ws.root)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "ledger.json is unreadable (entry 1 is not a release" in said, said

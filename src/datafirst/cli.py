@@ -395,7 +395,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
              new_series: bool = False) -> None:
     from .link.stage import LinkError
     from .release.hashing_key import SecretError
-    from .release.stage import ReleaseError, published
+    from .release.stage import ReleaseError, read_ledger, releases_dir
     from .run import Runner, peak_memory_mb
     from .sources.contract import ContractError
     from .sources.ingest import IngestError
@@ -412,7 +412,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
     except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
         _fail(str(exc))
     total = time.perf_counter() - started
-    latest = published(ws)
+    latest = [releases_dir(ws) / entry["version"] for entry in read_ledger(ws)]
     on_spark = (ws.engine_override or ws.config().engine) == "spark"
     console.print(f"Done in {total:.1f} s ({sum(1 for r in results if r.ran)} stages ran), peak memory "
                   f"{peak_memory_mb():,} MB" + (" (this process; Spark's JVM not included)." if on_spark else "."))

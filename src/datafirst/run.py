@@ -125,12 +125,17 @@ class Runner:
 
     def _outputs_exist(self, stage: str) -> bool:
         ws = self.ws
+        if stage == "release":
+            from .release.stage import trusted_previous
+
+            # Checked, not only there: a run that skips the release names the latest as its
+            # result, so one missing, altered or unrecorded is refused as `datafirst release` would.
+            return trusted_previous(ws) is not None
         return {
             "ingest": (ws.zone("landed") / "_accounting.parquet").is_file(),
             "standardise": ws.zone("content").is_dir() and ws.zone("identifiers").is_dir(),
             "train": (ws.root / "models" / "current.json").is_file(),
             "link": (ws.zone("links") / "clusters.parquet").is_file(),
-            "release": (ws.root / "releases").is_dir() and any((ws.root / "releases").glob("v[0-9]*")),
         }[stage]
 
     def _unchanged(self, stage: str, fingerprint: str) -> bool:
@@ -205,7 +210,9 @@ class Runner:
             return detail
 
         def do_release(engine: Engine) -> str:
-            summary = release(ws, engine, new_series=self.new_series)
+            summary = release(ws, engine, new_series=self.new_series, only_if_changed=not self.new_series)
+            if summary.unchanged:
+                return f"no change since {summary.version} (inputs touched, not changed): no new release"
             kept = summary.person_ids.get("medium", {}).get("previous_ids_kept_share")
             return f"{summary.version} at {summary.path}" + (
                 f"; {kept:.2%} of medium person ids carried over" if kept is not None else "")

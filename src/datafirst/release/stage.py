@@ -54,6 +54,7 @@ class ReleaseSummary:
     path: Path
     tables: dict[str, int]  # table -> rows
     person_ids: dict[str, dict]  # threshold -> what happened to the previous release's ids
+    unchanged: bool = False  # nothing new since `version`, which is the previous release: none was written
 
 
 def releases_dir(ws: Workspace) -> Path:
@@ -70,8 +71,13 @@ def read_ledger(ws: Workspace) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["releases"]
-    except (ValueError, KeyError, TypeError) as exc:
+        entries = json.loads(path.read_text(encoding="utf-8"))["releases"]
+        for number, entry in enumerate(entries, 1):
+            if not (isinstance(entry.get("version"), str) and VERSION.match(entry["version"])
+                    and isinstance(entry.get("sha256sums"), str)):
+                raise ValueError(f"entry {number} is not a release's version and SHA256SUMS digest: {entry}")
+        return entries
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ReleaseError(f"{path} is unreadable ({exc}); it lists the published releases and is written only by "
                            "datafirst: restore it from a backup, or move the releases folder aside to start a "
                            "new series") from exc
@@ -160,9 +166,13 @@ def _content(contract, name, spec, path: Path, links: str) -> Product:
 
 @holding_lock
 def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_series: bool = False,
+            only_if_changed: bool = False,
             progress: Callable[[str, int, int], None] | None = None) -> ReleaseSummary:
     """Build, check and publish the next release. Person ids carry over from the previous
-    release unless `new_series` (every person gets a new id; needed after a change of key)."""
+    release unless `new_series` (every person gets a new id; needed after a change of key).
+    `only_if_changed`: publish nothing when the release would equal the previous one (the same
+    tables, dictionary and quality summaries, and no person id changed), as `datafirst run` asks
+    when its inputs were touched but not changed."""
     salt = salt if salt is not None else load_salt()
     products = plan_products(ws)
     previous = trusted_previous(ws)
@@ -247,6 +257,10 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
+        if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
+            remove_tree(tmp)
+            return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,
+                                  unchanged=True)
         _write_checksums(tmp, digests)
         _make_read_only(tmp)
         ledger = read_ledger(ws)
@@ -267,6 +281,32 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
+
+
+def _same_as(previous: Path, new: Path, digests: dict[str, str], rows: dict[str, int]) -> bool:
+    """Whether the release in `new` (not yet checksummed) holds what `previous` does: the same
+    tables byte for byte, an empty person id change log, and the same dictionary and quality
+    summaries (but for their times and the change log's rows)."""
+    if rows.get(person_ids.CHANGES):
+        return False
+    listed = {name: digest for digest, name in (line.split("  ", 1) for line in
+              (previous / "SHA256SUMS").read_text(encoding="utf-8").splitlines() if "  " in line)}
+    changes = f"tables/{person_ids.CHANGES}.parquet"
+    before = {name: digest for name, digest in listed.items() if name.startswith("tables/") and name != changes}
+    if before != {name: digest for name, digest in digests.items() if name != changes}:
+        return False
+
+    def comparable(path: Path) -> dict:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("generated_at", None)
+        if path.name == "dictionary.json":
+            data["tables"] = [t for t in data["tables"] if t["name"] != person_ids.CHANGES]
+        return data
+
+    documents = ["dictionary.json", *(f"quality/{p.name}" for p in sorted((new / "quality").glob("*.json")))]
+    return sorted(p.name for p in (previous / "quality").glob("*.json")) == sorted(
+        p.name for p in (new / "quality").glob("*.json")) and all(
+        (previous / d).is_file() and comparable(previous / d) == comparable(new / d) for d in documents)
 
 
 def _write_checksums(root: Path, known: dict[str, str]) -> None:
