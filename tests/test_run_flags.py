@@ -294,3 +294,14 @@ def test_a_ledger_entry_without_a_version_is_refused_with_a_message(ws):
     result = CliRunner().invoke(app, ["release", "-w", str(ws.root)])
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "ledger.json is unreadable (entry 1 is not a release" in said, said
+
+
+def test_a_blocking_rule_on_a_column_the_identifiers_lack_is_refused_with_a_message(ws):
+    from datafirst.link.stage import LinkError
+
+    with open(ws.config_path, "a", encoding="utf-8") as f:
+        f.write("link:\n  blocking_rules: [[surname], [nosuchcol]]\n")
+    with pytest.raises(LinkError, match=r"link.blocking_rules in .*datafirst.yaml: the rule \['nosuchcol'\] names "
+                                        r"\['nosuchcol'\], which the identifiers do not have; the columns are source"):
+        Runner(ws).run()
+    assert (ws.zone("links") / "clusters.parquet").is_file()

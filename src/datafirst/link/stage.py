@@ -122,6 +122,17 @@ def _load_input(engine: Engine, files: list[Path]) -> set[str]:
     return {c for c, n in zip(cols, counts) if n > 0}
 
 
+def _check_rule_columns(engine: Engine, rules: list[list[str]] | None, key: str, ws: Workspace) -> None:
+    """Refuse a configured rule naming a column the identifiers do not have (it would stop in the
+    engine with a binder error)."""
+    columns = engine.columns(INPUT_TABLE)
+    for rule in rules or []:
+        unknown = [c for c in rule if c not in columns]
+        if unknown:
+            raise LinkError(f"{key} in {ws.config_path}: the rule {rule} names {unknown}, which the identifiers do "
+                            f"not have; the columns are {', '.join(c for c in columns if c != 'record_key')}")
+
+
 def _linker(engine: Engine, model, db_api: DatabaseAPI | None = None, table: str = INPUT_TABLE) -> Linker:
     db_api = db_api or engine.splink_api()
     sdf = db_api.register(table, dataset_display_name="identifiers")
@@ -215,6 +226,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     files = _identifier_files(ws)
     check_linkable(engine, files)
     present = _load_input(engine, files)
+    _check_rule_columns(engine, cfg.training_rules, "link.training_rules", ws)
     spec = model_spec(present)
     model = settings(spec)
     if cfg.settings_file:
@@ -388,6 +400,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     files = _identifier_files(ws)
     check_linkable(engine, files)
     present = _load_input(engine, files)
+    _check_rule_columns(engine, cfg.blocking_rules, "link.blocking_rules", ws)
     path = model_path or current_model(ws)
     model = json.loads(path.read_text(encoding="utf-8"))
     check_model_fits(model, present, path)
