@@ -305,3 +305,14 @@ def test_a_blocking_rule_on_a_column_the_identifiers_lack_is_refused_with_a_mess
                                         r"\['nosuchcol'\], which the identifiers do not have; the columns are source"):
         Runner(ws).run()
     assert (ws.zone("links") / "clusters.parquet").is_file()
+
+
+def test_a_table_that_lands_far_fewer_rows_raises_an_alert(ws):
+    extract = ws.extracts / "crown" / "defendants.psv"
+    extract.write_bytes(extract.read_bytes().splitlines(keepends=True)[0])  # the header alone: an empty delivery
+    results = Runner(ws).run()
+    standardised = next(r for r in results if r.stage == "standardise")
+    assert "ALERT crown/defendants: rows landed fell from " in standardised.detail
+    assert " to 0 (more than 20%): check the delivery" in standardised.detail
+    page = (ws.reports / "data_quality" / "report.html").read_text()
+    assert "crown/defendants: rows landed fell from" in page

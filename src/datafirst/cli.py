@@ -216,7 +216,7 @@ def _run_ingest(ws) -> None:
 
 def _run_standardise(ws) -> None:
     from .sources.contract import ContractError
-    from .standardise.quality import write_report
+    from .standardise.quality import alert_messages, write_report
     from .standardise.stage import standardise
 
     try:
@@ -231,10 +231,8 @@ def _run_standardise(ws) -> None:
     console.print(f"Identifiers zone: {ids:,} records in {sum(1 for s in splits if s.identifiers)} tables; "
                   f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables"
                   + (f" ({kept} unchanged since the last standardise, kept)." if kept else "."))
-    for change in report["changes"]:
-        if change["alert"]:
-            console.print(f"[bold red]alert:[/] {change['source']}/{change['table']} {change['field']} completeness "
-                          f"fell from {change['completeness_before']:.1%} to {change['completeness_now']:.1%}")
+    for message in alert_messages(report):
+        console.print(f"[bold red]alert:[/] {message}")
     console.print(f"Data quality report: {html_path} (data: {json_path})")
 
 

@@ -172,7 +172,7 @@ class Runner:
         from .link.stage import link, train
         from .release.stage import release
         from .sources.ingest import ingest
-        from .standardise.quality import write_report as dq_report
+        from .standardise.quality import alert_messages, write_report as dq_report
         from .standardise.stage import standardise
 
         ws = self.ws
@@ -184,10 +184,12 @@ class Runner:
 
         def do_standardise(engine: Engine) -> str:
             splits = standardise(ws, engine)
-            dq_report(ws, engine)
+            _, _, report = dq_report(ws, engine)
             kept = sum(1 for s in splits if s.reused)
+            alerts = alert_messages(report)
             return (f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content "
-                    "rows" + (f" ({kept} of {len(splits)} tables unchanged, kept)" if kept else ""))
+                    "rows" + (f" ({kept} of {len(splits)} tables unchanged, kept)" if kept else "")
+                    + "".join(f"; ALERT {m}" for m in alerts))
 
         def do_train(engine: Engine) -> str:
             return f"model {train(ws, engine).name}"

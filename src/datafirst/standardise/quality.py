@@ -27,6 +27,9 @@ REPORT_DIR = "data_quality"
 CODE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # A fall in completeness of an identifier by more than this (absolute share) is an alert.
 ALERT_DROP = 0.05
+# A fall in the rows landed from a table by more than this share is an alert: deliveries delete
+# a few rows, not a fifth (an extract cut short, a source sending an empty file).
+ALERT_ROWS_DROP = 0.2
 # Which standardised column says whether a role's value survived cleaning.
 VALIDITY_COLUMN = {"forename": "forename", "forenames": "forename", "surname": "surname", "full_name": "surname",
                    "date_of_birth": "date_of_birth", "sex": "sex", "postcode": "postcode", "pnc": "pnc", "cro": "cro",
@@ -135,8 +138,24 @@ def compare(current: dict, previous: dict | None) -> list[dict]:
         if before and before["landed"] != t["landed"]:
             changes.append({"source": t["source"], "table": t["table"], "field": "(rows landed)", "role": None,
                             "completeness_before": before["landed"], "completeness_now": t["landed"],
-                            "change": t["landed"] - before["landed"], "alert": False})
+                            "change": t["landed"] - before["landed"],
+                            "alert": t["landed"] < (1 - ALERT_ROWS_DROP) * before["landed"]})
     return changes
+
+
+def alert_messages(report: dict) -> list[str]:
+    """One line per alert of a report's changes: what fell, from what to what."""
+    out = []
+    for c in report.get("changes") or []:
+        if not c["alert"]:
+            continue
+        if c["field"] == "(rows landed)":
+            out.append(f"{c['source']}/{c['table']}: rows landed fell from {c['completeness_before']:,} to "
+                       f"{c['completeness_now']:,} (more than {ALERT_ROWS_DROP:.0%}): check the delivery")
+        else:
+            out.append(f"{c['source']}/{c['table']} {c['field']}: completeness fell from "
+                       f"{c['completeness_before']:.1%} to {c['completeness_now']:.1%}")
+    return out
 
 
 @holding_lock
@@ -176,8 +195,10 @@ def render_html(report: dict) -> str:
         out.append("<p>No field's completeness changed by half a point or more.</p>")
     else:
         if alerts:
-            out.append(f"<p class='alert'>{len(alerts)} identifier field(s) lost more than {ALERT_DROP:.0%} completeness: "
-                       "linkage on them will weaken.</p>")
+            out.append("<p class='alert'>Alerts: identifier fields that lost more than "
+                       f"{ALERT_DROP:.0%} completeness (linkage on them will weaken), and tables that landed more than "
+                       f"{ALERT_ROWS_DROP:.0%} fewer rows:</p><ul>"
+                       + "".join(f"<li class='alert'>{html.escape(m)}</li>" for m in alert_messages(report)) + "</ul>")
         out.append("<table><tr><th>source</th><th>table</th><th>field</th><th>before</th><th>now</th><th>change</th></tr>")
         for ch in changes:
             cls = " class='alert'" if ch["alert"] else ""
