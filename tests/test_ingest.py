@@ -130,6 +130,7 @@ def test_good_file_lands(tmp_path):
 @pytest.mark.parametrize("body, match", [
     (b"", "is empty"),
     ("id;name;born;visits\n1;Ann Lee;01/02/1980;3\n", "looks delimited by ';'"),
+    ("id,name,born,visits\n1,Ann Lee,01/02/1980,3\n".encode("utf-16"), "looks like UTF-16"),
     ("id,fullname,born,visits\n1,Ann Lee,01/02/1980,3\n", "missing columns: \\['name'\\]"),
     ("name,id,born,visits\nAnn Lee,1,01/02/1980,3\n", "in another order"),
 ])

@@ -200,6 +200,11 @@ def test_missing_salt_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(SALT_FILE_ENV, str(binary))
     with pytest.raises(SecretError, match="not text"):
         load_salt()
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    monkeypatch.setenv(SALT_FILE_ENV, str(empty))
+    with pytest.raises(SecretError, match=f"the salt file {empty} .* is empty"):
+        load_salt()
 
 
 def test_damaged_release_metadata_is_refused_with_a_message(tmp_path):

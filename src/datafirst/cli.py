@@ -194,6 +194,9 @@ def init(
     except WorkspaceError as exc:
         _fail(str(exc))
     console.print(f"Workspace ready in {ws.root}: config {ws.config_path}, contracts in {ws.root / 'contracts'}")
+    if not ws.extracts.is_dir():
+        console.print(f"[yellow]note:[/] the extracts folder {ws.extracts} does not exist yet; put the extracts "
+                      f"there (or fix `extracts` in {ws.config_path}) before `datafirst ingest`.")
 
 
 def _run_ingest(ws) -> None:

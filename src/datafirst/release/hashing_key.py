@@ -33,6 +33,9 @@ def load_salt() -> str:
         except UnicodeDecodeError as exc:
             raise SecretError(f"the salt {source} is not text: write it as text, for example the output of "
                               "`openssl rand -hex 32`") from exc
+        if not value:
+            raise SecretError(f"the salt {source} is empty: write a secret of at least {MIN_LENGTH} characters in "
+                              "it, for example the output of `openssl rand -hex 32`")
     if not value:
         raise SecretError(
             f"no hashing salt: set {SALT_FILE_ENV} to a file holding a secret of at least {MIN_LENGTH} characters "

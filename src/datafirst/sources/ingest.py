@@ -142,7 +142,11 @@ def _check_header(path: Path, name: str, spec: Table, contract: Contract, lines:
         msg.append(f"  unexpected columns: {extra}")
     if not missing and not extra:
         msg.append("  the columns are all there but in another order")
-    if len(found) == 1:
+    first = lines.column("line")[0].as_py()
+    if b"\x00" in first or first.startswith((b"\xff\xfe", b"\xfe\xff", "\ufffd\ufffd".encode())):
+        msg.append("  the file looks like UTF-16 (zero bytes between the letters): export it as UTF-8, or as the "
+                   f"contract's encoding ({spec.encoding})")
+    elif len(found) == 1:
         for d in (",", ";", "|", "\t"):
             if d != spec.delimiter and d in found[0]:
                 msg.append(f"  the file looks delimited by {d!r}, the contract says {spec.delimiter!r}: fix the "
