@@ -553,3 +553,13 @@ def test_standardise_keeps_the_tables_whose_landed_rows_are_unchanged_and_equals
         kept = measure(ws, engine, report)
         assert kept["tables"][1] is next(t for t in report["tables"] if t["table"] == "others")  # not measured again
         assert kept["tables"] == measure(ws, engine)["tables"]  # what measuring every table again gives
+
+
+def test_a_line_break_inside_a_quoted_value_is_quarantined_with_a_hint(tmp_path):
+    body = 'id,name,born,visits\n1,"Ann\nLee",01/02/1980,3\n2,Bob Cox,29/02/2000,1\n'
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 1, 2)
+    hint = ': a value opened with " is not closed on this line (a line break inside a value? export values without line breaks)'
+    assert _quarantine(ws) == [(1, None, "expected 4 fields, found 2" + hint),
+                               (2, None, "expected 4 fields, found 3" + hint)]

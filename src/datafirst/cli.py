@@ -215,6 +215,10 @@ def _run_ingest(ws) -> None:
         t.add_row(x.source, x.table, x.file, f"{x.read:,}", f"{x.landed:,}", f"{x.quarantined:,}",
                   "yes" if x.balanced else "[red]NO")
     console.print(t)
+    if any(x.quarantined for x in loads):
+        console.print(f"Quarantined rows, each with its file, row, column and reason: "
+                      f"{ws.zone('landed') / '_quarantine.parquet'} (counts by reason in the data quality report "
+                      "after `datafirst standardise`).")
 
 
 def _run_standardise(ws) -> None:

@@ -264,8 +264,12 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
         # text ('"O"Brien"') would cut a value short: the fields, joined again, must be the line.
         malformed = f"_quoted AND array_to_string(_fields, {sql_string(spec.delimiter)}) <> _text"
         shape_ok = f"array_length(_fields) = {n} AND NOT ({malformed})"
+        q = sql_string(spec.quote)
+        unclosed = (f"CASE WHEN (length(_text) - length(replace(_text, {q}, ''))) % 2 = 1 THEN "
+                    f"{sql_string(f': a value opened with {spec.quote} is not closed on this line (a line break inside a value? export values without line breaks)')} "
+                    "ELSE '' END")
         base_checks.append(_problem(f"_text IS NOT NULL AND trim(_text) <> '' AND array_length(_fields) <> {n}", None,
-                                    f"'expected {n} fields, found ' || array_length(_fields)"))
+                                    f"'expected {n} fields, found ' || array_length(_fields) || {unclosed}"))
         base_checks.append(_problem(f"array_length(_fields) = {n} AND {malformed}", None,
                                     sql_string(f"malformed quoting: a field that starts with {spec.quote} must end "
                                                f"with {spec.quote} before the next {spec.delimiter!r} (write a quote "
