@@ -129,7 +129,9 @@ def test_labels_remake_the_report_and_full_links_again(ws):
     results = Runner(ws, full_link=True).run()
     assert _ran(results) == ["link", "release"]
     assert "full link" in results[STAGES.index("link")].detail
-    assert _versions(ws) == ["v0001", "v0002"]
+    # Linked again in full, the same people: the release would equal v0001, so none is published.
+    assert results[STAGES.index("release")].detail.startswith("no change since v0001")
+    assert _versions(ws) == ["v0001"]
 
 
 def test_demo_again_with_another_world_starts_afresh(tmp_path, monkeypatch):
@@ -316,3 +318,45 @@ def test_a_table_that_lands_far_fewer_rows_raises_an_alert(ws):
     assert " to 0 (more than 20%): check the delivery" in standardised.detail
     page = (ws.reports / "data_quality" / "report.html").read_text()
     assert "crown/defendants: rows landed fell from" in page
+
+
+def test_a_demo_over_an_earlier_demo_in_use_is_refused_before_anything_is_removed(tmp_path):
+    out = tmp_path / "demo"
+    ws = Workspace.init(out, out / "world" / "extracts")
+    (out / "world").mkdir()
+    (out / "world" / "world.json").write_text("{}")
+    (out / "releases" / "v0001").mkdir(parents=True)
+    holder = _holder(out)
+    try:
+        result = CliRunner().invoke(app, ["demo", "--out", str(out), "--people", "500"])
+    finally:
+        holder.kill()
+        holder.wait()
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"is in use by process {holder.pid}" in said, said
+    assert (out / "releases" / "v0001").is_dir() and ws.config_path.is_file() and (out / "world" / "world.json").is_file()
+
+
+def test_another_thread_of_the_process_is_refused_too(ws):
+    import threading
+
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ws.lock():
+            with ws.lock():  # re-entrant within its thread
+                held.set()
+                done.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(WorkspaceBusy, match="in use by process"):
+            with ws.lock():
+                pass
+    finally:
+        done.set()
+        thread.join()
+    with ws.lock():  # free again once the thread let go
+        pass

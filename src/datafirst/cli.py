@@ -144,11 +144,11 @@ def _workspace(path: Path, engine: str | None = None):
 
 
 @contextmanager
-def _holding(ws):
+def _holding(ws, made: bool = True):
     """The workspace held for the command (see Workspace.lock); refused when another process holds it."""
     from .workspace import WorkspaceBusy
 
-    held = ws.lock()
+    held = ws.lock(made=made)
     try:
         held.__enter__()
     except WorkspaceBusy as exc:
@@ -478,8 +478,10 @@ def _earlier_demo(out: Path) -> bool:
 
 def _only_demo_key(out: Path) -> bool:
     """Nothing but an earlier demo's key (kept when clearing it), e.g. after a demo was stopped."""
+    from .workspace import LOCK_FILE
+
     keys = out / "secrets"
-    return (out.is_dir() and [p.name for p in out.iterdir()] == ["secrets"] and keys.is_dir()
+    return (out.is_dir() and [p.name for p in out.iterdir() if p.name != LOCK_FILE] == ["secrets"] and keys.is_dir()
             and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
 
 
@@ -494,31 +496,33 @@ def demo(
 ) -> None:
     """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB
     (generate, ingest, standardise, train, link, release)."""
-    from .workspace import Workspace, remove_tree
+    from .workspace import LOCK_FILE, Workspace, remove_tree
 
     world_dir = out / "world"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())) \
+            and not _earlier_demo(out) and not _only_demo_key(out):  # the key: a demo stopped after clearing
+        _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
+    # Held before an earlier demo is cleared: a run still working on it is not pulled from under.
+    with _holding(Workspace(out), made=False):
         if _earlier_demo(out):
             for name in DEMO_ENTRIES:  # only ever an earlier demo's: checked just above
                 if (out / name).exists() or (out / name).is_symlink():
                     remove_tree(out / name)
-        elif not _only_demo_key(out):  # left by a demo stopped after clearing its predecessor
-            _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
-    summary = _generate(world_dir, people, seed)
-    console.print(f"World: {summary.records:,} source records for {summary.people:,} people in {summary.seconds:.1f} s")
-    _print_realism(world_dir, with_errors=False)
-    ws = Workspace.init(out, world_dir / "extracts")
-    import os
+        summary = _generate(world_dir, people, seed)
+        console.print(f"World: {summary.records:,} source records for {summary.people:,} people in "
+                      f"{summary.seconds:.1f} s")
+        _print_realism(world_dir, with_errors=False)
+        ws = Workspace.init(out, world_dir / "extracts")
+        import os
 
-    from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, make_demo_salt
-    from .world.labels import write_labels
+        from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, make_demo_salt
+        from .world.labels import write_labels
 
-    if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):
-        salt = make_demo_salt(out / "secrets" / "demo.salt")
-        os.environ[SALT_FILE_ENV] = str(salt)
-        console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the releases). "
-                      f"For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
-    with _holding(ws):
+        if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):
+            salt = make_demo_salt(out / "secrets" / "demo.salt")
+            os.environ[SALT_FILE_ENV] = str(salt)
+            console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the "
+                          f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
         _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {world_dir}")

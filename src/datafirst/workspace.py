@@ -55,9 +55,10 @@ class WorkspaceBusy(WorkspaceError):
     """Another process is working on the workspace."""
 
 
-# Locks this process holds: lock file -> [open file, depth]. A stage called inside `datafirst
-# run` takes the lock the run already holds (flock would refuse a second descriptor of it).
-_held: dict[str, list] = {}
+# Locks held, by lock file and thread -> [open file, depth]. A stage called inside `datafirst run`
+# takes the lock its thread already holds; another thread of the process opens the file again,
+# and flock refuses that second descriptor as it would another process's.
+_held: dict[tuple[str, int], list] = {}
 _held_guard = threading.Lock()
 
 
@@ -176,29 +177,37 @@ class Workspace:
 
     # --- lock -------------------------------------------------------------------------------
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the workspace for one command, so that two processes never write its zones,
-        models or releases at once (a scheduled run and a manual one, say): the second is
-        refused with who holds it. The operating system releases the lock when its process
-        ends, however it ends, so a killed run leaves no stale lock; the next holder then
-        removes the partial folders it left (nothing else can be writing them). Re-entrant
-        within a process. POSIX only: where `fcntl` is missing, nothing is locked."""
-        self.config()  # a folder that is not a workspace is refused before anything is written
-        path = os.path.realpath(self.root / LOCK_FILE)
+    def lock(self, *, made: bool = True) -> Iterator[None]:
+        """Hold the workspace for one command, so that two processes (or threads) never write
+        its zones, models or releases at once (a scheduled run and a manual one, say): the
+        second is refused with who holds it. The operating system releases the lock when its
+        process ends, however it ends, so a killed run leaves no stale lock; the next holder
+        then removes the partial folders it left (nothing else can be writing them). Re-entrant
+        within a thread. `made=False` locks a folder that is to become a workspace (the demo's).
+        POSIX only: where `fcntl` is missing, nothing is locked."""
+        if made:
+            self.config()  # a folder that is not a workspace is refused before anything is written
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+        key = (os.path.realpath(self.root / LOCK_FILE), threading.get_ident())
         with _held_guard:
-            entry = _held.get(path)
+            entry = _held.get(key)
             if entry is not None:
                 entry[1] += 1
-            else:
-                entry = _held[path] = [self._acquire(path), 1]
+        if entry is None:  # acquired outside the guard: a refusal must not hold up other workspaces
+            entry = [self._acquire(key[0]), 1]
+            with _held_guard:
+                _held[key] = entry
         try:
             yield
         finally:
             with _held_guard:
                 entry[1] -= 1
-                if entry[1] == 0:
-                    del _held[path]
-                    entry[0].close()  # releases the lock
+                done = entry[1] == 0
+                if done:
+                    del _held[key]
+            if done:
+                entry[0].close()  # releases the lock
 
     def _acquire(self, path: str):
         f = open(path, "a+", encoding="utf-8")
