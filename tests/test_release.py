@@ -349,3 +349,24 @@ def test_privacy_guard_counts_every_row_holding_an_identifier_in_any_case_or_spa
         finally:
             forget_keyed_hash(engine)
     assert problems == ["product.note: 3 value(s) equal to an other id from the identifiers zone"]
+
+
+def test_privacy_guard_refuses_free_text(released_ws, monkeypatch):
+    """A notes column: long, nearly every value its own. It may name or describe people however
+    few of its values hold a name the guard knows."""
+    real_plan = release_stage.plan_products
+    before = published(released_ws)
+
+    def tampered(ws):
+        products = real_plan(ws)
+        target = next(p for p in products if p.name == "magistrates__defendants")
+        target.sql = (f"SELECT *, 'seen at the address on ' || substr(md5(row_id_hash), 1, 12) AS officer_notes "
+                      f"FROM ({target.sql})")
+        return products
+
+    monkeypatch.setattr(release_stage, "plan_products", tampered)
+    with Engine() as engine, pytest.raises(ReleaseError, match=r"magistrates__defendants\.officer_notes: looks like "
+                                                               r"free text \([0-9,]+ distinct values in [0-9,]+, 35 "
+                                                               r"characters and 6 words long on average\)"):
+        release(released_ws, engine, salt=SALT)
+    assert published(released_ws) == before

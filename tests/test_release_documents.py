@@ -12,7 +12,7 @@ import pytest
 
 from datafirst.engine import Engine
 from datafirst.release import person_ids
-from datafirst.release.documentation import quality_summaries, release_notes
+from datafirst.release.documentation import _released_bands, quality_summaries, release_notes
 from datafirst.release.products import install_keyed_hash
 from datafirst.workspace import Workspace
 
@@ -134,7 +134,9 @@ def _linkage_report(ws: Workspace) -> None:
     folder.mkdir(parents=True)
     (folder / "latest.json").write_text(json.dumps(report), encoding="utf-8")
     dq = {"generated_at": "2025-06-30T00:00:00+00:00", "tables": [
-        {"source": "a", "table": "t", "read": 103, "landed": 100, "quarantined": 3, "fields": []},
+        {"source": "a", "table": "t", "read": 103, "landed": 100, "quarantined": 3, "fields": [
+            {"field": "name", "role": "full_name", "completeness": 0.99, "validity": 0.9495},  # 1 missing, 5 invalid
+            {"field": "born", "role": "date_of_birth", "completeness": 0.5, "validity": 0.8}]},  # 50 and 10
         {"source": "b", "table": "t", "read": 150, "landed": 100, "quarantined": 50, "fields": []}]}
     (ws.reports / "data_quality").mkdir(parents=True)
     (ws.reports / "data_quality" / "latest.json").write_text(json.dumps(dq), encoding="utf-8")
@@ -174,8 +176,12 @@ def test_released_quality_summaries_suppress_small_counts_and_what_gives_them_ba
     assert groups[("sex", "other: unknown, M")]["linked_share"] == round(101 / 254, 4)
     assert groups[("age_band", "born 2000+")]["linked_share"] is None
     assert all("linked" not in g for g in lq["linked_share_by_group"])
+    # One band of 1 past an empty one: merged on until it is not small.
+    assert _released_bands({"1": 300, "2": 120, "3-5": 198, "6-10": 116, "11-20": 0, "21+": 1}, 10) == {
+        "1": 300, "2": 120, "3-5": 198, "6+": 117}
     # Rows read = landed + quarantined: suppressed with the quarantined count.
     tables = summaries["data_quality.json"]["tables"]
+    assert [(f["completeness"], f["validity"]) for f in tables[0]["fields"]] == [(None, None), (0.5, 0.8)]
     assert [(t["rows_read"], t["rows_landed"], t["rows_quarantined"]) for t in tables] == [
         (None, 100, "<10"), (150, 100, 50)]
     # No count below the threshold anywhere in the released files.

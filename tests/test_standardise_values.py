@@ -399,6 +399,7 @@ EXPRESSIONS = {
     "cro_from_candidate": (lambda e: c.cro_from_candidate(c.cro_candidate(e)), "VARCHAR"),
     "cro_flag_from_candidate": (lambda e: c.cro_flag_from_candidate(e, c.cro_candidate(e)), "VARCHAR"),
     "address_clean": (c.address_clean, "VARCHAR"),
+    "fold_accents": (c.fold_accents, "VARCHAR"),
 }
 
 
@@ -423,3 +424,8 @@ def test_translates_to_spark(name):
     sql = make_expr("v")
     assert "\\1" not in sql  # capture references in replacements read differently in Spark
     sqlglot.transpile(sql, read="duckdb", write="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+
+
+def test_fold_accents_lowers_and_folds_latin_letters(con):
+    assert run(con, c.fold_accents, "José ŁUKASZ Zoë") == "jose lukasz zoe"
+    assert run(con, c.fold_accents, "O'Brien-Smith") == "o'brien-smith"

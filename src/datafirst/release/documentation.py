@@ -150,16 +150,26 @@ def _is_small(n: int, small: int) -> bool:
 
 
 def _released_tables(tables: list[dict], small: int) -> list[dict]:
-    """Row accounting and field figures; rows read = landed + quarantined, so it is suppressed too
-    when either of those is."""
+    """Row accounting and field figures. Rows read = landed + quarantined, so it is suppressed too
+    when either of those is. Completeness times the rows landed is a count of records with (and
+    without) a value, and validity times that a count of valid (and invalid) values: each is
+    suppressed as `_released_share` says (the figures are rounded to 4 places, which leaves a
+    count exact in all but the largest tables)."""
     out = []
     for t in tables:
         hidden = _is_small(t["landed"], small) or _is_small(t["quarantined"], small)
+        fields = []
+        for f in t["fields"]:
+            field = {"field": f["field"], "role": f["role"], "completeness": f["completeness"], "validity": f["validity"]}
+            present = round((f["completeness"] or 0) * t["landed"])
+            field = _released_share(field, present, t["landed"], "completeness", small)
+            if f["validity"] is not None:
+                field = _released_share(field, round(f["validity"] * present), present, "validity", small)
+            fields.append(field)
         out.append({"source": t["source"], "table": t["table"],
                     "rows_read": None if hidden else t["read"],
                     "rows_landed": _suppress(t["landed"], small), "rows_quarantined": _suppress(t["quarantined"], small),
-                    "fields": [{"field": f["field"], "role": f["role"], "completeness": f["completeness"],
-                                "validity": f["validity"]} for f in t["fields"]]})
+                    "fields": fields})
     return out
 
 
@@ -176,7 +186,7 @@ def _released_bands(bands: dict[str, int], small: int) -> dict[str, int]:
             merged[-1] = (f"{first}+" if last.endswith("+") else f"{first}-{last}", merged[-1][1] + n)
         else:
             merged.append((label, n))
-    if len(merged) > 1 and _is_small(merged[-1][1], small):
+    while len(merged) > 1 and _is_small(merged[-1][1], small):  # past an empty band too
         (label_a, a), (label_b, b) = merged[-2], merged[-1]
         first = label_a.split("-")[0].rstrip("+")
         last = label_b.split("-")[-1]

@@ -26,6 +26,11 @@ DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this
 # 1M-record world the released columns score at most 0.05 (one ethnicity of 19 has two words
 # that are names); a full name column scores about 0.85.
 NAME_LIKE_SHARE, NAME_LIKE_MIN = 0.25, 3
+# A text column whose values are nearly all different and run to a sentence is free text (notes,
+# descriptions). Codes and names of things repeat in a large table, but a small one can hold each
+# only once (claimant names: 34% distinct in a 20,000-person world, 3% at 1M), so the test asks
+# for sentences too: offence titles (35 characters, 6 words) and claimant names (25, 3) repeat.
+FREE_TEXT_SHARE, FREE_TEXT_LENGTH, FREE_TEXT_WORDS, FREE_TEXT_MIN = 0.9, 30, 5, 50
 _HASH_SHAPED_LOWER = HASH_SHAPED.replace("P", "p")  # sensitive values are lower case
 
 
@@ -120,6 +125,10 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
         "v": pa.array([x[2] for x in checked], pa.string()), "is_list": pa.array([x[3] for x in checked], pa.bool_())}))
     try:
         engine.execute("CREATE OR REPLACE TABLE guard_release_values AS SELECT * FROM guard_checked_values")
+        # Before any hash-shaped values join them (below): those are all distinct and 20 long.
+        texts = engine.execute("""SELECT tbl, col, count(DISTINCT v), avg(length(v)),
+                                         avg(array_length(string_split(trim(v), ' ')))
+                                  FROM guard_release_values WHERE NOT is_list GROUP BY ALL ORDER BY ALL""")
         engine.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
             SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
             LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
@@ -140,6 +149,15 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                  "surname of the identifiers zone in one value): free text holding names must not be released. "
                  "Give the column its role in the contract, or leave it out of the source's content"
                  for name, col, n, total in named]
+    for name, col, distinct, length, words in texts:
+        present = profiles[name][col]["rows"] - profiles[name][col]["missing"]
+        if distinct >= FREE_TEXT_MIN and distinct >= FREE_TEXT_SHARE * present and length >= FREE_TEXT_LENGTH \
+                and words >= FREE_TEXT_WORDS:
+            problems.append(f"{name}.{col}: looks like free text ({distinct:,} distinct values in {present:,}, "
+                            f"{length:.0f} characters and {words:.0f} words long on average); free text can name or "
+                            "describe people and is "
+                            "not released: leave the column out of the source's content, or list it in "
+                            "release.privacy_allow in datafirst.yaml once reviewed")
     for name, (rel, schema) in read.items():
         problems += _date_problems(engine, name, rel, schema, allow)
     return problems

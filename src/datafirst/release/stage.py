@@ -285,9 +285,14 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
 
 def _same_as(previous: Path, new: Path, digests: dict[str, str], rows: dict[str, int]) -> bool:
     """Whether the release in `new` (not yet checksummed) holds what `previous` does: the same
-    tables byte for byte, an empty person id change log, and the same dictionary and quality
-    summaries (but for their times and the change log's rows)."""
+    tables byte for byte, an empty person id change log, the same dictionary and quality
+    summaries (but for their times and the change log's rows), and the same provenance (model,
+    thresholds, id series and key)."""
     if rows.get(person_ids.CHANGES):
+        return False
+    provenance = ("model", "thresholds", "id_series", "key_check")
+    manifests = [json.loads((folder / "manifest.json").read_text(encoding="utf-8")) for folder in (previous, new)]
+    if any(manifests[0].get(k) != manifests[1].get(k) for k in provenance):
         return False
     listed = {name: digest for digest, name in (line.split("  ", 1) for line in
               (previous / "SHA256SUMS").read_text(encoding="utf-8").splitlines() if "  " in line)}
