@@ -173,6 +173,12 @@ def _released_tables(tables: list[dict], small: int) -> list[dict]:
     return out
 
 
+def _joined_bands(lower: str, upper: str) -> str:
+    """The label of two adjacent size bands merged: '3-5' and '6-10' give '3-10', '11-20' and '21+' '11+'."""
+    first, last = lower.split("-")[0].rstrip("+"), upper.split("-")[-1]
+    return f"{first}+" if last.endswith("+") else f"{first}-{last}"
+
+
 def _released_bands(bands: dict[str, int], small: int) -> dict[str, int]:
     """Cluster size bands (in order of size) with every band below `small` merged into the next
     larger one (the largest into the next smaller), so that none need suppressing and they
@@ -181,16 +187,12 @@ def _released_bands(bands: dict[str, int], small: int) -> dict[str, int]:
     merged: list[tuple[str, int]] = []
     for label, n in items:
         if merged and _is_small(merged[-1][1], small):
-            first = merged[-1][0].split("-")[0].rstrip("+")
-            last = label.split("-")[-1]
-            merged[-1] = (f"{first}+" if last.endswith("+") else f"{first}-{last}", merged[-1][1] + n)
+            merged[-1] = (_joined_bands(merged[-1][0], label), merged[-1][1] + n)
         else:
             merged.append((label, n))
     while len(merged) > 1 and _is_small(merged[-1][1], small):  # past an empty band too
         (label_a, a), (label_b, b) = merged[-2], merged[-1]
-        first = label_a.split("-")[0].rstrip("+")
-        last = label_b.split("-")[-1]
-        merged[-2:] = [(f"{first}+" if last.endswith("+") else f"{first}-{last}", a + b)]
+        merged[-2:] = [(_joined_bands(label_a, label_b), a + b)]
     return {label: _suppress(n, small) for label, n in merged}
 
 
