@@ -49,72 +49,102 @@ def assign(engine: Engine, clusters: Path, previous_lookup: Path | None, version
     Needs `keyed_hash` installed on the engine. `previous_lookup` is the previous release's
     person_link_lookup table, already checked against its checksums (None for a new series).
     """
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE release_records AS
+    # Not temp, as the tables below: the thresholds are matched at once, by jobs on their own
+    # connections (Engine.concurrently); each query is small and keeps one core busy at most.
+    engine.execute(f"""CREATE OR REPLACE TABLE {_RECORDS} AS
         SELECT *, keyed_hash(record_key) AS row_id_hash FROM read_parquet({sql_string(clusters)})""")
     if previous_lookup is not None:
-        engine.execute(f"""CREATE OR REPLACE TEMP TABLE previous_ids AS
+        engine.execute(f"""CREATE OR REPLACE TABLE {_PREVIOUS} AS
             SELECT row_id_hash, {', '.join(f'person_id_{t}' for t in THRESHOLDS)}
             FROM read_parquet({sql_string(previous_lookup)})""")
     else:
-        engine.execute("CREATE OR REPLACE TEMP TABLE previous_ids (row_id_hash VARCHAR, "
+        engine.execute(f"CREATE OR REPLACE TABLE {_PREVIOUS} (row_id_hash VARCHAR, "
                        + ", ".join(f"person_id_{t} VARCHAR" for t in THRESHOLDS) + ")")
-    changes, summary = [], {}
-    for t in THRESHOLDS:
-        summary[t] = _assign_threshold(engine, t, version, series)
-        changes.append(f"SELECT * FROM changes_{t}")
-    # Not temp: the products are written by jobs on other connections (Engine.concurrently).
-    engine.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS {' UNION ALL '.join(changes)}")
-    replaced = ", ".join(f"ids_{t}.person_id AS person_id_{t}" for t in THRESHOLDS)
-    joins = " ".join(f"JOIN ids_{t} ON ids_{t}.cluster = r.person_id_{t}" for t in THRESHOLDS)
-    engine.execute(f"""CREATE OR REPLACE TABLE {ASSIGNED} AS
-        SELECT r.* EXCLUDE ({', '.join(f'person_id_{t}' for t in THRESHOLDS)}), {replaced}
-        FROM release_records r {joins}""")
-    for t in THRESHOLDS:
-        engine.execute(f"DROP TABLE IF EXISTS overlap_{t}")
-        engine.execute(f"DROP TABLE IF EXISTS changes_{t}")
-        engine.execute(f"DROP TABLE IF EXISTS ids_{t}")
-        engine.execute(f"DROP TABLE IF EXISTS kept_{t}")
+    # The records both releases hold, with their cluster and previous id at every threshold:
+    # one join for the three.
+    pairs = ", ".join(f"r.person_id_{t} AS cluster_{t}, p.person_id_{t} AS old_id_{t}" for t in THRESHOLDS)
+    engine.execute(f"""CREATE OR REPLACE TABLE {_SHARED} AS
+        SELECT {pairs} FROM {_RECORDS} r JOIN {_PREVIOUS} p USING (row_id_hash)""")
+    try:
+        matched = engine.concurrently([lambda e, t=t: _match_threshold(e, t) for t in THRESHOLDS])
+        # New ids need keyed_hash, installed on this engine's connection only.
+        summary = {t: _assign_threshold(engine, t, version, series, m) for t, m in zip(THRESHOLDS, matched)}
+        # Not temp: the products are written by jobs on other connections (Engine.concurrently).
+        engine.execute(f"CREATE OR REPLACE TABLE {CHANGES} AS "
+                       + " UNION ALL ".join(f"SELECT * FROM {_table('changes', t)}" for t in THRESHOLDS))
+        replaced = ", ".join(f"{_table('ids', t)}.person_id AS person_id_{t}" for t in THRESHOLDS)
+        joins = " ".join(f"JOIN {_table('ids', t)} ON {_table('ids', t)}.cluster = r.person_id_{t}" for t in THRESHOLDS)
+        engine.execute(f"""CREATE OR REPLACE TABLE {ASSIGNED} AS
+            SELECT r.* EXCLUDE ({', '.join(f'person_id_{t}' for t in THRESHOLDS)}), {replaced}
+            FROM {_RECORDS} r {joins}""")
+    finally:
+        for table in (_RECORDS, _PREVIOUS, _SHARED, *(_table(kind, t) for t in THRESHOLDS
+                                                      for kind in ("overlap", "kept", "clusters", "ids", "changes"))):
+            engine.execute(f"DROP TABLE IF EXISTS {table}")
     return summary
 
 
-def _assign_threshold(engine: Engine, t: str, version: str, series: str) -> dict:
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE overlap_{t} AS
-        SELECT r.person_id_{t} AS cluster, p.person_id_{t} AS old_id, count(*) AS n
-        FROM release_records r JOIN previous_ids p USING (row_id_hash) GROUP BY ALL""")
+_RECORDS, _PREVIOUS, _SHARED = "release_records", "previous_ids", "release_shared_records"
+
+
+def _table(kind: str, t: str) -> str:
+    return f"release_{kind}_{t}"
+
+
+def _match_threshold(engine: Engine, t: str) -> dict:
+    """At one threshold: `overlap` (records each cluster shares with each previous id), `kept`
+    (the previous id each cluster continues) and `clusters` (every cluster, its smallest
+    record key and the id it continues); returns the counts of previous ids, merges and
+    splits. Needs no keyed hash."""
+    overlap, kept = _table("overlap", t), _table("kept", t)
+    engine.execute(f"""CREATE OR REPLACE TABLE {overlap} AS
+        SELECT cluster_{t} AS cluster, old_id_{t} AS old_id, count(*) AS n FROM {_SHARED} GROUP BY ALL""")
     # Mutual best matches, in rounds: a cluster and a previous id left unmatched by a round
     # (their best partner went elsewhere) may still be each other's best among what is left.
     # While any pair is open a round matches at least one (the open pair with the most shared
     # records, ties to the smaller ids, is best for both), so the rounds run until one matches
     # nothing (at most one round per id kept), with no cap that would end continuity early.
-    engine.execute(f"CREATE OR REPLACE TEMP TABLE kept_{t} (cluster VARCHAR, old_id VARCHAR)")
-    most = engine.scalar(f"SELECT least(count(DISTINCT cluster), count(DISTINCT old_id)) FROM overlap_{t}")
-    kept = 0
-    while kept < most:
-        engine.execute(f"""INSERT INTO kept_{t}
+    engine.execute(f"CREATE OR REPLACE TABLE {kept} (cluster VARCHAR, old_id VARCHAR)")
+    most = engine.scalar(f"SELECT least(count(DISTINCT cluster), count(DISTINCT old_id)) FROM {overlap}")
+    done = 0
+    while done < most:
+        engine.execute(f"""INSERT INTO {kept}
             WITH open AS (
                 SELECT cluster, old_id,
                        row_number() OVER (PARTITION BY cluster ORDER BY n DESC, old_id) AS rank_for_cluster,
                        row_number() OVER (PARTITION BY old_id ORDER BY n DESC, cluster) AS rank_for_old
-                FROM overlap_{t}
-                WHERE cluster NOT IN (SELECT cluster FROM kept_{t}) AND old_id NOT IN (SELECT old_id FROM kept_{t}))
+                FROM {overlap}
+                WHERE cluster NOT IN (SELECT cluster FROM {kept}) AND old_id NOT IN (SELECT old_id FROM {kept}))
             SELECT cluster, old_id FROM open WHERE rank_for_cluster = 1 AND rank_for_old = 1""")
-        now = engine.scalar(f"SELECT count(*) FROM kept_{t}")
-        if now == kept:  # nothing left open
+        now = engine.scalar(f"SELECT count(*) FROM {kept}")
+        if now == done:  # nothing left open
             break
-        kept = now
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE ids_{t} AS
-        SELECT c.cluster,
-               coalesce(k.old_id, 'P' || keyed_hash({sql_string(f"{series}|{t}|{version}|")} || c.first_key))
-                   AS person_id,
-               k.old_id IS NOT NULL AS continued,
-               c.cluster IN (SELECT cluster FROM overlap_{t}) AS has_previous_records
-        FROM (SELECT person_id_{t} AS cluster, min(record_key) AS first_key FROM release_records GROUP BY 1) c
-        LEFT JOIN kept_{t} k USING (cluster)""")
+        done = now
+    engine.execute(f"""CREATE OR REPLACE TABLE {_table('clusters', t)} AS
+        SELECT c.cluster, c.first_key, k.old_id, c.cluster IN (SELECT cluster FROM {overlap}) AS has_previous_records
+        FROM (SELECT person_id_{t} AS cluster, min(record_key) AS first_key FROM {_RECORDS} GROUP BY 1) c
+        LEFT JOIN {kept} k USING (cluster)""")
+    (previous, removed), = engine.execute(f"""SELECT count(DISTINCT person_id_{t}),
+        count(DISTINCT person_id_{t}) FILTER (person_id_{t} NOT IN (SELECT old_id FROM {overlap}))
+        FROM {_PREVIOUS}""")
+    (merges, splits), = engine.execute(f"""SELECT
+        (SELECT count(*) FROM (SELECT cluster FROM {overlap} GROUP BY 1 HAVING count(*) > 1)),
+        (SELECT count(*) FROM (SELECT old_id FROM {overlap} GROUP BY 1 HAVING count(*) > 1))""")
+    return {"previous_people": previous, "previous_ids_removed": removed, "merges": merges, "previous_ids_split": splits}
+
+
+def _assign_threshold(engine: Engine, t: str, version: str, series: str, matched: dict) -> dict:
+    overlap, ids = _table("overlap", t), _table("ids", t)
+    engine.execute(f"""CREATE OR REPLACE TABLE {ids} AS
+        SELECT cluster,
+               coalesce(old_id, 'P' || keyed_hash({sql_string(f"{series}|{t}|{version}|")} || first_key)) AS person_id,
+               old_id IS NOT NULL AS continued, has_previous_records
+        FROM {_table('clusters', t)}""")
     # Each id that clashes counts once: a new id equal to a previous id (continued by another
     # cluster, or retired), or an id given to two clusters.
-    clash = engine.scalar(f"""SELECT count(DISTINCT person_id) FROM ids_{t}
-        WHERE (NOT continued AND person_id IN (SELECT person_id_{t} FROM previous_ids))
-           OR person_id IN (SELECT person_id FROM ids_{t} GROUP BY 1 HAVING count(*) > 1)""")
+    clash = engine.scalar(f"""SELECT count(DISTINCT person_id) FROM {ids}
+        WHERE (NOT continued AND person_id IN (SELECT person_id_{t} FROM {_PREVIOUS}))
+           OR person_id IN (SELECT person_id FROM {ids} GROUP BY 1 HAVING count(*) > 1)""")
     if clash:  # 80-bit hashes: never expected; refuse rather than give two people one id
         raise IdClash(
             f"{clash} new person id(s) at {t} equal another id (a previous release's or another new one), so the "
@@ -123,25 +153,20 @@ def _assign_threshold(engine: Engine, t: str, version: str, series: str) -> dict
             "`datafirst release --new-series` (or `datafirst run --new-series`): every person then gets a new id "
             "and none carries over from the previous release.")
     # One row per (previous id, current id) that records moved between, where ids merged or split.
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE changes_{t} AS
+    engine.execute(f"""CREATE OR REPLACE TABLE {_table('changes', t)} AS
         WITH o AS (
             SELECT o.*, i.person_id AS new_id,
                    count(*) OVER (PARTITION BY o.cluster) AS old_ids_in_cluster,
                    count(*) OVER (PARTITION BY o.old_id) AS clusters_of_old_id
-            FROM overlap_{t} o JOIN ids_{t} i USING (cluster))
+            FROM {overlap} o JOIN {ids} i USING (cluster))
         SELECT {sql_string(t)} AS threshold, CASE WHEN old_ids_in_cluster > 1 THEN 'merged' ELSE 'split' END AS change,
                old_id AS person_id, new_id AS into_person_id, n AS records
         FROM o WHERE old_id <> new_id AND (old_ids_in_cluster > 1 OR clusters_of_old_id > 1)""")
     (people, continued, new_people, reassigned), = engine.execute(f"""
         SELECT count(*), count(*) FILTER (continued), count(*) FILTER (NOT has_previous_records),
-               count(*) FILTER (has_previous_records AND NOT continued) FROM ids_{t}""")
-    (previous, removed), = engine.execute(f"""SELECT count(DISTINCT person_id_{t}),
-        count(DISTINCT person_id_{t}) FILTER (person_id_{t} NOT IN (SELECT old_id FROM overlap_{t}))
-        FROM previous_ids""")
-    (merges, splits), = engine.execute(f"""SELECT
-        (SELECT count(*) FROM (SELECT cluster FROM overlap_{t} GROUP BY 1 HAVING count(*) > 1)),
-        (SELECT count(*) FROM (SELECT old_id FROM overlap_{t} GROUP BY 1 HAVING count(*) > 1))""")
+               count(*) FILTER (has_previous_records AND NOT continued) FROM {ids}""")
+    previous, removed = matched["previous_people"], matched["previous_ids_removed"]
     return {"people": people, "previous_people": previous, "continued": continued, "new_people": new_people,
-            "new_ids_after_merge_or_split": reassigned, "merges": merges, "previous_ids_split": splits,
-            "previous_ids_retired": previous - continued - removed, "previous_ids_removed": removed,
-            "previous_ids_kept_share": round(continued / previous, 6) if previous else None}
+            "new_ids_after_merge_or_split": reassigned, "merges": matched["merges"],
+            "previous_ids_split": matched["previous_ids_split"], "previous_ids_retired": previous - continued - removed,
+            "previous_ids_removed": removed, "previous_ids_kept_share": round(continued / previous, 6) if previous else None}

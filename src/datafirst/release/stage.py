@@ -224,10 +224,13 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                     forget_keyed_hash(e)
             return job
 
-        def write(product: Product, e: Engine) -> int:
+        def write(product: Product, e: Engine) -> tuple[int, dict]:
+            """Write a product and read it back once for the dictionary, the key check and the
+            guard (in the same job: no table waits for the slowest write to be profiled)."""
             if progress:
                 progress(product.name, next(started), len(products))
-            return e.to_parquet(product.sql, tmp / "tables" / f"{product.name}.parquet")
+            path = tmp / "tables" / f"{product.name}.parquet"
+            return e.to_parquet(product.sql, path), table_profile(e, path)
 
         def sensitive(e: Engine) -> SensitiveValues:
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
@@ -240,13 +243,11 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         sizes = [2 * everything] + [(content_dir / f"{p.name}.parquet").stat().st_size if p.source else everything
                                     for p in products]
         done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=p: write(p, e)) for p in products], sizes)
-        rows = {p.name: n for p, n in zip(products, done[1:])}
+        rows = {p.name: n for p, (n, _) in zip(products, done[1:])}
+        facts = {p.name: profile for p, (_, profile) in zip(products, done[1:])}
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
-        # Each table read once, several at once, for the dictionary, the key check and the guard.
-        facts = dict(zip(paths, engine.concurrently([lambda e, f=f: table_profile(e, f) for f in paths.values()],
-                                                    [rows[name] for name in paths])))
         problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), done[0], facts)
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
@@ -276,8 +277,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise
     finally:
         forget_keyed_hash(engine)
-        for table in ("birth_dates", "release_records", "previous_ids", PERSON_RECORDS,
-                      person_ids.ASSIGNED, person_ids.CHANGES):
+        for table in ("birth_dates", PERSON_RECORDS, person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
