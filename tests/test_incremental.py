@@ -81,6 +81,27 @@ def test_the_second_link_is_incremental_and_scores_only_the_changes(runs):
     assert c.affected < 0.5 * second.records
 
 
+def test_a_defendants_offences_come_and_go_with_it(runs, world):
+    """A delivery never holds offences of a defendant it does not hold: an offence arrives with
+    its new defendant and leaves with its deleted one (the world's own orphans aside)."""
+    root, counts = runs["root"], runs["counts"]
+
+    def offences(folder: Path) -> tuple[int, int]:
+        mags = folder / "magistrates"
+        return _q(f"""WITH o AS (SELECT defendant_id FROM read_csv('{mags}/offences.csv', all_varchar = true,
+                                                                    ignore_errors = true)),
+                          d AS (SELECT defendant_id FROM read_csv('{mags}/defendants.csv', all_varchar = true,
+                                                                    ignore_errors = true, strict_mode = false))
+                     SELECT count(*) FILTER (WHERE defendant_id NOT IN (SELECT defendant_id FROM d)), count(*)
+                     FROM o""")[0]
+
+    (orphans_world, _), (orphans_earlier, earlier), (orphans_later, later) = (
+        offences(world / "extracts"), offences(root / "earlier"), offences(root / "later"))
+    assert orphans_earlier == orphans_later == orphans_world
+    assert counts["new_child_rows"] > 0 and counts["deleted_child_rows"] > 0
+    assert later - earlier == counts["new_child_rows"] - counts["deleted_child_rows"]
+
+
 def test_incremental_link_equals_a_full_link(runs):
     a, b = runs["inc"].zone("links"), runs["full"].zone("links")
     for t in THRESHOLDS:

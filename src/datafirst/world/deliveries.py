@@ -10,12 +10,16 @@ writes two deliveries of the same extract files:
 - the later one is the world's extracts without the `deleted` rows.
 
 Only clean rows of person tables are chosen (the truth lists them with their file and row),
-so every change is a real new, corrected or deleted record; other tables are copied as
-they are. This is input generation beside the pipeline, like the world itself.
+so every change is a real new, corrected or deleted record. A row of another table of the
+same source that hangs from a chosen row (it holds the row's record id: a magistrates'
+offence of its defendant) comes and goes with it: absent from the earlier delivery when its
+parent is new, from the later one when its parent is deleted. Other rows are copied as they
+are. This is input generation beside the pipeline, like the world itself.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from importlib import resources
@@ -25,19 +29,57 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..sources.contract import load_contract
+from ..sources.contract import Contract, Table, load_contract
 
 NAME_ROLES = ("surname", "full_name")
+
+
+def _contracts() -> list[Contract]:
+    out = []
+    for item in sorted(resources.files("datafirst.sources").joinpath("contracts").iterdir(), key=lambda i: i.name):
+        if item.name.endswith(".yaml"):
+            with resources.as_file(item) as path:
+                out.append(load_contract(path))
+    return out
+
+
+def _child_tables() -> dict[str, tuple[str, list[Table]]]:
+    """Person table file -> its (one-column) record id and the CSV tables of its source that
+    hold that column: their rows hang from its rows (a magistrates' offence from its defendant)."""
+    out: dict[str, tuple[str, list[Table]]] = {}
+    for contract in _contracts():
+        for parent in contract.tables.values():
+            if not parent.is_person_table or len(parent.record_id_columns) != 1:
+                continue
+            column = parent.record_id_columns[0]
+            children = [t for t in contract.tables.values() if t.file != parent.file and not t.is_person_table
+                        and t.format == "csv" and t.header and column in t.columns]
+            if children:
+                out[parent.file] = (column, children)
+    return out
+
+
+def _rows_following(path: Path, table: Table, column: str, parents: dict[str, str]) -> dict[int, str]:
+    """Row number -> 'new child' or 'deleted child' for each data row of a child table whose
+    `column` names a new or deleted parent (rows that do not parse are left alone)."""
+    if not parents:
+        return {}
+    # Split as the bytes are below (at line ends only), then decoded line by line.
+    lines = [line.decode(table.encoding, errors="replace") for line in path.read_bytes().splitlines()]
+    header = next(csv.reader(lines[:1], delimiter=table.delimiter, quotechar=table.quote), [])
+    at = [name.strip().lstrip("\ufeff") for name in header].index(column)
+    out = {}
+    for row_number, fields in enumerate(csv.reader(lines[1:], delimiter=table.delimiter, quotechar=table.quote), 1):
+        kind = parents.get(fields[at].strip()) if len(fields) == len(header) else None
+        if kind:
+            out[row_number] = f"{kind} child"
+    return out
 
 
 def _name_fields() -> dict[str, tuple]:
     """file -> (format, delimiter, column name or JSON path) of a surname-like column."""
     out = {}
-    for item in resources.files("datafirst.sources").joinpath("contracts").iterdir():
-        if not item.name.endswith(".yaml"):
-            continue
-        with resources.as_file(item) as path:
-            contract = load_contract(path)
+    for contract in _contracts():
         for table in contract.tables.values():
             for name, col in table.columns.items():
                 if col.role in NAME_ROLES and table.file not in out and not table.unnest:
@@ -83,7 +125,8 @@ def _misrecord(line: bytes, fmt: str, delimiter: str, field: str, header: list[b
 def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.01, corrected: float = 0.002,
                      deleted: float = 0.002, seed: int = 0) -> dict[str, int]:
     """Write the earlier and later deliveries of `world`'s extracts; returns how many rows
-    of each kind were made (corrections that could not be typed are left out of the count)."""
+    of each kind were made (corrections that could not be typed are left out of the count;
+    `new_child_rows` and `deleted_child_rows` are the rows that followed their parent)."""
     world, earlier, later = Path(world), Path(earlier), Path(later)
     truth = pq.read_table(world / "truth" / "records.parquet", columns=["file", "record_id", "row_number", "defect"])
     # Clean rows only, and not a row that has an exact duplicate elsewhere in its file: the twin
@@ -96,11 +139,22 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
     draw = np.random.default_rng(seed).random(len(files))
     kinds = np.select([draw < new, draw < new + corrected, draw < new + corrected + deleted],
                       ["new", "corrected", "deleted"], "")
+    record_ids = pc.filter(truth["record_id"], keep).to_numpy(zero_copy_only=False)
     chosen: dict[str, dict[int, str]] = {}
+    comes_and_goes: dict[str, dict[str, str]] = {}  # person table file -> record id -> new or deleted
     for i in np.flatnonzero(kinds != ""):
         chosen.setdefault(str(files[i]), {})[int(row_numbers[i])] = str(kinds[i])
+        if kinds[i] != "corrected":
+            comes_and_goes.setdefault(str(files[i]), {})[str(record_ids[i])] = str(kinds[i])
+    # The rows of child tables that follow a new or deleted parent, by child file and row.
+    for parent_file, (column, children) in _child_tables().items():
+        for child in children:
+            follows = _rows_following(world / "extracts" / child.file, child, column,
+                                      comes_and_goes.get(parent_file, {}))
+            if follows:
+                chosen.setdefault(child.file, {}).update(follows)
     fields = _name_fields()
-    counts = {"new": 0, "corrected": 0, "deleted": 0}
+    counts = {"new": 0, "corrected": 0, "deleted": 0, "new_child_rows": 0, "deleted_child_rows": 0}
     for root in (earlier, later):
         if root.exists():
             raise FileExistsError(f"{root} already exists; give a new folder")
@@ -122,12 +176,12 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
         old, new_lines = [], []
         for i, line in enumerate(lines):
             what = by_row.get(i if has_header else i + 1, "")
-            if what == "new":
+            if what in ("new", "new child"):
                 new_lines.append(line)
-                counts["new"] += 1
-            elif what == "deleted":
+                counts["new" if what == "new" else "new_child_rows"] += 1
+            elif what in ("deleted", "deleted child"):
                 old.append(line)
-                counts["deleted"] += 1
+                counts["deleted" if what == "deleted" else "deleted_child_rows"] += 1
             elif what == "corrected":
                 typed = _misrecord(line, fmt, delimiter, field, header) if field else None
                 old.append(typed if typed is not None else line)
