@@ -349,6 +349,41 @@ def test_a_table_unchanged_since_the_last_ingest_is_kept_not_read_again(tmp_path
     assert not third["other"].reused and third["tiny"].reused
 
 
+def test_a_new_delivery_parses_only_the_lines_not_seen_before_and_lands_what_a_first_ingest_would(
+        tmp_path, monkeypatch):
+    import datafirst.sources.ingest as ingest_module
+
+    ws = _tiny(tmp_path, GOOD + "3,Cy Day,01/03/1981,2\n4,Di Ray,02/02/1991,5\n5,Ed Fox,01/01/1990,x\n")
+    _run(ws)
+    # Next week's extract: a new row first (every row moves down), a changed row, a row
+    # deleted, a row quarantined last time sent again, and an exact copy of a known row.
+    (ws.extracts / "people.csv").write_text("id,name,born,visits\n6,Fay Ng,03/03/1993,1\n3,Cy Day,01/03/1981,2\n"
+                                            "1,Ann Lee,01/02/1980,3\n2,Bob Cox,29/02/2000,2\n"
+                                            "5,Ed Fox,01/01/1990,x\n1,Ann Lee,01/02/1980,3\n")
+    seen = {}
+    original = ingest_module._stage_with_known_lines
+
+    def counting(engine, spec, view, stage, header_lines, known):
+        sql = original(engine, spec, view, stage, header_lines, known)
+        seen["known"] = engine.scalar(f"SELECT count(*) FROM {stage}_known")
+        seen["parsed"] = engine.scalar(f"SELECT count(*) FROM {stage}_unknown WHERE line_no > {header_lines}")
+        return sql
+
+    monkeypatch.setattr(ingest_module, "_stage_with_known_lines", counting)
+    (load,) = _run(ws)
+    assert seen == {"known": 3, "parsed": 3}  # Cy Day and Ann Lee twice; Fay Ng, Bob Cox and Ed Fox parsed
+    assert (load.read, load.landed, load.quarantined) == (6, 4, 2)
+    assert _quarantine(ws) == [(5, "visits", "not a whole number: x"), (6, "id", "exact duplicate of row 3")]
+    fresh = Workspace.init(tmp_path / "fresh", ws.extracts, with_world_contracts=False)
+    (fresh.root / "contracts" / "tiny.yaml").write_text((ws.root / "contracts" / "tiny.yaml").read_text())
+    _run(fresh)
+    con = duckdb.connect()
+    for f, sql in (("tiny__people", "SELECT * EXCLUDE (_loaded_at) FROM read_parquet('{}')"),
+                   ("_quarantine", "SELECT * FROM read_parquet('{}') ORDER BY ALL")):
+        assert con.execute(sql.format(ws.zone("landed") / f"{f}.parquet")).fetchall() == \
+            con.execute(sql.format(fresh.zone("landed") / f"{f}.parquet")).fetchall(), f
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)
