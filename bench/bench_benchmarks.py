@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from datafirst.engine import Engine
+from datafirst.engine.sql import sql_string
 from datafirst.link.evaluate import pairwise_accuracy
 from datafirst.link.stage import link, train
 from datafirst.sources.ingest import ingest
@@ -31,7 +32,7 @@ BENCHMARKS = {"febrl3": ["febrl3.yaml"], "febrl4": ["febrl4a.yaml", "febrl4b.yam
 TRUTH = {
     "febrl3": "SELECT record_key, regexp_extract(record_key, 'rec-([0-9]+)', 1) AS true_id FROM {clusters}",
     "febrl4": "SELECT record_key, regexp_extract(record_key, 'rec-([0-9]+)', 1) AS true_id FROM {clusters}",
-    "fake_1000": "SELECT record_key, CAST(cluster AS VARCHAR) AS true_id FROM read_parquet('{content}/*.parquet')",
+    "fake_1000": "SELECT record_key, CAST(cluster AS VARCHAR) AS true_id FROM read_parquet({content})",
 }
 
 
@@ -45,9 +46,10 @@ def run_benchmark(name: str, data: Path, root: Path) -> dict:
         standardise(ws, engine)
         train(ws, engine)
         link(ws, engine)
-        clusters = f"read_parquet('{ws.zone('links')}/clusters.parquet')"
-        engine.execute("CREATE TABLE truth AS " + TRUTH[name].format(clusters=clusters, content=ws.zone("content")))
-        acc = pairwise_accuracy(engine, f"read_parquet('{ws.zone('links')}/clusters.parquet')", "truth")
+        clusters = f"read_parquet({sql_string(ws.zone('links') / 'clusters.parquet')})"
+        content = sql_string(f"{ws.zone('content')}/*.parquet")
+        engine.execute("CREATE TABLE truth AS " + TRUTH[name].format(clusters=clusters, content=content))
+        acc = pairwise_accuracy(engine, clusters, "truth")
     return {"benchmark": name, "seconds": round(time.perf_counter() - started, 1), "accuracy": acc}
 
 

@@ -551,9 +551,10 @@ def test_standardise_keeps_the_tables_whose_landed_rows_are_unchanged_and_equals
     from datafirst.standardise.stage import standardise
 
     def std(ws: Workspace, as_of: str) -> dict:
+        """Per table: kept whole, and how many identifier rows were cleaned again (None: all)."""
         with Engine() as engine:
             ingest(ws, engine)
-            return {s.table: s.reused for s in standardise(ws, engine, as_of=as_of)}
+            return {s.table: (s.reused, s.cleaned) for s in standardise(ws, engine, as_of=as_of)}
 
     def zones(ws: Workspace) -> dict:
         con = duckdb.connect()
@@ -564,15 +565,16 @@ def test_standardise_keeps_the_tables_whose_landed_rows_are_unchanged_and_equals
     ws = _tiny(tmp_path, GOOD, contract=two)
     # others.csv: one date of birth in 2024, after the first run's date and before the third's.
     (ws.extracts / "others.csv").write_text(GOOD + "3,Cy Day,15/03/2024,2\n")
-    assert std(ws, "2024-01-01") == {"people": False, "others": False}
+    assert std(ws, "2024-01-01") == {"people": (False, None), "others": (False, None)}
     flags = duckdb.connect().execute(f"SELECT flags FROM '{ws.zone('identifiers')}/tiny__others.parquet' "
                                      "WHERE record_key LIKE '%|3'").fetchall()
     assert flags == [(["date_of_birth:in_future"],)]
-    # A new delivery of people only: others is kept as it was.
+    # A new delivery of people only: others is kept as it was; of people, only the new row is cleaned.
     (ws.extracts / "people.csv").write_text(GOOD + "4,Di Eve,03/04/1990,5\n")
-    assert std(ws, "2024-01-01") == {"people": False, "others": True}
-    # A later date: people has no birth date between the two dates, others has one (no longer in the future).
-    assert std(ws, "2024-06-01") == {"people": True, "others": False}
+    assert std(ws, "2024-01-01") == {"people": (False, 1), "others": (True, None)}
+    # A later date: people has no birth date between the two dates, others has one (no longer in
+    # the future): that row is cleaned again, the others' identifiers are kept.
+    assert std(ws, "2024-06-01") == {"people": (True, None), "others": (False, 1)}
     fresh = Workspace.init(tmp_path / "fresh", ws.extracts, with_world_contracts=False)
     shutil.copy(ws.root / "contracts" / "tiny.yaml", fresh.root / "contracts" / "tiny.yaml")
     std(fresh, "2024-06-01")

@@ -382,6 +382,8 @@ EXPRESSIONS = {
     "dob_clean": (lambda e: c.dob_clean(e, AS_OF), "DATE"),
     "dob_flag": (lambda e: c.dob_flag(e, AS_OF), "DATE"),
     "year_of_birth": (lambda e: c.year_of_birth(e, AS_OF), "DATE"),
+    "dob_clean_from_flag": (lambda e: c.dob_clean_from_flag(e, c.dob_flag(e, AS_OF)), "DATE"),
+    "year_of_birth_from_flag": (lambda e: c.year_of_birth_from_flag(e, c.dob_flag(e, AS_OF)), "DATE"),
     "postcode_clean": (c.postcode_clean, "VARCHAR"),
     "postcode_flag": (c.postcode_flag, "VARCHAR"),
     "postcode_area": (c.postcode_area, "VARCHAR"),

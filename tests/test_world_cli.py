@@ -133,3 +133,15 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
 def test_ingest_outside_a_workspace_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["ingest", "--workspace", str(tmp_path)])
     assert result.exit_code == 2 and "datafirst init" in result.output
+
+
+def test_run_with_a_missing_labels_file_is_refused_before_any_stage(tmp_path):
+    ws = tmp_path / "ws"
+    result = runner.invoke(app, ["init", str(ws), "--extracts", str(tmp_path / "extracts")])
+    assert result.exit_code == 0, result.output
+    missing = tmp_path / "no-such-labels.parquet"
+    result = runner.invoke(app, ["run", "--workspace", str(ws), "--labels", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert "labels file" in result.output and "not found" in result.output and "Traceback" not in result.output
+    assert "Running ingest" not in result.output
+    assert not any((ws / "zones").rglob("*.parquet"))

@@ -80,6 +80,7 @@ def world(
 
 
 def _print_realism(world_dir: Path, with_errors: bool = True) -> None:
+    from .world.error_model import MALFORMED_KINDS
     from .world.realism import overall, realism
 
     rows = realism(world_dir)
@@ -88,7 +89,7 @@ def _print_realism(world_dir: Path, with_errors: bool = True) -> None:
     for col in ("source", "table", "rows", "true people", "in 2+ sources", "duplicate rate", "malformed rows"):
         t.add_column(col, justify="left" if col in ("source", "table") else "right")
     for r in rows:
-        malformed = sum(v for k, v in r.defects.items() if k != "duplicate_row")
+        malformed = sum(r.defects.get(k, 0) for k in MALFORMED_KINDS)
         t.add_row(r.source, r.table, f"{r.rows:,}", f"{r.people:,}", f"{r.share_in_other_sources:.1%}",
                   f"{r.duplicate_rate:.1%}", f"{malformed:,}")
     console.print(t)
@@ -224,7 +225,7 @@ def _run_ingest(ws) -> None:
 def _run_standardise(ws) -> None:
     from .sources.contract import ContractError
     from .standardise.quality import alert_messages, write_report
-    from .standardise.stage import standardise
+    from .standardise.stage import reuse_summary, standardise
 
     try:
         with _engine(ws) as engine:
@@ -234,10 +235,9 @@ def _run_standardise(ws) -> None:
     except (FileNotFoundError, ContractError) as exc:
         _fail(str(exc))
     ids = sum(s.identifiers for s in splits)
-    kept = sum(1 for s in splits if s.reused)
     console.print(f"Identifiers zone: {ids:,} records in {sum(1 for s in splits if s.identifiers)} tables; "
                   f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables"
-                  + (f" ({kept} unchanged since the last standardise, kept)." if kept else "."))
+                  f"{reuse_summary(splits)}.")
     for message in alert_messages(report):
         console.print(f"[bold red]alert:[/] {message}")
     console.print(f"Data quality report: {html_path} (data: {json_path})")
@@ -259,12 +259,17 @@ FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, e
                                  "changed since the last link (by default only those are scored).")
 
 
+def _check_labels(labels: Path | None) -> None:
+    """Refuse a --labels file that is not there, before any stage runs."""
+    if labels is not None and not labels.is_file():
+        _fail(f"labels file {labels} not found; it must be Parquet with record_key and true_id columns")
+
+
 def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
     from .link.quality import write_report
     from .link.stage import LinkError, link
 
-    if labels is not None and not labels.is_file():
-        _fail(f"labels file {labels} not found; it must be Parquet with record_key and true_id columns")
+    _check_labels(labels)
     try:
         with _engine(ws) as engine:
             with console.status("Linking: blocking check, scoring pairs, clustering"):
@@ -409,6 +414,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
         mark = "[green]ran[/]" if result.ran else "[dim]skipped[/]"
         console.print(f"  {result.stage:<12} {mark} {result.seconds:>7.1f} s  {result.detail}")
 
+    _check_labels(labels)
     console.print("Running ingest -> standardise -> train -> link -> release")
     started = time.perf_counter()
     try:

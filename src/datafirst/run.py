@@ -7,7 +7,9 @@ are rewritten whole, so a rewritten zone always has new times), never file conte
 checking costs nothing at any scale. Files are named relative to the workspace (extracts
 relative to the extracts folder), so the same workspace reached by another path, or moved,
 is the same. The release's fingerprint also holds the hashing key's check value (the one
-each release manifest holds, never the key), so a change of key releases again.
+each release manifest holds, never the key), so a change of key releases again. Training is
+not fingerprinted: it runs when there is no saved model, or when asked (`--retrain`), since a
+new model changes every person's links.
 """
 
 from __future__ import annotations
@@ -104,8 +106,6 @@ class Runner:
             parts["files"] = _files_fingerprint(paths, extracts)
         elif stage == "standardise":
             parts["landed"] = files(_zone_files(ws.zone("landed")))
-        elif stage == "train":
-            parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
         elif stage == "link":
             from .link.stage import LinkError, current_model
 
@@ -134,7 +134,6 @@ class Runner:
         return {
             "ingest": (ws.zone("landed") / "_accounting.parquet").is_file(),
             "standardise": ws.zone("content").is_dir() and ws.zone("identifiers").is_dir(),
-            "train": (ws.root / "models" / "current.json").is_file(),
             "link": (ws.zone("links") / "clusters.parquet").is_file(),
         }[stage]
 
@@ -173,7 +172,7 @@ class Runner:
         from .release.stage import release
         from .sources.ingest import ingest
         from .standardise.quality import alert_messages, write_report as dq_report
-        from .standardise.stage import standardise
+        from .standardise.stage import reuse_summary, standardise
 
         ws = self.ws
 
@@ -185,11 +184,9 @@ class Runner:
         def do_standardise(engine: Engine) -> str:
             splits = standardise(ws, engine)
             _, _, report = dq_report(ws, engine)
-            kept = sum(1 for s in splits if s.reused)
             alerts = alert_messages(report)
             return (f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content "
-                    "rows" + (f" ({kept} of {len(splits)} tables unchanged, kept)" if kept else "")
-                    + "".join(f"; ALERT {m}" for m in alerts))
+                    f"rows{reuse_summary(splits)}" + "".join(f"; ALERT {m}" for m in alerts))
 
         def do_train(engine: Engine) -> str:
             return f"model {train(ws, engine).name}"

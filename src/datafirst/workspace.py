@@ -288,7 +288,7 @@ class Workspace:
             shown = extracts.resolve()
         config = {"extracts": str(shown), "contracts": "contracts", "engine": "duckdb"}
         ws.config_path.write_text(
-            "# datafirst workspace configuration (see docs/contracts.md). Secrets never go here.\n"
+            "# datafirst workspace configuration (see docs/config.md). Secrets never go here.\n"
             + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return ws
 

@@ -2,8 +2,9 @@
 
 `train` estimates a model from the identifiers and saves it as a versioned Splink JSON with
 metadata. `link` reuses a saved model without retraining: it checks the model fits the
-identifiers, checks no blocking rule would explode, scores every candidate pair once, keeps
-the edges with their match weights and clusters them at three named thresholds, so every
+identifiers, scores candidate pairs (every pair once on a full link, after checking no blocking
+rule would explode; only the changed records' pairs on an incremental one, see `incremental`),
+keeps the edges with their match weights and clusters them at three named thresholds, so every
 record gets a person id at each (high within medium within low).
 """
 
@@ -26,6 +27,7 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 from splink.internals.parse_sql import get_columns_used_from_sql
 from splink.internals.settings import Settings
 
+from .. import __version__
 from ..engine import Engine
 from ..files import file_sha256
 from ..engine.sql import sql_string
@@ -41,8 +43,6 @@ INPUT_TABLE = "link_input"
 # Edges below this probability are not kept (nor below the low threshold, if that is lower):
 # they join nothing at any threshold.
 EDGE_FLOOR = 0.5
-# A blocking rule generating more comparisons than this is refused before predicting.
-MAX_COMPARISONS_PER_RULE = 2_000_000_000
 ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birth",), "postcode": ("postcode",),
                 "address": ("address",), "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
 
@@ -317,7 +317,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         "training_steps_skipped": skipped,
         # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
         "u_corrected_for_matches": u_corrected,
-        "code": {"datafirst": version("datafirst"), "splink": version("splink"),
+        "code": {"datafirst": __version__, "splink": version("splink"),
                  "engine": engine.name, engine.name: engine.version},
     }
     path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -362,8 +362,9 @@ def check_model_fits(model: dict, present: set[str], path: Path) -> None:
                         "retrain with `datafirst train` so they count.")
 
 
-def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_PER_RULE) -> list[dict]:
-    """Estimate each prediction rule's comparisons and refuse any that would explode."""
+def check_blocking(linker: Linker, n_records: int, limit: int) -> list[dict]:
+    """Estimate each prediction rule's comparisons and refuse any above `limit` (the config's
+    `link.max_comparisons_per_rule`)."""
     sample = 1.0 if n_records <= 200_000 else 0.1
     with warnings.catch_warnings():
         # On a sample, Splink warns that rare-key rules rest on few pairs; such rules are the
@@ -378,7 +379,9 @@ def check_blocking(linker: Linker, n_records: int, limit: int = MAX_COMPARISONS_
         if n > limit:
             raise LinkError(f"blocking rule {rule} would generate about {n:,} comparisons (limit {limit:,}) on "
                             f"{n_records:,} records. Make it stricter (add a column such as year_of_birth or "
-                            "surname_soundex), or drop it from `link.blocking_rules` in the workspace config.")
+                            "surname_soundex) in `link.blocking_rules` in the workspace config (when it is not set, the "
+                            "rules are the defaults made from the roles: list your own there), or raise "
+                            "`link.max_comparisons_per_rule` if the machine can take it.")
     return rows
 
 

@@ -195,8 +195,11 @@ def person_records_sql(ws: Workspace, contracts: list[Contract], links: str) -> 
                FROM {links} l LEFT JOIN ({union}) r USING (record_key)"""
 
 
-def person_products(records: str = PERSON_RECORDS) -> list[Product]:
-    """The person table and the person journey table (analytics-ready), from `person_records_sql`."""
+def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) -> list[Product]:
+    """The person table and the person journey table (analytics-ready), from `person_records_sql`;
+    the journey's events are those of the person tables that name an `event_date`."""
+    events = [f"{spec.event_type or name} ({contract.source})" for contract in contracts
+              for name, spec in contract.tables.items() if spec.is_person_table and spec.event_date]
     journey_sql = f"""
         SELECT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash,
                row_number() OVER (PARTITION BY person_id_medium ORDER BY event_date, row_id_hash) AS event_sequence
@@ -228,8 +231,9 @@ def person_products(records: str = PERSON_RECORDS) -> list[Product]:
             "last_event": "date of the latest event in the person journey",
         }),
         Product("person_journey", journey_sql, "one row per person per event, in time order", (
-            "Every dated event of every person across the sources, in order: magistrates' cases, Crown Court cases, "
-            "prison receptions, probation events."), ["person_id_medium", "event_sequence"], {
+            "Every dated event of every person across the sources, in order: "
+            + (", ".join(events) if events else "none (no person table names an event_date)") + "."),
+            ["person_id_medium", "event_sequence"], {
             "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
             "event_date": "date of the event", "event_type": "what happened",
             "source_dataset": "source system of the event", "source_table": "table of that source",

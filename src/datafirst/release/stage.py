@@ -1,8 +1,8 @@
 """Release: build the products and write them as a versioned, immutable folder, atomically.
 
 The release is assembled in a temporary folder beside the others; the privacy guard and the
-key check run on it there; only a release that passes is moved into place (one rename), and
-then made read-only. A failure at any point leaves no partial release and the previous one
+key check run on it there; only a release that passes is made read-only and moved into place
+(one rename). A failure at any point leaves no partial release and the previous one
 untouched.
 
 Person ids carry over from the latest release (see `person_ids`), so that release must be
@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..engine import Engine
+from ..engine.sql import sql_string
 from ..files import file_sha256
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
@@ -148,20 +149,21 @@ def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Produ
     contracts = load_contracts(ws.contracts)
     products = [person_link_lookup(links), person_id_changes(person_ids.CHANGES)]
     if (links_dir / "case_journeys.parquet").is_file():
-        products.append(case_journeys(f"read_parquet('{links_dir / 'case_journeys.parquet'}')"))
+        products.append(case_journeys(f"read_parquet({sql_string(links_dir / 'case_journeys.parquet')})"))
     for contract in contracts:
         for name, spec in contract.tables.items():
             path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
             if not path.is_file():
                 raise ReleaseError(f"{path} is missing; run `datafirst standardise` again")
             products.append(_content(contract, name, spec, path, links))
-    products += person_products()
+    products += person_products(contracts)
     return products
 
 
 def _content(contract, name, spec, path: Path, links: str) -> Product:
     keep = [c for c in pq.read_schema(path).names if c != "record_key" and c not in PROVENANCE]
-    return content_product(contract, name, f"read_parquet('{path}')", links if spec.is_person_table else None, keep)
+    return content_product(contract, name, f"read_parquet({sql_string(path)})", links if spec.is_person_table else None,
+                           keep)
 
 
 @holding_lock

@@ -26,8 +26,6 @@ IDENTIFIER_ROLES = (
 # Roles cleaned as text (names, addresses, postcodes, police numbers); sex may also be a code.
 TEXT_ROLES = ("forename", "middle_names", "forenames", "surname", "full_name", "postcode", "address", "pnc", "cro")
 NAME_ORDERS = ("surname_comma_forenames", "forenames_surname")
-COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
-ENCODINGS = ("utf-8", "cp1252", "latin-1")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 # A JSON path both engines read alike: keys (bare or quoted) and array positions, no wildcards.
 JSON_PATH = re.compile(r'^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\."[^"]+"|\[[0-9]+\])+$')
@@ -118,6 +116,8 @@ class Table(BaseModel):
             raise ValueError(f"event_date must name a declared date column, got {self.event_date!r}")
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be one character (write a tab as \"\\t\")")
+        if len(self.quote) != 1:
+            raise ValueError(f"quote must be one character, got {self.quote!r}")
         if self.format == "jsonl":
             no_path = [n for n, c in self.columns.items() if not c.path]
             if no_path:

@@ -312,13 +312,23 @@ def dob_flag(expr: str, as_of: str) -> str:
 
 def dob_clean(expr: str, as_of: str) -> str:
     """The date of birth when it is trustworthy as a full date (no :func:`dob_flag`), else NULL."""
-    return f"CASE WHEN {dob_flag(expr, as_of)} IS NULL THEN {expr} END"
+    return dob_clean_from_flag(expr, dob_flag(expr, as_of))
+
+
+def dob_clean_from_flag(expr: str, flag: str) -> str:
+    """:func:`dob_clean` of ``expr``, whose :func:`dob_flag` is ``flag``."""
+    return f"CASE WHEN {flag} IS NULL THEN {expr} END"
 
 
 def year_of_birth(expr: str, as_of: str) -> str:
     """The year of birth, kept for 1 January dates (01/01/1985 -> 1985) but NULL for
     placeholder, pre-1900 and future dates, whose year means nothing either."""
-    return f"CASE WHEN coalesce({dob_flag(expr, as_of)}, 'jan_first') = 'jan_first' THEN year({expr}) END"
+    return year_of_birth_from_flag(expr, dob_flag(expr, as_of))
+
+
+def year_of_birth_from_flag(expr: str, flag: str) -> str:
+    """:func:`year_of_birth` of ``expr``, whose :func:`dob_flag` is ``flag``."""
+    return f"CASE WHEN coalesce({flag}, 'jan_first') = 'jan_first' THEN year({expr}) END"
 
 
 # --- postcodes -------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ from . import cleaning as c
 
 IDENTIFIERS = "identifiers"
 CONTENT = "content"
-PROVENANCE = ("_source", "_table", "_file", "_row_number")
+# Where each content row came from; `_line_md5` (the digest of its extract line) also lets the
+# next standardise keep the identifiers of rows whose line is unchanged (see _known_rows).
+PROVENANCE = ("_source", "_table", "_file", "_row_number", "_line_md5")
 
 # The identifiers schema shared by every source (a role a source lacks is NULL).
 IDENTIFIER_COLUMNS = (
@@ -46,6 +48,7 @@ class TableSplit:
     identifiers: int  # rows written to the identifiers zone (0 for content-only tables)
     content: int
     reused: bool = False  # its landed table unchanged since the last standardise: outputs kept
+    cleaned: int | None = None  # identifier rows cleaned this time (the others kept); None: all or none
 
 
 # What each table's outputs were made from, kept in the content zone: a table whose landed rows
@@ -211,10 +214,8 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             {derived.value("_forenames", "soundex", c.soundex("forename"))} AS forename_soundex,
             {derived.value("_surname", "soundex", c.soundex("v"))} AS surname_soundex,
             coalesce({derived.value("_forenames", "is_initial", c.is_initial("forename"))}, false) AS forename_is_initial,
-            -- as cleaning.dob_clean / cleaning.year_of_birth, from the flag computed once above
-            {derived.value("_dob", "date_of_birth", "CASE WHEN flag IS NULL THEN v END")} AS date_of_birth,
-            {derived.value("_dob", "year_of_birth", "CASE WHEN coalesce(flag, 'jan_first') = 'jan_first' THEN year(v) END")}
-                AS year_of_birth,
+            {derived.value("_dob", "date_of_birth", c.dob_clean_from_flag("v", "flag"))} AS date_of_birth,
+            {derived.value("_dob", "year_of_birth", c.year_of_birth_from_flag("v", "flag"))} AS year_of_birth,
             {derived.value("_sex", "sex", c.sex_clean("v"))} AS sex,
             r.postcode, r.postcode_sector, r.postcode_district, r.postcode_area, r.address, r.pnc, r.cro, r.other_id,
             {flags} AS flags
@@ -230,12 +231,14 @@ REDUCED_QUASI_IDENTIFIERS = ("year_of_birth", "sex", "postcode_district")
 
 
 def content_sql(spec: Table, landed: str, identifiers: str | None = None) -> str:
-    cols = ", ".join(f"l.{_q(n)}" for n in spec.content_columns)
-    prov = ", ".join(f"l.{p}" for p in PROVENANCE)
+    # A person table may have no content column (every column an identifier), and may hold
+    # every reduced quasi-identifier itself.
+    select = ["l._record_key AS record_key", *(f"l.{p}" for p in PROVENANCE),
+              *(f"l.{_q(n)}" for n in spec.content_columns)]
     if identifiers is None:
-        return f"SELECT l._record_key AS record_key, {prov}, {cols} FROM {landed} l ORDER BY l._row_number"
-    reduced = ", ".join(f"i.{c}" for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns)
-    return (f"SELECT l._record_key AS record_key, {prov}, {cols}, {reduced} FROM {landed} l "
+        return f"SELECT {', '.join(select)} FROM {landed} l ORDER BY l._row_number"
+    select += [f"i.{c}" for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns]
+    return (f"SELECT {', '.join(select)} FROM {landed} l "
             f"JOIN {identifiers} i ON i.record_key = l._record_key ORDER BY l._row_number")
 
 
@@ -291,15 +294,28 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 if (ws.zone(zone) / f"{key}.parquet").is_file():
                     _link_or_copy(ws.zone(zone) / f"{key}.parquet", out / f"{key}.parquet")
             return TableSplit(contract.source, name, rows, kept[0], kept[1], reused=True)
-        n_ids = 0
+        n_ids, cleaned = 0, None
         if spec.is_person_table:
-            raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+            known = _known_rows(job_engine, ws, spec, key, landed, previous.get(key), made_from[key])
+            todo = landed if known is None else \
+                f"(SELECT * FROM {landed} WHERE _record_key NOT IN (SELECT record_key FROM {known}))"
+            raw, final = identifiers_steps(contract, name, spec, todo, as_of_sql)
             job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
-            n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
+            if known is None:
+                n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
+            else:
+                cleaned = int(job_engine.scalar("SELECT count(*) FROM step_raw"))
+                before = job_engine.parquet(ws.zone(IDENTIFIERS) / f"{key}.parquet")
+                n_ids = job_engine.to_parquet(f"""
+                    SELECT i.* FROM (SELECT * FROM ({final})
+                                     UNION ALL SELECT * FROM {before} WHERE record_key IN (SELECT record_key FROM {known})) i
+                    JOIN {landed} l ON l._record_key = i.record_key ORDER BY l._row_number""",
+                                              tmp_ids / f"{key}.parquet")
+                job_engine.execute(f"DROP TABLE {known}")
             job_engine.execute("DROP TABLE step_raw")
         ids = job_engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
         n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
-        return TableSplit(contract.source, name, rows, n_ids, n_content)
+        return TableSplit(contract.source, name, rows, n_ids, n_content, cleaned=cleaned)
 
     try:
         # Tables are independent: several at once, the largest first (see Engine.concurrently).
@@ -317,6 +333,17 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         shutil.rmtree(tmp_content, ignore_errors=True)
         raise
     return splits
+
+
+def reuse_summary(splits: list[TableSplit]) -> str:
+    """What a standardise kept from the last one, as a phrase to append ('' when nothing)."""
+    kept = sum(1 for s in splits if s.reused)
+    partly = [s for s in splits if s.cleaned is not None]
+    parts = [f"{kept} of {len(splits)} tables unchanged, kept"] if kept else []
+    if partly:
+        parts.append(f"{sum(s.identifiers - s.cleaned for s in partly):,} identifier rows of unchanged lines kept, "
+                     f"{sum(s.cleaned for s in partly):,} cleaned")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def standardised_state(ws: Workspace) -> dict:
@@ -350,6 +377,31 @@ def _reusable(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str,
         if crossing:
             return None
     return int(before["identifiers"]), int(before["content"])
+
+
+def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str, before: dict | None,
+                now: dict) -> str | None:
+    """A temp table of the record keys whose identifiers the last standardise made and would make
+    again, for a table whose file has changed since (a new delivery): the same contract, loader,
+    cleaning code and engine, and the record's extract line unchanged (the same `_line_md5`, so
+    the same landed values), but for a date of birth that the change of date turns into a future
+    one or back (see _reusable). None when the last outputs cannot be used."""
+    if not before or any(before.get(k) != now[k] for k in ("spec_sha256", "code", "engine")):
+        return None
+    ids, content = ws.zone(IDENTIFIERS) / f"{key}.parquet", ws.zone(CONTENT) / f"{key}.parquet"
+    if not (ids.is_file() and content.is_file()):
+        return None
+    dob = _first(spec.role_columns("date_of_birth"))
+    crossing = "false"
+    if before["as_of"] != now["as_of"] and dob != "NULL":
+        earlier, later = sorted((before["as_of"], now["as_of"]))
+        crossing = f"coalesce({dob} > DATE {sql_string(earlier)} AND {dob} <= DATE {sql_string(later)}, false)"
+    table = _q(f"known_{key}")
+    engine.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS
+        SELECT l._record_key AS record_key FROM {landed} l
+        JOIN {engine.parquet(content)} p ON p.record_key = l._record_key AND p._line_md5 = l._line_md5
+        WHERE NOT {crossing}""")
+    return table
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

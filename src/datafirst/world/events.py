@@ -13,7 +13,6 @@ from .reference import Reference
 
 Frame = dict[str, np.ndarray]
 
-DAY = np.timedelta64(1, "D")
 LAST_EVENT = np.datetime64("2024-09-30")
 MODE_RANK = {"summary": 0, "either_way": 1, "indictable": 2}
 

@@ -191,7 +191,7 @@ IMPOSSIBLE = {"dmy": "31/02/{y}", "iso": "{y}-02-30", "oracle": "31-FEB-{y}", "d
 
 
 def encode_table(spec: ExtractFile, rows: dict[str, np.ndarray], defect: np.ndarray, date_col: str | None, date_style: str,
-                 id_col: str, name_col: str, rng: np.random.Generator) -> tuple[list[bytes], np.ndarray]:
+                 name_col: str, rng: np.random.Generator) -> tuple[list[bytes], np.ndarray]:
     """Encode delimited rows, planting row defects. Returns lines and, per record, its
     1-based line offset within these lines (the first copy for duplicated rows)."""
     n = len(defect)
@@ -301,7 +301,7 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("magistrates", "defendants")]
         defect = _plant_defects(self.rng, self.model.for_source("magistrates"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "dmy", "defendant_id", "surname", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "dmy", "surname", self.rng)
         out = {"magistrates/defendants": Rendered(lines, self._truth(spec, people, person, def_ids, offsets, defect, ident))}
 
         oc = offences["case"]
@@ -312,7 +312,7 @@ class SourceRenderer:
             "verdict": np.where(cases["outcome"][oc] == "sent_to_crown", "", offences["verdict"]).astype(object),
         }
         ospec = EXTRACT_BY_KEY[("magistrates", "offences")]
-        olines, _ = encode_table(ospec, orows, np.full(len(oc), "", dtype=object), "offence_date", "dmy", "case_id", "offence_title", self.rng)
+        olines, _ = encode_table(ospec, orows, np.full(len(oc), "", dtype=object), "offence_date", "dmy", "offence_title", self.rng)
         out["magistrates/offences"] = Rendered(olines)
         return out, case_ids
 
@@ -340,7 +340,7 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("crown", "defendants")]
         defect = _plant_defects(self.rng, self.model.for_source("crown"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "iso", "case_number", "defendant_name", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "iso", "defendant_name", self.rng)
         return Rendered(lines, self._truth(spec, people, person, case_no, offsets, defect, ident)), case_no
 
     # --- prison ------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("prison", "bookings")]
         defect = _plant_defects(self.rng, self.model.for_source("prison"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, "birth_date", "oracle", "booking_id", "last_name", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, "birth_date", "oracle", "last_name", self.rng)
         out = {"prison/bookings": Rendered(lines, self._truth(spec, people, person, booking, offsets, defect, ident))}
 
         # Aliases: one row per prisoner number for people known to use another identity.
@@ -391,7 +391,7 @@ class SourceRenderer:
             "alias_birth_date": fmt_dates(a_ident.dob_y, a_ident.dob_m, a_ident.dob_d, "oracle"),
         }
         adefect = np.full(len(sel), "", dtype=object)
-        alines, aoff = encode_table(aspec, arows, adefect, "alias_birth_date", "oracle", "alias_id", "alias_last_name", self.rng)
+        alines, aoff = encode_table(aspec, arows, adefect, "alias_birth_date", "oracle", "alias_last_name", self.rng)
         out["prison/aliases"] = Rendered(alines, self._truth(aspec, people, a_person, alias_ids, aoff, adefect, a_ident))
         return out
 
@@ -473,7 +473,7 @@ class SourceRenderer:
             "applicant_authority": np.where(public, np.array([f"{t} Council" for t in self._household_town(people, cases, happened)], dtype=object), "").astype(object),
         }
         cspec = EXTRACT_BY_KEY[("family", "cases")]
-        clines, _ = encode_table(cspec, crow, np.full(len(happened), "", dtype=object), "issue_date", "dmy_short", "case_number", "court", self.rng)
+        clines, _ = encode_table(cspec, crow, np.full(len(happened), "", dtype=object), "issue_date", "dmy_short", "court", self.rng)
 
         person, when = parties["person"], parties["date"]
         n = len(person)
@@ -492,7 +492,7 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("family", "parties")]
         defect = _plant_defects(self.rng, self.model.for_source("family"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "dmy_short", "party_id", "surname", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, "date_of_birth", "dmy_short", "surname", self.rng)
         return {"family/cases": Rendered(clines),
                 "family/parties": Rendered(lines, self._truth(spec, people, person, party_id, offsets, defect, ident))}
 
@@ -519,7 +519,7 @@ class SourceRenderer:
             "outcome": claims["outcome"][happened],
         }
         cspec = EXTRACT_BY_KEY[("civil", "claims")]
-        clines, _ = encode_table(cspec, crow, np.full(len(happened), "", dtype=object), "issue_date", "compact", "claim_number", "claimant_name", self.rng)
+        clines, _ = encode_table(cspec, crow, np.full(len(happened), "", dtype=object), "issue_date", "compact", "claimant_name", self.rng)
 
         person, when = parties["person"], parties["date"]
         n = len(person)
@@ -536,6 +536,6 @@ class SourceRenderer:
         }
         spec = EXTRACT_BY_KEY[("civil", "parties")]
         defect = _plant_defects(self.rng, self.model.for_source("civil"), n, jsonl=False)
-        lines, offsets = encode_table(spec, rows, defect, None, "compact", "party_id", "party_name", self.rng)
+        lines, offsets = encode_table(spec, rows, defect, None, "compact", "party_name", self.rng)
         return {"civil/claims": Rendered(clines),
                 "civil/parties": Rendered(lines, self._truth(spec, people, person, party_id, offsets, defect, ident))}

@@ -11,21 +11,24 @@ from pathlib import Path
 
 import duckdb
 
+from ..engine.sql import sql_string
+
 
 def write_labels(world: Path, out: Path) -> Path:
     world, out = Path(world), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    con.execute(f"""
-        COPY (
-            SELECT t.source || '|' || t."table" || '|' || t.record_id AS record_key, t.person_id AS true_id,
-                   p.sex, p.ethnicity, p.name_origin,
-                   CASE WHEN year(p.date_of_birth) >= 2000 THEN 'born 2000+'
-                        WHEN year(p.date_of_birth) >= 1985 THEN 'born 1985-99'
-                        WHEN year(p.date_of_birth) >= 1970 THEN 'born 1970-84' ELSE 'born before 1970' END AS age_band
-            FROM read_parquet('{world / "truth" / "records.parquet"}') t
-            JOIN read_parquet('{world / "truth" / "people.parquet"}') p USING (person_id)
-            WHERE t.defect = ''
-        ) TO '{out}' (FORMAT parquet)""")
-    con.close()
+    records = sql_string(world / "truth" / "records.parquet")
+    people = sql_string(world / "truth" / "people.parquet")
+    with duckdb.connect() as con:
+        con.execute(f"""
+            COPY (
+                SELECT t.source || '|' || t."table" || '|' || t.record_id AS record_key, t.person_id AS true_id,
+                       p.sex, p.ethnicity, p.name_origin,
+                       CASE WHEN year(p.date_of_birth) >= 2000 THEN 'born 2000+'
+                            WHEN year(p.date_of_birth) >= 1985 THEN 'born 1985-99'
+                            WHEN year(p.date_of_birth) >= 1970 THEN 'born 1970-84' ELSE 'born before 1970' END AS age_band
+                FROM read_parquet({records}) t
+                JOIN read_parquet({people}) p USING (person_id)
+                WHERE t.defect = ''
+            ) TO {sql_string(out)} (FORMAT parquet)""")
     return out

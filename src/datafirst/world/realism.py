@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ..engine.sql import sql_string
 from .error_model import default_error_model
 
 
@@ -32,10 +33,6 @@ class SourceRealism:
     missing: dict[str, float]  # extract column -> share empty
 
 
-def _sql_str(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _missingness(con: duckdb.DuckDBPyConnection, path: Path, spec: dict) -> dict[str, float]:
     """Share of empty values per column, read leniently (malformed rows are skipped here;
     catching them is the loader's job)."""
@@ -43,13 +40,14 @@ def _missingness(con: duckdb.DuckDBPyConnection, path: Path, spec: dict) -> dict
         rel = (f"SELECT crn, offender.name.forename AS forename, offender.name.surname AS surname, "
                f"offender.dateOfBirth AS date_of_birth, offender.gender AS gender, offender.ethnicity AS ethnicity, "
                f"offender.identifiers.pnc AS pnc, offender.identifiers.cro AS cro, offender.address.postcode AS postcode "
-               f"FROM read_json({_sql_str(path)}, format='newline_delimited', ignore_errors=true, "
+               f"FROM read_json({sql_string(path)}, format='newline_delimited', ignore_errors=true, "
                f"columns={{crn: 'VARCHAR', offender: 'STRUCT(name STRUCT(forename VARCHAR, surname VARCHAR), "
                f"dateOfBirth VARCHAR, gender VARCHAR, ethnicity VARCHAR, identifiers STRUCT(pnc VARCHAR, cro VARCHAR), "
                f"address STRUCT(postcode VARCHAR))'}})")
     elif spec["encoding"] != "utf-8":
         # DuckDB reads UTF-8, UTF-16 and Latin-1 only; Windows-1252 goes through Arrow.
-        header = path.open("rb").readline().decode(spec["encoding"]).strip().split(spec["delimiter"])
+        with path.open("rb") as f:
+            header = f.readline().decode(spec["encoding"]).strip().split(spec["delimiter"])
         table = pacsv.read_csv(
             path, read_options=pacsv.ReadOptions(encoding=spec["encoding"]),
             parse_options=pacsv.ParseOptions(delimiter=spec["delimiter"], invalid_row_handler=lambda _row: "skip"),
@@ -58,7 +56,7 @@ def _missingness(con: duckdb.DuckDBPyConnection, path: Path, spec: dict) -> dict
         rel = "SELECT * FROM extract_view"
     else:
         delim = spec["delimiter"].replace("\t", "\\t")
-        rel = (f"SELECT * FROM read_csv({_sql_str(path)}, delim=E'{delim}', header=true, all_varchar=true, "
+        rel = (f"SELECT * FROM read_csv({sql_string(path)}, delim=E'{delim}', header=true, all_varchar=true, "
                f"ignore_errors=true, quote='\"', escape='\"', strict_mode=false)")
     cols = [r[0] for r in con.execute(f"DESCRIBE {rel}").fetchall()]
     exprs = ", ".join(f"avg(CASE WHEN \"{c}\" IS NULL OR trim(\"{c}\") = '' THEN 1.0 ELSE 0.0 END)" for c in cols)
@@ -70,54 +68,52 @@ def realism(world: Path) -> list[SourceRealism]:
     world = Path(world)
     manifest = json.loads((world / "world.json").read_text(encoding="utf-8"))
     model = default_error_model()
-    con = duckdb.connect()
-    records = _sql_str(world / "truth" / "records.parquet")
-    con.execute(f"""
-        CREATE TEMP TABLE rec AS
-        SELECT *, source AS system FROM read_parquet({records})""")
-    con.execute("""
-        CREATE TEMP TABLE person_systems AS
-        SELECT person_id, count(DISTINCT system) AS n_systems FROM rec GROUP BY person_id""")
     out = []
-    for path, spec in manifest["extracts"].items():
-        if not spec.get("record_id"):
-            continue
-        src, table = spec["source"], spec["table"]
-        rows, people, multi = con.execute("""
-            SELECT count(*), count(DISTINCT r.person_id),
-                   count(DISTINCT CASE WHEN p.n_systems > 1 THEN r.person_id END)
-            FROM rec r JOIN person_systems p USING (person_id) WHERE source = ? AND "table" = ?""",
-            [src, table]).fetchall()[0]
-        defects = dict(con.execute("""
-            SELECT defect, count(*) FROM rec WHERE source = ? AND "table" = ? AND defect <> '' GROUP BY defect
-            ORDER BY defect""", [src, table]).fetchall())
-        errors = dict(con.execute("""
-            SELECT e, count(*) FROM (SELECT unnest(string_split(errors, ';')) AS e FROM rec
-                                     WHERE source = ? AND "table" = ? AND errors <> '') GROUP BY e ORDER BY e""",
-            [src, table]).fetchall())
-        rates = model.for_source(spec["error_profile"])
-        declared = {f"{f}:{k}": r for f, kinds in rates.fields.items() if f != "rows" for k, r in kinds.items() if r > 0}
-        declared.update({f"rows:{k}": r for k, r in rates.fields.get("rows", {}).items() if r > 0})
-        measured = {k: round(v / rows, 5) for k, v in errors.items()} if rows else {}
-        measured.update({f"rows:{k}": round(v / rows, 5) for k, v in defects.items()} if rows else {})
-        out.append(SourceRealism(
-            source=src, table=table, rows=rows, people=people,
-            share_in_other_sources=round(multi / people, 4) if people else 0.0,
-            duplicate_rate=round(1 - people / rows, 4) if rows else 0.0,
-            defects=defects, errors=measured, declared=declared,
-            missing=_missingness(con, world / "extracts" / path, spec),
-        ))
-    con.close()
+    with duckdb.connect() as con:
+        records = sql_string(world / "truth" / "records.parquet")
+        con.execute(f"""
+            CREATE TEMP TABLE rec AS
+            SELECT *, source AS system FROM read_parquet({records})""")
+        con.execute("""
+            CREATE TEMP TABLE person_systems AS
+            SELECT person_id, count(DISTINCT system) AS n_systems FROM rec GROUP BY person_id""")
+        for path, spec in manifest["extracts"].items():
+            if not spec.get("record_id"):
+                continue
+            src, table = spec["source"], spec["table"]
+            rows, people, multi = con.execute("""
+                SELECT count(*), count(DISTINCT r.person_id),
+                       count(DISTINCT CASE WHEN p.n_systems > 1 THEN r.person_id END)
+                FROM rec r JOIN person_systems p USING (person_id) WHERE source = ? AND "table" = ?""",
+                [src, table]).fetchall()[0]
+            defects = dict(con.execute("""
+                SELECT defect, count(*) FROM rec WHERE source = ? AND "table" = ? AND defect <> '' GROUP BY defect
+                ORDER BY defect""", [src, table]).fetchall())
+            errors = dict(con.execute("""
+                SELECT e, count(*) FROM (SELECT unnest(string_split(errors, ';')) AS e FROM rec
+                                         WHERE source = ? AND "table" = ? AND errors <> '') GROUP BY e ORDER BY e""",
+                [src, table]).fetchall())
+            rates = model.for_source(spec["error_profile"])
+            declared = {f"{f}:{k}": r for f, kinds in rates.fields.items() if f != "rows" for k, r in kinds.items() if r > 0}
+            declared.update({f"rows:{k}": r for k, r in rates.fields.get("rows", {}).items() if r > 0})
+            measured = {k: round(v / rows, 5) for k, v in errors.items()} if rows else {}
+            measured.update({f"rows:{k}": round(v / rows, 5) for k, v in defects.items()} if rows else {})
+            out.append(SourceRealism(
+                source=src, table=table, rows=rows, people=people,
+                share_in_other_sources=round(multi / people, 4) if people else 0.0,
+                duplicate_rate=round(1 - people / rows, 4) if rows else 0.0,
+                defects=defects, errors=measured, declared=declared,
+                missing=_missingness(con, world / "extracts" / path, spec),
+            ))
     return out
 
 
 def overall(world: Path) -> dict[str, float]:
     """World-wide figures: people seen, and the share seen in two or more source systems."""
-    con = duckdb.connect()
-    records = _sql_str(Path(world) / "truth" / "records.parquet")
-    seen, multi = con.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE n > 1) FROM (
-            SELECT person_id, count(DISTINCT source) AS n
-            FROM read_parquet({records}) GROUP BY person_id)""").fetchall()[0]
-    con.close()
+    with duckdb.connect() as con:
+        records = sql_string(Path(world) / "truth" / "records.parquet")
+        seen, multi = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE n > 1) FROM (
+                SELECT person_id, count(DISTINCT source) AS n
+                FROM read_parquet({records}) GROUP BY person_id)""").fetchall()[0]
     return {"people_seen": seen, "share_in_2plus_sources": round(multi / seen, 4) if seen else 0.0}
