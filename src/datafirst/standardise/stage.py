@@ -297,21 +297,28 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         n_ids, cleaned = 0, None
         if spec.is_person_table:
             known = _known_rows(job_engine, ws, spec, key, landed, previous.get(key), made_from[key])
-            todo = landed if known is None else \
-                f"(SELECT * FROM {landed} WHERE _record_key NOT IN (SELECT record_key FROM {known}))"
-            raw, final = identifiers_steps(contract, name, spec, todo, as_of_sql)
-            job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
             if known is None:
+                raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+                job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
                 n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
             else:
+                # The other rows (few: a delivery's new and changed lines) cleaned as usual, from a
+                # table of their own (the cleaning reads its input once per distinct-value step).
+                job_engine.execute(f"""CREATE OR REPLACE TEMP TABLE step_todo AS SELECT * FROM {landed}
+                                       WHERE _record_key NOT IN (SELECT record_key FROM {known})""")
+                raw, final = identifiers_steps(contract, name, spec, "step_todo", as_of_sql)
+                job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
                 cleaned = int(job_engine.scalar("SELECT count(*) FROM step_raw"))
                 before = job_engine.parquet(ws.zone(IDENTIFIERS) / f"{key}.parquet")
+                cols = ", ".join(IDENTIFIER_COLUMNS)
                 n_ids = job_engine.to_parquet(f"""
-                    SELECT i.* FROM (SELECT * FROM ({final})
-                                     UNION ALL SELECT * FROM {before} WHERE record_key IN (SELECT record_key FROM {known})) i
-                    JOIN {landed} l ON l._record_key = i.record_key ORDER BY l._row_number""",
-                                              tmp_ids / f"{key}.parquet")
+                    SELECT {cols} FROM (
+                        SELECT n.*, t._row_number AS _order FROM ({final}) n JOIN step_todo t ON t._record_key = n.record_key
+                        UNION ALL
+                        SELECT i.*, k._row_number AS _order FROM {before} i JOIN {known} k ON k.record_key = i.record_key)
+                    ORDER BY _order""", tmp_ids / f"{key}.parquet")
                 job_engine.execute(f"DROP TABLE {known}")
+                job_engine.execute("DROP TABLE step_todo")
             job_engine.execute("DROP TABLE step_raw")
         ids = job_engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
         n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
@@ -381,7 +388,7 @@ def _reusable(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str,
 
 def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str, before: dict | None,
                 now: dict) -> str | None:
-    """A temp table of the record keys whose identifiers the last standardise made and would make
+    """A temp table of the record keys (with their row) whose identifiers the last standardise made and would make
     again, for a table whose file has changed since (a new delivery): the same contract, loader,
     cleaning code and engine, and the record's extract line unchanged (the same `_line_md5`, so
     the same landed values), but for a date of birth that the change of date turns into a future
@@ -398,7 +405,7 @@ def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: st
         crossing = f"coalesce({dob} > DATE {sql_string(earlier)} AND {dob} <= DATE {sql_string(later)}, false)"
     table = _q(f"known_{key}")
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT l._record_key AS record_key FROM {landed} l
+        SELECT l._record_key AS record_key, l._row_number FROM {landed} l
         JOIN {engine.parquet(content)} p ON p.record_key = l._record_key AND p._line_md5 = l._line_md5
         WHERE NOT {crossing}""")
     return table
