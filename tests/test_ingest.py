@@ -384,6 +384,23 @@ def test_a_new_delivery_parses_only_the_lines_not_seen_before_and_lands_what_a_f
             con.execute(sql.format(fresh.zone("landed") / f"{f}.parquet")).fetchall(), f
 
 
+def test_a_line_digest_held_by_two_landed_rows_still_gives_one_row_per_line(tmp_path):
+    """Never written by ingest (a copy of a line is quarantined), but a landed zone altered so
+    must not turn one line of the next delivery into two rows."""
+    ws = _tiny(tmp_path, GOOD)
+    _run(ws)
+    landed = ws.zone("landed") / "tiny__people.parquet"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * FROM read_parquet('{landed}')
+                         UNION ALL SELECT * REPLACE (_row_number + 100 AS _row_number) FROM read_parquet('{landed}')
+                         WHERE _row_number = 1) TO '{landed}.new' (FORMAT parquet)""")
+    Path(f"{landed}.new").replace(landed)
+    (ws.extracts / "people.csv").write_text(GOOD + "3,Cy Day,01/03/1981,2\n")
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 3, 0)
+    assert con.execute(f"SELECT _row_number FROM read_parquet('{landed}')").fetchall() == [(1,), (2,), (3,)]
+
+
 def test_duplicate_record_id_with_different_content_is_named(tmp_path):
     body = GOOD + "1,Ann Leigh,01/02/1980,4\n"
     ws = _tiny(tmp_path, body)

@@ -406,13 +406,18 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE {stage}_lines AS
         SELECT line_no, line, md5(line) AS _line_md5 FROM {view}""")
     cols = ", ".join(f"p.{_quoted(c)}" for c in spec.columns)
-    # One landed row per digest (an exact copy of a line is quarantined, so there is one).
-    engine.execute(f"""CREATE OR REPLACE TEMP TABLE {stage}_known AS
-        SELECT m.line_no, m.line, m._line_md5, {cols}
-        FROM {stage}_lines m
-        JOIN (SELECT * FROM {previous} WHERE _row_number IN (
-              SELECT min(_row_number) FROM {previous} GROUP BY _line_md5)) p ON p._line_md5 = m._line_md5
-        WHERE m.line_no > {header_lines}""")
+
+    def known(rows: str) -> None:
+        engine.execute(f"""CREATE OR REPLACE TEMP TABLE {stage}_known AS
+            SELECT m.line_no, m.line, m._line_md5, {cols} FROM {stage}_lines m JOIN {rows} p ON p._line_md5 = m._line_md5
+            WHERE m.line_no > {header_lines}""")
+
+    # A digest has one landed row (an exact copy of a line is quarantined); were there two, a
+    # line would become two rows: then the first row of each digest is taken.
+    known(previous)
+    if engine.scalar(f"SELECT count(*) - count(DISTINCT line_no) FROM {stage}_known"):
+        known(f"(SELECT * FROM {previous} WHERE _row_number IN (SELECT min(_row_number) FROM {previous} "
+              "GROUP BY _line_md5))")
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE {stage}_unknown AS
         SELECT line_no, line FROM {stage}_lines WHERE line_no NOT IN (SELECT line_no FROM {stage}_known)""")
     engine.execute(f"DROP TABLE {stage}_lines")
