@@ -388,11 +388,11 @@ def _reusable(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str,
 
 def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str, before: dict | None,
                 now: dict) -> str | None:
-    """A temp table of the record keys (with their row) whose identifiers the last standardise made and would make
-    again, for a table whose file has changed since (a new delivery): the same contract, loader,
-    cleaning code and engine, and the record's extract line unchanged (the same `_line_md5`, so
-    the same landed values), but for a date of birth that the change of date turns into a future
-    one or back (see _reusable). None when the last outputs cannot be used."""
+    """A temp table of the record keys (with their row) whose identifiers the last standardise
+    made and would make again, for a table whose file has changed since (a new delivery): the
+    same contract, loader, cleaning code and engine, and the record's extract line unchanged (the
+    same `_line_md5`, so the same landed values), but for a date of birth that the change of date
+    turns into a future one or back (see _reusable). None when the last outputs cannot be used."""
     if not before or any(before.get(k) != now[k] for k in ("spec_sha256", "code", "engine")):
         return None
     ids, content = ws.zone(IDENTIFIERS) / f"{key}.parquet", ws.zone(CONTENT) / f"{key}.parquet"
