@@ -29,25 +29,22 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..sources.contract import Contract, Table, load_contract
+from ..sources.contract import Contract, Table, load_contracts
 
 NAME_ROLES = ("surname", "full_name")
 
 
-def _contracts() -> list[Contract]:
-    out = []
-    for item in sorted(resources.files("datafirst.sources").joinpath("contracts").iterdir(), key=lambda i: i.name):
-        if item.name.endswith(".yaml"):
-            with resources.as_file(item) as path:
-                out.append(load_contract(path))
-    return out
+def _shipped_contracts() -> list[Contract]:
+    """The contracts of the world's sources, as shipped with the package."""
+    with resources.as_file(resources.files("datafirst.sources").joinpath("contracts")) as folder:
+        return load_contracts(folder)
 
 
-def _child_tables() -> dict[str, tuple[str, list[Table]]]:
+def _child_tables(contracts: list[Contract]) -> dict[str, tuple[str, list[Table]]]:
     """Person table file -> its (one-column) record id and the CSV tables of its source that
     hold that column: their rows hang from its rows (a magistrates' offence from its defendant)."""
     out: dict[str, tuple[str, list[Table]]] = {}
-    for contract in _contracts():
+    for contract in contracts:
         for parent in contract.tables.values():
             if not parent.is_person_table or len(parent.record_id_columns) != 1:
                 continue
@@ -76,10 +73,10 @@ def _rows_following(path: Path, table: Table, column: str, parents: dict[str, st
     return out
 
 
-def _name_fields() -> dict[str, tuple]:
+def _name_fields(contracts: list[Contract]) -> dict[str, tuple]:
     """file -> (format, delimiter, column name or JSON path) of a surname-like column."""
     out = {}
-    for contract in _contracts():
+    for contract in contracts:
         for table in contract.tables.values():
             for name, col in table.columns.items():
                 if col.role in NAME_ROLES and table.file not in out and not table.unnest:
@@ -147,13 +144,14 @@ def write_deliveries(world: Path, earlier: Path, later: Path, *, new: float = 0.
         if kinds[i] != "corrected":
             comes_and_goes.setdefault(str(files[i]), {})[str(record_ids[i])] = str(kinds[i])
     # The rows of child tables that follow a new or deleted parent, by child file and row.
-    for parent_file, (column, children) in _child_tables().items():
+    contracts = _shipped_contracts()
+    for parent_file, (column, children) in _child_tables(contracts).items():
         for child in children:
             follows = _rows_following(world / "extracts" / child.file, child, column,
                                       comes_and_goes.get(parent_file, {}))
             if follows:
                 chosen.setdefault(child.file, {}).update(follows)
-    fields = _name_fields()
+    fields = _name_fields(contracts)
     counts = {"new": 0, "corrected": 0, "deleted": 0, "new_child_rows": 0, "deleted_child_rows": 0}
     for root in (earlier, later):
         if root.exists():
