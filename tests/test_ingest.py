@@ -191,6 +191,15 @@ def test_a_file_where_every_row_is_bad_is_quarantined_whole(tmp_path):
     ]
 
 
+def test_lines_of_spaces_are_blank_lines_and_other_whitespace_is_not(tmp_path):
+    # Blank: nothing but space separators (what trim() removes), ASCII or not. A tab is not one.
+    body = "id,name,born,visits\n1,Ann,01/02/1980,3\n   \n\u00a0 \u2003\n\t\n2,Bob,01/01/1980,1\n"
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (5, 2, 3)
+    assert _quarantine(ws) == [(2, None, "blank line"), (3, None, "blank line"), (4, None, "expected 4 fields, found 1")]
+
+
 def test_numbers_are_never_rounded_or_reinterpreted(tmp_path):
     # A cast alone would land '1.5' as 2 and '1e3' as 1000; such cells are quarantined instead.
     contract = CONTRACT.replace("visits: {type: integer}", "visits: {type: integer}\n      fee: {type: decimal}")
