@@ -290,13 +290,16 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                    f"FROM {lines_view}")
         if spec.unnest:
             # One row per element of the array, in valid JSON lines only (a broken line is
-            # quarantined once, as its parent table's row).
+            # quarantined once, as its parent table's row). The parent's id is read once per line,
+            # not once per element from the whole line again.
+            parent_value = (f"json_extract_string(_text, {sql_string(spec.columns[spec.parent_id].path)})"
+                            if spec.parent_id else "NULL::VARCHAR")
             decoded = (
-                f"SELECT _row_number, _line, CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_text, "
+                f"SELECT _row_number, _line, CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_value, "
                 f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
-                f"SELECT _row_number, _line, _parent_text, _items, "
+                f"SELECT _row_number, _line, _parent_value, _items, "
                 f"unnest(generate_series(1, array_length(_items))) AS _element_index FROM ("
-                f"SELECT line_no AS _row_number, _line, _text AS _parent_text, "
+                f"SELECT line_no AS _row_number, _line, {parent_value} AS _parent_value, "
                 f"json_extract(_text, {sql_string(spec.unnest + '[*]')}) AS _items FROM ("
                 f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
                 f"WHERE _text IS NOT NULL AND json_valid(_text)) WHERE array_length(_items) > 0)")
@@ -313,7 +316,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             if c.path == "#index":
                 raw[name] = "_element_index"
             elif spec.unnest and name == spec.parent_id:
-                raw[name] = f"nullif(trim(json_extract_string(_parent_text, {sql_string(c.path)})), '')"
+                raw[name] = "nullif(trim(_parent_value), '')"
             else:
                 raw[name] = f"nullif(trim({_json_value(c.path, paths.index(c.path) + 1)}), '')"
         source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({decoded})"
