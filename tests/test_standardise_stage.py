@@ -32,7 +32,7 @@ def test_identifiers_and_content_hold_every_landed_row_exactly_once(std_ws):
             content = f"read_parquet('{z}/content/{key}.parquet')"
             n = con.execute(f"SELECT count(*) FROM {landed}").fetchall()[0][0]
             assert con.execute(f"SELECT count(*), count(DISTINCT record_key) FROM {content}").fetchall()[0] == (n, n)
-            missing = con.execute(f"SELECT count(*) FROM {landed} l ANTI JOIN {content} c ON c.record_key = l._record_key").fetchall()
+            missing = con.execute(f"SELECT count(*) FROM {landed} l ANTI JOIN {content} c ON c.record_key = l.record_key").fetchall()
             assert missing == [(0,)]
             if spec.is_person_table:
                 ids = f"read_parquet('{z}/identifiers/{key}.parquet')"

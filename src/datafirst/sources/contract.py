@@ -100,7 +100,10 @@ class Table(BaseModel):
         if not value:
             raise ValueError("a table needs at least one column")
         for name in value:
-            # Not starting with '_': the loader's own columns do (_record_key, _row_number, ...).
+            # Not starting with '_': the loader's own columns do (_row_number, _line_md5, ...).
+            if name == "record_key":
+                raise ValueError("column name 'record_key' is datafirst's own (the key it gives every record); "
+                                 "rename the column in the contract")
             if not IDENTIFIER.match(name) and not re.match(r"^[A-Za-z][A-Za-z0-9_ ]*$", name):
                 raise ValueError(f"column name {name!r} is not usable; start with a letter, then use letters, "
                                  "digits, underscores and spaces")

@@ -522,7 +522,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
         FROM {stage} s LEFT JOIN {stage}_repeated d ON d._record_id = {rid})"""
     columns = ", ".join(_quoted(c) for c in spec.columns)
     landed = engine.to_parquet(f"""
-        SELECT {sql_string(contract.source)} || '|' || {sql_string(name)} || '|' || _record_id AS _record_key,
+        SELECT {sql_string(contract.source)} || '|' || {sql_string(name)} || '|' || _record_id AS record_key,
                {sql_string(contract.source)} AS _source, {sql_string(name)} AS _table,
                {sql_string(rel_file)} AS _file, _row_number, {sql_string(sha)} AS _file_sha256,
                CAST({sql_string(loaded_at)} AS TIMESTAMP) AS _loaded_at, _line_md5, {columns}

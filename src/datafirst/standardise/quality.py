@@ -78,7 +78,7 @@ def measure(ws: Workspace, engine: Engine, previous: dict | None = None) -> dict
         checks = {}
         if roles and ids_path.is_file() and n:
             row = e.execute("SELECT " + ", ".join(_validity_sql(col, cspec.role) for col, cspec in roles) +
-                            f" FROM {landed} l JOIN {e.parquet(ids_path)} i ON i.record_key = l._record_key")[0]
+                            f" FROM {landed} l JOIN {e.parquet(ids_path)} i ON i.record_key = l.record_key")[0]
             checks = {col: (row[2 * i], row[2 * i + 1]) for i, (col, _) in enumerate(roles)}
         fields = []
         for i, (col, cspec) in enumerate(cols):

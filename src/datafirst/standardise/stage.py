@@ -28,9 +28,11 @@ from . import cleaning as c
 
 IDENTIFIERS = "identifiers"
 CONTENT = "content"
-# Where each content row came from; `_line_md5` (the digest of its extract line) also lets the
-# next standardise keep the identifiers of rows whose line is unchanged (see _known_rows).
-PROVENANCE = ("_source", "_table", "_file", "_row_number", "_line_md5")
+# Where each content row came from, as the landed zone says (the same columns in the same order,
+# so that a table without identifiers is its landed file, linked, not copied); `_line_md5` (the
+# digest of its extract line) also lets the next standardise keep the identifiers of rows whose
+# line is unchanged (see _known_rows).
+PROVENANCE = ("_source", "_table", "_file", "_row_number", "_file_sha256", "_loaded_at", "_line_md5")
 
 # The identifiers schema shared by every source (a role a source lacks is NULL).
 IDENTIFIER_COLUMNS = (
@@ -180,7 +182,7 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
         return names.value(column, name, expr_of_v, row)
 
     raw = f"""
-        SELECT l._record_key, l._row_number, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own,
+        SELECT l.record_key, l._row_number, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own,
             {dob if dob != 'NULL' else 'NULL::DATE'} AS _dob,
             {_role_text(spec, 'sex')} AS _sex,
             {per_role("postcode", "clean", "clean")} AS postcode,
@@ -207,7 +209,7 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
              f"'date_of_birth:' || {dob_flag}, 'postcode:' || r._postcode_flag, 'pnc:' || r._pnc_flag, "
              "'cro:' || r._cro_flag], lambda x: x IS NOT NULL))")
     final = f"""
-        SELECT r._record_key AS record_key, {sql_string(contract.source)} AS source, {sql_string(name)} AS source_table,
+        SELECT r.record_key, {sql_string(contract.source)} AS source, {sql_string(name)} AS source_table,
             {forename} AS forename,
             {_concat([derived.value("_forenames", "rest", c.rest_tokens("v")), "r._middle_own"])} AS middle_names,
             r._surname AS surname,
@@ -230,16 +232,16 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
 REDUCED_QUASI_IDENTIFIERS = ("year_of_birth", "sex", "postcode_district")
 
 
-def content_sql(spec: Table, landed: str, identifiers: str | None = None) -> str:
+def content_sql(spec: Table, landed: str, identifiers: str) -> str:
+    """A person table's content: its landed columns but the identifiers, with the reduced
+    quasi-identifiers. (A table without identifiers is its landed file: see PROVENANCE.)"""
     # A person table may have no content column (every column an identifier), and may hold
     # every reduced quasi-identifier itself.
-    select = ["l._record_key AS record_key", *(f"l.{p}" for p in PROVENANCE),
+    select = ["l.record_key", *(f"l.{p}" for p in PROVENANCE),
               *(f"l.{_q(n)}" for n in spec.content_columns)]
-    if identifiers is None:
-        return f"SELECT {', '.join(select)} FROM {landed} l ORDER BY l._row_number"
     select += [f"i.{c}" for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns]
     return (f"SELECT {', '.join(select)} FROM {landed} l "
-            f"JOIN {identifiers} i ON i.record_key = l._record_key ORDER BY l._row_number")
+            f"JOIN {identifiers} i ON i.record_key = l.record_key ORDER BY l._row_number")
 
 
 class ContractChanged(ContractError):
@@ -305,7 +307,7 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 # The other rows (few: a delivery's new and changed lines) cleaned as usual, from a
                 # table of their own (the cleaning reads its input once per distinct-value step).
                 job_engine.execute(f"""CREATE OR REPLACE TEMP TABLE step_todo AS SELECT * FROM {landed}
-                                       WHERE _record_key NOT IN (SELECT record_key FROM {known})""")
+                                       WHERE record_key NOT IN (SELECT record_key FROM {known})""")
                 raw, final = identifiers_steps(contract, name, spec, "step_todo", as_of_sql)
                 job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
                 cleaned = int(job_engine.scalar("SELECT count(*) FROM step_raw"))
@@ -313,15 +315,20 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 cols = ", ".join(IDENTIFIER_COLUMNS)
                 n_ids = job_engine.to_parquet(f"""
                     SELECT {cols} FROM (
-                        SELECT n.*, t._row_number AS _order FROM ({final}) n JOIN step_todo t ON t._record_key = n.record_key
+                        SELECT n.*, t._row_number AS _order FROM ({final}) n JOIN step_todo t ON t.record_key = n.record_key
                         UNION ALL
                         SELECT i.*, k._row_number AS _order FROM {before} i JOIN {known} k ON k.record_key = i.record_key)
                     ORDER BY _order""", tmp_ids / f"{key}.parquet")
                 job_engine.execute(f"DROP TABLE {known}")
                 job_engine.execute("DROP TABLE step_todo")
             job_engine.execute("DROP TABLE step_raw")
-        ids = job_engine.parquet(tmp_ids / f"{key}.parquet") if spec.is_person_table else None
-        n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
+        if spec.is_person_table:
+            ids = job_engine.parquet(tmp_ids / f"{key}.parquet")
+            n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
+        else:
+            # Its content is its landed rows, column for column (see PROVENANCE): linked, not written again.
+            _link_or_copy(landed_dir / f"{key}.parquet", tmp_content / f"{key}.parquet")
+            n_content = rows
         return TableSplit(contract.source, name, rows, n_ids, n_content, cleaned=cleaned)
 
     try:
@@ -405,8 +412,8 @@ def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: st
         crossing = f"coalesce({dob} > DATE {sql_string(earlier)} AND {dob} <= DATE {sql_string(later)}, false)"
     table = _q(f"known_{key}")
     engine.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT l._record_key AS record_key, l._row_number FROM {landed} l
-        JOIN {engine.parquet(content)} p ON p.record_key = l._record_key AND p._line_md5 = l._line_md5
+        SELECT l.record_key, l._row_number FROM {landed} l
+        JOIN {engine.parquet(content)} p ON p.record_key = l.record_key AND p._line_md5 = l._line_md5
         WHERE NOT {crossing}""")
     return table
 
