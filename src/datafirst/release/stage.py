@@ -226,13 +226,14 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                     forget_keyed_hash(e)
             return job
 
-        def write(product: Product, e: Engine) -> tuple[int, dict]:
+        def write(product: Product, e: Engine) -> tuple[int, dict, str]:
             """Write a product and read it back once for the dictionary, the key check and the
-            guard (in the same job: no table waits for the slowest write to be profiled)."""
+            guard, and take its checksum (in the same job: no table waits for the slowest write
+            to be profiled, and no checksum for the last one to be written)."""
             if progress:
                 progress(product.name, next(started), len(products))
             path = tmp / "tables" / f"{product.name}.parquet"
-            return e.to_parquet(product.sql, path), table_profile(e, path)
+            return e.to_parquet(product.sql, path), table_profile(e, path), file_sha256(path)
 
         def sensitive(e: Engine) -> SensitiveValues:
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
@@ -245,8 +246,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         sizes = [2 * everything] + [(content_dir / f"{p.name}.parquet").stat().st_size if p.source else everything
                                     for p in products]
         done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=p: write(p, e)) for p in products], sizes)
-        rows = {p.name: n for p, (n, _) in zip(products, done[1:])}
-        facts = {p.name: profile for p, (_, profile) in zip(products, done[1:])}
+        rows = {p.name: n for p, (n, _, _) in zip(products, done[1:])}
+        facts = {p.name: profile for p, (_, profile, _) in zip(products, done[1:])}
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
@@ -256,7 +257,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
-        digests = {f"tables/{name}.parquet": file_sha256(path) for name, path in paths.items()}
+        digests = {f"tables/{p.name}.parquet": digest for p, (_, _, digest) in zip(products, done[1:])}
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
