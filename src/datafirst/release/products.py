@@ -151,7 +151,11 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
                             "sex": "sex as recorded, cleaned to M or F (empty when unknown)",
                             "postcode_district": "postcode district (outward code) at the time of the record; "
                                                  "the full postcode is not released"}[col]
-    join = f"LEFT JOIN {links} l ON l.record_key = t.record_key" if links is not None else ""
+    # The links of this table's records only (keys are `source|table|id`): each person table's join
+    # then holds its own records' links, not every record's.
+    prefix = sql_string(f"{contract.source}|{table}|")
+    join = (f"LEFT JOIN (SELECT * FROM {links} WHERE starts_with(record_key, {prefix})) l ON l.record_key = t.record_key"
+            if links is not None else "")
     sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
