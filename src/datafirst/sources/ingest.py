@@ -171,25 +171,25 @@ def _unquote(expr: str, quote: str) -> str:
             f"THEN replace(substr({expr}, 2, length({expr}) - 2), '{q}{q}', '{q}') ELSE {expr} END")
 
 
-def _json_value(index: int) -> str:
-    """A JSON value as text, from the line's values extracted once as JSON (`_json_values`, see
-    `_json_parsed`). JSON keeps a string's quotes, so a value starting with '[' is an array (a
-    string that starts with '[' starts with '"'): an array of strings is joined with spaces
-    (middle names); any other value is read as text from its own few characters, not from the
-    whole line again (which checking the line for an array did, for every array value)."""
+def _json_value(path: str, index: int) -> str:
+    """A JSON value as text, from the line's values parsed once (`_json_values`, see
+    `_json_parsed`); arrays of strings are joined with spaces (middle names). An array's text
+    starts with '[', so only such values (rare otherwise) have the line parsed again for the type."""
+    items = sql_string(path + "[*]")
     value = f"_json_values[{index}]"
-    return (f"CASE WHEN starts_with({value}, '[') "
-            f"THEN nullif(array_to_string(json_extract_string({value}, '$[*]'), ' '), '') "
-            f"ELSE json_extract_string({value}, '$') END")
+    return (f"CASE WHEN starts_with({value}, '[') THEN "
+            f"CASE WHEN json_type(_text, {sql_string(path)}) = 'ARRAY' "
+            f"THEN nullif(array_to_string(json_extract_string(_text, {items}), ' '), '') ELSE {value} END "
+            f"ELSE {value} END")
 
 
 def _json_parsed(source: str, paths: list[str]) -> str:
-    """`source` with the line's validity and the values at every path (as JSON), each line
-    parsed once for all paths (a function call per path parses the line again every time).
-    Guarded by json_valid: DuckDB's JSON functions raise on malformed input, and a malformed
-    line must reach quarantine, not stop the run."""
+    """`source` with the line's validity and the values at every path, each line parsed once for
+    all paths (a function call per path parses the line again every time). Guarded by
+    json_valid: DuckDB's JSON functions raise on malformed input, and a malformed line must
+    reach quarantine, not stop the run."""
     listed = "[" + ", ".join(sql_string(p) for p in paths) + "]"
-    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract(_text, {listed}) END AS _json_values "
+    return (f"SELECT *, CASE WHEN _json_ok THEN json_extract_string(_text, {listed}) END AS _json_values "
             f"FROM (SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({source}))")
 
 
@@ -318,7 +318,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             elif spec.unnest and name == spec.parent_id:
                 raw[name] = "nullif(trim(_parent_value), '')"
             else:
-                raw[name] = f"nullif(trim({_json_value(paths.index(c.path) + 1)}), '')"
+                raw[name] = f"nullif(trim({_json_value(c.path, paths.index(c.path) + 1)}), '')"
         source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({decoded})"
     # The row's shape is checked once, as a column: written into every column's check, it was
     # worked out again per check (a quarter of a large table's parsing time).
