@@ -123,7 +123,8 @@ def test_same_landed_and_quarantined_rows(runs):
 
 def test_same_standardised_identifiers_and_content(runs):
     assert len(_same_zone(runs, "identifiers")) >= 5
-    assert len(_same_zone(runs, "content")) >= 10
+    # Content keeps its rows' load time, which depends on when each workspace read the table.
+    assert len(_same_zone(runs, "content", skip=("_loaded_at",))) >= 10
 
 
 def test_same_edges_and_clusters_at_every_threshold(runs):
