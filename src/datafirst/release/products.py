@@ -44,6 +44,9 @@ class Product:
     columns: dict[str, str] = field(default_factory=dict)  # column -> meaning
     source: str = ""
     table: str = ""
+    # Whether its SQL reads the released person ids (person_ids.ASSIGNED, CHANGES or the person
+    # records): a table that does not can be written while the ids are assigned.
+    needs_person_ids: bool = True
 
 
 def _q(name: str) -> str:
@@ -123,7 +126,7 @@ def case_journeys(journeys: str) -> Product:
         "estimated_match_score": "1 for references; otherwise a score from same person, sent-up flag, offence "
                                  "and dates (0.5 to 1)",
         "days_between": "days from the magistrates' first hearing to Crown Court receipt",
-    })
+    }, needs_person_ids=False)
 
 
 def content_product(contract: Contract, table: str, content: str, links: str | None, columns: list[str]) -> Product:
@@ -159,7 +162,7 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
-                   source=contract.source, table=table)
+                   source=contract.source, table=table, needs_person_ids=links is not None)
 
 
 def _most_common(column: str) -> str:

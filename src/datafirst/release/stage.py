@@ -199,20 +199,13 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                 carry_from = None
         series = (json.loads((carry_from / "manifest.json").read_text(encoding="utf-8")).get("id_series")
                   if carry_from else None) or person_ids.new_series()
-        try:
-            id_changes = person_ids.assign(engine, ws.zone("links") / "clusters.parquet",
-                                           carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
-                                           version, series)
-        except person_ids.IdClash as exc:
-            raise ReleaseError(str(exc)) from exc
         contracts = load_contracts(ws.contracts)
-        # Not temp: read by the jobs below, on their own connections.
-        engine.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS "
-                       f"{person_records_sql(ws, contracts, person_ids.ASSIGNED)}")
         # The products, and the sensitive values the guard checks them against, are independent:
         # written at once by jobs on their own connections (Engine.concurrently), largest first.
         # Each job installs the keyed hash on its connection; what they share (the person ids, the
         # change log, the person records, the birth dates) are tables of the engine's database.
+        # The tables that hold no person id (offences, claims, case journeys, ...) are written
+        # while the ids are assigned, which keeps one core busy for part of its time.
         started = iter(range(len(products)))  # next() on it is atomic: jobs report progress from their threads
 
         def keyed(work: Callable[[Engine], Any]) -> Callable[[Engine], Any]:
@@ -235,29 +228,53 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             path = tmp / "tables" / f"{product.name}.parquet"
             return e.to_parquet(product.sql, path), table_profile(e, path), file_sha256(path)
 
+        def assign_ids(e: Engine) -> dict[str, dict]:
+            changes = person_ids.assign(e, ws.zone("links") / "clusters.parquet",
+                                        carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
+                                        version, series)
+            # Not temp: read by the person products' jobs, on their own connections.
+            e.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS "
+                      f"{person_records_sql(ws, contracts, person_ids.ASSIGNED)}")
+            return changes
+
         def sensitive(e: Engine) -> SensitiveValues:
             return build_sensitive_values(e, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"), contracts,
                                           ws.zone("links") / "clusters.parquet", person_ids.ASSIGNED)
 
-        # Largest first: the sensitive values, the products over every record (lookup, person,
-        # journey), then the content tables by the size of their content file.
+        # Largest first: the person ids and the sensitive values, the products over every record
+        # (lookup, person, journey), then the content tables by the size of their content file.
         content_dir = ws.zone("content")
         everything = sum(f.stat().st_size for f in content_dir.glob("*.parquet"))
-        sizes = [2 * everything] + [(content_dir / f"{p.name}.parquet").stat().st_size if p.source else everything
-                                    for p in products]
-        done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=p: write(p, e)) for p in products], sizes)
-        rows = {p.name: n for p, (n, _, _) in zip(products, done[1:])}
-        facts = {p.name: profile for p, (_, profile, _) in zip(products, done[1:])}
+
+        def size(p: Product) -> int:
+            return (content_dir / f"{p.name}.parquet").stat().st_size if p.source else everything
+
+        written: dict[str, tuple[int, dict, str]] = {}
+        first = [p for p in products if not p.needs_person_ids]
+        try:
+            done = engine.concurrently([keyed(assign_ids)] + [keyed(lambda e, p=p: write(p, e)) for p in first],
+                                       [3 * everything] + [size(p) for p in first])
+        except person_ids.IdClash as exc:
+            raise ReleaseError(str(exc)) from exc
+        id_changes = done[0]
+        written.update({p.name: w for p, w in zip(first, done[1:])})
+        then = [p for p in products if p.needs_person_ids]
+        done = engine.concurrently([keyed(sensitive)] + [keyed(lambda e, p=p: write(p, e)) for p in then],
+                                   [2 * everything] + [size(p) for p in then])
+        written.update({p.name: w for p, w in zip(then, done[1:])})
+        found = done[0]
+        rows = {p.name: written[p.name][0] for p in products}
+        facts = {p.name: written[p.name][1] for p in products}
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
-        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), done[0], facts)
+        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), found, facts)
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
-        digests = {f"tables/{p.name}.parquet": digest for p, (_, _, digest) in zip(products, done[1:])}
+        digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
