@@ -232,16 +232,33 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
 REDUCED_QUASI_IDENTIFIERS = ("year_of_birth", "sex", "postcode_district")
 
 
-def content_sql(spec: Table, landed: str, identifiers: str) -> str:
+# Provenance the same for every row of a landed file (ingest writes them as constants).
+CONSTANT_PROVENANCE = ("_source", "_table", "_file", "_file_sha256", "_loaded_at")
+
+
+def content_sql(spec: Table, landed: str, identifiers: str, constants: dict[str, str]) -> str:
     """A person table's content: its landed columns but the identifiers, with the reduced
-    quasi-identifiers. (A table without identifiers is its landed file: see PROVENANCE.)"""
+    quasi-identifiers. (A table without identifiers is its landed file: see PROVENANCE.)
+    `constants`: the SQL literal of each CONSTANT_PROVENANCE column, added after the sort by row
+    (sorted along with every row, long constants cost the sort much of its time)."""
     # A person table may have no content column (every column an identifier), and may hold
     # every reduced quasi-identifier itself.
-    select = ["l.record_key", *(f"l.{p}" for p in PROVENANCE),
-              *(f"l.{_q(n)}" for n in spec.content_columns)]
-    select += [f"i.{c}" for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns]
-    return (f"SELECT {', '.join(select)} FROM {landed} l "
-            f"JOIN {identifiers} i ON i.record_key = l.record_key ORDER BY l._row_number")
+    varying = ["record_key", *(p for p in PROVENANCE if p not in CONSTANT_PROVENANCE),
+               *(_q(n) for n in spec.content_columns)]
+    qis = [c for c in REDUCED_QUASI_IDENTIFIERS if c not in spec.content_columns]
+    inner = [f"l.{c}" for c in varying] + [f"i.{c}" for c in qis]
+    outer = ["record_key", *(f"{constants[p]} AS {p}" if p in CONSTANT_PROVENANCE else p for p in PROVENANCE),
+             *(_q(n) for n in spec.content_columns), *qis]
+    return (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {landed} l "
+            f"JOIN {identifiers} i ON i.record_key = l.record_key ORDER BY l._row_number)")
+
+
+def _constants(engine: Engine, landed: str) -> dict[str, str]:
+    """The CONSTANT_PROVENANCE of a landed file as SQL literals (typed NULLs when it has no row)."""
+    rows = engine.execute(f"SELECT {', '.join(f'CAST({c} AS VARCHAR)' for c in CONSTANT_PROVENANCE)} FROM {landed} LIMIT 1")
+    values = rows[0] if rows else (None,) * len(CONSTANT_PROVENANCE)
+    return {c: f"CAST({'NULL' if v is None else sql_string(v)} AS {'TIMESTAMP' if c == '_loaded_at' else 'VARCHAR'})"
+            for c, v in zip(CONSTANT_PROVENANCE, values)}
 
 
 class ContractChanged(ContractError):
@@ -324,7 +341,8 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
             job_engine.execute("DROP TABLE step_raw")
         if spec.is_person_table:
             ids = job_engine.parquet(tmp_ids / f"{key}.parquet")
-            n_content = job_engine.to_parquet(content_sql(spec, landed, ids), tmp_content / f"{key}.parquet")
+            n_content = job_engine.to_parquet(content_sql(spec, landed, ids, _constants(job_engine, landed)),
+                                              tmp_content / f"{key}.parquet")
         else:
             # Its content is its landed rows, column for column (see PROVENANCE): linked, not written again.
             _link_or_copy(landed_dir / f"{key}.parquet", tmp_content / f"{key}.parquet")
