@@ -320,8 +320,6 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             else:
                 raw[name] = f"nullif(trim({_json_value(c.path, paths.index(c.path) + 1)}), '')"
         source = _json_parsed(decoded, paths) if paths else f"SELECT *, coalesce(json_valid(_text), false) AS _json_ok FROM ({decoded})"
-    # The row's shape is checked once, as a column: written into every column's check, it was
-    # worked out again per check (a quarter of a large table's parsing time).
     checks = list(base_checks)
     typed_exprs = []
     for name, col in cols:
@@ -339,6 +337,8 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             checks.append(_problem(f"_shape_ok AND {r} IS NOT NULL AND {r} NOT IN ({allowed})", name,
                                    f"'value not allowed (expected one of {', '.join(col.allowed)}): ' || {r}"))
     raw_select = ", ".join(f"{expr} AS _raw_{_ident(name)}" for name, expr in raw.items())
+    # The row's shape is checked once, as a column: written into every column's check, it was
+    # worked out again per check (a quarter of a large table's parsing time).
     inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({source})"
     sql = (f"SELECT _row_number, _element_index, _line, _text, {', '.join(typed_exprs)}, md5(_line) AS _line_md5, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
