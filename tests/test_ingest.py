@@ -173,6 +173,10 @@ def test_non_utf8_bytes_are_quarantined_not_lost(tmp_path):
     (load,) = _run(ws)
     assert (load.read, load.landed, load.quarantined) == (4, 3, 1)
     assert _quarantine(ws) == [(3, None, "bytes that are not valid UTF-8")]
+    # The line is kept as its bytes in hex (it has no text), so nothing of it is lost.
+    (raw,) = duckdb.connect().execute(
+        f"SELECT raw_line FROM read_parquet('{ws.zone('landed')}/_quarantine.parquet')").fetchone()
+    assert bytes.fromhex(raw) == b"3,Zo\xeb Hart,01/01/1990,2"
 
 
 def test_a_file_where_every_row_is_bad_is_quarantined_whole(tmp_path):

@@ -174,12 +174,12 @@ def _unquote(expr: str, quote: str) -> str:
 def _json_value(path: str, index: int) -> str:
     """A JSON value as text, from the line's values parsed once (`_json_values`, see
     `_json_parsed`); arrays of strings are joined with spaces (middle names). An array's text
-    starts with '[', so only such values (rare otherwise) have the line parsed again for the type."""
-    items = sql_string(path + "[*]")
+    starts with '[', so only such values (rare otherwise) have the line parsed again for the type;
+    an array's elements are then read from its own text (the value), not from the line."""
     value = f"_json_values[{index}]"
     return (f"CASE WHEN starts_with({value}, '[') THEN "
             f"CASE WHEN json_type(_text, {sql_string(path)}) = 'ARRAY' "
-            f"THEN nullif(array_to_string(json_extract_string(_text, {items}), ' '), '') ELSE {value} END "
+            f"THEN nullif(array_to_string(json_extract_string({value}, '$[*]'), ' '), '') ELSE {value} END "
             f"ELSE {value} END")
 
 
@@ -340,7 +340,10 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     # The row's shape is checked once, as a column: written into every column's check, it was
     # worked out again per check (a quarter of a large table's parsing time).
     inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({source})"
-    sql = (f"SELECT _row_number, _element_index, _line, _text, {', '.join(typed_exprs)}, md5(_line) AS _line_md5, "
+    # The line's bytes are kept only where they are not text (the quarantine shows them in hex):
+    # kept for every row, they were a third of the stage table's size.
+    sql = (f"SELECT _row_number, _element_index, CASE WHEN _text IS NULL THEN _line END AS _line, _text, "
+           f"{', '.join(typed_exprs)}, md5(_line) AS _line_md5, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
            f"FROM ({inner})")
     return sql
@@ -437,7 +440,9 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
     typed = ", ".join(_quoted(c) for c in spec.columns)
     return (f"SELECT _row_number, _element_index, _line, _text, {typed}, _line_md5, _problems "
             f"FROM ({_stage_sql(spec, f'{stage}_unknown', header_lines)}) "
-            f"UNION ALL SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, line AS _line, "
+            # A known line landed before, so it is text: its bytes are not kept (see _stage_sql).
+            f"UNION ALL SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, "
+            f"CAST(NULL AS BLOB) AS _line, "
             f"TRY(decode(line)) AS _text, {typed}, _line_md5, {no_problems} AS _problems FROM {stage}_known")
 
 
