@@ -341,7 +341,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     # worked out again per check (a quarter of a large table's parsing time).
     inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({source})"
     # The line's bytes are kept only where they are not text (the quarantine shows them in hex):
-    # kept for every row, they were a third of the stage table's size.
+    # kept for every row, they were about a quarter of the stage table's size.
     sql = (f"SELECT _row_number, _element_index, CASE WHEN _text IS NULL THEN _line END AS _line, _text, "
            f"{', '.join(typed_exprs)}, md5(_line) AS _line_md5, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
