@@ -120,30 +120,41 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
             for name, path in tables.items()}
     checked = [(name, c, v, f["type"] == "VARCHAR[]") for name, profile in profiles.items()
                for c, f in profile.items() if f"{name}.{c}" not in allow for v in f.get("checked_values") or []]
-    engine.register("guard_checked_values", pa.table({
-        "tbl": pa.array([x[0] for x in checked], pa.string()), "col": pa.array([x[1] for x in checked], pa.string()),
-        "v": pa.array([x[2] for x in checked], pa.string()), "is_list": pa.array([x[3] for x in checked], pa.bool_())}))
-    try:
-        engine.execute("CREATE OR REPLACE TABLE guard_release_values AS SELECT * FROM guard_checked_values")
-        # Before any hash-shaped values join them (below): those are all distinct and 20 long.
-        texts = engine.execute("""SELECT tbl, col, count(DISTINCT v), avg(length(v)),
-                                         avg(array_length(string_split(trim(v), ' ')))
-                                  FROM guard_release_values WHERE NOT is_list GROUP BY ALL ORDER BY ALL""")
-        engine.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
-            SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
-            LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
-            WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
-        if engine.scalar(f"SELECT count(*) FROM guard_sensitive_found "
-                         f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
-            engine.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
-        hits = engine.execute("""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
-                                 FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
-                                 ORDER BY ALL""")
-        named = _name_like_columns(engine, sensitive)
-    finally:
-        engine.unregister("guard_checked_values")
-        engine.execute("DROP TABLE IF EXISTS guard_release_values")
-        engine.execute("DROP TABLE IF EXISTS guard_sensitive_found")
+
+    def lookup(e: Engine) -> tuple[list, list, list]:
+        """The release's values looked up in the sensitive values: (text columns' figures, hits,
+        name-like columns)."""
+        e.register("guard_checked_values", pa.table({
+            "tbl": pa.array([x[0] for x in checked], pa.string()), "col": pa.array([x[1] for x in checked], pa.string()),
+            "v": pa.array([x[2] for x in checked], pa.string()), "is_list": pa.array([x[3] for x in checked], pa.bool_())}))
+        try:
+            e.execute("CREATE OR REPLACE TABLE guard_release_values AS SELECT * FROM guard_checked_values")
+            # Before any hash-shaped values join them (below): those are all distinct and 20 long.
+            texts = e.execute("""SELECT tbl, col, count(DISTINCT v), avg(length(v)),
+                                        avg(array_length(string_split(trim(v), ' ')))
+                                 FROM guard_release_values WHERE NOT is_list GROUP BY ALL ORDER BY ALL""")
+            e.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
+                SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
+                LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
+                WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
+            if e.scalar(f"SELECT count(*) FROM guard_sensitive_found "
+                        f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
+                e.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
+            hits = e.execute("""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
+                                FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
+                                ORDER BY ALL""")
+            return texts, hits, _name_like_columns(e, sensitive)
+        finally:
+            e.unregister("guard_checked_values")
+            e.execute("DROP TABLE IF EXISTS guard_release_values")
+            e.execute("DROP TABLE IF EXISTS guard_sensitive_found")
+
+    # The lookup and each table's date check are independent: run at once (Engine.concurrently),
+    # the lookup first. One after the other, the date checks were a tail that kept one core busy.
+    names = list(read)
+    done = engine.concurrently([lookup] + [lambda e, n=n: _date_problems(e, n, *read[n], allow) for n in names],
+                               [float("inf")] + [next(iter(profiles[n].values()), {}).get("rows", 0) for n in names])
+    (texts, hits, named), dates = done[0], done[1:]
     problems = _hit_problems(engine, read, hits)
     problems += [f"{name}.{col}: {n:,} of its {total:,} distinct values look like personal names (a forename and a "
                  "surname of the identifiers zone in one value): free text holding names must not be released. "
@@ -158,8 +169,8 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                             "describe people and is "
                             "not released: leave the column out of the source's content, or list it in "
                             "release.privacy_allow in datafirst.yaml once reviewed")
-    for name, (rel, schema) in read.items():
-        problems += _date_problems(engine, name, rel, schema, allow)
+    for found in dates:
+        problems += found
     return problems
 
 
