@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - not on the platforms datafirst is test
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .files import parse_yaml
+
 CONFIG_FILE = "datafirst.yaml"
 LOCK_FILE = ".datafirst.lock"
 # What a stage writes beside its final folder (zones and releases are written in full and then
@@ -250,7 +252,7 @@ class Workspace:
             raise WorkspaceError(f"{self.root} is not a datafirst workspace (no {CONFIG_FILE}); "
                                  f"make one with `datafirst init {self.root} --extracts PATH`")
         try:
-            raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            raw = parse_yaml(self.config_path.read_text(encoding="utf-8")) or {}
             return Config(**raw)
         except (yaml.YAMLError, ValidationError, TypeError) as exc:
             raise WorkspaceError(f"{self.config_path} is not valid: {exc}") from exc

@@ -16,6 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..files import parse_yaml
+
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
 # zone), and to content only when also marked `native_id` (an `other_id` such as a prisoner
 # number that joins tables; releases hash it). `full_name` needs `name_order`.
@@ -197,7 +199,7 @@ def _describe(exc: ValidationError) -> str:
 def load_contract(path: Path) -> Contract:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ContractError(f"contract {path} not found") from exc
     except yaml.YAMLError as exc:
