@@ -290,16 +290,18 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                    f"FROM {lines_view}")
         if spec.unnest:
             # One row per element of the array, in valid JSON lines only (a broken line is
-            # quarantined once, as its parent table's row). The parent's id is read once per line,
-            # not once per element from the whole line again.
+            # quarantined once, as its parent table's row). The parent's id and the line's digest
+            # are worked out once per line, not once per element from the whole line again; an
+            # element is text, so the line's bytes are not carried with it (see the end).
             parent_value = (f"json_extract_string(_text, {sql_string(spec.columns[spec.parent_id].path)})"
                             if spec.parent_id else "NULL::VARCHAR")
             decoded = (
-                f"SELECT _row_number, _line, CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_value, "
+                f"SELECT _row_number, CAST(NULL AS BLOB) AS _line, _line_md5, "
+                f"CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_value, "
                 f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
-                f"SELECT _row_number, _line, _parent_value, _items, "
+                f"SELECT _row_number, _line_md5, _parent_value, _items, "
                 f"unnest(generate_series(1, array_length(_items))) AS _element_index FROM ("
-                f"SELECT line_no AS _row_number, _line, {parent_value} AS _parent_value, "
+                f"SELECT line_no AS _row_number, md5(_line) AS _line_md5, {parent_value} AS _parent_value, "
                 f"json_extract(_text, {sql_string(spec.unnest + '[*]')}) AS _items FROM ("
                 f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
                 f"WHERE _text IS NOT NULL AND json_valid(_text)) WHERE array_length(_items) > 0)")
@@ -343,7 +345,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     # The line's bytes are kept only where they are not text (the quarantine shows them in hex):
     # kept for every row, they were about a quarter of the stage table's size.
     sql = (f"SELECT _row_number, _element_index, CASE WHEN _text IS NULL THEN _line END AS _line, _text, "
-           f"{', '.join(typed_exprs)}, md5(_line) AS _line_md5, "
+           f"{', '.join(typed_exprs)}, {'_line_md5' if spec.unnest else 'md5(_line) AS _line_md5'}, "
            f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL) AS _problems "
            f"FROM ({inner})")
     return sql
