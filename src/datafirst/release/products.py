@@ -159,6 +159,8 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     prefix = sql_string(f"{contract.source}|{table}|")
     join = (f"LEFT JOIN (SELECT * FROM {links} WHERE starts_with(record_key, {prefix})) l ON l.record_key = t.record_key"
             if links is not None else "")
+    # In keyed-hash order: in the extract's order, someone holding the extract could match the
+    # released rows to its lines by position.
     sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
