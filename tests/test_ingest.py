@@ -472,6 +472,22 @@ def test_a_quote_left_open_or_followed_by_more_text_quarantines_the_row(tmp_path
     assert name == [("Lee, Ann",)]
 
 
+def test_a_quote_never_closed_quarantines_the_row_even_when_the_fields_add_up(tmp_path):
+    # '"unclosed' then three more fields: four fields, as the header has, but the quote is open.
+    body = 'id,name,born,visits\n1,"unclosed,01/02/1980,3\n2,"Lee, Ann",01/02/1980,2\n3,Ann Lee,01/02/1980,1\n'
+    ws = _tiny(tmp_path, body)
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 2, 1)
+    ((row, column, reason),) = _quarantine(ws)
+    assert (row, column) == (1, None) and reason.startswith("malformed quoting")
+
+
+def test_a_header_naming_a_column_twice_says_so(tmp_path):
+    ws = _tiny(tmp_path, "id,name,born,born\n1,Ann Lee,01/02/1980,3\n")
+    with pytest.raises(IngestError, match=r"named more than once: \['born'\]"):
+        _run(ws)
+
+
 def test_elements_of_a_quarantined_row_are_quarantined_with_it(tmp_path):
     contract = """
 source: nested
@@ -508,6 +524,45 @@ tables:
                                      WHERE "table" = 'requirements' ORDER BY ALL""").fetchall()
     assert q == [(2, "its parent row was quarantined: duplicate record id X1 (first on row 1)")] * 2 + [
         (3, "its parent row was quarantined: not a valid date in format %Y-%m-%d: not a date")]
+
+
+def test_a_change_to_a_parents_contract_loads_its_unnested_table_again(tmp_path):
+    contract = """
+source: nested
+tables:
+  events:
+    file: ev.jsonl
+    format: jsonl
+    record_id: crn
+    columns:
+      crn: {path: $.crn, required: true, native_id: true}
+      kind: {path: $.kind}
+  requirements:
+    file: ev.jsonl
+    format: jsonl
+    unnest: $.reqs
+    parent_id: crn
+    record_id: [crn, seq]
+    columns:
+      crn: {path: $.crn, required: true}
+      seq: {path: "#index", type: integer}
+      type: {path: $.type}
+"""
+    body = ('{"crn": "X1", "kind": "order", "reqs": [{"type": "unpaid_work"}]}\n'
+            '{"crn": "X2", "kind": "licence", "reqs": [{"type": "curfew"}]}\n')
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ws = _tiny(tmp_path / "a", body, name="ev.jsonl", contract=contract)
+    _run(ws)
+    # Only the parent's column changes: X2's event is now refused, and so must its requirement be.
+    stricter = contract.replace("kind: {path: $.kind}", "kind: {path: $.kind, allowed: [order]}")
+    (ws.root / "contracts" / "tiny.yaml").write_text(stricter)
+    again = {x.table: x for x in _run(ws)}
+    fresh_ws = _tiny(tmp_path / "b", body, name="ev.jsonl", contract=stricter)
+    fresh = {x.table: x for x in _run(fresh_ws)}
+    assert not again["requirements"].reused
+    for table in ("events", "requirements"):
+        assert (again[table].landed, again[table].quarantined) == (fresh[table].landed, fresh[table].quarantined) == (1, 1)
 
 
 def test_standardise_refuses_a_landed_zone_loaded_under_another_contract(tmp_path):
@@ -561,6 +616,11 @@ tables:
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {role: surname, native_id: true}}", "cannot be a native_id"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, _text: {}}", "start with a letter"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, record_key: {}}", "datafirst's own"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {type: date, formats: ['%Q-%d']}}",
+     "date format '%Q-%d' cannot be read"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, ID: {}}", "differ only in case"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, a b: {}, a_b: {}}",
+     "differ only in case or in spaces"),
 ])
 def test_contract_errors_say_what_and_where(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
@@ -568,6 +628,23 @@ def test_contract_errors_say_what_and_where(tmp_path, text, match):
     with pytest.raises(ContractError, match=match) as exc:
         load_contract(path)
     assert str(path) in str(exc.value)
+
+
+def test_a_contract_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes("source: t\ndescription: caf\u00e9\ntables: {}\n".encode("latin-1"))
+    with pytest.raises(ContractError, match="is not UTF-8 text .*0xe9.*save it as UTF-8") as exc:
+        load_contract(path)
+    assert str(path) in str(exc.value)
+
+
+def test_two_tables_stored_under_one_name_are_refused(tmp_path):
+    from datafirst.sources.contract import load_contracts
+    table = "    file: {f}\n    record_id: id\n    columns: {{id: {{}}}}\n"
+    (tmp_path / "one.yaml").write_text("source: a\ntables:\n  b__c:\n" + table.format(f="one.csv"))
+    (tmp_path / "two.yaml").write_text("source: a__b\ntables:\n  c:\n" + table.format(f="two.csv"))
+    with pytest.raises(ContractError, match="would both be stored as 'a__b__c'"):
+        load_contracts(tmp_path)
 
 
 def test_world_contracts_ship_with_init(tmp_path, world):

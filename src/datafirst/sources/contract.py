@@ -10,9 +10,12 @@ file and the place in it.
 from __future__ import annotations
 
 import re
+import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,6 +38,21 @@ JSON_PATH = re.compile(r'^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\."[^"]+"|\[[0-9]+\])+$'
 
 class ContractError(Exception):
     """A contract that cannot be used; the message names the file and what to fix."""
+
+
+_FORMAT_CHECK = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def _date_format_problem(fmt: str) -> str | None:
+    """Why DuckDB cannot read dates in `fmt` (None when it can). Dates are parsed with its
+    strptime, so its parser is the judge; asked once per format (contracts are read often)."""
+    with _FORMAT_CHECK, duckdb.connect() as con:
+        try:
+            con.execute("SELECT try_strptime('', ?)", [fmt]).fetchall()
+        except duckdb.Error as exc:
+            return str(exc).split("Error: ", 1)[-1]
+    return None
 
 
 class Column(BaseModel):
@@ -66,6 +84,11 @@ class Column(BaseModel):
             raise ValueError("a date column needs `formats` (strptime formats such as '%d/%m/%Y')")
         if self.formats and self.type != "date":
             raise ValueError("`formats` is only for date columns")
+        for fmt in self.formats:
+            problem = _date_format_problem(fmt)
+            if problem:
+                raise ValueError(f"date format {fmt!r} cannot be read ({problem}); use strptime directives such "
+                                 "as %d, %m, %Y, %b (see docs/contracts.md)")
         if self.role == "full_name" and self.name_order is None:
             raise ValueError(f"a full_name column needs `name_order`: one of {NAME_ORDERS}")
         if self.role == "date_of_birth" and self.type != "date":
@@ -109,6 +132,17 @@ class Table(BaseModel):
             if not IDENTIFIER.match(name) and not re.match(r"^[A-Za-z][A-Za-z0-9_ ]*$", name):
                 raise ValueError(f"column name {name!r} is not usable; start with a letter, then use letters, "
                                  "digits, underscores and spaces")
+        # SQL names ignore case, and the loader writes a space as '_': two such names would be
+        # one column, and one of the two values would be lost.
+        seen: dict[str, str] = {}
+        for name in value:
+            same = name.lower().replace(" ", "_")
+            if same in seen:
+                raise ValueError(f"columns {seen[same]!r} and {name!r} differ only in case or in spaces against "
+                                 "underscores, which makes them one column: rename one of them in the contract "
+                                 "(a CSV header is matched by position and name, so rename it in the file's "
+                                 "agreed header too)")
+            seen[same] = name
         return value
 
     @model_validator(mode="after")
@@ -202,6 +236,9 @@ def load_contract(path: Path) -> Contract:
         raw = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ContractError(f"contract {path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"contract {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                            f"{exc.start}); save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -225,4 +262,14 @@ def load_contracts(folder: Path) -> list[Contract]:
         if c.source in seen:
             raise ContractError(f"source {c.source!r} is declared twice: {seen[c.source]} and {c.path}")
         seen[c.source] = c.path  # type: ignore[assignment]
+    # A table is named source__table in every zone: 'a' with table 'b__c' and 'a__b' with table
+    # 'c' would write one file, and one table would be lost.
+    named: dict[str, str] = {}
+    for c in contracts:
+        for table in c.tables:
+            key, where = c.table_key(table), f"table {table!r} of {c.path}"
+            if key in named:
+                raise ContractError(f"{named[key]} and {where} would both be stored as {key!r}; rename one "
+                                    "of the tables (or sources), for example without a double underscore")
+            named[key] = where
     return contracts

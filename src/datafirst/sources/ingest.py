@@ -140,7 +140,10 @@ def _check_header(path: Path, name: str, spec: Table, contract: Contract, lines:
         msg.append(f"  missing columns: {missing}")
     if extra:
         msg.append(f"  unexpected columns: {extra}")
-    if not missing and not extra:
+    twice = sorted({c for c in found if found.count(c) > 1})
+    if twice:
+        msg.append(f"  named more than once: {twice}")
+    elif not missing and not extra:
         msg.append("  the columns are all there but in another order")
     first = lines.column("line")[0].as_py()
     if b"\x00" in first or first.startswith((b"\xff\xfe", b"\xfe\xff", "\ufffd\ufffd".encode())):
@@ -265,12 +268,15 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                   f"THEN regexp_extract_all({sql_string(spec.delimiter)} || _text, {pattern}, 1) "
                   f"ELSE string_split(_text, {sql_string(spec.delimiter)}) END")
         raw = {name: f"nullif(trim(CASE WHEN _quoted THEN {_unquote(f'_fields[{i + 1}]', spec.quote)} ELSE _fields[{i + 1}] END), '')" for i, (name, _) in enumerate(cols)}
-        # The pattern skips text between its matches, so a quote left open or followed by more
-        # text ('"O"Brien"') would cut a value short: the fields, joined again, must be the line.
-        malformed = f"_quoted AND array_to_string(_fields, {sql_string(spec.delimiter)}) <> _text"
-        shape_ok = f"array_length(_fields) = {n} AND NOT ({malformed})"
         q = sql_string(spec.quote)
-        unclosed = (f"CASE WHEN (length(_text) - length(replace(_text, {q}, ''))) % 2 = 1 THEN "
+        odd_quotes = f"(length(_text) - length(replace(_text, {q}, ''))) % 2 = 1"
+        # The pattern skips text between its matches, so a quote followed by more text
+        # ('"O"Brien"') would cut a value short: the fields, joined again, must be the line. A
+        # quote left open ('"unclosed,...') is read as plain text by the pattern, so the line
+        # must also hold its quotes in pairs.
+        malformed = f"_quoted AND (array_to_string(_fields, {sql_string(spec.delimiter)}) <> _text OR {odd_quotes})"
+        shape_ok = f"array_length(_fields) = {n} AND NOT ({malformed})"
+        unclosed = (f"CASE WHEN {odd_quotes} THEN "
                     f"{sql_string(f': a value opened with {spec.quote} is not closed on this line (a line break inside a value? export values without line breaks)')} "
                     "ELSE '' END")
         base_checks.append(_problem(f"array_length(_fields) <> {n} AND NOT {BLANK}", None,
@@ -365,10 +371,17 @@ def _quoted(name: str) -> str:
 LOADER_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
+def _parent_tables(contract: Contract, spec: Table) -> list[str]:
+    """An unnested table's parents: the tables read from the same file, not unnested."""
+    return [n for n, t in contract.tables.items() if spec.unnest and t.file == spec.file and not t.unnest]
+
+
 def spec_sha256(contract: Contract, name: str, spec: Table) -> str:
-    """What a table's landed rows depend on besides the file: its contract and this loader."""
+    """What a table's landed rows depend on besides the file: its contract (and, for an unnested
+    table, its parent tables': an element of a quarantined row is quarantined too) and this loader."""
+    parents = {n: contract.tables[n].model_dump(mode="json") for n in _parent_tables(contract, spec)}
     text = json.dumps({"source": contract.source, "table": name, "spec": spec.model_dump(mode="json"),
-                       "loader": LOADER_SHA256}, sort_keys=True)
+                       "parents": parents, "loader": LOADER_SHA256}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -477,7 +490,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     parent_problems = None
     if spec.unnest:
         # The parent tables (the same file, not unnested) are loaded first, in the same job.
-        parents = [n for n, t in contract.tables.items() if t.file == spec.file and not t.unnest]
+        parents = _parent_tables(contract, spec)
         if parents:
             parent_problems = f"{stage}_parent_problems"
             engine.execute(f"""CREATE OR REPLACE TEMP TABLE {parent_problems} AS
