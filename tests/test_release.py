@@ -202,6 +202,12 @@ def test_missing_salt_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(SALT_FILE_ENV, str(empty))
     with pytest.raises(SecretError, match=f"the salt file {empty} .* is empty"):
         load_salt()
+    # The salt itself put in the variable meant for its file's path: refused, and not shown.
+    secret = "b3fcac7b0e6f4e7d9a1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d9519"
+    monkeypatch.setenv(SALT_FILE_ENV, secret)
+    with pytest.raises(SecretError, match="not the salt itself") as exc:
+        load_salt()
+    assert secret not in str(exc.value) and secret[:8] not in str(exc.value)
 
 
 def test_damaged_release_metadata_is_refused_with_a_message(tmp_path):

@@ -116,7 +116,8 @@ def _linkage_report(ws: Workspace) -> None:
         "cluster_sizes": {"medium": {"1": 400, "2": 70, "3-5": 9, "6+": 1, "largest": 7}},
         "match_rates": [rate("a", "b", 98, 4),  # 0.0408 x 98 records: 4
                         rate("b", "a", 300, 150),
-                        rate("c", "a", 100, 95)],  # 5 not found
+                        rate("c", "a", 100, 95),  # 5 not found
+                        rate("d", "a", 4, 0)],  # a source of 4 records
         "linked_share_by_group": [share("sex", "F", 300, 120), share("sex", "M", 250, 100),
                                   share("sex", "unknown", 4, 1),  # dropped alone, the total would give it back
                                   share("age_band", "born 2000+", 50, 46),  # 4 not linked
@@ -167,7 +168,8 @@ def test_released_quality_summaries_suppress_small_counts_and_what_gives_them_ba
     assert lq["cluster_sizes"]["medium"] == {"1": 400, "2": 70, "3+": 10}
     assert sum(lq["cluster_sizes"]["medium"].values()) == lq["people"]["medium"]
     # A share whose count or complement is small is suppressed; the count itself is not released.
-    assert [(m["source"], m["share"]) for m in lq["match_rates"]] == [("a", None), ("b", 0.5), ("c", None)]
+    assert [(m["source"], m["share"]) for m in lq["match_rates"]] == [("a", None), ("b", 0.5), ("c", None), ("d", None)]
+    assert [m["records"] for m in lq["match_rates"]] == [98, 300, 100, "<10"]
     assert all("found" not in m for m in lq["match_rates"])
     groups = {(g["group_by"], g["group"]): g for g in lq["linked_share_by_group"]}
     assert set(groups) == {("sex", "F"), ("sex", "other: unknown, M"), ("age_band", "born 1980-1999"),

@@ -246,7 +246,8 @@ def quality_summaries(ws: Workspace, small: int) -> dict[str, dict]:
             "generated_at": data["generated_at"], "thresholds": data["thresholds"],
             "people": data["people"],
             "cluster_sizes": {t: _released_bands(sizes, small) for t, sizes in data["cluster_sizes"].items()},
-            "match_rates": [_released_share({k: m[k] for k in ("source", "found_in", "records", "share")},
+            "match_rates": [_released_share({"source": m["source"], "found_in": m["found_in"],
+                                             "records": _suppress(m["records"], small), "share": m["share"]},
                                             m["found"], m["records"], "share", small)
                             for m in data["match_rates"]],
             "linked_share_by_group": _released_groups(data["linked_share_by_group"], small),

@@ -29,7 +29,10 @@ def load_salt() -> str:
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SecretError(f"cannot read the salt {source}: {exc.strerror or exc}") from exc
+            # The value is not shown: set by mistake to the salt itself, it would print the secret.
+            raise SecretError(f"cannot read the salt file named by {SALT_FILE_ENV} ({exc.strerror or type(exc).__name__}): "
+                              "it must hold the path of a readable file holding the salt (not the salt itself; "
+                              f"a salt goes in {SALT_ENV})") from exc
         except UnicodeDecodeError as exc:
             raise SecretError(f"the salt {source} is not text: write it as text, for example the output of "
                               "`openssl rand -hex 32`") from exc
