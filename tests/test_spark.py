@@ -220,6 +220,25 @@ def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path)
     assert person["surname"].lower() not in " ".join(problems).lower()  # named by column, never by value
 
 
+def test_the_hashing_key_is_in_no_spark_plan_or_error_and_hashes_as_on_duckdb(spark):
+    """Spark writes a session variable's value into its plans, which its errors, logs and UI
+    show: the key must be read from data, not from a variable."""
+    install_keyed_hash(spark, TEST_SALT)
+    try:
+        query = spark._run("SELECT keyed_hash('x') AS h")
+        plans = query._jdf.queryExecution().toString()
+        on_spark = query.first()[0]
+        with pytest.raises(Exception) as failed:
+            spark.execute("SELECT keyed_hash(no_such_column) FROM (SELECT 1 AS a)")
+    finally:
+        forget_keyed_hash(spark)
+    assert "keyed_hash" not in plans and "value" in plans  # the plans read the key's view
+    assert TEST_SALT not in plans and TEST_SALT not in str(failed.value)
+    with Engine() as engine:
+        install_keyed_hash(engine, TEST_SALT)
+        assert on_spark == engine.scalar("SELECT keyed_hash('x')")
+
+
 # --- the translation itself (no Spark session needed) ---------------------------------------
 
 def test_date_formats_keep_duckdb_leniency_and_widths():

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from .spark_sql import SparkTranslator, TranslationError, model_for_dialect
+from .spark_sql import SparkTranslator, TranslationError, model_for_dialect, variable_view
 from ..workspace import memory_mb
 from .sql import sql_string
 
@@ -95,7 +95,6 @@ class SparkEngine:
         self.translator = SparkTranslator(self._parquet_view)
         self._tables: dict[str, Any] = {}
         self._parquet_views: set[str] = set()
-        self._variables: set[str] = set()
 
     # --- the Engine interface -------------------------------------------------------------------
     def concurrently(self, jobs, sizes=None):  # noqa: ARG002 - the interface's; order is the given one
@@ -196,8 +195,7 @@ class SparkEngine:
         """Carry out one statement; returns a DataFrame for a query, None otherwise."""
         words = sql.split()
         if [w.upper() for w in words[:2]] == ["RESET", "VARIABLE"]:  # sqlglot has no tree for it
-            self.spark.sql(f"DROP TEMPORARY VARIABLE IF EXISTS {words[2]}")
-            self._variables.discard(words[2])
+            self.spark.catalog.dropTempView(variable_view(words[2]))
             return None
         node = self.translator.parse(sql)
         if isinstance(node, exp.Create):
@@ -262,15 +260,17 @@ class SparkEngine:
             df.unpersist()
 
     def _set_variable(self, node: exp.Set, params: list[Any] | None):
+        """A variable is a one-row view that queries read (see spark_sql.variable_view): a Spark
+        session variable's value is written into every plan that reads it, and plans are shown in
+        error messages, logs and the Spark UI. A view's rows are not."""
         item = node.expressions[0].this
         var = item.this.name
-        if var not in self._variables:
-            self.spark.sql(f"DECLARE OR REPLACE VARIABLE {var} STRING")
-            self._variables.add(var)
         if isinstance(item.expression, exp.Placeholder):
-            self.spark.sql(f"SET VAR {var} = ?", args=list(params or []))
+            (value,) = params or [None]
         else:
-            self.spark.sql(f"SET VAR {var} = {self.translator.query(item.expression)}")
+            value = self.spark.sql(f"SELECT {self.translator.query(item.expression)}").first()[0]
+        self.spark.createDataFrame([(None if value is None else str(value),)], "value STRING") \
+            .createOrReplaceTempView(variable_view(var))
         return None
 
     def _parquet_view(self, paths: list[str], union_by_name: bool) -> str:

@@ -14,8 +14,10 @@ SQL is generated, so that both engines give the same answer:
 - `json_valid`, `json_type`, JSON paths ending in `[*]` (which give lists in DuckDB), and lists of
   paths (one call per path in an array);
 - `year`, `month`, `day` and row numbers are BIGINT, as in DuckDB, so both engines' schemas agree;
-- macros (`CREATE MACRO`) are expanded inline, and `getvariable('v')` reads a Spark session
-  variable;
+- macros (`CREATE MACRO`) are expanded inline, and `getvariable('v')` reads the one-row view
+  that `SET VARIABLE v = ...` makes (`variable_view`; not a Spark session variable, whose value
+  Spark writes into query plans, and so into error messages, logs and its UI: the variable is
+  the release's hashing key);
 - similarity functions in Splink models are renamed between the engines' names.
 
 A construct whose DuckDB meaning Spark cannot reproduce is refused with an error naming it,
@@ -83,6 +85,13 @@ def _literal_strings(node: exp.Expression) -> list[str] | None:
     if isinstance(node, exp.Array) and all(isinstance(e, exp.Literal) and e.is_string for e in node.expressions):
         return [e.this for e in node.expressions]
     return None
+
+
+def variable_view(name: str) -> str:
+    """The temp view holding a variable's value on Spark (one row, column `value`)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise TranslationError(f"variable name {name!r} is not a plain identifier")
+    return f"_datafirst_variable_{name}"
 
 
 def _parse_spark(sql: str) -> exp.Expression:
@@ -216,7 +225,7 @@ class SparkTranslator:
             return exp.Cast(this=n, to=exp.DataType.build("BIGINT"))
         if name == "getvariable":
             (var,) = n.expressions
-            return exp.column(var.this, table="session")
+            return _parse_spark(f"(SELECT value FROM {variable_view(var.this)})")
         if isinstance(n, exp.RegexpReplace):
             modifiers = n.args.get("modifiers")
             options = modifiers.name if modifiers is not None else ""
