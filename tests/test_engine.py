@@ -139,6 +139,8 @@ def test_ingest_and_standardise_give_the_same_zones_with_jobs_at_once_as_one_aft
 @pytest.mark.parametrize("setting, match", [
     ("memory_limit: lots", "memory_limit"), ("memory_limit: 1.5GB", "memory_limit"), ("threads: 0", "threads"),
     ("link: {thresholds: {high: 99.9}}", "0 < low <= medium <= high < 1"),
+    ("release: {small_count: 0}", "small_count"),
+    ("engine: spark", "found the key 'engine' a second time"),  # init wrote `engine: duckdb`
 ])
 def test_config_values_the_engines_cannot_use_are_refused_naming_the_file(tmp_path, setting, match):
     from datafirst.workspace import Workspace, WorkspaceError

@@ -619,6 +619,8 @@ tables:
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {type: date, formats: ['%Q-%d']}}",
      "date format '%Q-%d' cannot be read"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, ID: {}}", "differ only in case"),
+    ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, n: {}, n: {type: integer}}",
+     "found the key 'n' a second time"),
     ("source: t\ntables:\n  p:\n    file: a.csv\n    record_id: id\n    columns: {id: {}, a b: {}, a_b: {}}",
      "differ only in case or in spaces"),
 ])

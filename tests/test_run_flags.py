@@ -137,9 +137,14 @@ def test_labels_remake_the_report_and_full_links_again(ws):
 def test_demo_again_with_another_world_starts_afresh(tmp_path, monkeypatch):
     cli = CliRunner()
     out = tmp_path / "demo"
+    # What a demo killed while writing its world leaves: its world's partial folder.
+    stopped = out / ".world.partial-4194305" / "extracts"
+    stopped.mkdir(parents=True)
+    (stopped / "half.csv").write_text("id\n1\n")
     _use_key(monkeypatch, None)
     first = cli.invoke(app, ["demo", "--out", str(out), "--people", "300", "--seed", "1"])
     assert first.exit_code == 0, first.output
+    assert not stopped.parent.exists()
     key = (out / "secrets" / "demo.salt").read_text()
     (out / "releases" / "v0001").chmod(0o555)  # releases are read-only; clearing copes
     _use_key(monkeypatch, None)  # as a new process would start
@@ -307,6 +312,35 @@ def test_a_blocking_rule_on_a_column_the_identifiers_lack_is_refused_with_a_mess
                                         r"\['nosuchcol'\], which the identifiers do not have; the columns are source"):
         Runner(ws).run()
     assert (ws.zone("links") / "clusters.parquet").is_file()
+
+
+def test_an_engine_error_and_bad_labels_end_on_an_error_line_not_a_traceback(ws, tmp_path):
+    """The console command itself (`python -m datafirst`): a setting naming a column the content
+    lacks stops DuckDB mid-stage; labels without their columns are refused before any stage."""
+    with open(ws.config_path, "a", encoding="utf-8") as f:
+        f.write("link:\n  journey: {crown_case: nosuchcol}\n")
+    done = subprocess.run([sys.executable, "-m", "datafirst", "run", "-w", str(ws.root)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "error: the engine stopped:" in done.stderr and "nosuchcol" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    labels = tmp_path / "labels.parquet"
+    duckdb.connect().execute(f"COPY (SELECT 'a' AS record_key) TO '{labels}' (FORMAT parquet)").fetchall()
+    result = CliRunner().invoke(app, ["link", "-w", str(ws.root), "--labels", str(labels)])
+    assert result.exit_code == 2 and "has no true_id column" in " ".join(result.output.split()), result.output
+
+
+def test_reports_that_are_gone_are_remade_without_standardising_or_linking_again(ws):
+    zones = {z: sorted((p.name, p.stat().st_mtime_ns) for p in ws.zone(z).iterdir()) for z in ("content", "links")}
+    shutil.rmtree(ws.reports)
+    results = {r.stage: r for r in Runner(ws).run()}
+    assert _ran(results.values()) == ["standardise", "link"]
+    assert "not standardised again" in results["standardise"].detail
+    assert "not linked again" in results["link"].detail
+    assert zones == {z: sorted((p.name, p.stat().st_mtime_ns) for p in ws.zone(z).iterdir()) for z in ("content", "links")}
+    for report in ("data_quality", "linkage_quality"):
+        assert (ws.reports / report / "report.html").is_file() and (ws.reports / report / "latest.json").is_file()
+    assert _versions(ws) == ["v0001"]
 
 
 def test_a_table_that_lands_far_fewer_rows_raises_an_alert(ws):

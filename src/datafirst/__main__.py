@@ -1,5 +1,5 @@
 """`python -m datafirst`: the same as the `datafirst` command."""
 
-from .cli import app
+from .cli import entry
 
-app(prog_name="datafirst")
+entry()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -260,9 +261,22 @@ FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, e
 
 
 def _check_labels(labels: Path | None) -> None:
-    """Refuse a --labels file that is not there, before any stage runs."""
-    if labels is not None and not labels.is_file():
-        _fail(f"labels file {labels} not found; it must be Parquet with record_key and true_id columns")
+    """Refuse a --labels file that is not there or not labels, before any stage runs."""
+    if labels is None:
+        return
+    shape = "it must be Parquet with record_key and true_id columns"
+    if not labels.is_file():
+        _fail(f"labels file {labels} not found; {shape}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        columns = set(pq.read_schema(labels).names)
+    except (OSError, pa.ArrowException) as exc:
+        _fail(f"labels file {labels} is not readable Parquet ({exc}); {shape}")
+    missing = sorted({"record_key", "true_id"} - columns)
+    if missing:
+        _fail(f"labels file {labels} has no {' or '.join(missing)} column; {shape}")
 
 
 def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
@@ -482,13 +496,19 @@ def _earlier_demo(out: Path) -> bool:
         return False
 
 
+def _demo_leftover(path: Path) -> bool:
+    """The lock file, or the world a stopped demo was writing: no sign of another kind of folder."""
+    from .workspace import LOCK_FILE
+    from .world.generate import is_partial_folder
+
+    return path.name == LOCK_FILE or is_partial_folder(path, path.parent / "world")
+
+
 def _only_demo_key(out: Path) -> bool:
     """Nothing but an earlier demo's key (kept when clearing it), e.g. after a demo was stopped."""
-    from .workspace import LOCK_FILE
-
     keys = out / "secrets"
-    return (out.is_dir() and [p.name for p in out.iterdir() if p.name != LOCK_FILE] == ["secrets"] and keys.is_dir()
-            and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
+    return (out.is_dir() and [p.name for p in out.iterdir() if not _demo_leftover(p)] == ["secrets"]
+            and keys.is_dir() and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
 
 
 @app.command()
@@ -505,11 +525,14 @@ def demo(
     from .workspace import LOCK_FILE, Workspace, remove_tree
 
     world_dir = out / "world"
-    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())) \
+    if out.exists() and (not out.is_dir() or any(not _demo_leftover(p) for p in out.iterdir())) \
             and not _earlier_demo(out) and not _only_demo_key(out):  # the key: a demo stopped after clearing
         _fail(f"{out} exists and is not a datafirst demo workspace; choose another --out")
     # Held before an earlier demo is cleared: a run still working on it is not pulled from under.
     with _holding(Workspace(out), made=False):
+        for p in out.iterdir() if out.is_dir() else []:
+            if p.name != LOCK_FILE and _demo_leftover(p):  # a stopped demo's world (a live one holds the lock)
+                remove_tree(p)
         if _earlier_demo(out):
             for name in DEMO_ENTRIES:  # only ever an earlier demo's: checked just above
                 if (out / name).exists() or (out / name).is_symlink():
@@ -531,8 +554,30 @@ def demo(
                           f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
         _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
-                  f"world realism: datafirst realism {world_dir}")
+                  f"world realism: datafirst realism {shlex.quote(str(world_dir))}")
+
+
+def entry() -> None:
+    """The `datafirst` command: `app`, with an engine that stops (a setting naming a column that is
+    not there, memory running out, an interrupted query) reported on one error line, not as a
+    traceback. A stage replaces its zone whole when it has finished, so the workspace stays usable."""
+    import duckdb
+
+    try:
+        app(prog_name="datafirst")
+    except KeyboardInterrupt:
+        err_console.print("[bold red]error:[/] interrupted; the stage that was running did not finish (the "
+                          "stages before it did): run again to carry on")
+        raise SystemExit(130) from None
+    except duckdb.Error as exc:
+        detail = str(exc).strip().splitlines()[0]
+        hint = ("raise `memory_limit` in datafirst.yaml (docs/config.md), or free memory"
+                if isinstance(exc, duckdb.OutOfMemoryException) else
+                "check the settings and files it names (datafirst.yaml, contracts, --labels)")
+        err_console.print(f"[bold red]error:[/] the engine stopped: {detail}. The stage that was running did not "
+                          f"finish (the stages before it did); {hint}, then run again.")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    entry()

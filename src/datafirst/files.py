@@ -14,9 +14,30 @@ import yaml
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _UniqueKeyLoader(_SAFE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing a mapping that gives a key twice: YAML keeps the last copy, so
+    a second `link:` block would silently replace the first one's settings."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            # The keys as written: a merge (`<<: *base`) may be overridden, and is not a key.
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"found the key {key!r} a second time (remove or merge one of the two)", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str) -> Any:
-    """`yaml.safe_load`, with libyaml where available (raises yaml.YAMLError as it does)."""
-    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+    """`yaml.safe_load`, with libyaml where available, and a key given twice in one mapping
+    refused (raises yaml.YAMLError as it does)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
 
 
 def file_sha256(path: Path) -> str:

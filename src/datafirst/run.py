@@ -123,8 +123,14 @@ class Runner:
             parts["key_check"] = key_check()
         return parts
 
-    def _outputs_exist(self, stage: str) -> bool:
+    def _outputs_exist(self, stage: str, *, reports: bool = True) -> bool:
+        """Whether the stage's outputs are there, its reports too unless `reports` is False (the
+        summary names them: a stage whose report is gone runs again)."""
         ws = self.ws
+        if reports and stage in ("standardise", "link"):
+            folder = ws.reports / ("data_quality" if stage == "standardise" else "linkage_quality")
+            if not ((folder / "latest.json").is_file() and (folder / "report.html").is_file()):
+                return False
         if stage == "release":
             from .release.stage import trusted_previous
 
@@ -137,9 +143,10 @@ class Runner:
             "link": (ws.zone("links") / "clusters.parquet").is_file(),
         }[stage]
 
-    def _unchanged(self, stage: str, fingerprint: str) -> bool:
+    def _unchanged(self, stage: str, fingerprint: str, *, reports: bool = True) -> bool:
         path = self.state / f"{stage}.json"
-        return path.is_file() and json.loads(path.read_text())["fingerprint"] == fingerprint and self._outputs_exist(stage)
+        return path.is_file() and json.loads(path.read_text())["fingerprint"] == fingerprint and \
+            self._outputs_exist(stage, reports=reports)
 
     def _record(self, stage: str, fingerprint: str) -> None:
         # The inputs as the stage found them when it started: an input replaced while it ran
@@ -182,6 +189,11 @@ class Runner:
                     f"{sum(x.quarantined for x in loads):,} quarantined")
 
         def do_standardise(engine: Engine) -> str:
+            if zones_unchanged:
+                # Only the report is gone: remade, the zones (and so the links) left as they are.
+                _, _, report = dq_report(ws, engine)
+                return "zones unchanged, not standardised again; data quality report remade" + "".join(
+                    f"; ALERT {m}" for m in alert_messages(report))
             splits = standardise(ws, engine)
             _, _, report = dq_report(ws, engine)
             alerts = alert_messages(report)
@@ -193,8 +205,8 @@ class Runner:
 
         def do_link(engine: Engine) -> str:
             if links_unchanged and not self.full_link:
-                # Only --labels forced the stage: report against them, leave the links (and so
-                # the release) as they are.
+                # Only --labels forced the stage, or its report is gone: remake the report, leave
+                # the links (and so the release) as they are.
                 _, _, report = link_report(ws, engine, self.labels)
                 detail = "links unchanged, not linked again (--full links everything again); linkage report remade"
             else:
@@ -217,6 +229,7 @@ class Runner:
                 f"; {kept:.2%} of medium person ids carried over" if kept is not None else "")
 
         self.stage("ingest", do_ingest)
+        zones_unchanged = self._unchanged("standardise", _fingerprint(self._inputs("standardise")), reports=False)
         self.stage("standardise", do_standardise)
         has_model = (ws.root / "models" / "current.json").is_file()
         if self.retrain or not has_model:
@@ -225,7 +238,7 @@ class Runner:
             self.results.append(StageResult("train", False, 0.0, "saved model reused (--retrain to train again)"))
             if self.report:
                 self.report(self.results[-1])
-        links_unchanged = self._unchanged("link", _fingerprint(self._inputs("link")))
+        links_unchanged = self._unchanged("link", _fingerprint(self._inputs("link")), reports=False)
         self.stage("link", do_link, force=self.full_link or self.labels is not None)
         self.stage("release", do_release, force=self.new_series)
         return self.results

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import sys
@@ -125,7 +126,7 @@ class ReleaseConfig(BaseModel):
     privacy_allow: list[str] = Field(
         default_factory=list, description="'table.column' entries the privacy guard may skip, each a reviewed "
                                           "decision (say why in a comment)")
-    small_count: int = Field(10, description="counts below this are suppressed in released quality summaries")
+    small_count: int = Field(10, ge=1, description="counts below this are suppressed in released quality summaries")
 
 
 class SparkConfig(BaseModel):
@@ -250,7 +251,7 @@ class Workspace:
     def config(self) -> Config:
         if not self.config_path.is_file():
             raise WorkspaceError(f"{self.root} is not a datafirst workspace (no {CONFIG_FILE}); "
-                                 f"make one with `datafirst init {self.root} --extracts PATH`")
+                                 f"make one with `datafirst init {shlex.quote(str(self.root))} --extracts PATH`")
         try:
             raw = parse_yaml(self.config_path.read_text(encoding="utf-8")) or {}
             return Config(**raw)

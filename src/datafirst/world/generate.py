@@ -165,6 +165,17 @@ def _write_chunk(sinks: _Sinks, chunk: int, seed: int, n_people: int, first_id: 
     }, schema=TRUTH_JOURNEY_SCHEMA))
 
 
+def partial_folder(out: Path, pid: int | None = None) -> Path:
+    """Where a world for `out` is written before it is moved into place (by process `pid`)."""
+    return out.parent / f".{out.name}.partial-{os.getpid() if pid is None else pid}"
+
+
+def is_partial_folder(path: Path, out: Path) -> bool:
+    """Whether `path` is a world for `out` that some process was writing (a stopped one's stays)."""
+    prefix = partial_folder(out, 0).name[:-1]
+    return path.parent == out.parent and path.name.startswith(prefix) and path.name[len(prefix):].isdigit()
+
+
 def generate_world(out: Path, people: int, seed: int = 0, *, chunk_people: int = CHUNK_PEOPLE,
                    error_model: ErrorModel | None = None,
                    progress: Callable[[int, int], None] | None = None) -> WorldSummary:
@@ -173,7 +184,7 @@ def generate_world(out: Path, people: int, seed: int = 0, *, chunk_people: int =
     check_request(out, people, seed)
     model = error_model or default_error_model()
     started = time.perf_counter()
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp = partial_folder(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
