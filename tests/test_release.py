@@ -278,7 +278,7 @@ def _sensitive_world(tmp_path: Path, other_id: str):
     (tmp_path / "content").mkdir()
     con.execute(f"""COPY (SELECT 'src|t|1' AS record_key, 'smithson' AS surname, 'johnny' AS forename,
                                  NULL::VARCHAR AS pnc, NULL::VARCHAR AS cro, '{other_id}' AS other_id,
-                                 'AB1 2CD' AS postcode, DATE '1980-05-06' AS date_of_birth)
+                                 'AB1 2CD' AS postcode, NULL::VARCHAR AS address, DATE '1980-05-06' AS date_of_birth)
                     TO '{tmp_path}/identifiers/src__t.parquet' (FORMAT parquet)""")
     con.execute(f"""COPY (SELECT 'P0123456789abcdef' AS person_id_high, 'P0123456789abcdef' AS person_id_medium,
                                  'P0123456789abcdef' AS person_id_low) TO '{tmp_path}/clusters.parquet' (FORMAT parquet)""")
@@ -352,6 +352,47 @@ def test_privacy_guard_counts_every_row_holding_an_identifier_in_any_case_or_spa
         finally:
             forget_keyed_hash(engine)
     assert problems == ["product.note: 3 value(s) equal to an other id from the identifiers zone"]
+
+
+def test_privacy_guard_finds_identifiers_written_otherwise_or_inside_longer_text(released_ws, tmp_path):
+    """A surname with an apostrophe the zone's cleaned form lacks, a postcode inside a JSON object,
+    a PNC number with a two-digit year inside a note, an address as the zone holds it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datafirst.release.privacy import build_sensitive_values, check_table
+    from datafirst.release.products import forget_keyed_hash, install_keyed_hash
+    from datafirst.sources.contract import load_contracts
+
+    z = released_ws.zones
+    surname, postcode, address = _con().execute(f"""SELECT surname, postcode, address FROM
+        read_parquet('{z}/identifiers/*.parquet', union_by_name = true)
+        WHERE length(surname) >= 6 AND NOT contains(surname, ' ') AND postcode IS NOT NULL AND address IS NOT NULL
+        LIMIT 1""").fetchall()[0]
+    (pnc,) = _con().execute(f"""SELECT pnc FROM read_parquet('{z}/identifiers/*.parquet', union_by_name = true)
+                                WHERE pnc LIKE '20%' LIMIT 1""").fetchall()[0]
+    table = pq.read_table(_first(released_ws) / "tables" / "prison__bookings.parquet")
+    plain = ["ok"] * table.num_rows
+    planted = {"name_note": f"{surname[:2]}'{surname[2:]}".title(),
+               "contact": '{"town": "Anytown", "postcode": "' + postcode.replace(" ", "-") + '"}',
+               "police_note": f"seen with ref {pnc[2:4]}/{pnc[5:]} on arrival",
+               "address_note": address.upper()}
+    for column, value in planted.items():
+        table = table.append_column(column, pa.array([value if i == 4 else x for i, x in enumerate(plain)]))
+    path = tmp_path / "prison__bookings.parquet"
+    pq.write_table(table.replace_schema_metadata(None), path)
+    with Engine() as engine:
+        install_keyed_hash(engine, SALT)
+        try:
+            sensitive = build_sensitive_values(engine, z / "identifiers" / "*.parquet", z / "content",
+                                               load_contracts(released_ws.contracts), z / "links" / "clusters.parquet")
+            problems = check_table(engine, "prison__bookings", path, set(), sensitive)
+        finally:
+            forget_keyed_hash(engine)
+    for column, kind in (("name_note", "a surname"), ("contact", "a postcode"), ("police_note", "a pnc"),
+                         ("address_note", "an address")):
+        assert f"prison__bookings.{column}: 1 value(s) equal to {kind} from the identifiers zone" in problems, problems
+    assert not any(v.lower() in " ".join(problems).lower() for v in (surname, postcode, pnc, address))
 
 
 def test_privacy_guard_refuses_free_text(released_ws, monkeypatch):

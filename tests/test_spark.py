@@ -209,7 +209,12 @@ def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path)
         notes[3] = person["surname"].title()
         notes[5] = person["pnc"]
         # A new file: without the Spark schema that the released file carries in its metadata.
-        planted = table.append_column("reception_note", pa.array(notes)).replace_schema_metadata(None)
+        # A PNC number written otherwise inside longer text: found by its shape, looked up cleaned.
+        pnc = person["pnc"]
+        contact = ["-"] * table.num_rows
+        contact[2] = '{"ref": "' + f"{pnc[2:4]}/{pnc[5:]}" + '"}'
+        planted = table.append_column("reception_note", pa.array(notes)).append_column(
+            "contact", pa.array(contact)).replace_schema_metadata(None)
         path = tmp_path / "prison__bookings.parquet"
         pq.write_table(planted, path)
         problems = check_table(spark, "prison__bookings", path, set(), sensitive)
@@ -217,6 +222,7 @@ def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path)
         forget_keyed_hash(spark)
     assert any("reception_note" in p and "surname" in p for p in problems), problems
     assert any("reception_note" in p and "pnc" in p for p in problems), problems
+    assert any(p.startswith("prison__bookings.contact:") and "pnc" in p for p in problems), problems
     assert person["surname"].lower() not in " ".join(problems).lower()  # named by column, never by value
 
 

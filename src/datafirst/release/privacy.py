@@ -1,10 +1,11 @@
 """The privacy guard and the key check that every release must pass.
 
-The guard fails a release when any value present in the identifiers zone (names, postcodes,
-PNC and CRO numbers, other ids, dates of birth written as text) or any raw native id
-appears in any text column of any product, or when a date column looks like dates of birth
-(it equals the record's own date of birth far more often than chance). The key check fails
-it when a key documented as unique is not.
+The guard fails a release when any value present in the identifiers zone (names, addresses,
+postcodes, PNC and CRO numbers, other ids, dates of birth written as text) or any raw native id
+appears in any text column of any product (as it is, in the zone's cleaned form, or for
+postcodes and police numbers inside longer text), or when a date column looks like dates of
+birth (it equals the record's own date of birth far more often than chance). The key check
+fails it when a key documented as unique is not. docs/release.md says what it cannot see.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pyarrow as pa
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..sources.contract import Contract
-from ..standardise.cleaning import fold_accents
+from ..standardise.cleaning import address_clean, cro_clean, fold_accents, forename_clean, name_clean, pnc_clean, \
+    postcode_clean
 from .profile import HASH_SHAPED, table_profile
 
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
@@ -66,6 +68,7 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
         f"SELECT lower(pnc) AS v, 'pnc' AS kind FROM {ids} WHERE pnc IS NOT NULL",
         f"SELECT lower(cro) AS v, 'cro' AS kind FROM {ids} WHERE cro IS NOT NULL",
         f"SELECT lower(other_id) AS v, 'other id' AS kind FROM {ids} WHERE other_id IS NOT NULL",
+        f"SELECT lower(address) AS v, 'address' AS kind FROM {ids} WHERE address IS NOT NULL",
         f"SELECT lower(postcode) AS v, 'postcode' AS kind FROM {ids} WHERE postcode IS NOT NULL",
         f"SELECT lower(replace(postcode, ' ', '')) AS v, 'postcode' AS kind FROM {ids} WHERE postcode IS NOT NULL",
         f"SELECT strftime(date_of_birth, '%Y-%m-%d') AS v, 'date of birth' AS kind FROM {ids} WHERE date_of_birth IS NOT NULL",
@@ -89,6 +92,30 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
     engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
         SELECT {row_id_hash} AS row_id_hash, i.date_of_birth FROM {ids} i {join} WHERE i.date_of_birth IS NOT NULL""")
     return SensitiveValues(parts, names)
+
+
+# Identifiers written inside longer text (a JSON object, a note), found by their shape and then
+# looked up in their cleaned form: a shape alone proves nothing, a value of the zone does.
+_WITHIN = {
+    "postcode": (r"\b[A-Z]{1,2}[0-9][A-Z0-9]?[ -]*[0-9][A-Z]{2}\b", postcode_clean),
+    "pnc": (r"\b[0-9]{2,4}[ /-]*[0-9]{1,7}[ /-]?[A-Z]\b", pnc_clean),
+    "cro": (r"\b[0-9]{1,6}[ /-]*[0-9]{2}[ /-]?[A-Z]\b", cro_clean),
+}
+
+
+def _variants_sql(released: str) -> str:
+    """The other forms in which each released text value may hold an identifier, as the
+    identifiers zone writes them (tbl, col, is_list, original, v): the value cleaned as a name,
+    a forename or an address (O'Brien, Kamiński and Fowler-Sutton as obrien, kaminski and fowler
+    sutton), and each postcode, PNC or CRO number written inside it (IG10-9AF, 01/5046808A)."""
+    base = f"SELECT DISTINCT tbl, col, is_list, v FROM {released}"
+    parts = [f"SELECT tbl, col, is_list, v AS original, {clean('v')} AS v FROM ({base})"
+             for clean in (name_clean, forename_clean, address_clean)]
+    for pattern, clean in _WITHIN.values():
+        found = f"SELECT tbl, col, is_list, v AS original, unnest(regexp_extract_all(upper(v), {sql_string(pattern)}, 0)) AS x FROM ({base})"
+        parts.append(f"SELECT tbl, col, is_list, original, lower({clean('x')}) AS v FROM ({found})")
+    return (f"SELECT DISTINCT tbl, col, is_list, original, v FROM ({' UNION ALL '.join(parts)}) "
+            "WHERE v IS NOT NULL AND v <> lower(trim(original))")
 
 
 def check_table(engine: Engine, name: str, path: Path, allow: set[str], sensitive: SensitiveValues) -> list[str]:
@@ -133,20 +160,27 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
             texts = e.execute("""SELECT tbl, col, count(DISTINCT v), avg(length(v)),
                                         avg(array_length(string_split(trim(v), ' ')))
                                  FROM guard_release_values WHERE NOT is_list GROUP BY ALL ORDER BY ALL""")
+            e.execute(f"CREATE OR REPLACE TABLE guard_release_variants AS {_variants_sql('guard_release_values')}")
             e.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
                 SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
-                LEFT JOIN (SELECT DISTINCT lower(trim(v)) AS v FROM guard_release_values) r ON r.v = s.v
+                LEFT JOIN (SELECT lower(trim(v)) AS v FROM guard_release_values
+                           UNION SELECT v FROM guard_release_variants) r ON r.v = s.v
                 WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
             if e.scalar(f"SELECT count(*) FROM guard_sensitive_found "
                         f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
                 e.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
+            # A value found in another form is named as released (its count is of that value).
             hits = e.execute("""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
                                 FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
+                                UNION
+                                SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, lower(trim(p.original))
+                                FROM guard_release_variants p JOIN guard_sensitive_found s ON p.v = s.v
                                 ORDER BY ALL""")
             return texts, hits, _name_like_columns(e, sensitive)
         finally:
             e.unregister("guard_checked_values")
             e.execute("DROP TABLE IF EXISTS guard_release_values")
+            e.execute("DROP TABLE IF EXISTS guard_release_variants")
             e.execute("DROP TABLE IF EXISTS guard_sensitive_found")
 
     # The lookup and each table's date check are independent: run at once (Engine.concurrently),
