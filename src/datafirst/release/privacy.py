@@ -108,14 +108,17 @@ def _variants_sql(released: str) -> str:
     identifiers zone writes them (tbl, col, is_list, original, v): the value cleaned as a name,
     a forename or an address (O'Brien, Kamiński and Fowler-Sutton as obrien, kaminski and fowler
     sutton), and each postcode, PNC or CRO number written inside it (IG10-9AF, 01/5046808A)."""
-    base = f"SELECT DISTINCT tbl, col, is_list, v FROM {released}"
-    parts = [f"SELECT tbl, col, is_list, v AS original, {clean('v')} AS v FROM ({base})"
+    # Worked out once per distinct value (a code recurs in many columns), then given to its columns.
+    values = f"SELECT DISTINCT v FROM {released}"
+    parts = [f"SELECT v AS original, {clean('v')} AS v FROM ({values})"
              for clean in (name_clean, forename_clean, address_clean)]
     for pattern, clean in _WITHIN.values():
-        found = f"SELECT tbl, col, is_list, v AS original, unnest(regexp_extract_all(upper(v), {sql_string(pattern)}, 0)) AS x FROM ({base})"
-        parts.append(f"SELECT tbl, col, is_list, original, lower({clean('x')}) AS v FROM ({found})")
-    return (f"SELECT DISTINCT tbl, col, is_list, original, v FROM ({' UNION ALL '.join(parts)}) "
-            "WHERE v IS NOT NULL AND v <> lower(trim(original))")
+        found = f"SELECT v AS original, unnest(regexp_extract_all(upper(v), {sql_string(pattern)}, 0)) AS x FROM ({values})"
+        parts.append(f"SELECT original, lower({clean('x')}) AS v FROM ({found})")
+    # No filter on the variants (NULL, or the value as it is): pushed below the DISTINCT, it would
+    # work every cleaning out again per released value, and such rows only repeat the plain lookup.
+    return (f"SELECT DISTINCT r.tbl, r.col, r.is_list, x.original, x.v FROM ({' UNION ALL '.join(parts)}) x "
+            f"JOIN (SELECT DISTINCT tbl, col, is_list, v FROM {released}) r ON r.v = x.original")
 
 
 def check_table(engine: Engine, name: str, path: Path, allow: set[str], sensitive: SensitiveValues) -> list[str]:
