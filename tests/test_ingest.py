@@ -526,6 +526,43 @@ tables:
         (3, "its parent row was quarantined: not a valid date in format %Y-%m-%d: not a date")]
 
 
+def test_an_unnested_value_that_is_not_an_array_of_objects_is_quarantined_not_lost(tmp_path):
+    contract = """
+source: nested
+tables:
+  events:
+    file: ev.jsonl
+    format: jsonl
+    record_id: crn
+    columns:
+      crn: {path: $.crn, required: true, native_id: true}
+  requirements:
+    file: ev.jsonl
+    format: jsonl
+    unnest: $.reqs
+    parent_id: crn
+    record_id: [crn, seq]
+    columns:
+      crn: {path: $.crn, required: true}
+      seq: {path: "#index", type: integer}
+      type: {path: $.type}
+"""
+    body = ('{"crn": "X1", "reqs": [{"type": "unpaid_work"}]}\n'
+            '{"crn": "X2", "reqs": {"type": "curfew"}}\n'  # an object: one row, quarantined
+            '{"crn": "X3", "reqs": ["curfew", 5]}\n'  # elements that no column can read
+            '{"crn": "X4", "reqs": "curfew"}\n'
+            '{"crn": "X5"}\n{"crn": "X6", "reqs": null}\n{"crn": "X7", "reqs": []}\n')  # no requirements
+    ws = _tiny(tmp_path, body, name="ev.jsonl", contract=contract)
+    loads = {x.table: x for x in _run(ws)}
+    assert (loads["requirements"].read, loads["requirements"].landed, loads["requirements"].quarantined) == (5, 1, 4)
+    q = duckdb.connect().execute(f"""SELECT row_number, reason FROM read_parquet('{ws.zone("landed")}/_quarantine.parquet')
+                                     WHERE "table" = 'requirements' ORDER BY ALL""").fetchall()
+    assert q == [(2, "$.reqs holds an object, not an array (one row per element needs an array)"),
+                 (3, 'an element of $.reqs is not a JSON object: "curfew"'),
+                 (3, "an element of $.reqs is not a JSON object: 5"),
+                 (4, "$.reqs holds a string, not an array (one row per element needs an array)")]
+
+
 def test_a_change_to_a_parents_contract_loads_its_unnested_table_again(tmp_path):
     contract = """
 source: nested

@@ -226,6 +226,49 @@ def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path)
     assert person["surname"].lower() not in " ".join(problems).lower()  # named by column, never by value
 
 
+def test_an_unnested_value_that_is_not_an_array_of_objects_is_quarantined_on_spark_too(spark, tmp_path):
+    from .test_ingest import _tiny
+
+    contract = """
+source: nested
+tables:
+  events:
+    file: ev.jsonl
+    format: jsonl
+    record_id: crn
+    columns:
+      crn: {path: $.crn, required: true, native_id: true}
+  requirements:
+    file: ev.jsonl
+    format: jsonl
+    unnest: $.reqs
+    parent_id: crn
+    record_id: [crn, seq]
+    columns:
+      crn: {path: $.crn, required: true}
+      seq: {path: "#index", type: integer}
+      type: {path: $.type}
+"""
+    body = ('{"crn": "X1", "reqs": [{"type": "unpaid_work"}, {"type": "curfew"}]}\n{"crn": "X2", "reqs": {"type": "curfew"}}\n'
+            '{"crn": "X3", "reqs": ["curfew", 5]}\n{"crn": "X4", "reqs": "curfew"}\n{"crn": "X5", "reqs": 7}\n'
+            '{"crn": "X6"}\n{"crn": "X7", "reqs": null}\n{"crn": "X8", "reqs": []}\n')
+    counts = {}
+    for name, engine in (("spark", spark), ("duckdb", None)):
+        (tmp_path / name).mkdir()
+        ws = _tiny(tmp_path / name, body, name="ev.jsonl", contract=contract)
+        if engine is None:
+            with Engine() as duck:
+                loads = ingest(ws, duck)
+        else:
+            loads = ingest(ws, engine)
+        counts[name] = {x.table: (x.read, x.landed, x.quarantined) for x in loads}
+        counts[name + " quarantined"] = duckdb.connect().execute(
+            f"""SELECT row_number, split_part(reason, ':', 1) FROM read_parquet('{ws.zone("landed")}/_quarantine.parquet')
+                ORDER BY ALL""").fetchall()
+    assert counts["spark"] == counts["duckdb"] == {"events": (8, 8, 0), "requirements": (7, 2, 5)}
+    assert counts["spark quarantined"] == counts["duckdb quarantined"]
+
+
 def test_the_hashing_key_is_in_no_spark_plan_or_error_and_hashes_as_on_duckdb(spark):
     """Spark writes a session variable's value into its plans, which its errors, logs and UI
     show: the key must be read from data, not from a variable."""

@@ -186,6 +186,10 @@ def _json_value(path: str, index: int) -> str:
             f"ELSE {value} END")
 
 
+# json_type of an array, and of a JSON null (DuckDB NULL, Spark VOID: no value, as an absent key):
+ARRAY_OR_NOTHING = "'ARRAY', 'NULL', 'VOID'"
+
+
 def _json_parsed(source: str, paths: list[str]) -> str:
     """`source` with the line's validity and the values at every path, each line parsed once for
     all paths (a function call per path parses the line again every time). Guarded by
@@ -301,16 +305,27 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             # element is text, so the line's bytes are not carried with it (see the end).
             parent_value = (f"json_extract_string(_text, {sql_string(spec.columns[spec.parent_id].path)})"
                             if spec.parent_id else "NULL::VARCHAR")
+            # A line without the array has no elements; one whose value there is not an array (an
+            # object, a string) is one row (index 0 below, then none), quarantined, rather than no
+            # row and no trace. The line is parsed once: the type and the elements are read from
+            # the value at the path.
+            # (Spark reads a string there as its text, not as JSON: its type is then none.)
+            holders = (f"SELECT _row_number, _line_md5, _parent_value, _holder, "
+                       f"CASE WHEN _holder IS NOT NULL THEN coalesce(json_type(_holder, '$'), 'VARCHAR') END AS _holder_type, "
+                       f"json_extract(_holder, '$[*]') AS _items FROM ("
+                       f"SELECT line_no AS _row_number, md5(_line) AS _line_md5, {parent_value} AS _parent_value, "
+                       f"json_extract(_text, {sql_string(spec.unnest)}) AS _holder FROM ("
+                       f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
+                       f"WHERE _text IS NOT NULL AND json_valid(_text))")
             decoded = (
                 f"SELECT _row_number, CAST(NULL AS BLOB) AS _line, _line_md5, "
-                f"CAST(_items[_element_index] AS VARCHAR) AS _text, _parent_value, "
-                f"CAST(_element_index AS BIGINT) AS _element_index FROM ("
-                f"SELECT _row_number, _line_md5, _parent_value, _items, "
-                f"unnest(generate_series(1, array_length(_items))) AS _element_index FROM ("
-                f"SELECT line_no AS _row_number, md5(_line) AS _line_md5, {parent_value} AS _parent_value, "
-                f"json_extract(_text, {sql_string(spec.unnest + '[*]')}) AS _items FROM ("
-                f"SELECT line_no, line AS _line, TRY(decode(line)) AS _text FROM {lines_view}) "
-                f"WHERE _text IS NOT NULL AND json_valid(_text)) WHERE array_length(_items) > 0)")
+                f"CAST(CASE WHEN _element_index = 0 THEN _holder ELSE _items[_element_index] END AS VARCHAR) AS _text, "
+                f"_parent_value, CAST(nullif(_element_index, 0) AS BIGINT) AS _element_index, _holder_type FROM ("
+                f"SELECT _row_number, _line_md5, _parent_value, _holder, _holder_type, _items, "
+                f"unnest(CASE WHEN _holder_type = 'ARRAY' THEN generate_series(1, array_length(_items)) "
+                f"ELSE [0] END) AS _element_index FROM ({holders}) "
+                f"WHERE (_holder_type = 'ARRAY' AND array_length(_items) > 0) "
+                f"OR _holder_type NOT IN ({ARRAY_OR_NOTHING}))")
             if parent_problems:
                 # An element of a quarantined row must not land on its own: it would hang from a
                 # parent that is not there, or from another row's parent with the same id.
@@ -318,6 +333,14 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                            f"LEFT JOIN {parent_problems} p ON p.row_number = d._row_number")
                 base_checks.insert(0, _problem("_parent_problem IS NOT NULL", None,
                                                "'its parent row was quarantined: ' || _parent_problem"))
+            where = sql_string(spec.unnest)
+            found = ("CASE _holder_type WHEN 'OBJECT' THEN 'an object' WHEN 'BOOLEAN' THEN 'true or false' "
+                     "WHEN 'VARCHAR' THEN 'a string' WHEN 'STRING' THEN 'a string' ELSE 'a number' END")
+            base_checks.insert(0, _problem("_holder_type <> 'ARRAY'", None,
+                                           f"{where} || ' holds ' || {found} || ', not an array (one row per "
+                                           "element needs an array)'"))
+            base_checks.insert(1, _problem("_holder_type = 'ARRAY' AND coalesce(json_type(_text, '$'), '') <> 'OBJECT'",
+                                           None, f"'an element of ' || {where} || ' is not a JSON object: ' || _text"))
         paths = [c.path for name, c in cols if c.path != "#index" and not (spec.unnest and name == spec.parent_id)]
         raw = {}
         for name, c in cols:
