@@ -102,6 +102,29 @@ tables:
 GOOD = "id,name,born,visits\n1,Ann Lee,01/02/1980,3\n2,Bob Cox,29/02/2000,1\n"
 
 
+# Events in JSON lines, each with an array of requirements: a table and its unnested table.
+NESTED = """
+source: nested
+tables:
+  events:
+    file: ev.jsonl
+    format: jsonl
+    record_id: crn
+    columns:
+      crn: {path: $.crn, required: true, native_id: true}
+  requirements:
+    file: ev.jsonl
+    format: jsonl
+    unnest: $.reqs
+    parent_id: crn
+    record_id: [crn, seq]
+    columns:
+      crn: {path: $.crn, required: true}
+      seq: {path: "#index", type: integer}
+      type: {path: $.type}
+"""
+
+
 def _tiny(tmp_path: Path, body: bytes | str, *, name: str = "people.csv", contract: str = CONTRACT) -> Workspace:
     ext = tmp_path / "extracts"
     ext.mkdir(exist_ok=True)
@@ -489,27 +512,8 @@ def test_a_header_naming_a_column_twice_says_so(tmp_path):
 
 
 def test_elements_of_a_quarantined_row_are_quarantined_with_it(tmp_path):
-    contract = """
-source: nested
-tables:
-  events:
-    file: ev.jsonl
-    format: jsonl
-    record_id: crn
-    columns:
-      crn: {path: $.crn, required: true, native_id: true}
-      d: {path: $.d, type: date, formats: ["%Y-%m-%d"], required: true}
-  requirements:
-    file: ev.jsonl
-    format: jsonl
-    unnest: $.reqs
-    parent_id: crn
-    record_id: [crn, seq]
-    columns:
-      crn: {path: $.crn, required: true}
-      seq: {path: "#index", type: integer}
-      type: {path: $.type}
-"""
+    contract = NESTED.replace("native_id: true}\n", 'native_id: true}\n      d: {path: $.d, type: date, formats: ["%Y-%m-%d"], '
+                                                     "required: true}\n", 1)
     body = ('{"crn": "X1", "d": "2020-01-01", "reqs": [{"type": "unpaid_work"}]}\n'
             '{"crn": "X1", "d": "2021-05-05", "reqs": [{"type": "curfew"}, {"type": "drug_rehab"}]}\n'
             '{"crn": "X2", "d": "not a date", "reqs": [{"type": "curfew"}]}\n')
@@ -527,26 +531,7 @@ tables:
 
 
 def test_an_unnested_value_that_is_not_an_array_of_objects_is_quarantined_not_lost(tmp_path):
-    contract = """
-source: nested
-tables:
-  events:
-    file: ev.jsonl
-    format: jsonl
-    record_id: crn
-    columns:
-      crn: {path: $.crn, required: true, native_id: true}
-  requirements:
-    file: ev.jsonl
-    format: jsonl
-    unnest: $.reqs
-    parent_id: crn
-    record_id: [crn, seq]
-    columns:
-      crn: {path: $.crn, required: true}
-      seq: {path: "#index", type: integer}
-      type: {path: $.type}
-"""
+    contract = NESTED
     body = ('{"crn": "X1", "reqs": [{"type": "unpaid_work"}]}\n'
             '{"crn": "X2", "reqs": {"type": "curfew"}}\n'  # an object: one row, quarantined
             '{"crn": "X3", "reqs": ["curfew", 5]}\n'  # elements that no column can read
@@ -564,27 +549,7 @@ tables:
 
 
 def test_a_change_to_a_parents_contract_loads_its_unnested_table_again(tmp_path):
-    contract = """
-source: nested
-tables:
-  events:
-    file: ev.jsonl
-    format: jsonl
-    record_id: crn
-    columns:
-      crn: {path: $.crn, required: true, native_id: true}
-      kind: {path: $.kind}
-  requirements:
-    file: ev.jsonl
-    format: jsonl
-    unnest: $.reqs
-    parent_id: crn
-    record_id: [crn, seq]
-    columns:
-      crn: {path: $.crn, required: true}
-      seq: {path: "#index", type: integer}
-      type: {path: $.type}
-"""
+    contract = NESTED.replace("native_id: true}\n", "native_id: true}\n      kind: {path: $.kind}\n", 1)
     body = ('{"crn": "X1", "kind": "order", "reqs": [{"type": "unpaid_work"}]}\n'
             '{"crn": "X2", "kind": "licence", "reqs": [{"type": "curfew"}]}\n')
     (tmp_path / "a").mkdir()

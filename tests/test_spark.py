@@ -227,28 +227,9 @@ def test_privacy_guard_on_spark_finds_planted_identifiers(runs, spark, tmp_path)
 
 
 def test_an_unnested_value_that_is_not_an_array_of_objects_is_quarantined_on_spark_too(spark, tmp_path):
-    from .test_ingest import _tiny
+    from .test_ingest import NESTED, _tiny
 
-    contract = """
-source: nested
-tables:
-  events:
-    file: ev.jsonl
-    format: jsonl
-    record_id: crn
-    columns:
-      crn: {path: $.crn, required: true, native_id: true}
-  requirements:
-    file: ev.jsonl
-    format: jsonl
-    unnest: $.reqs
-    parent_id: crn
-    record_id: [crn, seq]
-    columns:
-      crn: {path: $.crn, required: true}
-      seq: {path: "#index", type: integer}
-      type: {path: $.type}
-"""
+    contract = NESTED
     body = ('{"crn": "X1", "reqs": [{"type": "unpaid_work"}, {"type": "curfew"}]}\n{"crn": "X2", "reqs": {"type": "curfew"}}\n'
             '{"crn": "X3", "reqs": ["curfew", 5]}\n{"crn": "X4", "reqs": "curfew"}\n{"crn": "X5", "reqs": 7}\n'
             '{"crn": "X6"}\n{"crn": "X7", "reqs": null}\n{"crn": "X8", "reqs": []}\n')
