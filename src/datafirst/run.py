@@ -126,9 +126,12 @@ class Runner:
     def _outputs_exist(self, stage: str, *, reports: bool = True) -> bool:
         """Whether the stage's outputs are there, its reports too unless `reports` is False (the
         summary names them: a stage whose report is gone runs again)."""
+        from .link.quality import REPORT_DIR as LINKAGE_REPORTS
+        from .standardise.quality import REPORT_DIR as DATA_QUALITY_REPORTS
+
         ws = self.ws
         if reports and stage in ("standardise", "link"):
-            folder = ws.reports / ("data_quality" if stage == "standardise" else "linkage_quality")
+            folder = ws.reports / (DATA_QUALITY_REPORTS if stage == "standardise" else LINKAGE_REPORTS)
             if not ((folder / "latest.json").is_file() and (folder / "report.html").is_file()):
                 return False
         if stage == "release":
