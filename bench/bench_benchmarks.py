@@ -20,7 +20,8 @@ from pathlib import Path
 from datafirst.engine import Engine
 from datafirst.engine.sql import sql_string
 from datafirst.link.evaluate import pairwise_accuracy
-from datafirst.link.stage import link, train
+from datafirst.link.stage import link
+from datafirst.link.train import train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace

@@ -24,7 +24,9 @@ from splink import DuckDBAPI, Linker
 
 from datafirst.engine import Engine
 from datafirst.link.evaluate import pairwise_accuracy
-from datafirst.link.stage import INPUT_TABLE, current_model, link, train
+from datafirst.link.inputs import INPUT_TABLE, current_model
+from datafirst.link.stage import link
+from datafirst.link.train import train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from datafirst.engine import Engine
-from datafirst.link.stage import train
+from datafirst.link.train import train
 from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
 from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest

@@ -23,7 +23,8 @@ from pathlib import Path
 import duckdb
 
 from datafirst.engine import Engine
-from datafirst.link.stage import link, train
+from datafirst.link.stage import link
+from datafirst.link.train import train
 from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
 from datafirst.release.stage import release
 from datafirst.sources.ingest import ingest

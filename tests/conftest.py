@@ -42,7 +42,8 @@ def build_pipeline(world: Path, root: Path, through: str):
     with real DuckDB and Splink (reports included), for module-scoped fixtures."""
     from datafirst.engine import Engine
     from datafirst.link.quality import write_report as link_report
-    from datafirst.link.stage import link, train
+    from datafirst.link.stage import link
+    from datafirst.link.train import train
     from datafirst.release.stage import release
     from datafirst.sources.ingest import ingest
     from datafirst.standardise.quality import write_report as dq_report

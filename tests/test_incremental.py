@@ -20,7 +20,8 @@ import duckdb
 import pytest
 
 from datafirst.engine import Engine
-from datafirst.link.stage import link, train
+from datafirst.link.stage import link
+from datafirst.link.train import train
 from datafirst.release.diff import schema_changes
 from datafirst.release.stage import ReleaseError, published, release
 from datafirst.sources.ingest import ingest

@@ -10,7 +10,9 @@ from splink import block_on
 
 from datafirst.engine import Engine
 from datafirst.link.evaluate import pairwise_accuracy
-from datafirst.link.stage import LinkError, correct_u_for_matches, link, train
+from datafirst.link.inputs import LinkError
+from datafirst.link.stage import link
+from datafirst.link.train import correct_u_for_matches, train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace

@@ -304,7 +304,7 @@ def test_a_ledger_entry_without_a_version_is_refused_with_a_message(ws):
 
 
 def test_a_blocking_rule_on_a_column_the_identifiers_lack_is_refused_with_a_message(ws):
-    from datafirst.link.stage import LinkError
+    from datafirst.link.inputs import LinkError
 
     with open(ws.config_path, "a", encoding="utf-8") as f:
         f.write("link:\n  blocking_rules: [[surname], [nosuchcol]]\n")

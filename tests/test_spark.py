@@ -24,7 +24,8 @@ from datafirst.engine import Engine  # noqa: E402
 from datafirst.engine.spark_sql import (  # noqa: E402
     SparkTranslator, TranslationError, model_for_dialect, spark_date_format)
 from datafirst.link.quality import write_report as link_report  # noqa: E402
-from datafirst.link.stage import link, train  # noqa: E402
+from datafirst.link.stage import link  # noqa: E402
+from datafirst.link.train import train  # noqa: E402
 from datafirst.release.privacy import build_sensitive_values, check_table  # noqa: E402
 from datafirst.release.products import forget_keyed_hash, install_keyed_hash  # noqa: E402
 from datafirst.release.stage import release  # noqa: E402

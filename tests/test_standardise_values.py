@@ -213,13 +213,16 @@ def test_non_placeholders(con, value, kept, placeholder):
 @pytest.mark.parametrize(("dob", "flag", "clean", "year"), [
     ("1987-07-14", None, date(1987, 7, 14), 1987),
     ("2000-02-29", None, date(2000, 2, 29), 2000),
-    ("1985-01-01", "jan_first", None, 1985),
+    ("1985-01-01", "year_only", None, 1985),
     ("1900-01-01", "placeholder", None, None),
     ("1901-01-01", "placeholder", None, None),
     ("1800-01-01", "placeholder", None, None),
     ("9999-12-31", "placeholder", None, None),
     ("1111-11-11", "placeholder", None, None),
-    ("1899-06-15", "before_1900", None, None),
+    # No earliest plausible date by default: old records' dates are kept (issue 22: a fixed 1900
+    # limit emptied 35,942 of 38,000 dates of a historical set without a word).
+    ("1899-06-15", None, date(1899, 6, 15), 1899),
+    ("1685-03-21", None, date(1685, 3, 21), 1685),
     ("2030-05-17", "in_future", None, None),
     ("2024-06-30", None, date(2024, 6, 30), 2024),
 ])
@@ -227,6 +230,28 @@ def test_dates_of_birth(con, dob, flag, clean, year):
     assert run(con, lambda e: c.dob_flag(e, AS_OF), dob, "DATE") == flag
     assert run(con, lambda e: c.dob_clean(e, AS_OF), dob, "DATE") == clean
     assert run(con, lambda e: c.year_of_birth(e, AS_OF), dob, "DATE") == year
+
+
+@pytest.mark.parametrize(("dob", "flag", "clean", "year"), [
+    ("1899-06-15", "before_earliest", None, None),
+    ("1900-03-02", None, date(1900, 3, 2), 1900),
+    ("1985-01-01", None, date(1985, 1, 1), 1985),  # 1 January is a real day under these rules
+    ("1985-07-01", "year_only", None, 1985),
+    ("1900-01-01", None, date(1900, 1, 1), 1900),  # not a placeholder under these rules
+    ("1977-11-11", "placeholder", None, None),
+])
+def test_date_of_birth_rules_are_declared_choices(con, dob, flag, clean, year):
+    rules = c.DobRules(earliest="1900-01-01", placeholders=("1977-11-11",), year_only=("07-01",))
+    assert run(con, lambda e: c.dob_flag(e, AS_OF, rules), dob, "DATE") == flag
+    assert run(con, lambda e: c.dob_clean(e, AS_OF, rules), dob, "DATE") == clean
+    assert run(con, lambda e: c.year_of_birth(e, AS_OF, rules), dob, "DATE") == year
+
+
+def test_every_date_of_birth_flag_is_declared():
+    flags = {"placeholder", "before_earliest", "in_future", "year_only"}
+    assert set(c.DOB_FLAGS) == flags
+    rules = c.DobRules(earliest="1900-01-01")
+    assert all(f"'{f}'" in c.dob_flag("d", "current_date", rules) for f in flags)
 
 
 def test_future_date_of_birth_against_current_date(con):

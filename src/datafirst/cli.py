@@ -225,7 +225,7 @@ def _run_ingest(ws) -> None:
 
 def _run_standardise(ws) -> None:
     from .sources.contract import ContractError
-    from .standardise.quality import alert_messages, write_report
+    from .standardise.quality import alert_messages, cleaning_messages, write_report
     from .standardise.stage import reuse_summary, standardise
 
     try:
@@ -239,13 +239,19 @@ def _run_standardise(ws) -> None:
     console.print(f"Identifiers zone: {ids:,} records in {sum(1 for s in splits if s.identifiers)} tables; "
                   f"content zone: {sum(s.content for s in splits):,} rows in {len(splits)} tables"
                   f"{reuse_summary(splits)}.")
+    messages = cleaning_messages(report)
+    if messages:
+        console.print("Cleaning rules that emptied or cut values (records flagged in the identifiers zone):")
+        for message in messages:
+            console.print(f"  {message}", markup=False, highlight=False)
     for message in alert_messages(report):
         console.print(f"[bold red]alert:[/] {message}")
     console.print(f"Data quality report: {html_path} (data: {json_path})")
 
 
 def _run_train(ws) -> None:
-    from .link.stage import LinkError, train
+    from .link.inputs import LinkError
+    from .link.train import train
 
     try:
         with _engine(ws) as engine, console.status("Training the linkage model (Splink: u sampling, EM)"):
@@ -281,7 +287,8 @@ def _check_labels(labels: Path | None) -> None:
 
 def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
     from .link.quality import write_report
-    from .link.stage import LinkError, link
+    from .link.inputs import LinkError
+    from .link.stage import link
 
     _check_labels(labels)
     try:
@@ -417,7 +424,7 @@ def diff_command(
 
 def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool = False,
              new_series: bool = False) -> None:
-    from .link.stage import LinkError
+    from .link.inputs import LinkError
     from .release.hashing_key import SecretError
     from .release.stage import ReleaseError, read_ledger, releases_dir
     from .run import Runner, peak_memory_mb

@@ -107,7 +107,7 @@ class Runner:
         elif stage == "standardise":
             parts["landed"] = files(_zone_files(ws.zone("landed")))
         elif stage == "link":
-            from .link.stage import LinkError, current_model
+            from .link.inputs import LinkError, current_model
 
             parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
             parts["content"] = files(_zone_files(ws.zone("content")))
@@ -178,7 +178,8 @@ class Runner:
 
     def _run(self) -> list[StageResult]:
         from .link.quality import write_report as link_report
-        from .link.stage import link, train
+        from .link.stage import link
+        from .link.train import train
         from .release.stage import release
         from .sources.ingest import ingest
         from .standardise.quality import alert_messages, write_report as dq_report

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -28,9 +28,10 @@ except ImportError:  # pragma: no cover - not on the platforms datafirst is test
     fcntl = None
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .files import parse_yaml
+from .standardise.cleaning import PLACEHOLDER_DATES, YEAR_ONLY_DATES
 
 CONFIG_FILE = "datafirst.yaml"
 LOCK_FILE = ".datafirst.lock"
@@ -120,6 +121,34 @@ class LinkConfig(BaseModel):
                                   "many records (EM work grows with their square; the estimates do not need more)")
 
 
+class DateOfBirthConfig(BaseModel):
+    """The domain choices behind cleaning dates of birth (standardise/cleaning.py, DobRules); a
+    contract's date_of_birth column can set its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    earliest: date | None = Field(None, description="the earliest plausible date of birth; earlier dates are "
+                                                    "emptied (default: no limit)")
+    placeholder_dates: list[date] = Field(default_factory=lambda: [date.fromisoformat(d) for d in PLACEHOLDER_DATES],
+                                          description="dates that mean 'not known'")
+    year_only_dates: list[str] = Field(default_factory=lambda: list(YEAR_ONLY_DATES),
+                                       description="month-day pairs written when only the year is known")
+
+    @field_validator("year_only_dates")
+    @classmethod
+    def _month_days(cls, value: list[str]) -> list[str]:
+        for day in value:
+            if not re.match(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", day):
+                raise ValueError(f"year_only_dates takes month-day pairs such as '01-01', got {day!r}")
+        return value
+
+
+class StandardiseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date_of_birth: DateOfBirthConfig = Field(default_factory=DateOfBirthConfig)
+
+
 class ReleaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +177,7 @@ class Config(BaseModel):
     threads: int | None = Field(None, ge=1, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, pattern=MEMORY_SIZE, description="engine memory limit, e.g. '8GB' or '512MB'")
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    standardise: StandardiseConfig = Field(default_factory=StandardiseConfig)
     link: LinkConfig = Field(default_factory=LinkConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 

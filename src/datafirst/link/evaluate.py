@@ -38,3 +38,39 @@ def pairwise_accuracy(engine: Engine, clusters: str, truth: str, thresholds: tup
                         "true_positives": int(tp), "precision": round(precision, 5), "recall": round(recall, 5),
                         "f1": round(f1, 5)})
     return out
+
+
+def accuracy_by_source_pair(engine: Engine, clusters: str, truth: str,
+                            thresholds: tuple[str, ...] = ("high", "medium", "low")) -> list[dict]:
+    """Pairwise precision, recall and F1 per pair of sources (a pair of records belongs to the
+    sources of its two records, in name order; a source with itself is its own duplicates).
+
+    Counts come from how many records of each source share a person id, a true id, or both:
+    n_a * n_b pairs between two sources, n_a * (n_a - 1) / 2 within one."""
+    out = []
+    for name in thresholds:
+        rows = engine.execute(f"""
+            WITH j AS (SELECT c.person_id_{name} AS pid, t.true_id, c.source
+                       FROM {clusters} c JOIN {truth} t USING (record_key)),
+            counted AS (
+                SELECT 'true' AS kind, true_id AS k, source, count(*) AS n FROM j GROUP BY ALL
+                UNION ALL SELECT 'pred', pid, source, count(*) FROM j GROUP BY ALL
+                UNION ALL SELECT 'both', pid || '|' || true_id, source, count(*) FROM j GROUP BY ALL),
+            pairs AS (
+                SELECT a.kind, a.source AS source_a, b.source AS source_b,
+                       sum(CASE WHEN a.source = b.source THEN a.n * (a.n - 1) / 2 ELSE a.n * b.n END) AS s
+                FROM counted a JOIN counted b ON a.kind = b.kind AND a.k = b.k AND a.source <= b.source
+                GROUP BY ALL)
+            SELECT source_a, source_b, coalesce(sum(s) FILTER (WHERE kind = 'both'), 0),
+                   coalesce(sum(s) FILTER (WHERE kind = 'pred'), 0), coalesce(sum(s) FILTER (WHERE kind = 'true'), 0)
+            FROM pairs GROUP BY ALL ORDER BY ALL""")
+        for a, b, tp, pred, true in rows:
+            if not (pred or true):
+                continue
+            precision = tp / pred if pred else 1.0
+            recall = tp / true if true else 1.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            out.append({"threshold": name, "sources": [a, b], "true_pairs": int(true), "predicted_pairs": int(pred),
+                        "true_positives": int(tp), "precision": round(precision, 5), "recall": round(recall, 5),
+                        "f1": round(f1, 5)})
+    return out

@@ -1,9 +1,15 @@
-"""The default Splink model, built from identifier roles alone.
+"""The default Splink model, built from identifier roles and declared attributes alone.
 
 Every source's identifiers share one schema (standardise/stage.py), so the model is the same
-whatever the sources: a comparison per role that some source provides, blocking rules that
-use only roles present, term-frequency adjustment on names (a match on a rare surname says
-more than a match on Smith). Nothing here is tuned to the synthetic world.
+whatever the sources: a comparison per role that some source provides, each with levels that
+degrade gracefully (a nickname, a day and month swapped, an initial against a full name are
+partial evidence, not none), blocking rules that use only what is present, and term-frequency
+adjustment on names (a match on a rare surname says more than a match on Smith). Nothing here
+is tuned to a data set: the knowledge is general (how people's names, dates and addresses are
+written and mistyped) plus one public nickname list (link/reference/).
+
+`model_spec` also says what it left out and why (`ModelSpec.notes`), so that `datafirst train`
+can print it: a comparison without data, a rule whose columns are empty.
 """
 
 from __future__ import annotations
@@ -18,6 +24,16 @@ from splink import SettingsCreator, block_on
 # of these (a name counts once) to be linked at all.
 LINKING_ROLES = ("name", "date_of_birth", "postcode", "address", "pnc", "cro", "other_id")
 MIN_LINKING_ROLES = 2
+
+# The label of the forename level for names that are unrelated in every way the model knows
+# (not equal, swapped, a nickname, close in spelling, an initial, the other's middle name).
+FORENAME_UNRELATED = "forenames unrelated"
+# The levels of the family comparison (see family_comparison), most specific first.
+FAMILY_LEVELS = {
+    "home_and_birth": "same surname, place and date of birth; forenames unrelated (twins at home)",
+    "home": "same surname and place; forenames unrelated (household members)",
+    "birth": "same surname and date of birth; forenames unrelated (twins)",
+}
 
 
 @dataclass(frozen=True)
@@ -44,31 +60,58 @@ class ModelSpec:
     prediction_rules: list = field(default_factory=list)
     training_rules: list = field(default_factory=list)
     deterministic_rules: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
 
 
-def model_spec(present: set[str]) -> ModelSpec:
-    """Comparisons and rules for the identifier columns that hold any values."""
+# Candidate prediction blocking rules, strongest first; each is used where its columns hold data.
+# Each catches pairs the others miss (a wrong date of birth, a misspelt or changed name, a
+# missing id); every pair is scored once however many rules catch it. Names are blocked only in
+# compound keys (with another name, a date or a place), so that no rule's pairs grow with the
+# square of the records. `forename_groups` (the public nickname list) is exploded: a pair shares
+# a key when the two forenames share a nickname group.
+PREDICTION_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("pnc",), ("cro",), ("other_id",),
+    ("forename", "surname"), ("surname", "date_of_birth"), ("forename", "date_of_birth"),
+    ("surname_soundex", "forename_soundex", "year_of_birth"),
+    ("postcode", "surname_soundex"), ("postcode", "forename"),
+    ("date_of_birth", "postcode_district"),
+    ("forename_groups", "surname_soundex"),
+)
+# Rules for data without postcodes but with address text.
+ADDRESS_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("address",), ("surname_soundex", "year_of_birth"), ("surname_soundex", "forename_soundex"),
+)
+# EM sessions: each holds some columns equal so that the others can be estimated.
+TRAINING_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("date_of_birth",), ("forename", "surname"), ("surname_soundex", "forename_soundex"), ("pnc",), ("other_id",),
+)
+# The prior: pairs these rules find are counted as matches (scaled by the rules' recall).
+DETERMINISTIC_CANDIDATES: tuple[tuple[str, ...], ...] = (("forename", "surname", "date_of_birth"), ("pnc",))
+
+
+def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> ModelSpec:
+    """Comparisons and rules for the identifier columns that hold any values, and the declared
+    attributes (name -> kind: category, text, number or date) that hold any."""
     spec = ModelSpec()
     has = present.__contains__
+    attributes = {a: k for a, k in (attributes or {}).items() if has(a)}
+
     for col, other in (("forename", "surname"), ("surname", "forename")):
         if has(col):
-            spec.comparisons.append(_name_comparison(col, other if has(other) else None,
-                                                     partial_swap=col == "forename"))
+            spec.comparisons.append(forename_comparison(has) if col == "forename"
+                                    else surname_comparison(has("forename")))
     if has("middle_names"):
-        spec.comparisons.append(cl.JaroWinklerAtThresholds("middle_names", [0.9]))
-    if has("date_of_birth"):
-        spec.comparisons.append(cl.DateOfBirthComparison("date_of_birth", input_is_string=False))
+        spec.comparisons.append(middle_names_comparison())
+    if has("year_of_birth"):
+        spec.comparisons.append(date_of_birth_comparison(has("date_of_birth")))
     if has("postcode"):
         spec.comparisons.append(cl.PostcodeComparison("postcode"))
     if has("address") and not has("postcode"):
         # Address text and postcode say the same thing; comparing both would count living
         # together twice and merge families. Address is compared only where no postcode exists.
-        spec.comparisons.append(cl.CustomComparison(
-            comparison_levels=[cll.NullLevel("address"), cll.ExactMatchLevel("address"),
-                               cll.ArrayIntersectLevel("address_tokens", 4), cll.ArrayIntersectLevel("address_tokens", 3),
-                               cll.JaroWinklerLevel("address", 0.85), cll.ElseLevel()],
-            output_column_name="address",
-            comparison_description="address: exact, 4+ or 3+ words in common, Jaro-Winkler 0.85"))
+        spec.comparisons.append(address_comparison())
+    elif has("address"):
+        spec.notes.append("address: not compared, because postcodes are (comparing both would count one place twice)")
     for col in ("sex", "pnc", "cro"):
         if has(col):
             spec.comparisons.append(cl.ExactMatch(col))
@@ -76,53 +119,221 @@ def model_spec(present: set[str]) -> ModelSpec:
         # Other ids (prisoner numbers, social security numbers) are typed by hand: one or two
         # edits apart (a transposition counts as one) is still evidence, weighed by the model.
         spec.comparisons.append(cl.DamerauLevenshteinAtThresholds("other_id", [1, 2]))
+    for name, kind in attributes.items():
+        spec.comparisons.append(attribute_comparison(name, kind))
+    family = family_comparison(spec.comparisons[0], has) if has("forename") and has("surname") else None
+    if family is not None:
+        spec.comparisons.append(family)
+    for role, cols in (("name", ("forename", "surname")), ("date_of_birth", ("year_of_birth",)),
+                       ("sex", ("sex",)), ("postcode", ("postcode",)), ("pnc", ("pnc",)), ("cro", ("cro",)),
+                       ("other_id", ("other_id",)), ("middle names", ("middle_names",))):
+        if not any(has(c) for c in cols):
+            spec.notes.append(f"{role}: not compared, no source holds a value")
 
-    # Prediction blocking: each rule catches pairs the others miss (a wrong date of birth,
-    # a misspelt name, a missing PNC). Every pair is scored once however many rules catch it.
-    for cols in (("pnc",), ("cro",), ("other_id",), ("date_of_birth",),
-                 ("surname_soundex", "forename_soundex", "year_of_birth"), ("forename", "surname"),
-                 ("postcode", "surname_soundex"), ("postcode", "forename", "year_of_birth")):
-        if all(has(c) for c in cols):
-            spec.prediction_rules.append(block_on(*cols))
+    candidates = list(PREDICTION_CANDIDATES)
+    if has("address") and not has("postcode"):
+        candidates += ADDRESS_CANDIDATES
+    # A declared category (a birth place, an ethnicity) narrows a name: with the surname, and
+    # with the forename, it still reaches pairs whose date of birth is missing or mistyped.
+    candidates += [(a, name) for a, kind in attributes.items() if kind == "category" for name in ("surname", "forename")]
+    for cols in candidates:
+        usable = [c for c in cols if has(c)]
+        if len(usable) == len(cols):
+            spec.prediction_rules.append(_block(cols))
+        else:
+            spec.notes.append(f"blocking rule on {' + '.join(cols)}: left out, no values in "
+                              f"{', '.join(c for c in cols if not has(c))}")
     if has("other_id"):
         # A hand-typed id one edit out (the model's Damerau-Levenshtein level) still agrees on
         # its first or its last four characters; exact-id blocking alone never scores it.
         spec.prediction_rules += [block_on("left(other_id, 4)"), block_on("right(other_id, 4)")]
-    if has("address") and not has("postcode"):
-        spec.prediction_rules += [block_on("address"), block_on("surname_soundex", "year_of_birth"),
-                                  block_on("surname_soundex", "forename_soundex")]
-    # Training: EM sessions each fix some columns so the others can be estimated.
-    for cols in (("date_of_birth",), ("surname_soundex", "forename_soundex"), ("pnc",), ("other_id",)):
+    for cols in TRAINING_CANDIDATES:
         if all(has(c) for c in cols):
             spec.training_rules.append(block_on(*cols))
-    for cols in (("forename", "surname", "date_of_birth"), ("pnc",)):
+        else:
+            spec.notes.append(f"training step blocked on {' + '.join(cols)}: left out, no values in "
+                              f"{', '.join(c for c in cols if not has(c))}")
+    for cols in DETERMINISTIC_CANDIDATES:
         if all(has(c) for c in cols):
             spec.deterministic_rules.append(block_on(*cols))
     return spec
 
 
-def _name_comparison(col: str, other: str | None, *, partial_swap: bool) -> cl.CustomComparison:
-    """Exact (with term-frequency adjustment), swapped with the other name, then Jaro-Winkler.
+def _block(cols: tuple[str, ...]):
+    explode = [c for c in cols if c == "forename_groups"]
+    return block_on(*cols, arrays_to_explode=explode) if explode else block_on(*cols)
 
-    Clerks swap forename and surname; without the swapped level such a pair disagrees on both
-    names and is pushed apart however well everything else agrees. Every level is symmetric,
-    so a pair scores the same whichever record is on the left (incremental linkage scores
-    pairs in another orientation than a full link). One comparison (`partial_swap`) counts a
-    name of either record found as the other's other name, typo or not in the rest; the other
-    counts only a full swap, so a single crossed name is evidence once and a full swap twice.
+
+def forename_comparison(has) -> cl.CustomComparison:
+    """Forenames, from agreement to strong disagreement.
+
+    Exact (term-frequency adjusted), the other record's surname (clerks swap the two), a
+    nickname or variant in the public list (Bill / William), close in spelling, an initial
+    against a name with that initial, the other record's middle name (a person known by a
+    middle name), loosely similar, and unrelated. Every level is symmetric, so a pair scores the
+    same whichever record is on the left (incremental linkage scores pairs in another orientation
+    than a full link).
     """
-    levels = [cll.NullLevel(col), cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
-    if other and partial_swap:
+    levels = [cll.NullLevel("forename"), cll.ExactMatchLevel("forename").configure(tf_adjustment_column="forename")]
+    if has("surname"):
         # Written in DuckDB's SQL; Splink translates it for the engine (in Spark's, "x" is a string).
-        levels.append(cll.CustomLevel(f'("{col}_l" = "{other}_r" OR "{col}_r" = "{other}_l")',
-                                      label_for_charts=f"{col} equals the other record's {other}",
+        levels.append(cll.CustomLevel('("forename_l" = "surname_r" OR "forename_r" = "surname_l")',
+                                      label_for_charts="forename equals the other record's surname",
                                       base_dialect_str="duckdb"))
-    elif other:
-        levels.append(cll.ColumnsReversedLevel(col, other, symmetrical=True))
-    levels += [cll.JaroWinklerLevel(col, t) for t in (0.92, 0.88, 0.7)]
+    if has("forename_groups"):
+        levels.append(cll.ArrayIntersectLevel("forename_groups", 1).configure(
+            label_for_charts="nickname or variant of the other (public nickname list)"))
+    levels += [cll.JaroWinklerLevel("forename", 0.92), cll.JaroWinklerLevel("forename", 0.88)]
+    levels.append(cll.CustomLevel(
+        '("forename_is_initial_l" OR "forename_is_initial_r") AND substr("forename_l", 1, 1) = substr("forename_r", 1, 1)',
+        label_for_charts="an initial and a name with that initial", base_dialect_str="duckdb"))
+    if has("middle_names"):
+        levels.append(cll.CustomLevel(
+            """(contains(' ' || "middle_names_r" || ' ', ' ' || "forename_l" || ' ')
+                OR contains(' ' || "middle_names_l" || ' ', ' ' || "forename_r" || ' '))""",
+            label_for_charts="forename is the other record's middle name", base_dialect_str="duckdb"))
+    levels += [cll.JaroWinklerLevel("forename", 0.7), cll.ElseLevel().configure(label_for_charts=FORENAME_UNRELATED)]
+    return cl.CustomComparison(comparison_levels=levels, output_column_name="forename",
+                               comparison_description="forename: exact, swapped, nickname, close, initial, middle "
+                                                      "name, loosely similar, unrelated")
+
+
+def family_comparison(forename: cl.CustomComparison, has) -> cl.CustomComparison | None:
+    """A correction for families, which Fellegi-Sunter's independence cannot see.
+
+    Household members share a surname and a place, twins a date of birth too, and their
+    agreements add up as if each were a coincidence among strangers. This comparison's levels
+    pick out those patterns (the surname and a place or a date of birth agreeing exactly while the
+    forenames are unrelated), and its weights are not estimated by EM: they start at zero and
+    training sets them from how much of each pattern the data shows to be families
+    (link/families.py). So data without families (FEBRL, whose generator replaces whole
+    forenames of duplicates) keeps linking such pairs, and a census of households does not.
+    """
+    places = [f'"{c}_l" = "{c}_r"' for c in ("postcode", "address") if has(c)]
+    levels_sql = forename.get_comparison("duckdb").comparison_levels
+    related = [lv.sql_condition for lv in levels_sql if not lv.is_null_level and lv.sql_condition.strip().upper() != "ELSE"]
+    # Of the Jaro-Winkler levels only the loosest matters here (the others imply it).
+    similarity = [c for c in related if c.startswith("jaro_winkler_similarity")]
+    related = [c for c in related if c not in similarity[:-1]]
+    unrelated = ('"forename_l" IS NOT NULL AND "forename_r" IS NOT NULL AND NOT ('
+                 + " OR ".join(f"coalesce({c}, false)" for c in related) + ")")
+    same_surname = '"surname_l" = "surname_r"'
+    same_place = f"({' OR '.join(places)})" if places else None
+    same_birth = '"date_of_birth_l" = "date_of_birth_r"' if has("date_of_birth") else None
+    patterns = {"home_and_birth": [same_place, same_birth], "home": [same_place], "birth": [same_birth]}
+    levels = []
+    for key, parts in patterns.items():
+        if all(parts):
+            levels.append(cll.CustomLevel(" AND ".join([same_surname, *parts, f"({unrelated})"]),
+                                          label_for_charts=FAMILY_LEVELS[key], base_dialect_str="duckdb")
+                          .configure(m_probability=1.0, u_probability=1.0, fix_m_probability=True,
+                                     fix_u_probability=True))
+    if not levels:
+        return None
+    levels.append(cll.ElseLevel().configure(m_probability=1.0, u_probability=1.0, fix_m_probability=True,
+                                            fix_u_probability=True))
+    return cl.CustomComparison(comparison_levels=levels, output_column_name="family",
+                               comparison_description="family patterns: same surname and place or date of birth, "
+                                                      "forenames unrelated (weights set by training)")
+
+
+def surname_comparison(has_forename: bool) -> cl.CustomComparison:
+    """Surnames: exact (term-frequency adjusted), the full name swapped, close in spelling, one
+    part of a double-barrelled name, loosely similar, else. The swap level counts only when both
+    names are crossed (the forename comparison already counts a single crossed name)."""
+    levels = [cll.NullLevel("surname"), cll.ExactMatchLevel("surname").configure(tf_adjustment_column="surname")]
+    if has_forename:
+        levels.append(cll.ColumnsReversedLevel("surname", "forename", symmetrical=True))
+    levels += [cll.JaroWinklerLevel("surname", 0.92), cll.JaroWinklerLevel("surname", 0.88),
+               cll.CustomLevel("""(contains(' ' || "surname_l" || ' ', ' ' || "surname_r" || ' ')
+                                   OR contains(' ' || "surname_r" || ' ', ' ' || "surname_l" || ' '))""",
+                               label_for_charts="one surname is part of the other (double-barrelled)",
+                               base_dialect_str="duckdb"),
+               cll.JaroWinklerLevel("surname", 0.7), cll.ElseLevel()]
+    return cl.CustomComparison(comparison_levels=levels, output_column_name="surname",
+                               comparison_description="surname: exact, swapped, close, part of, loosely similar")
+
+
+def middle_names_comparison() -> cl.CustomComparison:
+    """Middle names: exact, close, an initial against a name with that initial ('S' and 'Sasha'),
+    else. A record with no middle name says nothing (NULL), as middle names are often dropped."""
+    return cl.CustomComparison(
+        comparison_levels=[
+            cll.NullLevel("middle_names"), cll.ExactMatchLevel("middle_names"),
+            cll.JaroWinklerLevel("middle_names", 0.9),
+            cll.CustomLevel("""(length("middle_names_l") = 1 OR length("middle_names_r") = 1)
+                               AND substr("middle_names_l", 1, 1) = substr("middle_names_r", 1, 1)""",
+                            label_for_charts="an initial and a middle name with that initial", base_dialect_str="duckdb"),
+            cll.ElseLevel()],
+        output_column_name="middle_names", comparison_description="middle names: exact, close, initial, else")
+
+
+def date_of_birth_comparison(has_full_dates: bool) -> cl.CustomComparison:
+    """Dates of birth, from exact to the year alone.
+
+    Exact; day and month swapped (03/04 against 04/03); one character apart (a digit mistyped or
+    two transposed, on the ISO text); the same year and month; the same year (which is all a
+    year-only date, such as a 1 January written for an unknown day, can say); years one apart
+    (a year worked out from an age). A pair where either side has no year says nothing.
+    """
+    levels = [cll.CustomLevel('"year_of_birth_l" IS NULL OR "year_of_birth_r" IS NULL',
+                              label_for_charts="no year of birth on one side", base_dialect_str="duckdb")
+              .configure(is_null_level=True)]
+    if has_full_dates:
+        levels += [
+            cll.ExactMatchLevel("date_of_birth"),
+            cll.CustomLevel('''year("date_of_birth_l") = year("date_of_birth_r")
+                               AND month("date_of_birth_l") = day("date_of_birth_r")
+                               AND day("date_of_birth_l") = month("date_of_birth_r")''',
+                            label_for_charts="day and month swapped", base_dialect_str="duckdb"),
+            cll.DamerauLevenshteinLevel("dob_text", 1).configure(label_for_charts="one character apart"),
+            cll.CustomLevel('substr("dob_text_l", 1, 7) = substr("dob_text_r", 1, 7)',
+                            label_for_charts="same year and month", base_dialect_str="duckdb"),
+        ]
+    levels += [cll.ExactMatchLevel("year_of_birth").configure(label_for_charts="same year"),
+               cll.AbsoluteDifferenceLevel("year_of_birth", 1).configure(label_for_charts="years one apart"),
+               cll.ElseLevel()]
+    return cl.CustomComparison(comparison_levels=levels, output_column_name="date_of_birth",
+                               comparison_description="date of birth: exact, day/month swapped, one character, "
+                                                      "year and month, year")
+
+
+def address_comparison() -> cl.CustomComparison:
+    return cl.CustomComparison(
+        comparison_levels=[cll.NullLevel("address"), cll.ExactMatchLevel("address"),
+                           cll.ArrayIntersectLevel("address_tokens", 4), cll.ArrayIntersectLevel("address_tokens", 3),
+                           cll.JaroWinklerLevel("address", 0.85), cll.ElseLevel()],
+        output_column_name="address",
+        comparison_description="address: exact, 4+ or 3+ words in common, Jaro-Winkler 0.85")
+
+
+def attribute_comparison(name: str, kind: str) -> cl.CustomComparison:
+    """A declared attribute (a contract's `compare`), by its kind."""
+    levels = [cll.NullLevel(name)]
+    if kind == "category":
+        levels += [cll.ExactMatchLevel(name).configure(tf_adjustment_column=name)]
+        what = "exact"
+    elif kind == "text":
+        levels += [cll.ExactMatchLevel(name).configure(tf_adjustment_column=name), cll.JaroWinklerLevel(name, 0.92),
+                   cll.CustomLevel(f"""(contains(' ' || "{name}_l" || ' ', ' ' || "{name}_r" || ' ')
+                                        OR contains(' ' || "{name}_r" || ' ', ' ' || "{name}_l" || ' '))""",
+                                   label_for_charts=f"one {name} is part of the other", base_dialect_str="duckdb"),
+                   cll.JaroWinklerLevel(name, 0.8)]
+        what = "exact, close, part of, similar"
+    elif kind == "number":
+        levels += [cll.ExactMatchLevel(name), cll.PercentageDifferenceLevel(name, 0.01),
+                   cll.PercentageDifferenceLevel(name, 0.1)]
+        what = "exact, within 1%, within 10%"
+    elif kind == "date":
+        levels += [cll.ExactMatchLevel(name), cll.AbsoluteDateDifferenceLevel(name, input_is_string=False,
+                                                                              threshold=1, metric="month"),
+                   cll.AbsoluteDateDifferenceLevel(name, input_is_string=False, threshold=1, metric="year")]
+        what = "exact, within a month, within a year"
+    else:
+        raise ValueError(f"unknown attribute kind {kind!r}")
     levels.append(cll.ElseLevel())
-    return cl.CustomComparison(comparison_levels=levels, output_column_name=col,
-                               comparison_description=f"{col}: exact, swapped, Jaro-Winkler 0.92/0.88/0.7")
+    return cl.CustomComparison(comparison_levels=levels, output_column_name=name,
+                               comparison_description=f"{name} ({kind}): {what}")
 
 
 def settings(spec: ModelSpec) -> SettingsCreator:

@@ -1,7 +1,6 @@
-"""Train and link: Splink over the identifiers zone, writing the links zone.
+"""Link: score candidate pairs with a saved model and cluster them, writing the links zone.
 
-`train` estimates a model from the identifiers and saves it as a versioned Splink JSON with
-metadata. `link` reuses a saved model without retraining: it checks the model fits the
+`link` reuses a saved model (link/train.py) without retraining: it checks the model fits the
 identifiers, scores candidate pairs (every pair once on a full link, after checking no blocking
 rule would explode; only the changed records' pairs on an incremental one, see `incremental`),
 keeps the edges with their match weights and clusters them at three named thresholds, so every
@@ -11,52 +10,31 @@ record gets a person id at each (high within medium within low).
 from __future__ import annotations
 
 import json
-import logging
 import os
+import re
 import shutil
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 from splink import Linker, block_on
 from splink.internals.database_api import DatabaseAPI
-from splink.internals.exceptions import EMTrainingException
 from splink.clustering import cluster_pairwise_predictions_at_threshold
-from splink.internals.parse_sql import get_columns_used_from_sql
-from splink.internals.settings import Settings
 
-from .. import __version__
 from ..engine import Engine
 from ..files import file_sha256
 from ..engine.sql import sql_string
-from ..standardise.stage import IDENTIFIERS
 from ..workspace import Workspace, holding_lock, replace_folder
 from . import incremental
+from .inputs import (INPUT_TABLE, LinkError, check_linkable, check_rule_columns, current_model, identifier_files,
+                     linker as make_linker, load_input)
 from .journeys import link_journeys
-from .settings import LINKING_ROLES, MIN_LINKING_ROLES, Thresholds, model_spec, settings
+from .settings import Thresholds
 
 LINKS = "links"
-MODELS = "models"
-INPUT_TABLE = "link_input"
 # Edges below this probability are not kept (nor below the low threshold, if that is lower):
 # they join nothing at any threshold.
 EDGE_FLOOR = 0.5
-ROLE_COLUMNS = {"name": ("forename", "surname"), "date_of_birth": ("date_of_birth",), "postcode": ("postcode",),
-                "address": ("address",), "pnc": ("pnc",), "cro": ("cro",), "other_id": ("other_id",)}
-
-
-# Recall assumed for the deterministic rules before the model can estimate it.
-ASSUMED_RECALL = 0.8
-# Bounds on the estimated recall: below the floor the estimate is a failed fit, not data.
-MIN_RECALL, MAX_RECALL = 0.05, 1.0
-# Record pairs sampled at random to estimate u.
-U_SAMPLE_PAIRS = 2_000_000
-
-
-class LinkError(Exception):
-    """Linkage that must not go ahead; the message says why and what to do."""
 
 
 @dataclass
@@ -76,271 +54,17 @@ class LinkSummary:
                 f"{c.affected:,} records re-clustered")
 
 
-def _identifier_files(ws: Workspace) -> list[Path]:
-    files = sorted(ws.zone(IDENTIFIERS).glob("*.parquet"))
-    if not files:
-        raise LinkError(f"no identifiers in {ws.zone(IDENTIFIERS)}; run `datafirst standardise` first")
-    return files
-
-
-def check_linkable(engine: Engine, files: list[Path]) -> None:
-    """Refuse a source whose identifiers give too few roles to link on. An address counts only
-    where the model compares it: when no source has postcodes (see settings.model_spec)."""
-    by_file = {}
-    for path in files:
-        counts = engine.execute(
-            "SELECT " + ", ".join(f"count(*) FILTER (WHERE {' OR '.join(f'{c} IS NOT NULL' for c in cols)})"
-                                  for cols in ROLE_COLUMNS.values()) + f", count(*) FROM {engine.parquet(path)}")[0]
-        if counts[-1]:
-            by_file[path] = [role for role, n in zip(ROLE_COLUMNS, counts[:-1]) if n > 0]
-    postcodes = any("postcode" in roles for roles in by_file.values())
-    for path, roles in by_file.items():
-        present = [r for r in roles if not (r == "address" and postcodes)]
-        if len(present) < MIN_LINKING_ROLES:
-            missing = [r for r in LINKING_ROLES if r not in present]
-            unused = (" (its address is not compared, because other sources have postcodes: give it a postcode "
-                      "role)" if "address" in roles and postcodes else "")
-            raise LinkError(
-                f"{path.stem.replace('__', '/')} cannot be linked: its identifiers give only {present or 'no roles'}"
-                f"{unused}; linkage needs at least {MIN_LINKING_ROLES} of {list(LINKING_ROLES)}. Missing: {missing}. "
-                "Give the columns that hold them a `role` in the source's contract, or leave the source out.")
-
-
-def _load_input(engine: Engine, files: list[Path]) -> set[str]:
-    """Union every identifiers table into the engine; returns the columns that hold any value."""
-    paths = "[" + ", ".join(sql_string(p) for p in files) + "]"
-    # Address words as a list, for comparing addresses that gained or lost a word.
-    engine.execute(f"CREATE OR REPLACE TABLE {INPUT_TABLE} AS "
-                   f"SELECT * EXCLUDE (flags), list_distinct(string_split(address, ' ')) AS address_tokens "
-                   f"FROM read_parquet({paths}) ORDER BY record_key")
-    cols = engine.columns(INPUT_TABLE)
-    *counts, keys = engine.execute("SELECT " + ", ".join(f"count({c})" for c in cols)
-                                   + f", count(DISTINCT record_key) FROM {INPUT_TABLE}")[0]
-    if keys != counts[cols.index("record_key")]:
-        raise LinkError(f"the identifiers hold {counts[cols.index('record_key')] - keys:,} repeated record keys; "
-                        "each record must appear once. Check the contracts' record_id columns and standardise again.")
-    return {c for c, n in zip(cols, counts) if n > 0}
-
-
-def _check_rule_columns(engine: Engine, rules: list[list[str]] | None, key: str, ws: Workspace) -> None:
-    """Refuse a configured rule naming a column the identifiers do not have (it would stop in the
-    engine with a binder error)."""
-    columns = engine.columns(INPUT_TABLE)
-    for rule in rules or []:
-        unknown = [c for c in rule if c not in columns]
-        if unknown:
-            raise LinkError(f"{key} in {ws.config_path}: the rule {rule} names {unknown}, which the identifiers do "
-                            f"not have; the columns are {', '.join(c for c in columns if c != 'record_key')}")
-
-
-def _linker(engine: Engine, model, db_api: DatabaseAPI | None = None, table: str = INPUT_TABLE) -> Linker:
-    db_api = db_api or engine.splink_api()
-    sdf = db_api.register(table, dataset_display_name="identifiers")
-    return Linker(sdf, model, log_level=logging.ERROR)  # Splink warnings would drown the progress output
-
-
-def _fingerprint(files: list[Path]) -> list[dict]:
-    out = []
-    for p in files:
-        out.append({"table": p.stem, "sha256": file_sha256(p)})
-    return out
-
-
-def deterministic_recall(engine: Engine, linker: Linker, rules: list) -> float | None:
-    """Recall of the deterministic rules implied by the trained model, or None if it cannot say.
-
-    An exact-match rule finds a true match only if every column it uses is present on both
-    records and agrees exactly. The trained m probability of a column's exact level is
-    P(agree exactly | match, both present); presence is taken as for any pair (the share of
-    records holding all the rule's columns, squared). As Fellegi-Sunter does, columns are
-    treated as independent given a match, within a rule and between rules. A rule using a
-    column no exact level compares (a soundex, say) gives None: keep the assumed recall.
-    """
-    settings_obj = linker._settings_obj
-    dialect = linker._db_api.sql_dialect
-    n = engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}")
-    if not n:
-        return None
-    missed = 1.0
-    for rule in rules:
-        sql = rule.get_blocking_rule(dialect.sql_dialect_str).blocking_rule_sql
-        cols = set(get_columns_used_from_sql(sql, dialect.sqlglot_dialect))
-        levels = Settings._get_comparison_levels_corresponding_to_training_blocking_rule(
-            blocking_rule_sql=sql, sqlglot_dialect=dialect.sqlglot_dialect, comparisons=settings_obj.comparisons)
-        covered = set().union(*(set(info["level"]._exact_match_colnames) for info in levels)) if levels else set()
-        if not cols or covered != cols:
-            return None
-        m = 1.0
-        for info in levels:
-            level_m = info["level"].m_probability
-            if level_m is None:
-                return None
-            m *= level_m
-        all_present = " AND ".join(f"{c} IS NOT NULL" for c in sorted(cols))
-        present = engine.scalar(f"SELECT count(*) FILTER (WHERE {all_present}) FROM {INPUT_TABLE}") / n
-        missed *= 1.0 - m * present ** 2
-    return min(MAX_RECALL, max(MIN_RECALL, 1.0 - missed))
-
-
-def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict:
-    """Take the true matches out of u, in place; returns the levels changed (before, after).
-
-    u is estimated from record pairs drawn at random, and a share `prior` of those pairs are
-    true matches. For a level that matches rarely reach by chance (an exact id, an exact date
-    of birth), they dominate what the sample sees: FEBRL4's social security numbers agree in
-    9e-5 of random pairs, nearly all of them the same person, which caps the weight of an
-    exact id at 13 bits however unique the ids are. Since the sample's agreement rate is
-    prior * m + (1 - prior) * u, u = (observed - prior * m) / (1 - prior). A level whose
-    agreements the matches explain entirely gets at most one agreement in the sample
-    (1 / sampled_pairs), the finest rate the sample can resolve. Levels with u below that
-    already, or without both estimates, are left alone; each comparison's u is renormalised. A
-    comparison with a level whose u is fixed (`fix_u_probability`) is left alone whole.
-    """
-    floor = 1.0 / max(sampled_pairs, 1)
-    changed: dict = {}
-    if not prior or prior <= 0 or prior >= 1:
-        return changed
-    for comparison in model.get("comparisons", []):
-        levels = [lv for lv in comparison.get("comparison_levels", []) if not lv.get("is_null_level")]
-        if any(lv.get("m_probability") is None or lv.get("u_probability") is None or lv.get("fix_u_probability")
-               for lv in levels):
-            continue  # untrained, or u fixed by the model's author
-        corrected = []
-        for lv in levels:
-            u, m = lv["u_probability"], lv["m_probability"]
-            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor))
-        total = sum(corrected)
-        for lv, u in zip(levels, corrected):
-            new = u / total
-            if abs(new - lv["u_probability"]) > 1e-3 * lv["u_probability"]:
-                changed.setdefault(comparison.get("output_column_name", "?"), {})[lv.get("label_for_charts", "?")] = [
-                    lv["u_probability"], new]
-            lv["u_probability"] = new
-    return changed
-
-
-@holding_lock
-def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
-    """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
-    cfg = ws.config().link
-    files = _identifier_files(ws)
-    check_linkable(engine, files)
-    present = _load_input(engine, files)
-    _check_rule_columns(engine, cfg.training_rules, "link.training_rules", ws)
-    spec = model_spec(present)
-    model = settings(spec)
-    if cfg.settings_file:
-        path = ws.resolve(cfg.settings_file)
-        try:
-            model = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LinkError(f"cannot read link.settings_file {path}: {exc}") from exc
-        # The platform's own conventions, whatever the file says.
-        model.update({"link_type": "dedupe_only", "unique_id_column_name": "record_key",
-                      "additional_columns_to_retain": sorted(set(model.get("additional_columns_to_retain", []))
-                                                             | {"source"})})
-    training_rules = [block_on(*cols) for cols in cfg.training_rules] if cfg.training_rules else spec.training_rules
-    records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
-    # Pairs in an EM session's blocks grow with the square of the records, the estimates do
-    # not need them all: past the cap, train on a fixed random sample (the same records for
-    # the same data). The prior is unchanged by sampling (matches and pairs both scale with
-    # the square of the share kept); term frequencies below come from every record.
-    table = INPUT_TABLE
-    if records > cfg.training_records:
-        table = "link_training_sample"
-        engine.execute(f"""CREATE OR REPLACE TABLE {table} AS SELECT * FROM {INPUT_TABLE}
-                           ORDER BY md5(record_key) LIMIT {int(cfg.training_records)}""")
-    linker = _linker(engine, model, table=table)
-    if spec.deterministic_rules:
-        linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
-    # Every sampled pair is used (no early stop once each level has 100 agreements), so the
-    # number of pairs behind each u is known: the correction below floors u at one of them.
-    linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed, min_count_per_level=None)
-    skipped = []
-    for rule in training_rules:
-        try:
-            linker.training.estimate_parameters_using_expectation_maximisation(rule)
-        except EMTrainingException as exc:
-            rule_sql = rule.get_blocking_rule("duckdb").blocking_rule_sql
-            if cfg.training_rules:  # the user's own steps: each must find pairs
-                raise LinkError(f"the training rule {rule_sql} (link.training_rules in {ws.config_path}) finds no "
-                                "pair of records sharing its values; choose columns the sources share") from exc
-            # A default step for a role that few records hold (a small or single source): the
-            # other steps train its comparisons too; said in the model's metadata.
-            skipped.append(rule_sql)
-    if skipped and len(skipped) == len(training_rules):
-        raise LinkError("no training step found a pair of records sharing values (" + "; ".join(skipped) + "): the "
-                        "identifiers hold too few records to train on; set link.training_rules in "
-                        f"{ws.config_path}, or train on a larger delivery")
-    recall = None
-    if spec.deterministic_rules:
-        # The prior counted the rules' matches and scaled by an assumed recall. Now the model
-        # says how often a true match agrees exactly on the rules' columns, so recount with
-        # that recall instead. m and u stay as trained: each EM session estimates its own prior.
-        recall = deterministic_recall(engine, linker, spec.deterministic_rules)
-        if recall is not None:
-            linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=recall)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    folder = ws.root / MODELS
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"model-{stamp}.json"
-    linker.misc.save_model_to_json(str(path), overwrite=True)
-    # Only with a prior estimated from this data: without deterministic rules Splink's prior is
-    # a placeholder, and correcting by it would invent weight.
-    u_corrected = "not corrected: the prior was not estimated (no deterministic rule applies)"
-    if spec.deterministic_rules:
-        prior = linker._settings_obj._probability_two_random_records_match
-        trained_on = min(records, cfg.training_records)
-        sampled = min(U_SAMPLE_PAIRS, trained_on * (trained_on - 1) // 2)
-        model_json = json.loads(path.read_text(encoding="utf-8"))
-        u_corrected = correct_u_for_matches(model_json, prior, sampled)
-        path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")
-    term_frequencies = {}
-    for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
-        term_frequencies[col] = f"{path.stem}.tf-{col}.parquet"
-        # Splink's definition (share of the non-empty values), over every record.
-        engine.to_parquet(f"""SELECT {col}, CAST(count(*) AS DOUBLE) / (SELECT count({col}) FROM {INPUT_TABLE})
-                                  AS tf_{col}
-                              FROM {INPUT_TABLE} WHERE {col} IS NOT NULL GROUP BY 1 ORDER BY ALL""",
-                          folder / term_frequencies[col])
-    engine.execute("DROP TABLE IF EXISTS link_training_sample")
-    meta = {
-        "model": path.name, "trained_at": stamp, "records": records,
-        "trained_on_records": min(records, cfg.training_records), "columns": sorted(present),
-        "term_frequencies": term_frequencies,
-        "identifiers": _fingerprint(files), "seed": seed,
-        # The prior match probability and the deterministic rules' recall it was scaled by
-        # (estimated from the model; null where the assumed recall was kept).
-        "probability_two_random_records_match": linker._settings_obj._probability_two_random_records_match,
-        "deterministic_recall": recall,
-        # Default training steps that found no pair of records (see above).
-        "training_steps_skipped": skipped,
-        # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
-        "u_corrected_for_matches": u_corrected,
-        "code": {"datafirst": __version__, "splink": version("splink"),
-                 "engine": engine.name, engine.name: engine.version},
-    }
-    path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    (folder / "current.json").write_text(json.dumps({"model": path.name}, indent=2), encoding="utf-8")
-    return path
-
-
-def current_model(ws: Workspace) -> Path:
-    pointer = ws.root / MODELS / "current.json"
-    if not pointer.is_file():
-        raise LinkError(f"no trained model in {ws.root / MODELS}; run `datafirst train` first")
-    return ws.root / MODELS / json.loads(pointer.read_text(encoding="utf-8"))["model"]
+# Columns the link input derives from an identifier column (see _load_input).
+DERIVED_FROM = {"dob_text": "date_of_birth", "forename_groups": "forename", "address_tokens": "address"}
 
 
 def _model_columns(model: dict) -> set[str]:
+    """The identifier columns a model's comparisons read (a derived column counts as its source)."""
     cols = set()
     for comparison in model.get("comparisons", []):
         for level in comparison.get("comparison_levels", []):
-            sql = level.get("sql_condition", "")
-            for token in ("forename", "surname", "middle_names", "date_of_birth", "postcode", "address", "sex", "pnc",
-                          "cro", "other_id"):
-                if f"{token}_l" in sql or f'"{token}_l"' in sql:
-                    cols.add(token)
+            for name in re.findall(r"\b([A-Za-z_]\w*)_[lr]\b", level.get("sql_condition", "")):
+                cols.add(DERIVED_FROM.get(name, name))
     return cols
 
 
@@ -400,10 +124,10 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     if blocking_rules is None and cfg.blocking_rules:
         blocking_rules = [block_on(*cols) for cols in cfg.blocking_rules]
     max_comparisons_per_rule = max_comparisons_per_rule or cfg.max_comparisons_per_rule
-    files = _identifier_files(ws)
+    files = identifier_files(ws)
     check_linkable(engine, files)
-    present = _load_input(engine, files)
-    _check_rule_columns(engine, cfg.blocking_rules, "link.blocking_rules", ws)
+    present = load_input(engine, files)
+    check_rule_columns(engine, cfg.blocking_rules, "link.blocking_rules", ws)
     path = model_path or current_model(ws)
     model = json.loads(path.read_text(encoding="utf-8"))
     check_model_fits(model, present, path)
@@ -413,7 +137,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
             for r in blocking_rules]
     model = engine.model(model)  # a model trained on the other engine: its SQL in this one's dialect
     db_api = engine.splink_api()
-    linker = _linker(engine, model, db_api)
+    linker = make_linker(engine, model, db_api)
     frozen_tf = use_term_frequencies(engine, db_api, linker, model, path)
     n_records = int(engine.scalar(f"SELECT count(*) FROM {INPUT_TABLE}"))
     incremental.digest_input(engine, INPUT_TABLE, engine.columns(INPUT_TABLE))

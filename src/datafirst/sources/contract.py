@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,11 @@ IDENTIFIER_ROLES = (
 TEXT_ROLES = ("forename", "middle_names", "forenames", "surname", "full_name", "postcode", "address", "pnc", "cro")
 NAME_ORDERS = ("surname_comma_forenames", "forenames_surname")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# How a column that is not an identifier role can still be compared in linkage (`compare`):
+# category (exact, with term frequencies: birth place, ethnicity), text (exact or close in
+# spelling: occupation, employer), number (exact or close: height), date (exact or close: a
+# date of death, of marriage).
+COMPARE_KINDS = ("category", "text", "number", "date")
 # A JSON path both engines read alike: keys (bare or quoted) and array positions, no wildcards.
 JSON_PATH = re.compile(r'^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\."[^"]+"|\[[0-9]+\])+$')
 
@@ -70,6 +76,19 @@ class Column(BaseModel):
     role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
     name_order: Literal["surname_comma_forenames", "forenames_surname"] | None = None
     native_id: bool = Field(False, description="a source system's own id: kept in content, hashed in releases")
+    compare: Literal[COMPARE_KINDS] | None = Field(  # type: ignore[valid-type]
+        None, description="compare this column in linkage as a category, text, number or date; it goes to the "
+                          "identifiers zone (and to content only with `content: true`)")
+    compare_as: str | None = Field(None, description="the attribute's name in linkage, shared by the sources that "
+                                                     "hold it (default: the column's name)")
+    content: bool = Field(False, description="a `compare` column: also keep it in content, where releases can use it")
+    earliest: date | None = Field(None, description="date_of_birth: the earliest plausible date; earlier dates are "
+                                                    "emptied (default: datafirst.yaml's standardise.date_of_birth)")
+    placeholder_dates: list[date] | None = Field(
+        None, description="date_of_birth: dates that mean 'not known' (default: datafirst.yaml's)")
+    year_only_dates: list[str] | None = Field(
+        None, description="date_of_birth: days of the year ('01-01') written when only the year is known: such a "
+                          "date counts as its year alone (default: datafirst.yaml's)")
     path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
     description: str = ""
 
@@ -96,6 +115,27 @@ class Column(BaseModel):
         if self.native_id and self.role not in (None, "pnc", "cro", "other_id"):
             raise ValueError(f"a column with role {self.role} cannot be a native_id: native ids go to content, "
                              "and a name, date of birth, sex, postcode or address never may")
+        if self.compare is not None:
+            if self.role is not None or self.native_id:
+                raise ValueError("a column with `compare` is an attribute for linkage, not an identifier role or a "
+                                 "native_id: give it one of the two")
+            if self.compare in ("category", "text") and self.type != "string":
+                raise ValueError(f"`compare: {self.compare}` needs a string column")
+            if self.compare == "number" and self.type not in ("integer", "decimal"):
+                raise ValueError("`compare: number` needs an integer or decimal column")
+            if self.compare == "date" and self.type != "date":
+                raise ValueError("`compare: date` needs a date column")
+        elif self.compare_as is not None or self.content:
+            raise ValueError("`compare_as` and `content` are only for columns with `compare`")
+        if self.compare_as is not None and not IDENTIFIER.match(self.compare_as):
+            raise ValueError(f"compare_as {self.compare_as!r} must be lower case letters, digits and underscores")
+        dob_rules = {"earliest": self.earliest, "placeholder_dates": self.placeholder_dates,
+                     "year_only_dates": self.year_only_dates}
+        if self.role != "date_of_birth" and any(v is not None for v in dob_rules.values()):
+            raise ValueError(f"{[k for k, v in dob_rules.items() if v is not None]} are only for date_of_birth columns")
+        for day in self.year_only_dates or []:
+            if not re.match(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", day):
+                raise ValueError(f"year_only_dates takes month-day pairs such as '01-01', got {day!r}")
         if self.role in TEXT_ROLES and self.type != "string":
             raise ValueError(f"a column with role {self.role} must have type string (the default): it is cleaned as text")
         return self
@@ -184,12 +224,22 @@ class Table(BaseModel):
         return [n for n, c in self.columns.items() if c.role is not None]
 
     @property
+    def compared_columns(self) -> list[str]:
+        """Columns compared in linkage as attributes (`compare`), not as identifier roles."""
+        return [n for n, c in self.columns.items() if c.compare is not None]
+
+    @property
     def content_columns(self) -> list[str]:
-        return [n for n, c in self.columns.items() if c.role is None or c.native_id]
+        return [n for n, c in self.columns.items()
+                if (c.role is None and c.compare is None) or c.native_id or (c.compare is not None and c.content)]
 
     @property
     def is_person_table(self) -> bool:
         return bool(self.identifier_columns)
+
+    def attribute_name(self, column: str) -> str:
+        """The name a `compare` column has in the identifiers zone and the model."""
+        return self.columns[column].compare_as or column
 
 
 class Contract(BaseModel):

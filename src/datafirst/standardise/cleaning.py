@@ -30,6 +30,7 @@ nothing is tuned to a data set: no nickname tables, no lists of particular peopl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # --- SQL text helpers ------------------------------------------------------------------------
 
@@ -293,26 +294,83 @@ def soundex(expr: str) -> str:
 # --- dates of birth --------------------------------------------------------------------------
 
 PLACEHOLDER_DATES: tuple[str, ...] = ("1900-01-01", "1901-01-01", "1800-01-01", "9999-12-31", "1111-11-11")
-"""Dates systems use for "date of birth not known"."""
+"""Dates systems use for "date of birth not known" (the default of `placeholder_dates`)."""
+
+YEAR_ONLY_DATES: tuple[str, ...] = ("01-01",)
+"""Days of the year (month-day) systems write when only the year of birth is known (the default of
+`year_only_dates`): 1 January is what most systems record then."""
 
 
-def dob_flag(expr: str, as_of: str) -> str:
-    """Why a date of birth cannot be trusted as a full date, or NULL when it can.
+@dataclass(frozen=True)
+class DobRules:
+    """The domain choices behind cleaning a date of birth, each declared and changeable (a
+    contract's date_of_birth column, else `standardise.date_of_birth` in datafirst.yaml).
 
-    'placeholder' (a fixed "not known" date), 'before_1900', 'in_future' (after ``as_of``), or
-    'jan_first': 1 January is what systems record when only the year is known, so the day and
-    month carry no evidence (the year does; see :func:`year_of_birth`).
+    ``earliest``: the earliest plausible date (ISO text), or None for no limit. A justice system
+    may say 1900-01-01; a register of historical records may hold dates from the 1600s, which a
+    fixed limit would silently empty. ``placeholders``: whole dates meaning "not known".
+    ``year_only``: month-day pairs that mean only the year is known (the year is kept as evidence).
     """
-    placeholders = ", ".join(f"DATE '{d}'" for d in PLACEHOLDER_DATES)
-    return (f"CASE WHEN {expr} IN ({placeholders}) THEN 'placeholder' "
-            f"WHEN {expr} < DATE '1900-01-01' THEN 'before_1900' "
-            f"WHEN {expr} > {as_of} THEN 'in_future' "
-            f"WHEN month({expr}) = 1 AND day({expr}) = 1 THEN 'jan_first' END")
+
+    earliest: str | None = None
+    placeholders: tuple[str, ...] = PLACEHOLDER_DATES
+    year_only: tuple[str, ...] = YEAR_ONLY_DATES
 
 
-def dob_clean(expr: str, as_of: str) -> str:
+DOB_FLAGS: dict[str, str] = {
+    "placeholder": "a date meaning 'not known' (placeholder_dates): emptied, year too",
+    "before_earliest": "earlier than the earliest plausible date (earliest): emptied, year too",
+    "in_future": "after the day of the run: emptied, year too",
+    "year_only": "a day written when only the year is known (year_only_dates): the year kept, day and month emptied",
+}
+"""Why a date of birth was emptied or cut to its year: each rule's flag and what it does."""
+
+_DOB_SETTING = ("`{key}` on the contract's date_of_birth column, or standardise.date_of_birth.{key} in "
+                "datafirst.yaml")
+CLEANING_RULES: dict[str, tuple[str, str | None]] = {
+    **{f"{role}:placeholder": ("a placeholder such as 'UNKNOWN' or 'N/A': emptied", None)
+       for role in ("forename", "forenames", "middle_names", "surname", "full_name", "address", "sex")},
+    "date_of_birth:placeholder": (DOB_FLAGS["placeholder"], _DOB_SETTING.format(key="placeholder_dates")),
+    "date_of_birth:before_earliest": (DOB_FLAGS["before_earliest"], _DOB_SETTING.format(key="earliest")),
+    "date_of_birth:in_future": (DOB_FLAGS["in_future"], None),
+    "date_of_birth:year_only": (DOB_FLAGS["year_only"], _DOB_SETTING.format(key="year_only_dates")),
+    "postcode:placeholder": ("a placeholder postcode such as 'ZZ99 3VZ' or 'NFA': emptied", None),
+    "postcode:outward_only": ("only the outward code ('SW1A'): the district kept, the full postcode empty", None),
+    "postcode:invalid": ("not shaped like a UK postcode: emptied (a postcode of another country is an address "
+                         "line: give it role `address`)", None),
+    "pnc:bad_format": ("not shaped like a PNC id: emptied", None),
+    "pnc:bad_check": ("a PNC id whose check letter is wrong (a mistyped digit): emptied", None),
+    "cro:bad_format": ("not shaped like a CRO number: emptied", None),
+    "cro:bad_check": ("a CRO number whose check letter is wrong: emptied", None),
+}
+"""Every cleaning rule that empties or cuts a value, by the flag it leaves on the record (the
+identifiers zone's `flags`): what it does, and where to change it when it is a domain choice
+(None: general knowledge of how the value is written, not a choice). `datafirst standardise`
+prints how many records each rule touched, and the data quality report lists them."""
+
+
+def dob_flag(expr: str, as_of: str, rules: DobRules = DobRules()) -> str:
+    """Why a date of birth cannot be trusted as a full date, or NULL when it can (see DOB_FLAGS).
+
+    Checked in order: a placeholder date, a date before ``rules.earliest``, a date after
+    ``as_of``, a year-only day (1 January by default: the year is evidence, the day and month
+    are not; see :func:`year_of_birth`).
+    """
+    checks = []
+    if rules.placeholders:
+        checks.append(f"WHEN {expr} IN ({', '.join(f'DATE {_sql_str(d)}' for d in rules.placeholders)}) THEN 'placeholder'")
+    if rules.earliest:
+        checks.append(f"WHEN {expr} < DATE {_sql_str(rules.earliest)} THEN 'before_earliest'")
+    checks.append(f"WHEN {expr} > {as_of} THEN 'in_future'")
+    if rules.year_only:
+        days = " OR ".join(f"(month({expr}) = {int(d[:2])} AND day({expr}) = {int(d[3:])})" for d in rules.year_only)
+        checks.append(f"WHEN {days} THEN 'year_only'")
+    return f"CASE {' '.join(checks)} END"
+
+
+def dob_clean(expr: str, as_of: str, rules: DobRules = DobRules()) -> str:
     """The date of birth when it is trustworthy as a full date (no :func:`dob_flag`), else NULL."""
-    return dob_clean_from_flag(expr, dob_flag(expr, as_of))
+    return dob_clean_from_flag(expr, dob_flag(expr, as_of, rules))
 
 
 def dob_clean_from_flag(expr: str, flag: str) -> str:
@@ -320,15 +378,15 @@ def dob_clean_from_flag(expr: str, flag: str) -> str:
     return f"CASE WHEN {flag} IS NULL THEN {expr} END"
 
 
-def year_of_birth(expr: str, as_of: str) -> str:
-    """The year of birth, kept for 1 January dates (01/01/1985 -> 1985) but NULL for
-    placeholder, pre-1900 and future dates, whose year means nothing either."""
-    return year_of_birth_from_flag(expr, dob_flag(expr, as_of))
+def year_of_birth(expr: str, as_of: str, rules: DobRules = DobRules()) -> str:
+    """The year of birth, kept for year-only dates (01/01/1985 -> 1985) but NULL for
+    placeholder, implausibly early and future dates, whose year means nothing either."""
+    return year_of_birth_from_flag(expr, dob_flag(expr, as_of, rules))
 
 
 def year_of_birth_from_flag(expr: str, flag: str) -> str:
     """:func:`year_of_birth` of ``expr``, whose :func:`dob_flag` is ``flag``."""
-    return f"CASE WHEN coalesce({flag}, 'jan_first') = 'jan_first' THEN year({expr}) END"
+    return f"CASE WHEN coalesce({flag}, 'year_only') = 'year_only' THEN year({expr}) END"
 
 
 # --- postcodes -------------------------------------------------------------------------------

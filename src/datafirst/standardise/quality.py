@@ -20,7 +20,7 @@ from ..sources.contract import Contract, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace, holding_lock
-from .cleaning import is_placeholder
+from .cleaning import CLEANING_RULES, is_placeholder
 from .stage import IDENTIFIERS, standardised_state
 
 REPORT_DIR = "data_quality"
@@ -82,6 +82,13 @@ def measure(ws: Workspace, engine: Engine, previous: dict | None = None) -> dict
         counts = e.execute("SELECT * FROM " + ", ".join(
             f"({_value_counts_sql(col, landed, bool(cspec.role))}) f{i}" for i, (col, cspec) in enumerate(cols))
         )[0] if n else (0, 0, None) * len(cols)
+        # Each declared cleaning rule (cleaning.CLEANING_RULES) that emptied or cut values here.
+        cleaning = []
+        if roles and ids_path.is_file() and n:
+            cleaning = [{"rule": flag, "records": int(k), "effect": CLEANING_RULES.get(flag, ("", None))[0],
+                         "change": CLEANING_RULES.get(flag, ("", None))[1]}
+                        for flag, k in e.execute(f"""SELECT flag, count(*) FROM (
+                            SELECT unnest(flags) AS flag FROM {e.parquet(ids_path)}) GROUP BY 1 ORDER BY 2 DESC, 1""")]
         fields = []
         for i, (col, cspec) in enumerate(cols):
             distinct, present, placeholders = counts[3 * i:3 * i + 3]
@@ -96,6 +103,7 @@ def measure(ws: Workspace, engine: Engine, previous: dict | None = None) -> dict
             "quarantine_reasons": [{"column": r[2], "reason": r[3], "rows": r[4]} for r in reasons
                                    if r[0] == contract.source and r[1] == name],
             "fields": fields,
+            "cleaning_rules": cleaning,
             "measured_from": made_from.get(key),
         }
 
@@ -164,6 +172,18 @@ def alert_messages(report: dict) -> list[str]:
         else:
             out.append(f"{c['source']}/{c['table']} {c['field']}: completeness fell from "
                        f"{c['completeness_before']:.1%} to {c['completeness_now']:.1%}")
+    return out
+
+
+def cleaning_messages(report: dict) -> list[str]:
+    """One line per cleaning rule that emptied or cut values in a table: how many records, what
+    it did, and where to change it when it is a domain choice (nothing is lost without a word)."""
+    out = []
+    for t in report["tables"]:
+        for r in t.get("cleaning_rules", []):
+            change = f"; change it with {r['change']}" if r["change"] else ""
+            out.append(f"{t['source']}/{t['table']} {r['rule']}: {r['records']:,} of {t['landed']:,} records, "
+                       f"{r['effect']}{change}")
     return out
 
 
@@ -237,6 +257,13 @@ def render_html(report: dict) -> str:
                        f"<td class='num'>{pct(f['completeness'])}</td><td class='num'>{pct(f['validity'])}</td>"
                        f"<td class='num'>{pct(f['placeholder_rate'])}</td><td class='num'>{f['distinct']:,}</td></tr>")
         out.append("</table>")
+        if t.get("cleaning_rules"):
+            out.append("<h3>Cleaning rules applied</h3><table><tr><th>rule</th><th>records</th><th>what it did</th>"
+                       "<th>where to change it</th></tr>")
+            for r in t["cleaning_rules"]:
+                out.append(f"<tr><td>{html.escape(r['rule'])}</td><td class='num'>{r['records']:,}</td>"
+                           f"<td>{html.escape(r['effect'])}</td><td>{html.escape(r['change'] or 'not a choice')}</td></tr>")
+            out.append("</table>")
         if t["quarantine_reasons"]:
             out.append(bar_chart([(f"{r['column']}: {r['reason']}"[:32], r["rows"]) for r in t["quarantine_reasons"]],
                                   f"Quarantine reasons of {anchor}", percent=False))

@@ -23,7 +23,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..sources.contract import Contract, ContractError, Table, load_contracts
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, spec_sha256
-from ..workspace import Workspace, holding_lock, replace_folder
+from ..workspace import DateOfBirthConfig, Workspace, holding_lock, replace_folder
 from . import cleaning as c
 
 IDENTIFIERS = "identifiers"
@@ -34,12 +34,58 @@ CONTENT = "content"
 # line is unchanged (see _known_rows).
 PROVENANCE = ("_source", "_table", "_file", "_row_number", "_file_sha256", "_loaded_at", "_line_md5")
 
-# The identifiers schema shared by every source (a role a source lacks is NULL).
+# The identifiers schema shared by every source (a role a source lacks is NULL), followed by the
+# attributes the contracts declare for comparison (`compare`), in name order.
 IDENTIFIER_COLUMNS = (
     "record_key", "source", "source_table", "forename", "middle_names", "surname", "forename_soundex",
     "surname_soundex", "forename_is_initial", "date_of_birth", "year_of_birth", "sex", "postcode",
     "postcode_sector", "postcode_district", "postcode_area", "address", "pnc", "cro", "other_id", "flags",
 )
+# The SQL type of an attribute of each `compare` kind in the identifiers zone.
+ATTRIBUTE_TYPES = {"category": "VARCHAR", "text": "VARCHAR", "number": "DOUBLE", "date": "DATE"}
+
+
+def attributes(contracts: list[Contract]) -> dict[str, str]:
+    """The attributes declared for comparison across all contracts: name -> kind, in name order.
+    One name is one attribute in every source that holds it, so its kind must agree."""
+    found: dict[str, tuple[str, str]] = {}
+    for contract in contracts:
+        for table_name, spec in contract.tables.items():
+            for column in spec.compared_columns:
+                name, kind = spec.attribute_name(column), spec.columns[column].compare
+                where = f"{contract.path or contract.source}: tables.{table_name}.columns.{column}"
+                if name in IDENTIFIER_COLUMNS or name in RESERVED_FOR_LINKAGE:
+                    raise ContractError(f"{where}: the attribute name {name!r} is datafirst's own identifier "
+                                        "column; give it another with `compare_as`")
+                if name in found and found[name][0] != kind:
+                    raise ContractError(f"{where} compares {name!r} as {kind}, but {found[name][1]} compares it as "
+                                        f"{found[name][0]}: one attribute has one kind (or name them apart with "
+                                        "`compare_as`)")
+                found.setdefault(name, (kind, where))
+    return {name: found[name][0] for name in sorted(found)}
+
+
+# Columns the link stage derives from the identifiers (link/stage.py); an attribute may not take their names.
+RESERVED_FOR_LINKAGE = ("address_tokens", "forename_groups", "forename_group", "dob_text")
+
+
+def identifier_columns(attrs: dict[str, str]) -> tuple[str, ...]:
+    """The identifiers zone's columns: the shared schema, then the declared attributes."""
+    return IDENTIFIER_COLUMNS + tuple(attrs)
+
+
+def dob_rules(spec: Table, defaults: DateOfBirthConfig) -> c.DobRules:
+    """The date-of-birth cleaning rules of a table: its contract's, where its date_of_birth
+    column declares them, else the workspace config's."""
+    declared = [spec.columns[n] for n in spec.role_columns("date_of_birth")]
+
+    def pick(key: str):
+        return next((getattr(col, key) for col in declared if getattr(col, key) is not None), getattr(defaults, key))
+
+    earliest = pick("earliest")
+    return c.DobRules(earliest=earliest.isoformat() if earliest else None,
+                      placeholders=tuple(d.isoformat() for d in pick("placeholder_dates")),
+                      year_only=tuple(pick("year_only_dates")))
 
 
 @dataclass
@@ -155,7 +201,8 @@ def _role_text(spec: Table, role: str, alias: str = "l.") -> str:
     return f"CAST({_first(spec.role_columns(role), alias)} AS VARCHAR)"
 
 
-def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, as_of: str) -> list[str]:
+def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, as_of: str,
+                      rules: c.DobRules = c.DobRules(), attrs: dict[str, str] | None = None) -> list[str]:
     """Two SELECTs, the second reading the first's result (materialised by the caller as
     `step_raw`): the role values, cleaned where a landed column holds them alone, then what is
     derived from values combined from several columns (given names, soundex) and the flags.
@@ -181,6 +228,15 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             names.inner(column, inner_name, inner_expr, row)
         return names.value(column, name, expr_of_v, row)
 
+    # Declared attributes: each cleaned by its kind (text folded to lower-case words), NULL where
+    # this table does not hold it; the first of a table's columns with a value when several do.
+    attrs = attrs or {}
+    held: dict[str, list[str]] = {}
+    for col in spec.compared_columns:
+        held.setdefault(spec.attribute_name(col), []).append(col)
+    attribute_values = "".join(
+        f",\n            CAST({_attribute_value(spec, held[a], kind, names) if a in held else 'NULL'} "
+        f"AS {ATTRIBUTE_TYPES[kind]}) AS {_q(a)}" for a, kind in attrs.items())
     raw = f"""
         SELECT l.record_key, l._row_number, {forenames} AS _forenames, {surname} AS _surname, {middle_own} AS _middle_own,
             {dob if dob != 'NULL' else 'NULL::DATE'} AS _dob,
@@ -197,14 +253,14 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             {address} AS address,
             {_concat([f"nullif(trim(CAST(l.{_q(n)} AS VARCHAR)), '')" for n in spec.role_columns('other_id')])} AS other_id,
             {f"list_filter([{', '.join(placeholder_flags)}], lambda x: x IS NOT NULL)" if placeholder_flags else "[]::VARCHAR[]"}
-                AS _placeholder_flags
+                AS _placeholder_flags{attribute_values}
         FROM {landed} l
         {names.joins()}"""
     # Given names, surnames, sex and dates of birth recur: derived once per distinct value too.
     derived = _PerValue("step_raw", "r")
     derived.inner("_forenames", "forename", c.first_token("v"))
     forename = derived.value("_forenames", "forename", "forename")
-    dob_flag = derived.value("_dob", "flag", c.dob_flag("v", as_of))
+    dob_flag = derived.value("_dob", "flag", c.dob_flag("v", as_of, rules))
     flags = ("list_concat(r._placeholder_flags, list_filter(["
              f"'date_of_birth:' || {dob_flag}, 'postcode:' || r._postcode_flag, 'pnc:' || r._pnc_flag, "
              "'cro:' || r._cro_flag], lambda x: x IS NOT NULL))")
@@ -220,11 +276,18 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             {derived.value("_dob", "year_of_birth", c.year_of_birth_from_flag("v", "flag"))} AS year_of_birth,
             {derived.value("_sex", "sex", c.sex_clean("v"))} AS sex,
             r.postcode, r.postcode_sector, r.postcode_district, r.postcode_area, r.address, r.pnc, r.cro, r.other_id,
-            {flags} AS flags
+            {flags} AS flags{"".join(f", r.{_q(a)}" for a in attrs)}
         FROM step_raw r
         {derived.joins()}
         ORDER BY r._row_number"""
     return [raw, final]
+
+
+def _attribute_value(spec: Table, columns: list[str], kind: str, per_value: "_PerValue") -> str:
+    """SQL for a declared attribute's cleaned value in a table holding it in `columns`."""
+    if kind in ("category", "text"):
+        return "coalesce(" + ", ".join(per_value.value(_q(n), "attribute", c.address_clean("v")) for n in columns) + ")"
+    return f"coalesce({', '.join(f'l.{_q(n)}' for n in columns)})"
 
 
 # Quasi-identifiers reduced enough for research (the SAIL/ONS practice): they go to content
@@ -277,6 +340,9 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
     as_of_sql = f"DATE {sql_string(as_of)}"
     contracts = load_contracts(ws.contracts)
     tables = [(ct, n, t) for ct in contracts for n, t in ct.tables.items()]
+    attrs = attributes(contracts)
+    dob_defaults = ws.config().standardise.date_of_birth
+    rules = {ct.table_key(n): dob_rules(t, dob_defaults) for ct, n, t in tables}
     accounting = {(r["source"], r["table"]): r for r in pq.read_table(landed_dir / ACCOUNTING_FILE).to_pylist()}
     loaded_under = {k: r.get("spec_sha256") for k, r in accounting.items()}
     for contract, name, spec in tables:
@@ -299,7 +365,12 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
     made_from = {contract.table_key(name): {
         "file_sha256": accounting.get((contract.source, name), {}).get("file_sha256"),
         "spec_sha256": spec_sha256(contract, name, spec), "code": CODE_SHA256, "engine": engine.name,
-        "as_of": as_of} for contract, name, spec in tables}
+        "as_of": as_of,
+        # The cleaning's declared choices and the identifiers' schema (every table carries every
+        # attribute any contract declares): outputs made under others are not reused.
+        "rules": hashlib.sha256(json.dumps([vars(rules[contract.table_key(name)]), attrs],
+                                           sort_keys=True).encode()).hexdigest()}
+        for contract, name, spec in tables}
 
     def split(contract: Contract, name: str, spec: Table, job_engine: Engine) -> TableSplit:
         if progress:
@@ -317,7 +388,7 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
         if spec.is_person_table:
             known = _known_rows(job_engine, ws, spec, key, landed, previous.get(key), made_from[key])
             if known is None:
-                raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql)
+                raw, final = identifiers_steps(contract, name, spec, landed, as_of_sql, rules[key], attrs)
                 job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
                 n_ids = job_engine.to_parquet(final, tmp_ids / f"{key}.parquet")
             else:
@@ -325,11 +396,11 @@ def standardise(ws: Workspace, engine: Engine, *, as_of: str | None = None,
                 # table of their own (the cleaning reads its input once per distinct-value step).
                 job_engine.execute(f"""CREATE OR REPLACE TEMP TABLE step_todo AS SELECT * FROM {landed}
                                        WHERE record_key NOT IN (SELECT record_key FROM {known})""")
-                raw, final = identifiers_steps(contract, name, spec, "step_todo", as_of_sql)
+                raw, final = identifiers_steps(contract, name, spec, "step_todo", as_of_sql, rules[key], attrs)
                 job_engine.execute(f"CREATE OR REPLACE TEMP TABLE step_raw AS {raw}")
                 cleaned = int(job_engine.scalar("SELECT count(*) FROM step_raw"))
                 before = job_engine.parquet(ws.zone(IDENTIFIERS) / f"{key}.parquet")
-                cols = ", ".join(IDENTIFIER_COLUMNS)
+                cols = ", ".join(_q(col) for col in identifier_columns(attrs))
                 n_ids = job_engine.to_parquet(f"""
                     SELECT {cols} FROM (
                         SELECT n.*, t._row_number AS _order FROM ({final}) n JOIN step_todo t ON t.record_key = n.record_key
@@ -394,7 +465,7 @@ def _reusable(engine: Engine, ws: Workspace, spec: Table, key: str, landed: str,
     cleaning code and engine, both output files still there, and no date of birth that the
     change of date turns into a future one or back (`in_future` is the only flag that depends on
     the date: a date of birth later than the earlier date and not later than the later one)."""
-    if not before or any(before.get(k) != now[k] for k in ("file_sha256", "spec_sha256", "code", "engine")) \
+    if not before or any(before.get(k) != now[k] for k in ("file_sha256", "spec_sha256", "code", "engine", "rules")) \
             or now["file_sha256"] is None:
         return None
     outputs = [ws.zone(CONTENT) / f"{key}.parquet"] + ([ws.zone(IDENTIFIERS) / f"{key}.parquet"]
@@ -418,7 +489,7 @@ def _known_rows(engine: Engine, ws: Workspace, spec: Table, key: str, landed: st
     same contract, loader, cleaning code and engine, and the record's extract line unchanged (the
     same `_line_md5`, so the same landed values), but for a date of birth that the change of date
     turns into a future one or back (see _reusable). None when the last outputs cannot be used."""
-    if not before or any(before.get(k) != now[k] for k in ("spec_sha256", "code", "engine")):
+    if not before or any(before.get(k) != now[k] for k in ("spec_sha256", "code", "engine", "rules")):
         return None
     ids, content = ws.zone(IDENTIFIERS) / f"{key}.parquet", ws.zone(CONTENT) / f"{key}.parquet"
     if not (ids.is_file() and content.is_file()):

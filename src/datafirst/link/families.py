@@ -1,0 +1,121 @@
+"""Families: keep household members and twins apart, as far as the data shows they are there.
+
+Fellegi-Sunter adds the fields' weights as if they were independent given a non-match. In a
+family they are not: household members share a surname and an address, twins a date of birth
+too, so their agreements add up to far more than they are worth and they were linked at
+p > 0.99 (issue 22). The model's family comparison (settings.family_comparison) picks out those
+patterns: the surname and a place, a date of birth, or both agreeing exactly while the forenames
+are unrelated. Its weights are set here, after EM, from the data.
+
+How much such a pattern says depends on the data. In FEBRL, whose generator replaces a whole
+forename of a duplicate record, a pair with one surname, one address and unrelated forenames is
+the same person; in a census of households it is a spouse, a child or a twin. The data says
+which through fields that family members do not share but one person's records do: the sex
+(family pairs differ in it about half the time, one person's records almost never) and, where
+the pattern does not fix it, the date of birth (family members' differ, bar twins). Among a
+pattern's pairs with the field on both sides, the share disagreeing estimates the share of
+family pairs, `phi`:
+
+    observed disagreement = (1 - phi) * a + phi * b,  so  phi = (observed - a) / (b - a)
+
+with `a` the model's disagreement rate among matches (the m of the field's "else" level) and `b`
+among random pairs (its u), clipped to [0, 1]. Where families dominate a pattern (phi >= 0.5),
+its weight is set so that the median pair of the pattern that no such field tells apart (same
+sex, date of birth agreeing or missing) ends at a match probability of 1 - phi (at least 1%):
+those pairs are at least as likely to be family as the pattern's pairs overall. Where they do not
+(phi < 0.5, or too few pairs to say), the weight stays zero and the model links as it would
+without the comparison. The estimates and weights are saved in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from splink import block_on
+
+from ..engine import Engine
+from .inputs import linker as make_linker
+from .settings import FAMILY_LEVELS
+
+# Fields whose disagreement family members show and one person's records do not.
+INSTRUMENTS = ("sex", "date_of_birth")
+# Fewer pattern pairs with an instrument than this say nothing.
+MIN_PATTERN_PAIRS = 30
+# The family share above which a pattern is weighed down.
+FAMILY_SHARE = 0.5
+# The lowest match probability a pattern's median indistinguishable pair is set to.
+MIN_TARGET = 0.01
+
+
+def _levels(comparison: dict) -> list[tuple[int, dict]]:
+    """(gamma value, level) of a comparison's non-null levels, strongest first."""
+    levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+    return [(len(levels) - 1 - i, lv) for i, lv in enumerate(levels)]
+
+
+def calibrate(engine: Engine, model: dict, table: str, present: set[str]) -> dict:
+    """Set the family comparison's weights from the data, in place on `model` (a trained Splink
+    model as JSON); returns per pattern what was measured and the weight set."""
+    comparisons = {c["output_column_name"]: c for c in model["comparisons"]}
+    family = comparisons.get("family")
+    if family is None:
+        return {}
+    instruments = [f for f in INSTRUMENTS if f in comparisons]
+    contexts = [c for c in ("postcode", "address", "date_of_birth") if c in present]
+    # Splink keeps each comparison's weight (mw_) but not its level: for this scoring each family
+    # level is marked by a weight of its own (-10, -20, ...), and an instrument's "else" level is
+    # known by its weight.
+    marked = json.loads(json.dumps(model))
+    for i, (_, level) in enumerate(_levels(next(c for c in marked["comparisons"] if c["output_column_name"] == "family"))):
+        if level.get("label_for_charts") in FAMILY_LEVELS.values():
+            level["m_probability"], level["u_probability"] = 2.0 ** (-10 * (i + 1)), 1.0
+    marked.update({"retain_intermediate_calculation_columns": True, "blocking_rules_to_generate_predictions": [
+        block_on("surname", c).get_blocking_rule(engine.dialect).as_dict() for c in contexts]})
+    pairs = make_linker(engine, marked, table=table).inference.predict()
+    out = {}
+    try:
+        for i, (_, level) in enumerate(_levels(family)):
+            label = level.get("label_for_charts", "")
+            if label not in FAMILY_LEVELS.values():
+                continue
+            pattern = f'FROM {pairs.physical_name} WHERE "mw_family" = {-10 * (i + 1)}'
+            found = {"pairs": int(engine.scalar(f"SELECT count(*) {pattern}")), "by_field": {}, "weight": 0.0}
+            out[label] = found
+            weighted, counted, hard = 0.0, 0, []
+            for field in instruments:
+                if field == "date_of_birth" and "date of birth" in label:
+                    continue  # fixed by the pattern itself
+                _, else_level = _levels(comparisons[field])[-1]
+                a, b = else_level["m_probability"], else_level["u_probability"]
+                differs = f'abs("mw_{field}" - ({math.log2(a / b)!r})) < 1e-9'
+                n, disagreeing = engine.execute(
+                    f'SELECT count(*), count(*) FILTER (WHERE {differs}) {pattern} AND "mw_{field}" <> 0')[0]
+                hard.append(f"NOT ({differs})")
+                if n < MIN_PATTERN_PAIRS or b <= a:
+                    continue
+                phi = min(1.0, max(0.0, (disagreeing / n - a) / (b - a)))
+                found["by_field"][field] = {"pairs": int(n), "disagreeing": int(disagreeing), "family_share": round(phi, 4)}
+                weighted, counted = weighted + phi * n, counted + n
+            if not counted:
+                found["note"] = f"fewer than {MIN_PATTERN_PAIRS} pairs with sex or date of birth: weight left at 0"
+                continue
+            phi = weighted / counted
+            found["family_share"] = round(phi, 4)
+            if phi < FAMILY_SHARE:
+                found["note"] = "mostly one person's records: weight left at 0"
+                continue
+            median = engine.scalar(f'SELECT median(match_weight - "mw_family") {pattern}'
+                                   + "".join(f" AND {h}" for h in hard))
+            if median is None:
+                found["note"] = "no pair of the pattern agrees on every field family members differ in"
+                continue
+            target = max(1.0 - phi, MIN_TARGET)
+            weight = math.log2(target / (1 - target)) - float(median)
+            if weight < 0:
+                level["m_probability"], level["u_probability"] = 2.0 ** weight, 1.0
+                found["weight"] = round(weight, 3)
+                found["target_probability"] = round(target, 4)
+    finally:
+        pairs.drop_table_from_database_and_remove_from_cache()
+    return out
