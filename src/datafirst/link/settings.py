@@ -74,16 +74,20 @@ PREDICTION_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("forename", "surname"), ("surname", "date_of_birth"), ("forename", "date_of_birth"),
     ("surname_soundex", "forename_soundex", "year_of_birth"),
     ("postcode", "surname_soundex"), ("postcode", "forename"),
-    ("date_of_birth", "postcode_district"),
+    ("date_of_birth", "postcode_district"), ("date_of_birth", "forename_soundex"),
     ("forename_groups", "surname_soundex"),
 )
 # Rules for data without postcodes but with address text.
 ADDRESS_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("address",), ("surname_soundex", "year_of_birth"), ("surname_soundex", "forename_soundex"),
 )
-# EM sessions: each holds some columns equal so that the others can be estimated.
+# EM sessions: each holds some columns equal so that the others can be estimated; "place" is the
+# postcode, else the address (see model_spec). Which block is rich in one person's records
+# depends on the data: on old records, namesakes (many a Johann Muller) fill a block on names
+# alone; in a census, fathers and sons of one name share an address. train.py takes each
+# comparison's figures from the session whose matches disagree on it least (cleanest_sessions).
 TRAINING_CANDIDATES: tuple[tuple[str, ...], ...] = (
-    ("date_of_birth",), ("forename", "surname"), ("surname_soundex", "forename_soundex"), ("pnc",), ("other_id",),
+    ("date_of_birth",), ("forename", "surname"), ("forename", "surname", "place"), ("pnc",), ("other_id",),
 )
 # The prior: pairs these rules find are counted as matches (scaled by the rules' recall).
 DETERMINISTIC_CANDIDATES: tuple[tuple[str, ...], ...] = (("forename", "surname", "date_of_birth"), ("pnc",))
@@ -147,7 +151,9 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
         # A hand-typed id one edit out (the model's Damerau-Levenshtein level) still agrees on
         # its first or its last four characters; exact-id blocking alone never scores it.
         spec.prediction_rules += [block_on("left(other_id, 4)"), block_on("right(other_id, 4)")]
+    place = next((c for c in ("postcode", "address") if has(c)), None)
     for cols in TRAINING_CANDIDATES:
+        cols = tuple(c for c in cols if c != "place") + ((place,) if "place" in cols and place else ())
         if all(has(c) for c in cols):
             spec.training_rules.append(block_on(*cols))
         else:
@@ -308,13 +314,17 @@ def address_comparison() -> cl.CustomComparison:
 
 
 def attribute_comparison(name: str, kind: str) -> cl.CustomComparison:
-    """A declared attribute (a contract's `compare`), by its kind."""
+    """A declared attribute (a contract's `compare`), by its kind.
+
+    No term-frequency adjustment: an attribute's u is estimated among people who share a
+    surname (train.py, families.shared_surname_u), because birth places, occupations and the
+    like run in families, and a term frequency would replace that u with the population's."""
     levels = [cll.NullLevel(name)]
     if kind == "category":
-        levels += [cll.ExactMatchLevel(name).configure(tf_adjustment_column=name)]
+        levels += [cll.ExactMatchLevel(name)]
         what = "exact"
     elif kind == "text":
-        levels += [cll.ExactMatchLevel(name).configure(tf_adjustment_column=name), cll.JaroWinklerLevel(name, 0.92),
+        levels += [cll.ExactMatchLevel(name), cll.JaroWinklerLevel(name, 0.92),
                    cll.CustomLevel(f"""(contains(' ' || "{name}_l" || ' ', ' ' || "{name}_r" || ' ')
                                         OR contains(' ' || "{name}_r" || ' ', ' ' || "{name}_l" || ' '))""",
                                    label_for_charts=f"one {name} is part of the other", base_dialect_str="duckdb"),

@@ -25,13 +25,19 @@ from ..workspace import Workspace, holding_lock
 from . import incremental
 from .inputs import (INPUT_TABLE, MODELS, LinkError, check_linkable, check_rule_columns, fingerprint,
                      identifier_files, linker as make_linker, load_input)
-from .families import calibrate as calibrate_families
+from .families import calibrate as calibrate_families, shared_surname_u
 from .settings import model_spec, settings
 
 # Recall assumed for the deterministic rules before the model can estimate it.
 ASSUMED_RECALL = 0.8
 # Bounds on the estimated recall: below the floor the estimate is a failed fit, not data.
 MIN_RECALL, MAX_RECALL = 0.05, 1.0
+# The most the correction of u for matches may divide u by. The prior it subtracts is itself an
+# estimate (from rules whose recall is estimated too): where dates of birth are sparse it came out
+# 1.8 times the truth on old records, which took the whole observed rate away and floored an exact
+# date of birth's u, overstating its weight by 7 bits. A tenfold cap keeps the correction's gain
+# where the prior is sound (an exact id's u in FEBRL4) without letting a poor prior erase evidence.
+MAX_U_CORRECTION = 10.0
 # Record pairs sampled at random to estimate u.
 U_SAMPLE_PAIRS = 2_000_000
 
@@ -98,7 +104,7 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
         corrected = []
         for lv in levels:
             u, m = lv["u_probability"], lv["m_probability"]
-            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor))
+            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor, u / MAX_U_CORRECTION))
         total = sum(corrected)
         for lv, u in zip(levels, corrected):
             new = u / total
@@ -107,6 +113,38 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
                     lv["u_probability"], new]
             lv["u_probability"] = new
     return changed
+
+
+def cleanest_sessions(linker: Linker) -> dict:
+    """Take each comparison's m from the EM session whose matches disagree on it least, in place
+    on the linker's settings; returns {comparison: session}.
+
+    Splink takes the median of the sessions' estimates. A session whose block mixes in people who
+    are not one person but look alike (namesakes in a block on names; a father and a son of one
+    name in a block on name and address) takes many of them for matches, and so overstates how
+    often a person's records disagree: on the historical test set the block on names put the share
+    of matches whose dates of birth disagree at 34% and 74% (1.2% in truth), and on the census the
+    block on name and address put it at 99%. The "else" level's m (a person's records disagreeing
+    outright) is the least such a mixture can make it, so the session with the lowest one is the
+    cleanest for that comparison, and all its levels' m come from it."""
+    chosen = {}
+    for comparison in linker._settings_obj.comparisons:
+        levels = [lv for lv in comparison.comparison_levels if not lv.is_null_level]
+        if len(levels) < 2 or any(lv._fix_m_probability for lv in levels):
+            continue
+        by_session: dict[str, dict[int, float]] = {}
+        for i, lv in enumerate(levels):
+            for est in lv._trained_m_probabilities:
+                if isinstance(est["probability"], (int, float)):
+                    by_session.setdefault(est["description"], {})[i] = est["probability"]
+        candidates = {d: est for d, est in by_session.items() if len(levels) - 1 in est}
+        if len(candidates) < 2:
+            continue
+        session = min(candidates, key=lambda d: candidates[d][len(levels) - 1])
+        for i, lv in enumerate(levels):
+            lv.m_probability = candidates[session].get(i)  # not reached in that session: filled later
+        chosen[comparison.output_column_name] = session
+    return chosen
 
 
 def fill_untrained(model: dict, sampled_pairs: int) -> list[str]:
@@ -181,6 +219,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
             # A default step for a role that few records hold (a small or single source): the
             # other steps train its comparisons too; said in the model's metadata.
             skipped.append(rule_sql)
+    sessions = cleanest_sessions(linker) if not cfg.settings_file else {}
     if skipped and len(skipped) == len(training_rules):
         raise LinkError("no training step found a pair of records sharing values (" + "; ".join(skipped) + "): the "
                         "identifiers hold too few records to train on; set link.training_rules in "
@@ -208,7 +247,10 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     if spec.deterministic_rules:
         u_corrected = correct_u_for_matches(model_json, prior, sampled)
     untrained = fill_untrained(model_json, sampled)
-    family = calibrate_families(engine, model_json, table, present) if not cfg.settings_file else None
+    shared_surname, family = None, None
+    if not cfg.settings_file:
+        shared_surname = shared_surname_u(engine, model_json, table)
+        family = calibrate_families(engine, model_json, table, present)
     path.write_text(json.dumps(model_json, indent=2), encoding="utf-8")
     term_frequencies = {}
     for col in incremental.tf_columns(json.loads(path.read_text(encoding="utf-8"))):
@@ -234,10 +276,14 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         "left_out": [] if cfg.settings_file else spec.notes,
         # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
         "u_corrected_for_matches": u_corrected,
+        # The EM session each comparison's m was taken from (see cleanest_sessions).
+        "m_from_session": sessions,
         # Levels no training pair reached, counted as no evidence: ["comparison: level"].
         "untrained_levels": untrained,
-        # The share of family pairs (households, twins) in the family pattern, and the forename
-        # weight set from it (link/families.py).
+        # u of places and attributes among pairs sharing a surname but not a forename
+        # (link/families.py): {comparison: {level: [u from random pairs, u used]}}.
+        "shared_surname_u": shared_surname,
+        # The family comparison: each pattern's share of family pairs and the weight set from it.
         "families": family,
         "code": {"datafirst": __version__, "splink": version("splink"),
                  "engine": engine.name, engine.name: engine.version},

@@ -171,22 +171,31 @@ class _PerValue:
 
 
 def _name_parts(spec: Table, per_value: _PerValue) -> tuple[str, str, str]:
-    """SQL for (all forenames, surname, middle-names-from-own-columns), cleaned."""
+    """SQL for (all forenames, surname, middle-names-from-own-columns), cleaned.
+
+    Names in their own columns come first; a full name fills in what they leave empty (an
+    index may give both the name as written and its parts: counting both would count every
+    forename twice). A generational suffix typed into a surname column (Smith Jr) is removed,
+    as it is from a full name."""
     fore = [per_value.value(_q(n), "forenames", c.strip_titles(c.forename_clean("v")))
             for n in spec.role_columns("forename") + spec.role_columns("forenames")]
     middle = [per_value.value(_q(n), "middle_names", c.forename_clean("v")) for n in spec.role_columns("middle_names")]
-    surname = [per_value.value(_q(n), "surname", c.name_clean("v")) for n in spec.role_columns("surname")]
+    surname = [per_value.value(_q(n), "surname", c.strip_titles(c.name_clean("v"))) for n in spec.role_columns("surname")]
+    full_fore = []
     for n in spec.role_columns("full_name"):
         if spec.columns[n].name_order == "surname_comma_forenames":
-            fore.append(per_value.value(_q(n), "forenames", c.forenames_from_comma_name("v")))
+            full_fore.append(per_value.value(_q(n), "forenames", c.forenames_from_comma_name("v")))
             surname.append(per_value.value(_q(n), "surname", c.surname_from_comma_name("v")))
         else:
             # As forenames_from_full_name / surname_from_full_name, with the words picked once.
             words = (per_value.inner(_q(n), "forename_words", c.forenames_words_from_full_name("v")),
                      per_value.inner(_q(n), "surname_words", c.surname_words_from_full_name("v")))
-            fore.append(per_value.value(_q(n), "forenames", c.strip_titles(c.forename_clean(words[0]))))
+            full_fore.append(per_value.value(_q(n), "forenames", c.strip_titles(c.forename_clean(words[0]))))
             surname.append(per_value.value(_q(n), "surname", c.strip_titles(c.name_clean(words[1]))))
-    return _concat(fore), (surname[0] if len(surname) == 1 else f"coalesce({', '.join(surname)})" if surname else "NULL::VARCHAR"), _concat(middle)
+    forenames = (f"coalesce({_concat(fore)}, {_concat(full_fore)})" if fore and full_fore
+                 else _concat(fore or full_fore))
+    surname_sql = (surname[0] if len(surname) == 1 else f"coalesce({', '.join(surname)})" if surname else "NULL::VARCHAR")
+    return forenames, surname_sql, _concat(middle)
 
 
 def _first(cols: list[str], alias: str = "l.") -> str:
