@@ -8,8 +8,10 @@ A place or an attribute runs in families: relatives share an address, and a surn
 so two Ferraris born in Varese are far likelier than two random people born there. Its u from
 random pairs therefore overstates what agreeing on it adds to an agreeing surname, and a
 namesake or a relative is linked on name and place alone. So u of postcodes, addresses and
-declared attributes is estimated among pairs that share a surname but not a forename (which are
-not the same person), the pairs in which that agreement has to tell people apart.
+declared attributes is estimated among pairs that share a surname but neither a forename nor a
+date of birth nor an own identifier (police or system id): pairs that are not one person, in
+which that agreement has to tell people apart. (Without the date of birth, FEBRL's duplicates,
+whose forename its generator replaced, counted as strangers sharing an address.)
 
 Fellegi-Sunter adds the fields' weights as if they were independent given a non-match. In a
 family they are not: household members share a surname and an address, twins a date of birth
@@ -73,6 +75,8 @@ NOT_SHARED_SURNAME = ("forename", "surname", "middle_names", "date_of_birth", "s
 SHARED_SURNAME_PAIRS = 2_000_000
 # Fewer pairs with both values than this leave a comparison's u as random sampling gave it.
 MIN_SHARED_SURNAME_PAIRS = 200
+# Fewer pairs at a level than this leave that level's u as random sampling gave it.
+MIN_LEVEL_PAIRS = 10
 
 
 def _marked(model: dict, names: set[str]) -> dict:
@@ -95,6 +99,9 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
     if not comparisons or forename is None:
         return {}
     unrelated = next(i for i, (_, lv) in enumerate(_levels(forename)) if lv.get("label_for_charts") == FORENAME_UNRELATED)
+    # Fields that, agreeing, say a pair may be one person: it must not agree on any (null or "else").
+    own = {c["output_column_name"]: len(_levels(c)) for c in model["comparisons"]
+           if c["output_column_name"] in ("date_of_birth", "pnc", "cro", "other_id")}
     squares = engine.scalar(f"SELECT sum(n * n) FROM (SELECT count(*) AS n FROM {table} WHERE surname IS NOT NULL "
                             "GROUP BY surname)") or 0
     share = min(1.0, math.sqrt(2 * SHARED_SURNAME_PAIRS / squares)) if squares else 1.0
@@ -102,7 +109,7 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
     engine.execute(f"""CREATE OR REPLACE TABLE link_surname_sample AS SELECT * FROM {table}
                        WHERE surname IS NOT NULL AND forename IS NOT NULL
                        AND hash(record_key) % 1000000 < {int(share * 1_000_000)}""")
-    names = {c["output_column_name"] for c in comparisons} | {"forename"}
+    names = {c["output_column_name"] for c in comparisons} | {"forename"} | set(own)
     marked = _marked(model, names)
     marked.update({"retain_intermediate_calculation_columns": True, "retain_matching_columns": False,
                    "blocking_rules_to_generate_predictions": [
@@ -110,7 +117,8 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
     pairs = make_linker(engine, marked, table="link_surname_sample").inference.predict()
     out: dict = {"pairs_sampled": 0}
     try:
-        where = f'FROM {pairs.physical_name} WHERE "mw_forename" = {-(unrelated + 1)}'
+        where = f'FROM {pairs.physical_name} WHERE "mw_forename" = {-(unrelated + 1)}' + "".join(
+            f' AND "mw_{name}" IN (0, {-levels})' for name, levels in own.items())
         out["pairs_sampled"] = int(engine.scalar(f"SELECT count(*) {where}"))
         for comparison in comparisons:
             name = comparison["output_column_name"]
@@ -120,7 +128,11 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
                 continue
             changed = {}
             for i, (_, level) in enumerate(_levels(comparison)):
-                u = max(counts.get(-(i + 1), 0), 1) / total  # a level never seen: one pair's worth
+                # Never below u among random pairs: sharing a surname does not make agreeing on a
+                # place rarer. A level these pairs reach only a few times keeps its u too: a count
+                # that small says nothing the random pairs, far more of them, did not.
+                seen = counts.get(-(i + 1), 0)
+                u = max(seen / total, level["u_probability"]) if seen >= MIN_LEVEL_PAIRS else level["u_probability"]
                 changed[level.get("label_for_charts", str(i))] = [level["u_probability"], u]
                 level["u_probability"] = u
             out[name] = changed

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 from splink import SettingsCreator, block_on
+from splink.blocking_rule_library import CustomRule
 
 # Roles that are strong enough for linkage when combined; a source needs at least two
 # of these (a name counts once) to be linked at all.
@@ -75,7 +76,10 @@ PREDICTION_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("surname_soundex", "forename_soundex", "year_of_birth"),
     ("postcode", "surname_soundex"), ("postcode", "forename"),
     ("date_of_birth", "postcode_district"), ("date_of_birth", "forename_soundex"),
-    ("forename_groups", "surname_soundex"),
+    ("forename_groups", "surname_soundex"), ("forename", "surname", "swapped"),
+    # Last and alone: kept only where the data shows it cheap enough (train.choose_prediction_rules);
+    # it reaches pairs whose names were both replaced or swapped with a typo (FEBRL's duplicates).
+    ("date_of_birth",),
 )
 # Rules for data without postcodes but with address text.
 ADDRESS_CANDIDATES: tuple[tuple[str, ...], ...] = (
@@ -141,7 +145,7 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
     # with the forename, it still reaches pairs whose date of birth is missing or mistyped.
     candidates += [(a, name) for a, kind in attributes.items() if kind == "category" for name in ("surname", "forename")]
     for cols in candidates:
-        usable = [c for c in cols if has(c)]
+        usable = [c for c in cols if has(c) or c == "swapped"]
         if len(usable) == len(cols):
             spec.prediction_rules.append(_block(cols))
         else:
@@ -166,6 +170,9 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
 
 
 def _block(cols: tuple[str, ...]):
+    if cols == ("forename", "surname", "swapped"):
+        # Forename and surname crossed; symmetric, so a pair is found whichever record is left.
+        return CustomRule("l.forename = r.surname AND l.surname = r.forename")
     explode = [c for c in cols if c == "forename_groups"]
     return block_on(*cols, arrays_to_explode=explode) if explode else block_on(*cols)
 
@@ -306,11 +313,14 @@ def date_of_birth_comparison(has_full_dates: bool) -> cl.CustomComparison:
 
 def address_comparison() -> cl.CustomComparison:
     return cl.CustomComparison(
+        # Close in spelling before three words in common: a word split by a typo ('mortlac h')
+        # leaves three words in common of an address that is otherwise the same.
         comparison_levels=[cll.NullLevel("address"), cll.ExactMatchLevel("address"),
-                           cll.ArrayIntersectLevel("address_tokens", 4), cll.ArrayIntersectLevel("address_tokens", 3),
-                           cll.JaroWinklerLevel("address", 0.85), cll.ElseLevel()],
+                           cll.ArrayIntersectLevel("address_tokens", 4), cll.JaroWinklerLevel("address", 0.9),
+                           cll.ArrayIntersectLevel("address_tokens", 3), cll.JaroWinklerLevel("address", 0.8),
+                           cll.ElseLevel()],
         output_column_name="address",
-        comparison_description="address: exact, 4+ or 3+ words in common, Jaro-Winkler 0.85")
+        comparison_description="address: exact, 4+ words in common, Jaro-Winkler 0.9, 3+ words, Jaro-Winkler 0.8")
 
 
 def attribute_comparison(name: str, kind: str) -> cl.CustomComparison:

@@ -8,11 +8,13 @@ get wrong on real data, each step explained where it is made and in docs/linkage
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 from splink import Linker, block_on
+from splink.internals.blocking import BlockingRule
 from splink.internals.exceptions import EMTrainingException
 from splink.internals.parse_sql import get_columns_used_from_sql
 from splink.internals.settings import Settings
@@ -32,12 +34,6 @@ from .settings import model_spec, settings
 ASSUMED_RECALL = 0.8
 # Bounds on the estimated recall: below the floor the estimate is a failed fit, not data.
 MIN_RECALL, MAX_RECALL = 0.05, 1.0
-# The most the correction of u for matches may divide u by. The prior it subtracts is itself an
-# estimate (from rules whose recall is estimated too): where dates of birth are sparse it came out
-# 1.8 times the truth on old records, which took the whole observed rate away and floored an exact
-# date of birth's u, overstating its weight by 7 bits. A tenfold cap keeps the correction's gain
-# where the prior is sound (an exact id's u in FEBRL4) without letting a poor prior erase evidence.
-MAX_U_CORRECTION = 10.0
 # Record pairs sampled at random to estimate u.
 U_SAMPLE_PAIRS = 2_000_000
 
@@ -104,7 +100,7 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
         corrected = []
         for lv in levels:
             u, m = lv["u_probability"], lv["m_probability"]
-            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor, u / MAX_U_CORRECTION))
+            corrected.append(u if u <= floor else max((u - prior * m) / (1 - prior), floor))
         total = sum(corrected)
         for lv, u in zip(levels, corrected):
             new = u / total
@@ -113,6 +109,39 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
                     lv["u_probability"], new]
             lv["u_probability"] = new
     return changed
+
+
+# A prediction rule may add at most this many comparisons per record (beyond the rules before
+# it); one that would add more is left out of the model. Rules on keys whose values do not grow
+# with the data (a date of birth alone) pass on small data and fail on large.
+RULE_COMPARISONS_PER_RECORD = 50
+
+
+def choose_prediction_rules(linker: Linker, rules: list, records: int, sampled: int) -> tuple[list, list[dict], list[str]]:
+    """The candidate prediction rules whose measured comparisons fit RULE_COMPARISONS_PER_RECORD,
+    with every candidate's count and the notes for those left out.
+
+    Counted on the training table (a sample of `sampled` of the `records` past the training cap,
+    then scaled by the square of the share), exactly up to 200,000 records and from a 10% sample
+    above, as Splink estimates."""
+    proportion = 1.0 if sampled <= 200_000 else 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a rare key on a sample: see stage.check_blocking
+        counts = linker.blocking_analysis.count_comparisons_from_blocking_rules(
+            rules, record_sample_proportion=proportion)
+    scale = (records / sampled) ** 2 if sampled else 1.0
+    budget = RULE_COMPARISONS_PER_RECORD * records
+    kept, measured, notes = [], [], []
+    for rule, rec in zip(rules, counts):
+        n = int(rec["marginal_comparison_count"] * scale)
+        ok = n <= budget
+        measured.append({"rule": rec["blocking_rule"], "comparisons": n, "kept": ok})
+        if ok:
+            kept.append(rule)
+        else:
+            notes.append(f"blocking rule {rec['blocking_rule']}: left out, about {n:,} comparisons "
+                         f"(more than {RULE_COMPARISONS_PER_RECORD} per record)")
+    return kept, measured, notes
 
 
 def cleanest_sessions(linker: Linker) -> dict:
@@ -220,6 +249,13 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
             # other steps train its comparisons too; said in the model's metadata.
             skipped.append(rule_sql)
     sessions = cleanest_sessions(linker) if not cfg.settings_file else {}
+    blocking_measured = None
+    if not cfg.settings_file:
+        chosen, blocking_measured, dropped = choose_prediction_rules(
+            linker, spec.prediction_rules, records, min(records, cfg.training_records))
+        spec.notes += dropped
+        linker._settings_obj._blocking_rules_to_generate_predictions = BlockingRule._add_preceding_rules_to_each_blocking_rule(
+            [r.get_blocking_rule(linker._db_api.sql_dialect.sql_dialect_str) for r in chosen])
     if skipped and len(skipped) == len(training_rules):
         raise LinkError("no training step found a pair of records sharing values (" + "; ".join(skipped) + "): the "
                         "identifiers hold too few records to train on; set link.training_rules in "
@@ -276,6 +312,8 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         "left_out": [] if cfg.settings_file else spec.notes,
         # u of the levels that true matches inflated in the random sample: {comparison: {level: [before, after]}}.
         "u_corrected_for_matches": u_corrected,
+        # Each candidate prediction rule's measured comparisons, and whether it was kept.
+        "prediction_rules_measured": blocking_measured,
         # The EM session each comparison's m was taken from (see cleanest_sessions).
         "m_from_session": sessions,
         # Levels no training pair reached, counted as no evidence: ["comparison: level"].
