@@ -76,8 +76,13 @@ def world(
         table.add_row(path, f"{rows:,}")
     table.add_row("[bold]all extracts", f"[bold]{summary.records:,}")
     console.print(table)
+    from .world.labels import write_labels
+
+    labels = write_labels(summary.out, summary.out / "truth" / "labels.csv")
     console.print(f"{summary.people:,} people, seed {summary.seed}, {summary.seconds:.1f} s. "
                   f"The truth is in {summary.out / 'truth'}; pipelines must never read it.")
+    console.print(f"Labels for measuring linkage (record_key, true_id and groups): {labels}. In a workspace on this "
+                  f"world's extracts: datafirst link -w WS --labels {shlex.quote(str(labels))}", soft_wrap=True)
 
 
 def _print_realism(world_dir: Path, with_errors: bool = True) -> None:
@@ -266,36 +271,45 @@ FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, e
                                  "changed since the last link (by default only those are scored).")
 
 
+LABELS_HELP = ("Known truth for accuracy figures in the linkage report. CSV or Parquet: record_key, true_id (or "
+               "source, table, record_id, true_id) and optional groups sex, ethnicity, age_band, name_origin; "
+               "see docs/labels.md. `datafirst world` writes one: WORLD/truth/labels.csv.")
+
+
 def _check_labels(labels: Path | None) -> None:
-    """Refuse a --labels file that is not there or not labels, before any stage runs."""
+    """Refuse a --labels file that is not there or not labels (its extension, that it reads, its
+    columns), before any stage runs; its keys are checked against the records when the report is made."""
     if labels is None:
         return
-    shape = "it must be Parquet with record_key and true_id columns"
-    if not labels.is_file():
-        _fail(f"labels file {labels} not found; {shape}")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from .engine import Engine
+    from .link.labels import LabelsError, check_file
 
     try:
-        columns = set(pq.read_schema(labels).names)
-    except (OSError, pa.ArrowException) as exc:
-        _fail(f"labels file {labels} is not readable Parquet ({exc}); {shape}")
-    missing = sorted({"record_key", "true_id"} - columns)
-    if missing:
-        _fail(f"labels file {labels} has no {' or '.join(missing)} column; {shape}")
+        with Engine() as engine:
+            check_file(engine, labels)
+    except LabelsError as exc:
+        _fail(str(exc))
 
 
 def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
     from .link.quality import write_report
     from .link.inputs import LinkError
+    from .link.labels import LabelsError, load_labels
     from .link.stage import link
 
     _check_labels(labels)
+    linked = False
     try:
         with _engine(ws) as engine:
+            if labels is not None and any(ws.zone("identifiers").glob("*.parquet")):
+                load_labels(ws, engine, labels)  # its keys checked against the records before linking
             with console.status("Linking: blocking check, scoring pairs, clustering"):
                 summary = link(ws, engine, full=full)
+            linked = True
             _, html_path, report = write_report(ws, engine, labels)
+    except LabelsError as exc:
+        _fail(f"{exc}\n" + ("The links zone was written; the linkage quality report was not." if linked
+                            else "Nothing was linked; the links zone is as it was."))
     except LinkError as exc:
         _fail(f"{exc}\nThe links zone is as it was.")
     people = ", ".join(f"{name} {n:,}" for name, n in summary.clusters.items())
@@ -318,8 +332,7 @@ def train(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION
 @app.command()
 def link(
     workspace: Path = WORKSPACE_OPTION,
-    labels: Path | None = typer.Option(None, "--labels", help="Parquet of known truth (record_key, true_id, and "
-                                       "optional groups: sex, ethnicity, age_band, name_origin) for accuracy figures."),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
     full: bool = FULL_LINK_OPTION,
     engine: str | None = ENGINE_OPTION,
 ) -> None:
@@ -425,6 +438,7 @@ def diff_command(
 def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool = False,
              new_series: bool = False) -> None:
     from .link.inputs import LinkError
+    from .link.labels import LabelsError
     from .release.hashing_key import SecretError
     from .release.stage import ReleaseError, read_ledger, releases_dir
     from .run import Runner, peak_memory_mb
@@ -441,6 +455,9 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
     try:
         results = Runner(ws, retrain=retrain, labels=labels, full_link=full, new_series=new_series,
                          report=report).run()
+    except LabelsError as exc:
+        _fail(f"{exc}\nThe run stopped at the linkage quality report (the stages before it finished; no release "
+              "was made): correct the labels and run again.")
     except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
         _fail(str(exc))
     total = time.perf_counter() - started
@@ -458,7 +475,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
 def run(
     workspace: Path = WORKSPACE_OPTION,
     retrain: bool = typer.Option(False, "--retrain", help="Train a new model even if one is saved."),
-    labels: Path | None = typer.Option(None, "--labels", help="Known truth for accuracy figures in the linkage report."),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
     full: bool = FULL_LINK_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Release with new person ids instead of carrying "
                                     "them over (needed after a change of hashing key)."),
@@ -559,7 +576,7 @@ def demo(
             os.environ[SALT_FILE_ENV] = str(salt)
             console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the "
                           f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
-        _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "labels.parquet"))
+        _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "truth" / "labels.csv"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {shlex.quote(str(world_dir))}")
 

@@ -111,7 +111,9 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
 
     report["accuracy"] = None
     if labels is not None:
-        labels_rel = f"read_parquet({sql_string(labels)})"
+        from .labels import load_labels
+
+        labels_rel = load_labels(ws, engine, labels)  # CSV or Parquet, checked against the identifiers
         label_cols = set(engine.columns(labels_rel))
         acc = {"overall": pairwise_accuracy(engine, clusters, labels_rel)}
         for g in GROUP_COLUMNS:

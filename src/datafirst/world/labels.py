@@ -3,6 +3,8 @@ groups (sex, ethnicity, name origin, age band) that accuracy is broken down by.
 
 Evaluation code only (the demo, benchmarks, tests): the pipeline never reads the truth.
 The record key is built the way the shipped contracts build it: source|table|native id.
+The file's extension says its format: `.csv` (with a header; what `datafirst world` writes as
+truth/labels.csv) or `.parquet`. Either is a labels file for `--labels` (docs/labels.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from ..engine.sql import sql_string
 
 def write_labels(world: Path, out: Path) -> Path:
     world, out = Path(world), Path(out)
+    formats = {".csv": "FORMAT csv, HEADER true", ".parquet": "FORMAT parquet"}
+    if out.suffix.lower() not in formats:
+        raise ValueError(f"labels file {out}: write .csv or .parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     records = sql_string(world / "truth" / "records.parquet")
     people = sql_string(world / "truth" / "people.parquet")
@@ -30,5 +35,6 @@ def write_labels(world: Path, out: Path) -> Path:
                 FROM read_parquet({records}) t
                 JOIN read_parquet({people}) p USING (person_id)
                 WHERE t.defect = ''
-            ) TO {sql_string(out)} (FORMAT parquet)""")
+                ORDER BY record_key  -- the same world gives the same file
+            ) TO {sql_string(out)} ({formats[out.suffix.lower()]})""")
     return out
