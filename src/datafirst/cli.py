@@ -265,6 +265,13 @@ def _run_train(ws) -> None:
         _fail(str(exc))
     console.print(f"Model saved: {path} (metadata: {path.with_suffix('.meta.json').name}); "
                   "`datafirst link` uses it without retraining.")
+    from .link.train import training_notes
+
+    notes = training_notes(json.loads(path.with_suffix(".meta.json").read_text(encoding="utf-8")))
+    if notes:
+        console.print("Left out of the model, or learned differently, and why:")
+        for note in notes:
+            console.print(f"  {note}", markup=False, highlight=False)
 
 
 FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, even when only some records "

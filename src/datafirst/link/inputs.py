@@ -68,10 +68,12 @@ def load_input(engine: Engine, files: list[Path]) -> set[str]:
     paths = "[" + ", ".join(sql_string(p) for p in files) + "]"
     groups = load_groups(engine)
     # Address words as a list, for comparing addresses that gained or lost a word; the date of
-    # birth as ISO text, for a digit mistyped; the forename's nickname groups (link/nicknames.py).
+    # birth as ISO text, for a digit mistyped; the forename's nickname groups and, for blocking, its one
+    # canonical group (link/nicknames.py).
     engine.execute(f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
         SELECT i.* EXCLUDE (flags), list_distinct(string_split(i.address, ' ')) AS address_tokens,
-               CAST(i.date_of_birth AS VARCHAR) AS dob_text, g.groups AS forename_groups
+               CAST(i.date_of_birth AS VARCHAR) AS dob_text, g.groups AS forename_groups,
+               coalesce(g.canonical, i.forename) AS forename_group
         FROM read_parquet({paths}) i LEFT JOIN {groups} g ON g.name = i.forename
         ORDER BY i.record_key""")
     cols = engine.columns(INPUT_TABLE)

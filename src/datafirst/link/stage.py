@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from ..workspace import Workspace, holding_lock, replace_folder
 from . import incremental
 from .inputs import (INPUT_TABLE, LinkError, check_linkable, check_rule_columns, current_model, identifier_files,
                      linker as make_linker, load_input)
+from .blocking import check_blocking
 from .journeys import link_journeys
 from .settings import Thresholds
 
@@ -55,7 +55,8 @@ class LinkSummary:
 
 
 # Columns the link input derives from an identifier column (see _load_input).
-DERIVED_FROM = {"dob_text": "date_of_birth", "forename_groups": "forename", "address_tokens": "address"}
+DERIVED_FROM = {"dob_text": "date_of_birth", "forename_groups": "forename", "forename_group": "forename",
+                "address_tokens": "address"}
 
 
 def _model_columns(model: dict) -> set[str]:
@@ -84,29 +85,6 @@ def check_model_fits(model: dict, present: set[str], path: Path) -> None:
     if unused:
         raise LinkError(f"model {path.name} was trained without {unused}, which the identifiers now hold; "
                         "retrain with `datafirst train` so they count.")
-
-
-def check_blocking(linker: Linker, n_records: int, limit: int) -> list[dict]:
-    """Estimate each prediction rule's comparisons and refuse any above `limit` (the config's
-    `link.max_comparisons_per_rule`)."""
-    sample = 1.0 if n_records <= 200_000 else 0.1
-    with warnings.catch_warnings():
-        # On a sample, Splink warns that rare-key rules rest on few pairs; such rules are the
-        # ones that cannot explode, and the estimate is only used to catch the ones that can.
-        warnings.simplefilter("ignore", UserWarning)
-        counts = linker.blocking_analysis.count_comparisons_from_blocking_rules(record_sample_proportion=sample)
-    rows = []
-    for rec in counts:
-        # The marginal count is the work a rule adds beyond the rules before it.
-        rule, n = rec["blocking_rule"], int(rec["marginal_comparison_count"])
-        rows.append({"rule": rule, "comparisons": n, "estimated": bool(rec["is_estimate"])})
-        if n > limit:
-            raise LinkError(f"blocking rule {rule} would generate about {n:,} comparisons (limit {limit:,}) on "
-                            f"{n_records:,} records. Make it stricter (add a column such as year_of_birth or "
-                            "surname_soundex) in `link.blocking_rules` in the workspace config (when it is not set, the "
-                            "rules are the defaults made from the roles: list your own there), or raise "
-                            "`link.max_comparisons_per_rule` if the machine can take it.")
-    return rows
 
 
 @holding_lock
@@ -181,7 +159,8 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
                    l.cluster_size AS cluster_size_low,
                    -- uncertainty flags for sensitivity analysis
                    h.cluster_size <> l.cluster_size AS person_changes_between_thresholds,
-                   s.strongest AS strongest_link_medium
+                   s.strongest AS strongest_link_medium,
+                   {reliability_sql("i", "h", "m", "l")}
             FROM {INPUT_TABLE} i
             JOIN clusters_high h USING (record_key) JOIN clusters_medium m USING (record_key)
             JOIN clusters_low l USING (record_key)
@@ -202,6 +181,28 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
         raise
     return LinkSummary(records=n_records, edges=n_edges, clusters=clusters, model=path,
                        mode="full" if why_full else "incremental", changes=changes)
+
+
+# A record with none of these is linked on names and places alone, which households and
+# namesakes share: its links are flagged weak (`link_reliability_<threshold>`). The flag's values
+# hold an underscore, so that none of them can be a released person's name (the privacy guard
+# checks every released value against the identifiers: 'Strong' is a surname).
+OWN_EVIDENCE = ("year_of_birth", "pnc", "cro", "other_id")
+RELIABILITY = {"not_linked": "no other record shares its person id at this threshold",
+               "strong_evidence": "linked, and the record holds a date of birth or an own identifier (police or "
+                                  "system id)",
+               "names_and_places_only": "linked on names and places alone (the record has no date of birth and no "
+                                        "own identifier): household members and namesakes can look the same; treat "
+                                        "with care"}
+
+
+def reliability_sql(record: str, *clusters: str) -> str:
+    """The columns `link_reliability_high`, `_medium`, `_low` (see RELIABILITY), from the input
+    record's alias and the aliases of its high, medium and low clusters."""
+    weak = " AND ".join(f"{record}.{c} IS NULL" for c in OWN_EVIDENCE)
+    return ", ".join(f"CASE WHEN {c}.cluster_size = 1 THEN 'not_linked' WHEN {weak} THEN 'names_and_places_only' "
+                     f"ELSE 'strong_evidence' END AS link_reliability_{name}"
+                     for name, c in zip(("high", "medium", "low"), clusters))
 
 
 def use_term_frequencies(engine: Engine, db_api: DatabaseAPI, linker: Linker, model: dict, path: Path) -> bool:

@@ -8,7 +8,6 @@ get wrong on real data, each step explained where it is made and in docs/linkage
 from __future__ import annotations
 
 import json
-import warnings
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..workspace import Workspace, holding_lock
 from . import incremental
 from .inputs import (INPUT_TABLE, MODELS, LinkError, check_linkable, check_rule_columns, fingerprint,
                      identifier_files, linker as make_linker, load_input)
+from .blocking import choose_prediction_rules
 from .families import calibrate as calibrate_families, shared_surname_u
 from .settings import model_spec, settings
 
@@ -111,37 +111,21 @@ def correct_u_for_matches(model: dict, prior: float, sampled_pairs: int) -> dict
     return changed
 
 
-# A prediction rule may add at most this many comparisons per record (beyond the rules before
-# it); one that would add more is left out of the model. Rules on keys whose values do not grow
-# with the data (a date of birth alone) pass on small data and fail on large.
-RULE_COMPARISONS_PER_RECORD = 50
+# Fewer identifier records than this are too few to train on (issue 22: a 40-row source died
+# with a math domain error inside Splink's EM).
+MIN_TRAINING_RECORDS = 100
 
 
-def choose_prediction_rules(linker: Linker, rules: list, records: int, sampled: int) -> tuple[list, list[dict], list[str]]:
-    """The candidate prediction rules whose measured comparisons fit RULE_COMPARISONS_PER_RECORD,
-    with every candidate's count and the notes for those left out.
+def _estimate_prior(linker: Linker, rules: list, recall: float, pairs: int) -> None:
+    """Splink's prior from the deterministic rules' matches; at least one match among all pairs.
 
-    Counted on the training table (a sample of `sampled` of the `records` past the training cap,
-    then scaled by the square of the share), exactly up to 200,000 records and from a 10% sample
-    above, as Splink estimates."""
-    proportion = 1.0 if sampled <= 200_000 else 0.1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a rare key on a sample: see stage.check_blocking
-        counts = linker.blocking_analysis.count_comparisons_from_blocking_rules(
-            rules, record_sample_proportion=proportion)
-    scale = (records / sampled) ** 2 if sampled else 1.0
-    budget = RULE_COMPARISONS_PER_RECORD * records
-    kept, measured, notes = [], [], []
-    for rule, rec in zip(rules, counts):
-        n = int(rec["marginal_comparison_count"] * scale)
-        ok = n <= budget
-        measured.append({"rule": rec["blocking_rule"], "comparisons": n, "kept": ok})
-        if ok:
-            kept.append(rule)
-        else:
-            notes.append(f"blocking rule {rec['blocking_rule']}: left out, about {n:,} comparisons "
-                         f"(more than {RULE_COMPARISONS_PER_RECORD} per record)")
-    return kept, measured, notes
+    Where no pair agrees on any rule (a source without duplicates, or few records), Splink's
+    estimate is 0, which no weight can overcome and which stops EM with a math domain error; a
+    prior of one match among the pairs is the least the data cannot rule out."""
+    linker.training.estimate_probability_two_random_records_match(rules, recall=recall)
+    settings = linker._settings_obj
+    if not 0 < settings._probability_two_random_records_match < 1:
+        settings._probability_two_random_records_match = 1.0 / max(pairs, 2)
 
 
 def cleanest_sessions(linker: Linker) -> dict:
@@ -199,6 +183,22 @@ def fill_untrained(model: dict, sampled_pairs: int) -> list[str]:
     return no_weight
 
 
+def training_notes(meta: dict) -> list[str]:
+    """What a trained model left out or learned otherwise than plain Splink would, from its
+    metadata, one line each: comparisons, blocking rules and training steps left out (and why),
+    levels no training pair reached, and the family patterns weighed down."""
+    notes = list(meta.get("left_out") or [])
+    notes += [f"training step blocked on {rule}: found no pair of records, skipped" for rule in
+              meta.get("training_steps_skipped") or []]
+    notes += [f"{level}: no training pair reached it, counted as no evidence" for level in
+              meta.get("untrained_levels") or []]
+    for pattern, found in (meta.get("families") or {}).items():
+        if found.get("weight"):
+            notes.append(f"family pattern '{pattern}': {found['family_share']:.0%} of its {found['pairs']:,} pairs are "
+                         f"family (by sex and date of birth), weighed {found['weight']:+.1f} bits")
+    return notes
+
+
 @holding_lock
 def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     """Estimate a model from the identifiers and save it (Splink JSON + metadata)."""
@@ -230,9 +230,15 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         table = "link_training_sample"
         engine.execute(f"""CREATE OR REPLACE TABLE {table} AS SELECT * FROM {INPUT_TABLE}
                            ORDER BY md5(record_key) LIMIT {int(cfg.training_records)}""")
+    if records < MIN_TRAINING_RECORDS:
+        raise LinkError(f"the identifiers hold {records:,} records, too few to learn what a match looks like from "
+                        f"(at least {MIN_TRAINING_RECORDS:,}, some of them the same person in two records). Train on a "
+                        "delivery with the other sources present, or give a model with fixed m and u in "
+                        f"link.settings_file ({ws.config_path}; docs/config.md).")
+    pairs = records * (records - 1) // 2
     linker = make_linker(engine, model, table=table)
     if spec.deterministic_rules:
-        linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=ASSUMED_RECALL)
+        _estimate_prior(linker, spec.deterministic_rules, ASSUMED_RECALL, pairs)
     # Every sampled pair is used (no early stop once each level has 100 agreements), so the
     # number of pairs behind each u is known: the correction below floors u at one of them.
     linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed, min_count_per_level=None)
@@ -240,7 +246,9 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     for rule in training_rules:
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(rule)
-        except EMTrainingException as exc:
+        except (EMTrainingException, ValueError, ZeroDivisionError) as exc:
+            # Splink's EM stops with a math domain error when a block's pairs leave a probability
+            # at 0 or 1 (a few records, all agreeing): as good as no pairs to learn from.
             rule_sql = rule.get_blocking_rule("duckdb").blocking_rule_sql
             if cfg.training_rules:  # the user's own steps: each must find pairs
                 raise LinkError(f"the training rule {rule_sql} (link.training_rules in {ws.config_path}) finds no "
@@ -267,7 +275,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
         # that recall instead. m and u stay as trained: each EM session estimates its own prior.
         recall = deterministic_recall(engine, linker, spec.deterministic_rules)
         if recall is not None:
-            linker.training.estimate_probability_two_random_records_match(spec.deterministic_rules, recall=recall)
+            _estimate_prior(linker, spec.deterministic_rules, recall, pairs)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = ws.root / MODELS
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..engine import Engine
 from ..engine.sql import sql_string
+from ..link.stage import RELIABILITY
 from ..sources.contract import Contract
 from ..workspace import Workspace
 
@@ -72,7 +73,8 @@ def person_link_lookup(links: str) -> Product:
         SELECT c.source AS source_dataset, split_part(c.record_key, '|', 2) AS source_table,
                c.row_id_hash, {_person_ids('c')},
                c.cluster_size_high, c.cluster_size_medium, c.cluster_size_low,
-               c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium
+               c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium,
+               c.link_reliability_high, c.link_reliability_medium, c.link_reliability_low
         FROM {links} c ORDER BY row_id_hash"""
     return Product("person_link_lookup", sql, "one row per linked source record (the records that describe a person)", (
         "Links every record of a person table (by its hashed row id) to an estimated person id at three "
@@ -91,6 +93,8 @@ def person_link_lookup(links: str) -> Product:
                                              "results that depend on it with care",
         "strongest_link_medium": "match probability of the best link holding the record in its medium person "
                                  "(empty when it has no link); close to the threshold means loosely held",
+        **{f"link_reliability_{t}": f"how far to trust the record's person at {t}: " + "; ".join(
+            f"{value}: {meaning}" for value, meaning in RELIABILITY.items()) for t in ("high", "medium", "low")},
     })
 
 
