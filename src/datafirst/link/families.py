@@ -70,7 +70,8 @@ def _levels(comparison: dict) -> list[tuple[int, dict]]:
 
 
 # Comparisons whose u is estimated among people who share a surname: places and attributes.
-NOT_SHARED_SURNAME = ("forename", "surname", "middle_names", "date_of_birth", "sex", "pnc", "cro", "other_id", "family")
+NOT_SHARED_SURNAME = ("forename", "surname", "middle_names", "date_of_birth", "sex", "pnc", "cro", "other_id",
+                      "person_key", "family")
 # Same-surname pairs to sample (by sampling records: pairs grow with the square of a surname's records).
 SHARED_SURNAME_PAIRS = 2_000_000
 # Fewer pairs with both values than this leave a comparison's u as random sampling gave it.

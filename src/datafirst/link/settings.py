@@ -71,7 +71,7 @@ class ModelSpec:
 # square of the records. `forename_group` is the forename's canonical name in the public nickname
 # list (link/nicknames.py): Bill, Will and William block together.
 PREDICTION_CANDIDATES: tuple[tuple[str, ...], ...] = (
-    ("pnc",), ("cro",), ("other_id",),
+    ("person_key",), ("pnc",), ("cro",), ("other_id",),
     ("forename", "surname"), ("surname", "date_of_birth"), ("forename", "date_of_birth"),
     ("surname_soundex", "forename_soundex", "year_of_birth"),
     ("postcode", "surname_soundex"), ("postcode", "forename"),
@@ -127,6 +127,8 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
         # Other ids (prisoner numbers, social security numbers) are typed by hand: one or two
         # edits apart (a transposition counts as one) is still evidence, weighed by the model.
         spec.comparisons.append(cl.DamerauLevenshteinAtThresholds("other_id", [1, 2]))
+    if has("person_key"):
+        spec.comparisons.append(person_key_comparison())
     for name, kind in attributes.items():
         spec.comparisons.append(attribute_comparison(name, kind))
     family = family_comparison(spec.comparisons[0], has) if has("forename") and has("surname") else None
@@ -148,7 +150,7 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
         usable = [c for c in cols if has(c) or c == "swapped"]
         if len(usable) == len(cols):
             spec.prediction_rules.append(_block(cols))
-        else:
+        elif cols != ("person_key",):
             spec.notes.append(f"blocking rule on {' + '.join(cols)}: left out, no values in "
                               f"{', '.join(c for c in cols if not has(c))}")
     if has("other_id"):
@@ -319,6 +321,26 @@ def date_of_birth_comparison(has_full_dates: bool) -> cl.CustomComparison:
     return cl.CustomComparison(comparison_levels=levels, output_column_name="date_of_birth",
                                comparison_description="date of birth: exact, day/month swapped, one character, "
                                                       "year and month, year")
+
+
+# The weight of two records sharing a declared person key: decisive (2^40 to 1), whatever else
+# they disagree on (an alias is another name and date of birth for the same prisoner).
+PERSON_KEY_U = 2.0 ** -40
+
+
+def person_key_comparison() -> cl.CustomComparison:
+    """A person key (a contract's `person_key`: an id its source issues per person) decides: equal
+    keys are one person. Not learned: EM would weigh it against the names an alias changes.
+    Different keys say nothing (a person may be issued a second number)."""
+    return cl.CustomComparison(
+        comparison_levels=[
+            cll.NullLevel("person_key"),
+            cll.ExactMatchLevel("person_key").configure(m_probability=1.0, u_probability=PERSON_KEY_U,
+                                                        fix_m_probability=True, fix_u_probability=True,
+                                                        label_for_charts="the same person key (declared)"),
+            cll.ElseLevel().configure(m_probability=1.0, u_probability=1.0, fix_m_probability=True,
+                                      fix_u_probability=True)],
+        output_column_name="person_key", comparison_description="person key: equal (decisive) or not (no evidence)")
 
 
 def postcode_comparison() -> cl.CustomComparison:

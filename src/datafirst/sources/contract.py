@@ -76,6 +76,8 @@ class Column(BaseModel):
     role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
     name_order: Literal["surname_comma_forenames", "forenames_surname"] | None = None
     native_id: bool = Field(False, description="a source system's own id: kept in content, hashed in releases")
+    person_key: bool = Field(False, description="other_id only: the source issues this id per person, so its "
+                                                "records with the same value are the same person")
     compare: Literal[COMPARE_KINDS] | None = Field(  # type: ignore[valid-type]
         None, description="compare this column in linkage as a category, text, number or date; it goes to the "
                           "identifiers zone (and to content only with `content: true`)")
@@ -115,6 +117,8 @@ class Column(BaseModel):
         if self.native_id and self.role not in (None, "pnc", "cro", "other_id"):
             raise ValueError(f"a column with role {self.role} cannot be a native_id: native ids go to content, "
                              "and a name, date of birth, sex, postcode or address never may")
+        if self.person_key and self.role != "other_id":
+            raise ValueError("`person_key` is for an other_id column: a system id issued once per person")
         if self.compare is not None:
             if self.role is not None or self.native_id:
                 raise ValueError("a column with `compare` is an attribute for linkage, not an identifier role or a "

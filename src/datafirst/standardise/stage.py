@@ -39,7 +39,8 @@ PROVENANCE = ("_source", "_table", "_file", "_row_number", "_file_sha256", "_loa
 IDENTIFIER_COLUMNS = (
     "record_key", "source", "source_table", "forename", "middle_names", "surname", "forename_soundex",
     "surname_soundex", "forename_is_initial", "date_of_birth", "year_of_birth", "sex", "postcode",
-    "postcode_sector", "postcode_district", "postcode_area", "address", "pnc", "cro", "other_id", "flags",
+    "postcode_sector", "postcode_district", "postcode_area", "address", "pnc", "cro", "other_id", "person_key",
+    "flags",
 )
 # The SQL type of an attribute of each `compare` kind in the identifiers zone.
 ATTRIBUTE_TYPES = {"category": "VARCHAR", "text": "VARCHAR", "number": "DOUBLE", "date": "DATE"}
@@ -261,6 +262,7 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             {per_role("cro", "flag", c.cro_flag_from_candidate("v", "candidate"))} AS _cro_flag,
             {address} AS address,
             {_concat([f"nullif(trim(CAST(l.{_q(n)} AS VARCHAR)), '')" for n in spec.role_columns('other_id')])} AS other_id,
+            {_person_key(contract.source, spec)} AS person_key,
             {f"list_filter([{', '.join(placeholder_flags)}], lambda x: x IS NOT NULL)" if placeholder_flags else "[]::VARCHAR[]"}
                 AS _placeholder_flags{attribute_values}
         FROM {landed} l
@@ -285,11 +287,23 @@ def identifiers_steps(contract: Contract, name: str, spec: Table, landed: str, a
             {derived.value("_dob", "year_of_birth", c.year_of_birth_from_flag("v", "flag"))} AS year_of_birth,
             {derived.value("_sex", "sex", c.sex_clean("v"))} AS sex,
             r.postcode, r.postcode_sector, r.postcode_district, r.postcode_area, r.address, r.pnc, r.cro, r.other_id,
+            r.person_key,
             {flags} AS flags{"".join(f", r.{_q(a)}" for a in attrs)}
         FROM step_raw r
         {derived.joins()}
         ORDER BY r._row_number"""
     return [raw, final]
+
+
+def _person_key(source: str, spec: Table) -> str:
+    """SQL for the record's person key: its source and the value of its `person_key` column (an id
+    the source issues per person, such as a prisoner number on bookings and on aliases), so that
+    equal keys of one source mean one person and another source's ids never collide with them."""
+    cols = [n for n in spec.role_columns("other_id") if spec.columns[n].person_key]
+    if not cols:
+        return "NULL::VARCHAR"
+    value = f"nullif(trim(CAST(l.{_q(cols[0])} AS VARCHAR)), '')"
+    return f"{sql_string(source + ':')} || {value}"
 
 
 def _attribute_value(spec: Table, columns: list[str], kind: str, per_value: "_PerValue") -> str:
