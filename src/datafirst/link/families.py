@@ -78,6 +78,8 @@ SHARED_SURNAME_PAIRS = 2_000_000
 MIN_SHARED_SURNAME_PAIRS = 200
 # Fewer pairs at a level than this leave that level's u as random sampling gave it.
 MIN_LEVEL_PAIRS = 10
+# The least rise over the random pairs' u that counts as families sharing the value.
+SHARED_SURNAME_EFFECT = 2.0
 
 
 def _marked(model: dict, names: set[str]) -> dict:
@@ -132,8 +134,12 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
                 # Never below u among random pairs: sharing a surname does not make agreeing on a
                 # place rarer. A level these pairs reach only a few times keeps its u too: a count
                 # that small says nothing the random pairs, far more of them, did not.
+                # Only a clear effect counts: a u under SHARED_SURNAME_EFFECT times the random pairs' is
+                # within what a smaller sample of pairs gives by chance (FEBRL, without families: 1.2).
                 seen = counts.get(-(i + 1), 0)
-                u = max(seen / total, level["u_probability"]) if seen >= MIN_LEVEL_PAIRS else level["u_probability"]
+                u = level["u_probability"]
+                if seen >= MIN_LEVEL_PAIRS and seen / total > SHARED_SURNAME_EFFECT * u:
+                    u = seen / total
                 changed[level.get("label_for_charts", str(i))] = [level["u_probability"], u]
                 level["u_probability"] = u
             out[name] = changed

@@ -22,7 +22,10 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace, holding_lock
-from .evaluate import pairwise_accuracy
+from .blocking import estimated_recall, measured_recall
+from .evaluate import accuracy_by_source_pair, pairwise_accuracy
+from .inputs import INPUT_TABLE, identifier_files, load_input
+from .stage import RELIABILITY
 
 REPORT_DIR = "linkage_quality"
 THRESHOLDS = ("high", "medium", "low")
@@ -119,8 +122,31 @@ def measure(ws: Workspace, engine: Engine, labels: Path | None = None) -> dict:
         for g in GROUP_COLUMNS:
             if g in label_cols:
                 acc[g] = pairwise_accuracy(engine, clusters, labels_rel, group_column=g)
+        acc["source_pairs"] = accuracy_by_source_pair(engine, clusters, labels_rel)
         report["accuracy"] = acc
+    # Per source, how many records' links rest on what (link/stage.py, RELIABILITY), at each threshold.
+    kinds = [(t, v) for t in THRESHOLDS for v in RELIABILITY]
+    rows = engine.execute("SELECT source, count(*), " + ", ".join(
+        f"count(*) FILTER (WHERE link_reliability_{t} = '{v}')" for t, v in kinds) + f" FROM {clusters} GROUP BY 1 ORDER BY 1")
+    report["reliability"] = [{"source": r[0], "records": int(r[1]), **{f"{t}_{v}": int(k) for (t, v), k in zip(kinds, r[2:])}}
+                             for r in rows]
+    report["blocking_recall"] = _blocking_recall(ws, engine, model, meta, ids, labels_rel if labels is not None else None)
     return report
+
+
+def _blocking_recall(ws: Workspace, engine: Engine, model: dict, meta: dict, ids: str, labels: str | None) -> dict:
+    """The share of true pairs the prediction rules can reach: by the model always, counted
+    against labels when there are any (link/blocking.py)."""
+    rules = [r["blocking_rule"] if isinstance(r, dict) else r for r in meta["prediction_rules"]]
+    columns = engine.columns(ids)
+    n, *present = engine.execute(f"SELECT count(*), {', '.join(f'count({c})' for c in columns)} FROM {ids}")[0]
+    presence = {c: k / n for c, k in zip(columns, present)} if n else {}
+    presence.update({"forename_group": presence.get("forename", 0.0), "forename_groups": presence.get("forename", 0.0)})
+    out = {"estimated": estimated_recall(model, presence, rules), "measured": None}
+    if labels is not None:
+        load_input(engine, identifier_files(ws))
+        out["measured"] = measured_recall(engine, rules, INPUT_TABLE, labels)
+    return out
 
 
 def compare(current: dict, previous: dict | None) -> list[dict]:
@@ -185,13 +211,42 @@ def render_html(r: dict) -> str:
         out.append(_table(["threshold", "precision", "recall", "F1", "true pairs"],
                           [[a["threshold"], a["precision"], a["recall"], a["f1"], f"{a['true_pairs']:,}"] for a in overall]))
         for group, rows in r["accuracy"].items():
-            if group == "overall":
+            if group in ("overall", "source_pairs"):
                 continue
             medium = [a for a in rows if a["threshold"] == "medium"]
             out.append(f"<h3>By {html.escape(group)} (medium)</h3>")
             out.append(bar_chart([(str(a["group"]), a["f1"]) for a in medium], f"F1 by {group}"))
             out.append(_table([group, "precision", "recall", "F1", "true pairs"],
                               [[a["group"], a["precision"], a["recall"], a["f1"], a["true_pairs"]] for a in medium]))
+    pairs = (r.get("accuracy") or {}).get("source_pairs")
+    if pairs:
+        out.append("<h3>By pair of sources (medium)</h3><p>Pairs of records counted by their two sources; a source "
+                   "with itself is its own duplicates. Below 0.95 is marked.</p>")
+        out.append(_table(["sources", "true pairs", "precision", "recall", "F1"],
+                          [[" - ".join(a["sources"]), f"{a['true_pairs']:,}",
+                            f"{a['precision']}{' *' if a['precision'] < 0.95 else ''}",
+                            f"{a['recall']}{' *' if a['recall'] < 0.95 else ''}", a["f1"]]
+                           for a in pairs if a["threshold"] == "medium"]))
+    out.append("<h2 id='reliability'>How each source's links rest (any data)</h2><p>Per source, its records by "
+               "<code>link_reliability_medium</code>: " + "; ".join(
+                   f"<b>{html.escape(k)}</b>: {html.escape(v)}" for k, v in RELIABILITY.items()) + ".</p>")
+    out.append(_table(["source", "records"] + list(RELIABILITY),
+                      [[x["source"], f"{x['records']:,}"] + [pct(x[f"medium_{v}"] / x["records"]) if x["records"] else ""
+                                                           for v in RELIABILITY] for x in r.get("reliability", [])]))
+    recall = r.get("blocking_recall")
+    if recall:
+        est, meas = recall["estimated"], recall.get("measured")
+        out.append("<h2 id='blocking-recall'>Blocking recall</h2><p>The share of true pairs at least one prediction "
+                   "rule reaches (pairs no rule reaches are never scored). Estimated from the model: the share of "
+                   "true pairs whose fields agree as some rule needs, with the fields' m probabilities and presence, "
+                   "taken as independent: "
+                   f"<b>{pct(est['recall'])}</b>."
+                   + (f" Measured against the labels: <b>{pct(meas['recall'])}</b> of {meas['true_pairs']:,} true pairs."
+                      if meas else "") + "</p>")
+        measured = {x["rule"]: x["recall"] for x in (meas or {}).get("rules", [])}
+        out.append(_table(["rule", "estimated share of true pairs", "measured"],
+                          [[x["rule"], pct(x["recall"]), pct(measured[x["rule"]]) if x["rule"] in measured else ""]
+                           for x in est["rules"]]))
     out.append("<h2 id='groups'>Linked share by group (any data)</h2><p>Share of records linked to at least one other "
                "record at medium. Large differences between groups are a sign of linkage bias.</p>")
     for name in ("sex", "age_band", "source"):
