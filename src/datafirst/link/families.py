@@ -109,9 +109,10 @@ def shared_surname_u(engine: Engine, model: dict, table: str) -> dict:
                             "GROUP BY surname)") or 0
     share = min(1.0, math.sqrt(2 * SHARED_SURNAME_PAIRS / squares)) if squares else 1.0
     # A fixed sample of records (the same for the same data), as for training.
+    named = engine.scalar(f"SELECT count(*) FROM {table} WHERE surname IS NOT NULL AND forename IS NOT NULL")
     engine.execute(f"""CREATE OR REPLACE TABLE link_surname_sample AS SELECT * FROM {table}
                        WHERE surname IS NOT NULL AND forename IS NOT NULL
-                       AND hash(record_key) % 1000000 < {int(share * 1_000_000)}""")
+                       ORDER BY md5(record_key) LIMIT {max(1, int(share * named))}""")
     names = {c["output_column_name"] for c in comparisons} | {"forename"} | set(own)
     marked = _marked(model, names)
     marked.update({"retain_intermediate_calculation_columns": True, "retain_matching_columns": False,

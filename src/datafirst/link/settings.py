@@ -97,9 +97,10 @@ TRAINING_CANDIDATES: tuple[tuple[str, ...], ...] = (
 DETERMINISTIC_CANDIDATES: tuple[tuple[str, ...], ...] = (("forename", "surname", "date_of_birth"), ("pnc",))
 
 
-def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> ModelSpec:
+def model_spec(present: set[str], attributes: dict[str, str] | None = None, dialect: str = "duckdb") -> ModelSpec:
     """Comparisons and rules for the identifier columns that hold any values, and the declared
-    attributes (name -> kind: category, text, number or date) that hold any."""
+    attributes (name -> kind: category, text, number or date) that hold any. `dialect`: the
+    engine's SQL (the family comparison is written from the forename comparison's SQL in it)."""
     spec = ModelSpec()
     has = present.__contains__
     attributes = {a: k for a, k in (attributes or {}).items() if has(a)}
@@ -131,7 +132,7 @@ def model_spec(present: set[str], attributes: dict[str, str] | None = None) -> M
         spec.comparisons.append(person_key_comparison())
     for name, kind in attributes.items():
         spec.comparisons.append(attribute_comparison(name, kind))
-    family = family_comparison(spec.comparisons[0], has) if has("forename") and has("surname") else None
+    family = family_comparison(spec.comparisons[0], has, dialect) if has("forename") and has("surname") else None
     if family is not None:
         spec.comparisons.append(family)
     for role, cols in (("name", ("forename", "surname")), ("date_of_birth", ("year_of_birth",)),
@@ -212,7 +213,7 @@ def forename_comparison(has) -> cl.CustomComparison:
                                                       "name, loosely similar, unrelated")
 
 
-def family_comparison(forename: cl.CustomComparison, has) -> cl.CustomComparison | None:
+def family_comparison(forename: cl.CustomComparison, has, dialect: str = "duckdb") -> cl.CustomComparison | None:
     """A correction for families, which Fellegi-Sunter's independence cannot see.
 
     Household members share a surname and a place, twins a date of birth too, and their
@@ -223,25 +224,30 @@ def family_comparison(forename: cl.CustomComparison, has) -> cl.CustomComparison
     (link/families.py). So data without families (FEBRL, whose generator replaces whole
     forenames of duplicates) keeps linking such pairs, and a census of households does not.
     """
-    places = [f'"{c}_l" = "{c}_r"' for c in ("postcode", "address") if has(c)]
-    levels_sql = forename.get_comparison("duckdb").comparison_levels
+    # Unquoted names, which read the same in every engine's SQL (Spark takes "x" for a string).
+    places = [f"{c}_l = {c}_r" for c in ("postcode", "address") if has(c)]
+    # The forename's levels in the engine's own SQL: a similarity function has another name on
+    # each engine (Splink's jar on Spark), which no translation of DuckDB's text would give.
+    levels_sql = forename.get_comparison(dialect).comparison_levels
     related = [lv.sql_condition for lv in levels_sql if not lv.is_null_level and lv.sql_condition.strip().upper() != "ELSE"]
     # Of the Jaro-Winkler levels only the loosest matters here (the others imply it).
     similarity = [c for c in related if c.startswith("jaro_winkler_similarity")]
     related = [c for c in related if c not in similarity[:-1]]
+    # DuckDB's list_intersect has no Spark twin in translation; array_intersect, its alias, has.
+    related = [c.replace("list_intersect(", "array_intersect(") for c in related]
     # A CASE, not NOT(a OR b ...): its tests run in order, each only on the pairs the earlier ones
     # left (an OR evaluated the nickname lists' intersection for every pair: 1.9 s of 12 s).
-    unrelated = ('CASE WHEN "forename_l" IS NULL OR "forename_r" IS NULL THEN false '
+    unrelated = ('CASE WHEN forename_l IS NULL OR forename_r IS NULL THEN false '
                  + " ".join(f"WHEN coalesce({c}, false) THEN false" for c in related) + " ELSE true END")
-    same_surname = '"surname_l" = "surname_r"'
+    same_surname = "surname_l = surname_r"
     same_place = f"({' OR '.join(places)})" if places else None
-    same_birth = '"date_of_birth_l" = "date_of_birth_r"' if has("date_of_birth") else None
+    same_birth = "date_of_birth_l = date_of_birth_r" if has("date_of_birth") else None
     patterns = {"home_and_birth": [same_place, same_birth], "home": [same_place], "birth": [same_birth]}
     levels = []
     for key, parts in patterns.items():
         if all(parts):
             levels.append(cll.CustomLevel(" AND ".join([same_surname, *parts, f"({unrelated})"]),
-                                          label_for_charts=FAMILY_LEVELS[key], base_dialect_str="duckdb")
+                                          label_for_charts=FAMILY_LEVELS[key], base_dialect_str=dialect)
                           .configure(m_probability=1.0, u_probability=1.0, fix_m_probability=True,
                                      fix_u_probability=True))
     if not levels:

@@ -218,7 +218,7 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     check_linkable(engine, files)
     present = load_input(engine, files)
     check_rule_columns(engine, cfg.training_rules, "link.training_rules", ws)
-    spec = model_spec(present, attributes(load_contracts(ws.contracts)))
+    spec = model_spec(present, attributes(load_contracts(ws.contracts)), engine.dialect)
     model = settings(spec)
     if cfg.settings_file:
         path = ws.resolve(cfg.settings_file)
