@@ -201,8 +201,10 @@ class Runner:
             splits = standardise(ws, engine)
             _, _, report = dq_report(ws, engine)
             alerts = alert_messages(report)
+            cleaned = sum(r["records"] for t in report["tables"] for r in t.get("cleaning_rules", []))
             return (f"{sum(s.identifiers for s in splits):,} identifier rows, {sum(s.content for s in splits):,} content "
-                    f"rows{reuse_summary(splits)}" + "".join(f"; ALERT {m}" for m in alerts))
+                    f"rows{reuse_summary(splits)}; {cleaned:,} values emptied or cut by declared cleaning rules "
+                    "(each counted in the data quality report)" + "".join(f"; ALERT {m}" for m in alerts))
 
         def do_train(engine: Engine) -> str:
             return f"model {train(ws, engine).name}"
