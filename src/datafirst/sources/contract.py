@@ -73,6 +73,12 @@ class Column(BaseModel):
         "quarantine", description="a value that does not fit the type: quarantine the row (default) or keep the "
                                   "row with this value empty")
     allowed: list[str] | None = None
+    min: float | date | None = Field(None, description="integer, decimal or date columns: the smallest plausible "
+                                                       "value; smaller values are invalid (see on_invalid)")
+    max: float | date | None = Field(None, description="integer, decimal or date columns: the largest plausible "
+                                                       "value; larger values are invalid (see on_invalid)")
+    free_text: bool = Field(False, description="a string column of free text (notes, titles written by hand): "
+                                               "released only when declared so, and then only after the guard")
     role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
     name_order: Literal["surname_comma_forenames", "forenames_surname"] | None = None
     native_id: bool = Field(False, description="a source system's own id: kept in content, hashed in releases")
@@ -110,6 +116,20 @@ class Column(BaseModel):
             if problem:
                 raise ValueError(f"date format {fmt!r} cannot be read ({problem}); use strptime directives such "
                                  "as %d, %m, %Y, %b (see docs/contracts.md)")
+        for bound in ("min", "max"):
+            value = getattr(self, bound)
+            if value is None:
+                continue
+            if self.type in ("integer", "decimal") and isinstance(value, date):
+                raise ValueError(f"`{bound}` of a {self.type} column must be a number, got the date {value}")
+            if self.type == "date" and not isinstance(value, date):
+                raise ValueError(f"`{bound}` of a date column must be a date (YYYY-MM-DD), got {value!r}")
+            if self.type not in ("integer", "decimal", "date"):
+                raise ValueError(f"`{bound}` is for integer, decimal and date columns, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"`min` ({self.min}) is larger than `max` ({self.max})")
+        if self.free_text and (self.type != "string" or self.role is not None or self.allowed):
+            raise ValueError("`free_text` is for string columns without a role or an `allowed` list")
         if self.role == "full_name" and self.name_order is None:
             raise ValueError(f"a full_name column needs `name_order`: one of {NAME_ORDERS}")
         if self.role == "date_of_birth" and self.type != "date":
