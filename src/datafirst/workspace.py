@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .files import parse_yaml
 from .standardise.cleaning import PLACEHOLDER_DATES, YEAR_ONLY_DATES
+from .validation import describe
 
 CONFIG_FILE = "datafirst.yaml"
 LOCK_FILE = ".datafirst.lock"
@@ -284,9 +285,16 @@ class Workspace:
                                  f"make one with `datafirst init {shlex.quote(str(self.root))} --extracts PATH`")
         try:
             raw = parse_yaml(self.config_path.read_text(encoding="utf-8")) or {}
-            return Config(**raw)
-        except (yaml.YAMLError, ValidationError, TypeError) as exc:
-            raise WorkspaceError(f"{self.config_path} is not valid: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise WorkspaceError(f"{self.config_path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise WorkspaceError(f"{self.config_path} must hold `key: value` settings such as `extracts: PATH`; "
+                                 "see docs/config.md")
+        try:
+            return Config.model_validate(raw)
+        except ValidationError as exc:
+            raise WorkspaceError(f"{self.config_path} is not valid (see docs/config.md):\n"
+                                 + "\n".join(f"  {line}" for line in describe(exc, Config))) from exc
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.root / path)

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..files import parse_yaml
+from ..validation import describe
 
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
 # zone), and to content only when also marked `native_id` (an `other_id` such as a prisoner
@@ -296,14 +297,6 @@ class Contract(BaseModel):
         return f"{self.source}__{table}"
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  at {where}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_contract(path: Path) -> Contract:
     path = Path(path)
     try:
@@ -320,7 +313,8 @@ def load_contract(path: Path) -> Contract:
     try:
         contract = Contract(**raw)
     except ValidationError as exc:
-        raise ContractError(f"contract {path} is not valid:\n{_describe(exc)}\nSee docs/contracts.md.") from exc
+        problems = "\n".join(f"  {line}" for line in describe(exc, Contract))
+        raise ContractError(f"contract {path} is not valid:\n{problems}\nSee docs/contracts.md.") from exc
     contract.path = path
     return contract
 
