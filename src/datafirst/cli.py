@@ -16,7 +16,41 @@ from rich.table import Table
 
 from . import __version__
 
-app = typer.Typer(
+
+class _BareFlags:
+    """Help that shows a flag (an option taking no value, such as --full or --help) bare: Typer's
+    help panel otherwise labels each one `<bool>`, as if it wanted a value."""
+
+    def get_params(self, ctx):  # noqa: ANN001, ANN201 - Typer's signature
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_BareFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_BareFlags, typer.core.TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    """The CLI's Typer, whose commands show flags bare in help (_BareFlags); a group of commands
+    (`app.add_typer`) is an `_App` too."""
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - Typer's settings
+        kwargs.setdefault("cls", _Group)
+        super().__init__(**kwargs)
+
+    def command(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - Typer's signature
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="datafirst",
     help="Turn raw justice extracts into linked, de-identified, documented, research-ready data products.",
     no_args_is_help=True,
@@ -182,7 +216,7 @@ def _stage_progress(progress: Progress, label: str):
 
 
 WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
-ENGINE_OPTION = typer.Option(None, "--engine", help="Run on this engine (duckdb or spark) instead of the one the "
+ENGINE_OPTION = typer.Option(None, "--engine", metavar="duckdb|spark", help="Run on this engine (duckdb or spark) instead of the one the "
                              "workspace config names; see docs/spark.md.")
 
 
