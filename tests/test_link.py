@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import duckdb
 import pytest
@@ -240,6 +241,118 @@ def test_reports_render_in_a_real_browser(linked_ws, tmp_path):
         subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,1600",
                         f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+# Added to a copy of a report (the reports themselves hold no scripts): what the browser drew,
+# measured by the browser, left in the page for --dump-dom.
+MEASURE_SCRIPT = """<script>
+const charts = [...document.querySelectorAll('svg.chart')].map(svg => {
+  const axis = svg.querySelector('line.axis');
+  return {title: svg.getAttribute('aria-label'), axis: axis ? axis.getBBox().x : null,
+          marks: [...svg.querySelectorAll('text.axis')].map(t => t.textContent),
+          bars: [...svg.querySelectorAll('g.bar')].map(g => {
+            const label = g.querySelector('text.label').getBBox(), bar = g.querySelector('rect').getBBox();
+            return {label: [...g.querySelectorAll('text.label tspan')].map(t => t.textContent).join(' '),
+                    tooltip: g.querySelector('title').textContent, label_right: label.x + label.width,
+                    x: bar.x, width: bar.width, value: g.querySelector('text.value').textContent};
+          })};
+});
+const heading = document.getElementById('parameters');
+let table = heading && heading.nextElementSibling;
+while (table && table.tagName !== 'TABLE') table = table.nextElementSibling;
+const mu = table ? [...table.rows].slice(1).map(r => [r.cells[2].textContent, r.cells[3].textContent]) : [];
+const out = document.createElement('pre');
+out.id = 'measured';
+out.textContent = JSON.stringify({charts, mu});
+document.body.appendChild(out);
+</script>"""
+
+
+def _drawn(page, tmp_path) -> dict:
+    """The charts of a report as headless Chromium lays them out (see MEASURE_SCRIPT)."""
+    import html as html_module
+    import re
+    import subprocess
+
+    copy = tmp_path / f"measured-{page.parent.name}.html"
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", MEASURE_SCRIPT + "</body>"), encoding="utf-8")
+    dom = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-measure'}",
+                          "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(html_module.unescape(re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S).group(1)))
+
+
+def _number(shown: str) -> float:
+    return float(shown.replace(",", "").rstrip("%"))
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (.ci/run installs it for CI)")
+def test_report_charts_are_drawn_true_in_a_real_browser(linked_ws, world, tmp_path):
+    """On the real reports: negative match weights extend left of the zero line, to scale; labels
+    are whole (two reasons sharing a long prefix read differently) and clear of the bars; F1 bars
+    all above 90% start from a cut, labelled axis so that small gaps show; m and u are printed to
+    a few significant digits."""
+    from datafirst.link.quality import write_report as write_link_report
+    from datafirst.standardise.quality import write_report as write_dq_report
+    from datafirst.world.labels import write_labels
+
+    labels = write_labels(world, tmp_path / "labels.parquet")
+    with Engine() as engine:
+        _, dq_page, dq = write_dq_report(linked_ws, engine)
+        _, link_page, report = write_link_report(linked_ws, engine, labels)
+    dq_drawn, link_drawn = _drawn(dq_page, tmp_path), _drawn(link_page, tmp_path)
+
+    # Every label is whole, drawn left of where its chart's bars begin, and different from the others.
+    for chart in dq_drawn["charts"] + link_drawn["charts"]:
+        bars = chart["bars"]
+        plot_left = min(b["x"] for b in bars)
+        assert all(b["label_right"] <= plot_left for b in bars), chart["title"]
+        assert len({b["label"] for b in bars}) == len(bars), chart["title"]
+        assert all(b["tooltip"].startswith(b["label"] + ": ") for b in bars), chart["title"]
+    reasons = {(t["source"], t["table"]): [f"{r['column']}: {r['reason']}" for r in t["quarantine_reasons"]]
+               for t in dq["tables"]}
+    quarantine_charts = {c["title"]: [b["label"] for b in c["bars"]] for c in dq_drawn["charts"]
+                         if c["title"].startswith("Quarantine reasons of ")}
+    for (source, table), expected in reasons.items():
+        if expected:
+            assert quarantine_charts[f"Quarantine reasons of {source}-{table}"] == expected
+    drawn = [label for labels_ in quarantine_charts.values() for label in labels_]
+    assert {"(row): expected 19 fields, found 18", "(row): expected 19 fields, found 20"} <= set(drawn)
+
+    # Negative match weights: bars from the zero line leftwards, every bar to one scale.
+    weights = next(c for c in link_drawn["charts"] if c["title"].startswith("Match weight of each comparison level"))
+    negative = [b for b in weights["bars"] if _number(b["value"]) < 0]
+    assert len(negative) >= 10 and weights["marks"] == ["0"]
+    for b in negative:
+        assert b["x"] < weights["axis"] and abs(b["x"] + b["width"] - weights["axis"]) < 0.6, b
+    for b in weights["bars"]:
+        if _number(b["value"]) > 0:
+            assert abs(b["x"] - weights["axis"]) < 0.6, b
+    per_unit = [b["width"] / abs(_number(b["value"])) for b in weights["bars"] if abs(_number(b["value"])) >= 1]
+    assert max(per_unit) / min(per_unit) < 1.02
+    cro = next(b for b in weights["bars"] if b["label"] == "cro: All other comparisons")
+    assert cro["width"] > 3 * next(b for b in weights["bars"] if b["label"] == "pnc: All other comparisons")["width"]
+
+    # F1 by group, all above 90%: the axis starts near the smallest, says so, and 0.3 points show.
+    f1_charts = [c for c in link_drawn["charts"] if c["title"].startswith("F1 by ")]
+    assert {c["title"].split(" (")[0] for c in f1_charts} >= {"F1 by sex", "F1 by name_origin", "F1 by age_band"}
+    for chart in f1_charts:
+        values = [_number(b["value"]) for b in chart["bars"]]
+        assert min(values) > 90
+        start = _number(chart["marks"][0])
+        assert chart["marks"] == [chart["marks"][0], "100%"] and 90 <= start < min(values), chart
+        assert "axis from" in chart["title"]
+        low, high = min(chart["bars"], key=lambda b: _number(b["value"])), max(chart["bars"], key=lambda b: b["width"])
+        if _number(high["value"]) - _number(low["value"]) >= 0.3:
+            assert high["width"] - low["width"] >= 20, chart
+    sex = next(c for c in f1_charts if c["title"].startswith("F1 by sex"))
+    assert len({round(b["width"]) for b in sex["bars"]}) == 2
+
+    # m and u: no value with more than 6 significant digits.
+    assert len(link_drawn["mu"]) == len(report["parameters"]) > 20
+    for m, u in link_drawn["mu"]:
+        for shown in (m, u):
+            digits = re.sub(r"[eE].*$", "", shown).replace(".", "").replace("-", "").lstrip("0")
+            assert len(digits) <= 6, shown
 
 
 def test_model_and_training_declared_in_config(world, tmp_path):

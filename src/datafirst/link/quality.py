@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..engine.sql import sql_string
-from ..reporting import PAGE_STYLE, bar_chart, pct
+from ..reporting import PAGE_STYLE, axis_start, bar_chart, pct, significant
 from ..workspace import Workspace, holding_lock
 from .blocking import estimated_recall, measured_recall
 from .evaluate import accuracy_by_source_pair, pairwise_accuracy
@@ -215,7 +215,8 @@ def render_html(r: dict) -> str:
                 continue
             medium = [a for a in rows if a["threshold"] == "medium"]
             out.append(f"<h3>By {html.escape(group)} (medium)</h3>")
-            out.append(bar_chart([(str(a["group"]), a["f1"]) for a in medium], f"F1 by {group}"))
+            out.append(bar_chart([(str(a["group"]), a["f1"]) for a in medium], f"F1 by {group}",
+                                 start=axis_start([a["f1"] for a in medium])))
             out.append(_table([group, "precision", "recall", "F1", "true pairs"],
                               [[a["group"], a["precision"], a["recall"], a["f1"], a["true_pairs"]] for a in medium]))
     pairs = (r.get("accuracy") or {}).get("source_pairs")
@@ -261,10 +262,13 @@ def render_html(r: dict) -> str:
     out.append(bar_chart([(f"{h['weight_from']} to {h['weight_from'] + 1}", h["edges"]) for h in r["match_weight_histogram"]],
                          "Scored edges by match weight", percent=False))
     out.append("<h2 id='parameters'>Model parameters (m, u)</h2>")
-    out.append(bar_chart([(f"{p['comparison']}: {p['level']}"[:32], max(p["match_weight"] or 0, 0))
-                          for p in r["parameters"]], "Match weight of agreeing levels", percent=False))
+    out.append("<p>A level's match weight is log2(m / u): positive where agreeing at that level is evidence of a "
+               "match, negative (left of the zero line) where it is evidence against.</p>")
+    out.append(bar_chart([(f"{p['comparison']}: {p['level']}", p["match_weight"]) for p in r["parameters"]],
+                         "Match weight of each comparison level", percent=False))
     out.append(_table(["comparison", "level", "m", "u", "match weight"],
-                      [[p["comparison"], p["level"], p["m"], p["u"], p["match_weight"]] for p in r["parameters"]]))
+                      [[p["comparison"], p["level"], significant(p["m"]), significant(p["u"]), p["match_weight"]]
+                       for p in r["parameters"]]))
     out.append("<h2 id='changes'>Changes since the previous run</h2>")
     c = r.get("record_changes")
     if r.get("mode") == "incremental" and c:

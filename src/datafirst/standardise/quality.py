@@ -265,7 +265,7 @@ def render_html(report: dict) -> str:
                            f"<td>{html.escape(r['effect'])}</td><td>{html.escape(r['change'] or 'not a choice')}</td></tr>")
             out.append("</table>")
         if t["quarantine_reasons"]:
-            out.append(bar_chart([(f"{r['column']}: {r['reason']}"[:32], r["rows"]) for r in t["quarantine_reasons"]],
+            out.append(bar_chart([(f"{r['column']}: {r['reason']}", r["rows"]) for r in t["quarantine_reasons"]],
                                   f"Quarantine reasons of {anchor}", percent=False))
             out.append("<table><tr><th>column</th><th>reason</th><th>rows</th></tr>")
             for r in t["quarantine_reasons"]:
