@@ -216,8 +216,8 @@ def _stage_progress(progress: Progress, label: str):
 
 
 WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
-ENGINE_OPTION = typer.Option(None, "--engine", metavar="duckdb|spark", help="Run on this engine (duckdb or spark) instead of the one the "
-                             "workspace config names; see docs/spark.md.")
+ENGINE_OPTION = typer.Option(None, "--engine", metavar="duckdb|spark", help="Run on this engine instead of the one "
+                             "the workspace config names; see docs/spark.md.")
 
 
 @app.command()
