@@ -620,16 +620,16 @@ def entry() -> None:
         # A workspace (or a folder in it) that this user may not write: read-only, or another owner's.
         where = exc.filename or "a file of the workspace"
         err_console.print(f"[bold red]error:[/] cannot write {where}: permission denied. Make the workspace writable "
-                          "for this user (e.g. chmod -R u+w on it, or run as its owner), then run again; the stage "
-                          "that was running did not finish and left the workspace as it was.", soft_wrap=True)
+                          "for this user (e.g. chmod -R u+w on it, or run as its owner), then run again. The stage "
+                          "that was running did not finish (the stages before it did).", soft_wrap=True)
         raise SystemExit(1) from None
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise
         where = exc.filename or "the workspace"
         err_console.print(f"[bold red]error:[/] cannot write {where}: {exc.strerror}. Free space or use a writable "
-                          "workspace, then run again; the stage that was running did not finish and left the "
-                          "workspace as it was.", soft_wrap=True)
+                          "workspace, then run again. The stage that was running did not finish (the stages before "
+                          "it did).", soft_wrap=True)
         raise SystemExit(1) from None
     except duckdb.Error as exc:
         detail = str(exc).strip().splitlines()[0]

@@ -92,10 +92,25 @@ class Extract:
     sha256: str
     text: bytes  # the content, decompressed when the file is .gz
 
+    def may_hold_control_characters(self, encoding: str) -> bool:
+        """Whether any line may hold a control character (see CONTROL_CHARACTERS): a byte of one,
+        the first byte of a C1 control's UTF-8 (0xC2, which also starts '£' or a non-breaking
+        space), a C1 byte in Latin-1, or a backslash (a JSON escape). Tested on the whole file at
+        once, which costs a tenth of testing each line in the engine; most files hold none, and
+        their lines are then not tested at all."""
+        return bool(self.text.translate(None, _NOT_CONTROL_SIGNS[encoding]))
+
     @property
     def last_line_open(self) -> bool:
         """Whether the last line has no line break after it: the file may have been cut there."""
         return bool(self.text) and not self.text.endswith((b"\n", b"\r"))
+
+
+_CONTROL_SIGNS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, ord("\\")])
+_NOT_CONTROL_SIGNS = {
+    encoding: bytes(b for b in range(256) if b not in _CONTROL_SIGNS + extra)
+    for encoding, extra in (("utf-8", b"\xc2"), ("latin-1", bytes(range(0x80, 0xA0))), ("cp1252", b""))
+}
 
 
 def read_extract(path: Path) -> Extract:
@@ -342,10 +357,11 @@ JSON_OBJECT = "regexp_matches(_text, '^\\s*[{]')"
 
 
 def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems: str | None = None,
-               open_line: int | None = None) -> str:
+               open_line: int | None = None, controls: bool = True) -> str:
     """SQL that parses, types and checks every data row. `parent_problems` (row_number, reason)
     holds the quarantined rows of an unnested table's parent: their elements are quarantined too.
-    `open_line`: the file's last line when no line break follows it (the file may be cut there)."""
+    `open_line`: the file's last line when no line break follows it (the file may be cut there).
+    `controls`: whether a line may hold a control character (`Extract.may_hold_control_characters`)."""
     cols = list(spec.columns.items())
     enc_problem = ("bytes that are not valid UTF-8" if spec.encoding == "utf-8"
                    else f"bytes not defined in {spec.encoding}")
@@ -457,10 +473,10 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     typed_exprs = []
     for name, col in cols:
         r = f"_raw_{_ident(name)}"
-        if col.type == "string" and col.control_characters == "remove":
+        if controls and col.type == "string" and col.control_characters == "remove":
             raw[name] = (f"CASE WHEN _controls THEN nullif(trim(regexp_replace({raw[name]}, "
                          f"{sql_string(CONTROL_CHARACTERS)}, '', 'g')), '') ELSE {raw[name]} END")
-        elif col.type == "string":
+        elif controls and col.type == "string":
             checks.append(_problem(f"_controls AND regexp_matches({r}, {sql_string(CONTROL_CHARACTERS)})", name,
                                    f"'control character in text: ' || printf('U+%04X', unicode(regexp_extract({r}, "
                                    f"{sql_string(CONTROL_CHARACTERS)}, 0))) || ' (remove it at the source, or "
@@ -487,8 +503,9 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     # The row's shape is checked once, as a column: written into every column's check, it was
     # worked out again per check (a quarter of a large table's parsing time).
     # Whether the line holds a control character, tested once per line (see CONTROL_IN_LINE).
-    controls = f"SELECT *, regexp_matches(_text, {sql_string(CONTROL_IN_LINE)}) AS _controls FROM ({source})"
-    inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({controls})"
+    if controls:
+        source = f"SELECT *, regexp_matches(_text, {sql_string(CONTROL_IN_LINE)}) AS _controls FROM ({source})"
+    inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({source})"
     # The line's bytes are kept only where they are not text (the quarantine shows them in hex):
     # kept for every row, they were about a quarter of the stage table's size.
     sql = (f"SELECT _row_number, _element_index, CASE WHEN _text IS NULL THEN _line END AS _line, _text, "
@@ -570,7 +587,7 @@ def _known_lines(contract: Contract, name: str, spec: Table, previous: dict, lan
 
 
 def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, header_lines: int, known: Path,
-                            open_line: int | None) -> str:
+                            open_line: int | None, controls: bool) -> str:
     """SQL for the stage table of a new delivery of a file loaded before: the lines seen in the
     last load take their row from it, and only the others are parsed and checked. A weekly
     extract repeats most of last week's lines, so most of the parsing is saved. Needs the
@@ -597,7 +614,7 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
     no_problems = f"list_filter([{_problem('false', None, sql_string(''))}], lambda x: x IS NOT NULL)"
     typed = ", ".join(_quoted(c) for c in spec.columns)
     return (f"SELECT _row_number, _element_index, _line, _text, {typed}, _line_md5, _problems "
-            f"FROM ({_stage_sql(spec, f'{stage}_unknown', header_lines, open_line=open_line)}) "
+            f"FROM ({_stage_sql(spec, f'{stage}_unknown', header_lines, open_line=open_line, controls=controls)}) "
             # A known line landed before, so it is text: its bytes are not kept (see _stage_sql).
             f"UNION ALL SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, "
             f"CAST(NULL AS BLOB) AS _line, "
@@ -629,6 +646,7 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     header_lines = 1 if (spec.format == "csv" and spec.header) else 0
     # The line a file cut short would end on: its last, with no line break after it.
     open_line = lines.num_rows if extract.last_line_open and lines.num_rows > header_lines else None
+    controls = extract.may_hold_control_characters(spec.encoding)
     if header_lines:
         _check_header(path, name, spec, contract, lines)
     view = f"lines_{_ident(contract.source)}_{_ident(name)}"
@@ -647,12 +665,12 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     known = _known_lines(contract, name, spec, previous, landed_before, spec_sha)
     if known is not None:
         engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS "
-                       f"{_stage_with_known_lines(engine, spec, view, stage, header_lines, known, open_line)}")
+                       f"{_stage_with_known_lines(engine, spec, view, stage, header_lines, known, open_line, controls)}")
         engine.execute(f"DROP TABLE {stage}_known")
         engine.execute(f"DROP TABLE {stage}_unknown")
     else:
         engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS "
-                       f"{_stage_sql(spec, view, header_lines, parent_problems, open_line)}")
+                       f"{_stage_sql(spec, view, header_lines, parent_problems, open_line, controls)}")
     engine.unregister(view)
     if parent_problems:
         engine.execute(f"DROP TABLE {parent_problems}")
