@@ -399,8 +399,8 @@ def test_a_new_delivery_parses_only_the_lines_not_seen_before_and_lands_what_a_f
     seen = {}
     original = ingest_module._stage_with_known_lines
 
-    def counting(engine, spec, view, stage, header_lines, known):
-        sql = original(engine, spec, view, stage, header_lines, known)
+    def counting(engine, spec, view, stage, header_lines, known, *rest):
+        sql = original(engine, spec, view, stage, header_lines, known, *rest)
         seen["known"] = engine.scalar(f"SELECT count(*) FROM {stage}_known")
         seen["parsed"] = engine.scalar(f"SELECT count(*) FROM {stage}_unknown WHERE line_no > {header_lines}")
         return sql
@@ -445,8 +445,13 @@ def test_duplicate_record_id_with_different_content_is_named(tmp_path):
 
 
 def test_a_unit_separator_byte_in_a_row_does_not_stop_the_file(tmp_path):
-    (load,) = _run(_tiny(tmp_path, GOOD + "3,Cy\x1fLee,01/02/1980,2\n"))
-    assert (load.read, load.landed) == (3, 3)
+    # The byte that splits lines in the reader: the file is read, and the row (a control
+    # character in a name) quarantined on its own (tests/test_ingest_hygiene.py).
+    ws = _tiny(tmp_path, GOOD + "3,Cy\x1fLee,01/02/1980,2\n")
+    (load,) = _run(ws)
+    assert (load.read, load.landed, load.quarantined) == (3, 2, 1)
+    assert _quarantine(ws) == [(3, "name", "control character in text: U+001F (remove it at the source, or declare "
+                                           "control_characters: remove in the contract)")]
 
 
 def test_on_invalid_null_keeps_the_row_with_the_value_empty(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import time
@@ -186,13 +187,14 @@ def _workspace(path: Path, engine: str | None = None):
 
 @contextmanager
 def _holding(ws, made: bool = True):
-    """The workspace held for the command (see Workspace.lock); refused when another process holds it."""
-    from .workspace import WorkspaceBusy
+    """The workspace held for the command (see Workspace.lock); refused when another process holds
+    it, or when it cannot be written."""
+    from .workspace import WorkspaceError
 
     held = ws.lock(made=made)
     try:
         held.__enter__()
-    except WorkspaceBusy as exc:
+    except WorkspaceError as exc:
         _fail(str(exc))
     try:
         yield ws
@@ -215,6 +217,10 @@ def _stage_progress(progress: Progress, label: str):
     return report
 
 
+ACCEPT_VOLUME_CHANGE_HELP = ("Release this table's delivery although it is beyond its control totals (rows landed "
+                             "far from the latest release's load, or a file cut short), after checking it: "
+                             "source__table, e.g. magistrates__defendants; give it once per table. Holds for this "
+                             "delivery only, and the release notes record it. See docs/release.md.")
 WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
 ENGINE_OPTION = typer.Option(None, "--engine", metavar="duckdb|spark", help="Run on this engine instead of the one "
                              "the workspace config names; see docs/spark.md.")
@@ -260,6 +266,12 @@ def _run_ingest(ws) -> None:
         console.print(f"Quarantined rows, each with its file, row, column and reason: "
                       f"{ws.zone('landed') / '_quarantine.parquet'} (counts by reason in the data quality report "
                       "after `datafirst standardise`).")
+    from .release.stage import published
+    from .sources.control_totals import pending_messages
+
+    latest = published(ws)
+    for message in pending_messages(ws, latest[-1] if latest else None):
+        console.print(f"[bold red]control totals:[/] {message}", soft_wrap=True)
 
 
 def _run_standardise(ws) -> None:
@@ -389,6 +401,8 @@ def release(
     workspace: Path = WORKSPACE_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Give every person a new id instead of carrying "
                                     "ids over from the previous release (needed after a change of hashing key)."),
+    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change",
+                                                          help=ACCEPT_VOLUME_CHANGE_HELP),
     engine: str | None = ENGINE_OPTION,
 ) -> None:
     """Build the de-identified products and publish them as a new versioned, immutable release
@@ -401,7 +415,7 @@ def release(
     ws = _workspace(workspace, engine)
     try:
         with _holding(ws), _engine(ws) as db, _progress() as progress:
-            summary = make_release(ws, db, new_series=new_series,
+            summary = make_release(ws, db, new_series=new_series, accept_volume_change=accept_volume_change or (),
                                    progress=_stage_progress(progress, "Release"))
     except (ReleaseError, SecretError) as exc:
         _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
@@ -477,7 +491,7 @@ def diff_command(
 
 
 def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool = False,
-             new_series: bool = False) -> None:
+             new_series: bool = False, accept_volume_change: list[str] | None = None) -> None:
     from .link.inputs import LinkError
     from .link.labels import LabelsError
     from .release.hashing_key import SecretError
@@ -495,7 +509,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
     started = time.perf_counter()
     try:
         results = Runner(ws, retrain=retrain, labels=labels, full_link=full, new_series=new_series,
-                         report=report).run()
+                         report=report, accept_volume_change=accept_volume_change or ()).run()
     except LabelsError as exc:
         _fail(f"{exc}\nThe run stopped at the linkage quality report (the stages before it finished; no release "
               "was made): correct the labels and run again.")
@@ -520,13 +534,15 @@ def run(
     full: bool = FULL_LINK_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Release with new person ids instead of carrying "
                                     "them over (needed after a change of hashing key)."),
+    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change",
+                                                          help=ACCEPT_VOLUME_CHANGE_HELP),
     engine: str | None = ENGINE_OPTION,
 ) -> None:
     """The whole flow (ingest, standardise, train if no model, link, release), skipping stages whose
     inputs and config have not changed. With a previous link and release, only changed records
     are linked and person ids carry over."""
     with _holding(_workspace(workspace, engine)) as ws:
-        _run_all(ws, retrain, labels, full, new_series)
+        _run_all(ws, retrain, labels, full, new_series, accept_volume_change)
 
 
 @app.command()
@@ -634,6 +650,21 @@ def entry() -> None:
         err_console.print("[bold red]error:[/] interrupted; the stage that was running did not finish (the "
                           "stages before it did): run again to carry on")
         raise SystemExit(130) from None
+    except PermissionError as exc:
+        # A workspace (or a folder in it) that this user may not write: read-only, or another owner's.
+        where = exc.filename or "a file of the workspace"
+        err_console.print(f"[bold red]error:[/] cannot write {where}: permission denied. Make the workspace writable "
+                          "for this user (e.g. chmod -R u+w on it, or run as its owner), then run again. The stage "
+                          "that was running did not finish (the stages before it did).", soft_wrap=True)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or "the workspace"
+        err_console.print(f"[bold red]error:[/] cannot write {where}: {exc.strerror}. Free space or use a writable "
+                          "workspace, then run again. The stage that was running did not finish (the stages before "
+                          "it did).", soft_wrap=True)
+        raise SystemExit(1) from None
     except duckdb.Error as exc:
         detail = str(exc).strip().splitlines()[0]
         hint = ("raise `memory_limit` in datafirst.yaml (docs/config.md), or free memory"

@@ -18,7 +18,7 @@ import hashlib
 import json
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +79,11 @@ def _fingerprint(parts: dict) -> str:
 
 class Runner:
     def __init__(self, ws: Workspace, *, retrain: bool = False, labels: Path | None = None, full_link: bool = False,
-                 new_series: bool = False, report: Callable[[StageResult], None] | None = None):
+                 new_series: bool = False, report: Callable[[StageResult], None] | None = None,
+                 accept_volume_change: Sequence[str] = ()):
         self.ws, self.retrain, self.labels, self.report = ws, retrain, labels, report
         self.full_link, self.new_series = full_link, new_series
+        self.accept_volume_change = tuple(accept_volume_change)
         self.state = ws.root / STATE_DIR
         self.results: list[StageResult] = []
 
@@ -180,7 +182,8 @@ class Runner:
         from .link.quality import write_report as link_report
         from .link.stage import link
         from .link.train import train
-        from .release.stage import release
+        from .release.stage import published, release
+        from .sources.control_totals import pending_messages
         from .sources.ingest import ingest
         from .standardise.quality import alert_messages, write_report as dq_report
         from .standardise.stage import reuse_summary, standardise
@@ -189,8 +192,10 @@ class Runner:
 
         def do_ingest(engine: Engine) -> str:
             loads = ingest(ws, engine)
+            latest = published(ws)
             return (f"{sum(x.read for x in loads):,} rows read, {sum(x.landed for x in loads):,} landed, "
-                    f"{sum(x.quarantined for x in loads):,} quarantined")
+                    f"{sum(x.quarantined for x in loads):,} quarantined" + "".join(
+                        f"; CONTROL TOTALS {m}" for m in pending_messages(ws, latest[-1] if latest else None)))
 
         def do_standardise(engine: Engine) -> str:
             if zones_unchanged:
@@ -227,7 +232,8 @@ class Runner:
             return detail
 
         def do_release(engine: Engine) -> str:
-            summary = release(ws, engine, new_series=self.new_series, only_if_changed=not self.new_series)
+            summary = release(ws, engine, new_series=self.new_series, only_if_changed=not self.new_series,
+                              accept_volume_change=self.accept_volume_change)
             if summary.unchanged:
                 return f"no change since {summary.version} (inputs touched, not changed): no new release"
             kept = summary.person_ids.get("medium", {}).get("previous_ids_kept_share")

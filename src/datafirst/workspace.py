@@ -144,6 +144,15 @@ class DateOfBirthConfig(BaseModel):
         return value
 
 
+class IngestConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    volume_change_limit: float = Field(
+        0.2, gt=0, description="a table whose rows landed fall or rise by more than this share against the load "
+                               "the latest release was made from holds the release back until accepted "
+                               "(--accept-volume-change); the data quality report alerts on the same rule")
+
+
 class StandardiseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -178,6 +187,7 @@ class Config(BaseModel):
     threads: int | None = Field(None, ge=1, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, pattern=MEMORY_SIZE, description="engine memory limit, e.g. '8GB' or '512MB'")
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     standardise: StandardiseConfig = Field(default_factory=StandardiseConfig)
     link: LinkConfig = Field(default_factory=LinkConfig)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
@@ -218,12 +228,15 @@ class Workspace:
         process ends, however it ends, so a killed run leaves no stale lock; the next holder
         then removes the partial folders it left (nothing else can be writing them). Re-entrant
         within a thread. `made=False` locks a folder that is to become a workspace (the demo's).
+        The lock is taken on the workspace folder itself, not on a file in it: a file can be
+        deleted or replaced while a run holds it, and a second run would then lock the new one.
+        The holder is written to LOCK_FILE, for the message that refuses another.
         POSIX only: where `fcntl` is missing, nothing is locked."""
         if made:
             self.config()  # a folder that is not a workspace is refused before anything is written
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-        key = (os.path.realpath(self.root / LOCK_FILE), threading.get_ident())
+        key = (os.path.realpath(self.root), threading.get_ident())
         with _held_guard:
             entry = _held.get(key)
             if entry is not None:
@@ -240,36 +253,54 @@ class Workspace:
                 done = entry[1] == 0
                 if done:
                     del _held[key]
-            if done:
-                entry[0].close()  # releases the lock
+            if done and entry[0] is not None:
+                os.close(entry[0])  # releases the lock
 
-    def _acquire(self, path: str):
-        f = open(path, "a+", encoding="utf-8")
+    def _acquire(self, folder: str) -> int | None:
+        """The workspace folder, open and locked (its descriptor); refused when another holds it."""
         if fcntl is None:  # pragma: no cover
-            return f
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
+            return None
+        while True:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             try:
-                holder = json.loads(f.read() or "{}")
-            except ValueError:
-                holder = {}
-            f.close()
-            who = (f"process {holder['pid']} (`{holder.get('command', '?')}`, since {holder.get('since', '?')})"
-                   if holder.get("pid") else "another process")
-            raise WorkspaceBusy(f"{self.root} is in use by {who}; wait for it to finish and run again. The lock "
-                                "is released when that process ends, even if it is killed.") from None
-        except BaseException:
-            f.close()
-            raise
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "command": " ".join(["datafirst", *sys.argv[1:]]),
-                            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
-        f.flush()
-        self._remove_leftovers()
-        return f
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # The folder at the path may have been moved aside and another made there since it
+                # was opened: then that one is locked instead.
+                here, locked = os.stat(folder), os.fstat(fd)
+                if (here.st_dev, here.st_ino) != (locked.st_dev, locked.st_ino):
+                    os.close(fd)
+                    continue
+                self._write_holder()
+                self._remove_leftovers()
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+                raise WorkspaceBusy(f"{self.root} is in use by {self._holder()}; wait for it to finish and run "
+                                    "again. The lock is released when that process ends, even if it is killed.") from None
+            except BaseException:
+                os.close(fd)
+                raise
+
+    def _write_holder(self) -> None:
+        path = self.root / LOCK_FILE
+        try:
+            path.write_text(json.dumps({"pid": os.getpid(), "command": " ".join(["datafirst", *sys.argv[1:]]),
+                                        "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}),
+                            encoding="utf-8")
+        except PermissionError as exc:
+            raise WorkspaceError(f"cannot write {path}: the workspace {self.root} is not writable by this user. "
+                                 "Make it writable (e.g. chmod -R u+w on it, or run as its owner), or work on a "
+                                 "copy of it") from exc
+
+    def _holder(self) -> str:
+        """Who holds the workspace, as its lock file says (written by the holder when it took it)."""
+        try:
+            holder = json.loads((self.root / LOCK_FILE).read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        if not isinstance(holder, dict) or not holder.get("pid"):
+            return "another process"
+        return f"process {holder['pid']} (`{holder.get('command', '?')}`, since {holder.get('since', '?')})"
 
     def _remove_leftovers(self) -> None:
         """Partial zones and releases of a process killed part-way (see LEFTOVER)."""

@@ -102,7 +102,19 @@ def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> s
         out += ["| table | before | now |", "|---|---|---|", *counts] if counts else ["None changed."]
         out.append("")
     out += person_id_notes(meta["person_ids"], previous, meta.get("key_check"))
+    out += volume_change_notes(meta.get("control_totals"))
     return "\n".join(out)
+
+
+def volume_change_notes(totals: dict | None) -> list[str]:
+    """The deliveries released although beyond their control totals, as accepted
+    (`sources.control_totals`): the notes say so, so that a researcher sees why rows changed."""
+    accepted = (totals or {}).get("accepted") or []
+    if not accepted:
+        return []
+    return ["## Volume changes accepted", "",
+            "These deliveries were beyond the control totals and were released because they were accepted "
+            "(`--accept-volume-change`):", "", *(f"- {a['finding']}" for a in accepted), ""]
 
 
 def person_id_notes(ids: dict, previous: Path | None, key_check: str | None = None) -> list[str]:

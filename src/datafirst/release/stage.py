@@ -17,7 +17,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..files import file_sha256
+from ..sources import control_totals
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
@@ -168,16 +169,22 @@ def _content(contract, name, spec, path: Path, links: str) -> Product:
 
 @holding_lock
 def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_series: bool = False,
-            only_if_changed: bool = False,
+            only_if_changed: bool = False, accept_volume_change: Sequence[str] = (),
             progress: Callable[[str, int, int], None] | None = None) -> ReleaseSummary:
     """Build, check and publish the next release. Person ids carry over from the previous
     release unless `new_series` (every person gets a new id; needed after a change of key).
     `only_if_changed`: publish nothing when the release would equal the previous one (the same
     tables, dictionary and quality summaries, and no person id changed), as `datafirst run` asks
-    when its inputs were touched but not changed."""
+    when its inputs were touched but not changed. `accept_volume_change`: the tables whose
+    delivery is beyond its control totals that may be released all the same (see
+    `control_totals`; refused otherwise)."""
     salt = salt if salt is not None else load_salt()
     products = plan_products(ws)
     previous = trusted_previous(ws)
+    try:
+        totals = control_totals.check(ws, previous, accept_volume_change)
+    except control_totals.VolumeChangeError as exc:
+        raise ReleaseError(str(exc)) from exc
     number = int(VERSION.match(previous.name).group(1)) + 1 if previous else 1
     version = f"v{number:04d}"
     folder = releases_dir(ws)
@@ -276,7 +283,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                + "\n  ".join(problems))
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
-                                {"key_check": key_check, "id_series": series, "person_ids": {
+                                {"key_check": key_check, "id_series": series, "control_totals": totals,
+                                 "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
         if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
             remove_tree(tmp)

@@ -78,6 +78,10 @@ class Column(BaseModel):
                                                        "value; smaller values are invalid (see on_invalid)")
     max: float | date | None = Field(None, description="integer, decimal or date columns: the largest plausible "
                                                        "value; larger values are invalid (see on_invalid)")
+    control_characters: Literal["quarantine", "remove"] = Field(
+        "quarantine", description="string columns: a value holding a control character (NUL, another C0 control "
+                                  "but tab, line feed and carriage return, DEL, or a C1 control) quarantines its "
+                                  "row (default), or the characters are removed from it")
     free_text: bool = Field(False, description="a string column of free text (notes, titles written by hand): "
                                                "released only when declared so, and then only after the guard")
     role: Literal[IDENTIFIER_ROLES] | None = None  # type: ignore[valid-type]
@@ -129,6 +133,9 @@ class Column(BaseModel):
                 raise ValueError(f"`{bound}` is for integer, decimal and date columns, not {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"`min` ({self.min}) is larger than `max` ({self.max})")
+        if self.control_characters != "quarantine" and self.type != "string":
+            raise ValueError(f"`control_characters` is for string columns; a {self.type} column holding one is not "
+                             "of its type already (see on_invalid)")
         if self.free_text and (self.type != "string" or self.role is not None or self.allowed):
             raise ValueError("`free_text` is for string columns without a role or an `allowed` list")
         if self.role == "full_name" and self.name_order is None:

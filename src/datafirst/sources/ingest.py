@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,7 +32,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..engine import Engine
-from ..files import file_sha256
 from ..engine.sql import sql_string
 from ..workspace import Workspace, holding_lock, replace_folder
 from .contract import Column, Contract, Table, load_contracts
@@ -56,6 +57,7 @@ class TableLoad:
     spec_sha256: str = ""
     loaded_at: str = ""
     reused: bool = False  # unchanged since the last ingest: its landed rows and quarantine were kept
+    last_line_cut: bool = False  # the file ends in a line with no line break that could not be loaded
 
     @property
     def balanced(self) -> bool:
@@ -81,19 +83,67 @@ codecs.register(_lenient_cp1252)
 ARROW_ENCODING = {"utf-8": "utf8", "cp1252": "datafirst_cp1252", "latin-1": "latin-1"}
 
 
+@dataclass
+class Extract:
+    """A file's bytes, read once: its SHA-256 and the lines loaded are both taken from these bytes,
+    so the fingerprint recorded for a landed row describes exactly what was loaded, even when the
+    file is replaced while it is read (a delivery landing mid-ingest)."""
+
+    sha256: str
+    text: bytes  # the content, decompressed when the file is .gz
+
+    def may_hold_control_characters(self, encoding: str) -> bool:
+        """Whether any line may hold a control character (see CONTROL_CHARACTERS): a byte of one,
+        the first byte of a C1 control's UTF-8 (0xC2, which also starts '£' or a non-breaking
+        space), a C1 byte in Latin-1, or a backslash (a JSON escape). Tested on the whole file at
+        once, which costs a tenth of testing each line in the engine; most files hold none, and
+        their lines are then not tested at all."""
+        return bool(self.text.translate(None, _NOT_CONTROL_SIGNS[encoding]))
+
+    @property
+    def last_line_open(self) -> bool:
+        """Whether the last line has no line break after it: the file may have been cut there."""
+        return bool(self.text) and not self.text.endswith((b"\n", b"\r"))
+
+
+_CONTROL_SIGNS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, ord("\\")])
+_NOT_CONTROL_SIGNS = {
+    encoding: bytes(b for b in range(256) if b not in _CONTROL_SIGNS + extra)
+    for encoding, extra in (("utf-8", b"\xc2"), ("latin-1", bytes(range(0x80, 0xA0))), ("cp1252", b""))
+}
+
+
+def read_extract(path: Path) -> Extract:
+    """An extract's bytes and their SHA-256 (of the file as stored, compressed or not)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        text = gzip.decompress(data) if path.suffix == ".gz" else data
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _unreadable(path, exc) from exc
+    return Extract(hashlib.sha256(data).hexdigest(), text)
+
+
 # Arrow's CSV reader splits lines into "fields" at a byte; one that occurs nowhere in the file
 # leaves each line whole. Control bytes almost never occur in text; when one does, the next is tried.
 _LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01")
+# Arrow reads a file in blocks of this size, several at once; a line longer than a block (a
+# 17 MiB line) cannot be split into lines that way, and the file is read again in larger blocks.
+BLOCK_SIZE = 1 << 24
+LARGEST_BLOCK = (1 << 31) - 1  # Arrow's limit
 
 
-def read_lines(path: Path, encoding: str) -> pa.Table:
-    """Every line of a (possibly gzip-compressed) text file, as bytes, with its 1-based number."""
-    for separator in _LINE_SEPARATORS:
+def read_lines(extract: Extract, path: Path, encoding: str) -> pa.Table:
+    """Every line of an extract, as bytes, with its 1-based number (`path` names it in errors)."""
+    block_size = BLOCK_SIZE
+    separators = iter(_LINE_SEPARATORS)
+    separator = next(separators)
+    while True:
         try:
             table = pacsv.read_csv(
-                path,
+                pa.BufferReader(extract.text),
                 read_options=pacsv.ReadOptions(column_names=["line"], encoding=ARROW_ENCODING[encoding],
-                                               block_size=1 << 24),
+                                               block_size=block_size),
                 parse_options=pacsv.ParseOptions(delimiter=separator, quote_char=False, escape_char=False,
                                                  newlines_in_values=False, ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, null_values=[],
@@ -102,7 +152,15 @@ def read_lines(path: Path, encoding: str) -> pa.Table:
             break
         except pa.ArrowInvalid as exc:
             if "Expected 1 columns" in str(exc) and separator != _LINE_SEPARATORS[-1]:
-                continue  # the separator occurs in the file
+                separator = next(separators)  # the separator occurs in the file
+                continue
+            if "straddl" in str(exc) and block_size < LARGEST_BLOCK:
+                # Transcoding can make the text up to three times its bytes: four times is always a whole block.
+                block_size = min(max(block_size * 4, 4 * len(extract.text) + 1), LARGEST_BLOCK)
+                continue
+            if "straddl" in str(exc):
+                raise IngestError(f"cannot read {path}: it has a line longer than 2 GiB, which no record is; "
+                                  "check the file is line-delimited text, and export it again") from exc
             raise _unreadable(path, exc) from exc
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise _unreadable(path, exc) from exc
@@ -186,6 +244,13 @@ def _json_value(path: str, index: int) -> str:
             f"ELSE {value} END")
 
 
+def _json_kind(json_type: str) -> str:
+    """What a JSON value is, in words, from its json_type (DuckDB's or Spark's names)."""
+    return (f"CASE {json_type} WHEN 'OBJECT' THEN 'an object' WHEN 'ARRAY' THEN 'an array' "
+            "WHEN 'BOOLEAN' THEN 'true or false' WHEN 'VARCHAR' THEN 'a string' WHEN 'STRING' THEN 'a string' "
+            "WHEN 'NULL' THEN 'null' WHEN 'VOID' THEN 'null' ELSE 'a number' END")
+
+
 # json_type of an array, and of a JSON null (DuckDB NULL, Spark VOID: no value, as an absent key):
 ARRAY_OR_NOTHING = "'ARRAY', 'NULL', 'VOID'"
 
@@ -243,6 +308,41 @@ def _type_reason(col: Column) -> str:
             "boolean": f"not one of {col.true_values + col.false_values}"}.get(col.type, "invalid")
 
 
+def _bound(value: float | date, col: Column) -> tuple[str, str]:
+    """A contract's `min` or `max` as SQL, and as a person would write it."""
+    if col.type == "date":
+        return f"DATE '{value.isoformat()}'", value.isoformat()
+    text = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return text, text
+
+
+def _in_range(typed: str, col: Column) -> str | None:
+    """SQL true when a typed value lies within the column's `min` and `max` (None: no range)."""
+    tests = []
+    if col.min is not None:
+        tests.append(f"{typed} >= {_bound(col.min, col)[0]}")
+    if col.max is not None:
+        tests.append(f"{typed} <= {_bound(col.max, col)[0]}")
+    return " AND ".join(tests) or None
+
+
+def _range_reason(col: Column) -> str:
+    low = _bound(col.min, col)[1] if col.min is not None else None
+    high = _bound(col.max, col)[1] if col.max is not None else None
+    if low is not None and high is not None:
+        return f"outside the range {low} to {high}"
+    return f"below the minimum {low}" if low is not None else f"above the maximum {high}"
+
+
+# Control characters, which no text value should hold: C0 controls but tab, line feed and
+# carriage return (a JSON value may hold those), DEL and the C1 controls. A NUL makes text
+# files of a release binary; C1 controls are usually Windows-1252 text read as Latin-1.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
+# A line that can hold one: the character itself, or a JSON escape of one (\u0000, \b, \f). Tested
+# once per line, so a value is searched only in the rare lines that match.
+CONTROL_IN_LINE = CONTROL_CHARACTERS + r"|\\u00(?:[01]|7[fF]|[89])|\\[bf]"
+
+
 def _problem(cond: str, column: str | None, reason_sql: str) -> str:
     col = sql_string(column) if column else "NULL::VARCHAR"
     return f"CASE WHEN {cond} THEN {{'column': {col}, 'reason': {reason_sql}}} END"
@@ -251,11 +351,17 @@ def _problem(cond: str, column: str | None, reason_sql: str) -> str:
 # A line of nothing but spaces (what trim() removes: the Unicode space separators). A pattern
 # tests it without the copy of every line that trim() makes, a fifth of a large table's parsing.
 BLANK = "regexp_matches(_text, '^\\p{Zs}*$')"
+# Valid JSON that is an object: it starts with a brace (after any white space), which an anchored
+# pattern tests without parsing the line again.
+JSON_OBJECT = "regexp_matches(_text, '^\\s*[{]')"
 
 
-def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems: str | None = None) -> str:
+def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems: str | None = None,
+               open_line: int | None = None, controls: bool = True) -> str:
     """SQL that parses, types and checks every data row. `parent_problems` (row_number, reason)
-    holds the quarantined rows of an unnested table's parent: their elements are quarantined too."""
+    holds the quarantined rows of an unnested table's parent: their elements are quarantined too.
+    `open_line`: the file's last line when no line break follows it (the file may be cut there).
+    `controls`: whether a line may hold a control character (`Extract.may_hold_control_characters`)."""
     cols = list(spec.columns.items())
     enc_problem = ("bytes that are not valid UTF-8" if spec.encoding == "utf-8"
                    else f"bytes not defined in {spec.encoding}")
@@ -285,6 +391,12 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                     "ELSE '' END")
         base_checks.append(_problem(f"array_length(_fields) <> {n} AND NOT {BLANK}", None,
                                     f"'expected {n} fields, found ' || array_length(_fields) || {unclosed}"))
+        if open_line is not None:
+            # A file cut just after a delimiter leaves a row whose last field looks empty.
+            base_checks.append(_problem(
+                f"_row_number = {open_line - header_lines} AND ends_with(_text, {sql_string(spec.delimiter)})", None,
+                sql_string(f"cut short: the file ends on this row, just after a {spec.delimiter!r} and without a "
+                           f"line break, so its last field is missing (expected {n} fields); export the file again")))
         base_checks.append(_problem(f"array_length(_fields) = {n} AND {malformed}", None,
                                     sql_string(f"malformed quoting: a field that starts with {spec.quote} must end "
                                                f"with {spec.quote} before the next {spec.delimiter!r} (write a quote "
@@ -296,6 +408,13 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
         shape_ok = "_json_ok"
         base_checks.append(_problem(f"NOT _json_ok AND _text IS NOT NULL AND NOT {BLANK}", None,
                                     "'not valid JSON (a record cut short or malformed)'"))
+        if not spec.unnest:
+            # Valid JSON that is an array, a string, a number or null has no fields to read: it is
+            # said to be what it is, not taken for a record without an id.
+            shape_ok = f"_json_ok AND {JSON_OBJECT}"
+            base_checks.append(_problem(f"_json_ok AND NOT {JSON_OBJECT}", None,
+                                        f"'not a JSON object: ' || {_json_kind('json_type(_text)')} || "
+                                        "' (each line must be one JSON object)'"))
         decoded = (f"SELECT line_no AS _row_number, line AS _line, TRY(decode(line)) AS _text, NULL::BIGINT AS _element_index "
                    f"FROM {lines_view}")
         if spec.unnest:
@@ -334,8 +453,7 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
                 base_checks.insert(0, _problem("_parent_problem IS NOT NULL", None,
                                                "'its parent row was quarantined: ' || _parent_problem"))
             where = sql_string(spec.unnest)
-            found = ("CASE _holder_type WHEN 'OBJECT' THEN 'an object' WHEN 'BOOLEAN' THEN 'true or false' "
-                     "WHEN 'VARCHAR' THEN 'a string' WHEN 'STRING' THEN 'a string' ELSE 'a number' END")
+            found = _json_kind("_holder_type")
             base_checks.insert(0, _problem("_holder_type <> 'ARRAY'", None,
                                            f"{where} || ' holds ' || {found} || ', not an array (one row per "
                                            "element needs an array)'"))
@@ -355,11 +473,25 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     typed_exprs = []
     for name, col in cols:
         r = f"_raw_{_ident(name)}"
+        if controls and col.type == "string" and col.control_characters == "remove":
+            raw[name] = (f"CASE WHEN _controls THEN nullif(trim(regexp_replace({raw[name]}, "
+                         f"{sql_string(CONTROL_CHARACTERS)}, '', 'g')), '') ELSE {raw[name]} END")
+        elif controls and col.type == "string":
+            checks.append(_problem(f"_controls AND regexp_matches({r}, {sql_string(CONTROL_CHARACTERS)})", name,
+                                   f"'control character in text: ' || printf('U+%04X', unicode(regexp_extract({r}, "
+                                   f"{sql_string(CONTROL_CHARACTERS)}, 0))) || ' (remove it at the source, or "
+                                   "declare control_characters: remove in the contract)'"))
         t = _typed(r, col)
+        in_range = _in_range(t, col)
+        if in_range is not None and col.on_invalid == "null":
+            t = f"CASE WHEN {in_range} THEN {t} END"  # a value out of range is emptied like one not of its type
         typed_exprs.append(f"{t} AS {_quoted(name)}")
         if col.type != "string" and col.on_invalid == "quarantine":
             checks.append(_problem(f"_shape_ok AND {r} IS NOT NULL AND {t} IS NULL", name,
                                    f"{sql_string(_type_reason(col) + ': ')} || {r}"))
+            if in_range is not None:
+                checks.append(_problem(f"_shape_ok AND {t} IS NOT NULL AND NOT ({in_range})", name,
+                                       f"{sql_string(_range_reason(col) + ': ')} || {r}"))
         if col.required or name in spec.record_id_columns:
             what = "record id missing" if name in spec.record_id_columns else "required value missing"
             checks.append(_problem(f"_shape_ok AND {r} IS NULL", name, sql_string(what)))
@@ -370,6 +502,9 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
     raw_select = ", ".join(f"{expr} AS _raw_{_ident(name)}" for name, expr in raw.items())
     # The row's shape is checked once, as a column: written into every column's check, it was
     # worked out again per check (a quarter of a large table's parsing time).
+    # Whether the line holds a control character, tested once per line (see CONTROL_IN_LINE).
+    if controls:
+        source = f"SELECT *, regexp_matches(_text, {sql_string(CONTROL_IN_LINE)}) AS _controls FROM ({source})"
     inner = f"SELECT *, {shape_ok} AS _shape_ok, {raw_select} FROM ({source})"
     # The line's bytes are kept only where they are not text (the quarantine shows them in hex):
     # kept for every row, they were about a quarter of the stage table's size.
@@ -435,7 +570,8 @@ def _reuse_table(engine: Engine, contract: Contract, name: str, previous: dict, 
         SELECT source, "table", file, row_number, "column", reason, reasons, raw_line
         FROM {engine.parquet(landed / QUARANTINE_FILE)} WHERE source = ? AND "table" = ?""", [contract.source, name])
     return TableLoad(contract.source, name, before["file"], sha, before["read"], before["landed"],
-                     before["quarantined"], spec_sha, str(before["loaded_at"]), reused=True)
+                     before["quarantined"], spec_sha, str(before["loaded_at"]), reused=True,
+                     last_line_cut=bool(before.get("last_line_cut")))
 
 
 def _known_lines(contract: Contract, name: str, spec: Table, previous: dict, landed: Path, spec_sha: str) -> Path | None:
@@ -450,7 +586,8 @@ def _known_lines(contract: Contract, name: str, spec: Table, previous: dict, lan
     return path
 
 
-def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, header_lines: int, known: Path) -> str:
+def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, header_lines: int, known: Path,
+                            open_line: int | None, controls: bool) -> str:
     """SQL for the stage table of a new delivery of a file loaded before: the lines seen in the
     last load take their row from it, and only the others are parsed and checked. A weekly
     extract repeats most of last week's lines, so most of the parsing is saved. Needs the
@@ -463,7 +600,7 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
     def known(rows: str) -> None:
         engine.execute(f"""CREATE OR REPLACE TEMP TABLE {stage}_known AS
             SELECT m.line_no, m.line, m._line_md5, {cols} FROM {stage}_lines m JOIN {rows} p ON p._line_md5 = m._line_md5
-            WHERE m.line_no > {header_lines}""")
+            WHERE m.line_no > {header_lines} AND m.line_no <> {open_line or 0}""")
 
     # A digest has one landed row (an exact copy of a line is quarantined); were there two, a
     # line would become two rows: then the first row of each digest is taken.
@@ -477,7 +614,7 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
     no_problems = f"list_filter([{_problem('false', None, sql_string(''))}], lambda x: x IS NOT NULL)"
     typed = ", ".join(_quoted(c) for c in spec.columns)
     return (f"SELECT _row_number, _element_index, _line, _text, {typed}, _line_md5, _problems "
-            f"FROM ({_stage_sql(spec, f'{stage}_unknown', header_lines)}) "
+            f"FROM ({_stage_sql(spec, f'{stage}_unknown', header_lines, open_line=open_line, controls=controls)}) "
             # A known line landed before, so it is text: its bytes are not kept (see _stage_sql).
             f"UNION ALL SELECT line_no - {header_lines} AS _row_number, NULL::BIGINT AS _element_index, "
             f"CAST(NULL AS BLOB) AS _line, "
@@ -485,7 +622,7 @@ def _stage_with_known_lines(engine: Engine, spec: Table, view: str, stage: str, 
 
 
 def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extracts: Path, out: Path,
-                loaded_at: str, shas: dict, lines_cache: dict, previous: dict, landed_before: Path) -> TableLoad:
+                loaded_at: str, extracts_read: dict, lines_cache: dict, previous: dict, landed_before: Path) -> TableLoad:
     path = extracts / spec.file
     if not path.is_file():
         raise IngestError(f"{path} not found (contract {contract.path or contract.source}, table {name!r}); "
@@ -493,18 +630,23 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     if path.stat().st_size == 0:
         raise IngestError(f"{path} is empty (0 bytes); export the {contract.source} extract again")
     spec_sha = spec_sha256(contract, name, spec)
-    # Several tables can come from one file (a JSON array unnested): it is hashed and read once.
-    if path not in shas:
-        shas[path] = file_sha256(path)
-    sha = shas[path]
+    # Several tables can come from one file (a JSON array unnested): it is read and hashed once,
+    # and every table of it is loaded from those bytes.
+    if path not in extracts_read:
+        extracts_read[path] = read_extract(path)
+    extract = extracts_read[path]
+    sha = extract.sha256
     reused = _reuse_table(engine, contract, name, previous, landed_before, out, sha, spec_sha)
     if reused is not None:
         return reused
     key = (path, spec.encoding)
     if key not in lines_cache:
-        lines_cache[key] = read_lines(path, spec.encoding)
+        lines_cache[key] = read_lines(extract, path, spec.encoding)
     lines = lines_cache[key]
     header_lines = 1 if (spec.format == "csv" and spec.header) else 0
+    # The line a file cut short would end on: its last, with no line break after it.
+    open_line = lines.num_rows if extract.last_line_open and lines.num_rows > header_lines else None
+    controls = extract.may_hold_control_characters(spec.encoding)
     if header_lines:
         _check_header(path, name, spec, contract, lines)
     view = f"lines_{_ident(contract.source)}_{_ident(name)}"
@@ -523,14 +665,20 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
     known = _known_lines(contract, name, spec, previous, landed_before, spec_sha)
     if known is not None:
         engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS "
-                       f"{_stage_with_known_lines(engine, spec, view, stage, header_lines, known)}")
+                       f"{_stage_with_known_lines(engine, spec, view, stage, header_lines, known, open_line, controls)}")
         engine.execute(f"DROP TABLE {stage}_known")
         engine.execute(f"DROP TABLE {stage}_unknown")
     else:
-        engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {_stage_sql(spec, view, header_lines, parent_problems)}")
+        engine.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS "
+                       f"{_stage_sql(spec, view, header_lines, parent_problems, open_line, controls)}")
     engine.unregister(view)
     if parent_problems:
         engine.execute(f"DROP TABLE {parent_problems}")
+    # A last line without a line break that could not be loaded as it is: the file was most likely
+    # cut there (an export or a copy stopped part-way), so the control totals hold the release back.
+    # An unnested table's line is its parent's, which says so.
+    cut = open_line is not None and not spec.unnest and bool(engine.scalar(
+        f"SELECT count(*) FROM {stage} WHERE _row_number = {open_line - header_lines} AND array_length(_problems) > 0"))
 
     # Duplicates: a record id seen again (first occurrence kept); exact copies said so. The ids
     # that recur are few, so they are found by grouping and joined back, rather than by a window
@@ -586,7 +734,8 @@ def _load_table(engine: Engine, contract: Contract, name: str, spec: Table, extr
         WHERE source = {sql_string(contract.source)} AND "table" = {sql_string(name)}"""))
     engine.execute(f"DROP TABLE {stage}")
     engine.execute(f"DROP TABLE {stage}_repeated")
-    load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined, spec_sha, loaded_at)
+    load = TableLoad(contract.source, name, rel_file, sha, read, landed, quarantined, spec_sha, loaded_at,
+                     last_line_cut=cut)
     if not load.balanced:  # pragma: no cover - an internal error, never a data problem
         raise RuntimeError(f"row accounting does not balance for {rel_file}: {load}")
     return load
@@ -620,7 +769,7 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
         e.execute("""CREATE OR REPLACE TEMP TABLE quarantine (source VARCHAR, "table" VARCHAR, file VARCHAR,
             row_number BIGINT, "column" VARCHAR, reason VARCHAR, reasons VARCHAR[], raw_line VARCHAR)""")
         try:
-            shas: dict = {}
+            extracts_read: dict = {}
             lines_cache: dict = {}
             out = []
             # A file's unnested tables after its other tables: an element's checks need to know
@@ -629,7 +778,7 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
                 contract, name, spec = tables[i]
                 if progress:
                     progress(f"{contract.source}/{name}", next(started), len(tables))
-                out.append(_load_table(e, contract, name, spec, extracts, tmp, loaded_at, shas, lines_cache,
+                out.append(_load_table(e, contract, name, spec, extracts, tmp, loaded_at, extracts_read, lines_cache,
                                        previous, landed_before))
             e.to_parquet("SELECT * FROM quarantine", tmp / f".quarantine-part-{number}.parquet")
             return out
@@ -655,7 +804,7 @@ def ingest(ws: Workspace, engine: Engine, progress: Callable[[str, int, int], No
             "file_sha256": [x.sha256 for x in loads], "read": [x.read for x in loads],
             "landed": [x.landed for x in loads], "quarantined": [x.quarantined for x in loads],
             "loaded_at": [x.loaded_at for x in loads], "spec_sha256": [x.spec_sha256 for x in loads],
-            "reused": [x.reused for x in loads],
+            "reused": [x.reused for x in loads], "last_line_cut": [x.last_line_cut for x in loads],
         })
         pq.write_table(acc, tmp / ACCOUNTING_FILE)
         replace_folder(tmp, ws.zone(LANDED))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..sources.contract import Contract, Table, load_contracts
+from ..sources.control_totals import beyond_limit
 from ..sources.ingest import ACCOUNTING_FILE, LANDED, QUARANTINE_FILE
 from ..reporting import PAGE_STYLE, bar_chart, pct
 from ..workspace import Workspace, holding_lock
@@ -27,9 +28,6 @@ REPORT_DIR = "data_quality"
 CODE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # A fall in completeness of an identifier by more than this (absolute share) is an alert.
 ALERT_DROP = 0.05
-# A fall in the rows landed from a table by more than this share is an alert: deliveries delete
-# a few rows, not a fifth (an extract cut short, a source sending an empty file).
-ALERT_ROWS_DROP = 0.2
 # Which standardised column says whether a role's value survived cleaning.
 VALIDITY_COLUMN = {"forename": "forename", "forenames": "forename", "surname": "surname", "full_name": "surname",
                    "date_of_birth": "date_of_birth", "sex": "sex", "postcode": "postcode", "pnc": "pnc", "cro": "cro",
@@ -133,8 +131,11 @@ def _r(x) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def compare(current: dict, previous: dict | None) -> list[dict]:
-    """Changes in completeness and row counts against the previous run."""
+def compare(current: dict, previous: dict | None, volume_change_limit: float) -> list[dict]:
+    """Changes in completeness and row counts against the previous run. A table whose rows landed
+    fell or rose by more than `volume_change_limit` (the control totals' rule and setting,
+    `sources.control_totals`) is an alert: deliveries add and delete a few rows, not a fifth (an
+    extract cut short, a source sending an empty file or the same rows twice)."""
     if not previous:
         return []
     old = {(t["source"], t["table"], f["field"]): (f, t) for t in previous["tables"] for f in t["fields"]}
@@ -155,8 +156,8 @@ def compare(current: dict, previous: dict | None) -> list[dict]:
         if before and before["landed"] != t["landed"]:
             changes.append({"source": t["source"], "table": t["table"], "field": "(rows landed)", "role": None,
                             "completeness_before": before["landed"], "completeness_now": t["landed"],
-                            "change": t["landed"] - before["landed"],
-                            "alert": t["landed"] < (1 - ALERT_ROWS_DROP) * before["landed"]})
+                            "change": t["landed"] - before["landed"], "limit": volume_change_limit,
+                            "alert": beyond_limit(before["landed"], t["landed"], volume_change_limit)})
     return changes
 
 
@@ -167,8 +168,9 @@ def alert_messages(report: dict) -> list[str]:
         if not c["alert"]:
             continue
         if c["field"] == "(rows landed)":
-            out.append(f"{c['source']}/{c['table']}: rows landed fell from {c['completeness_before']:,} to "
-                       f"{c['completeness_now']:,} (more than {ALERT_ROWS_DROP:.0%}): check the delivery")
+            verb = "fell" if c["completeness_now"] < c["completeness_before"] else "rose"
+            out.append(f"{c['source']}/{c['table']}: rows landed {verb} from {c['completeness_before']:,} to "
+                       f"{c['completeness_now']:,} (more than {c['limit']:.0%}): check the delivery")
         else:
             out.append(f"{c['source']}/{c['table']} {c['field']}: completeness fell from "
                        f"{c['completeness_before']:.1%} to {c['completeness_now']:.1%}")
@@ -195,7 +197,7 @@ def write_report(ws: Workspace, engine: Engine) -> tuple[Path, Path, dict]:
     latest = folder / "latest.json"
     previous = json.loads(latest.read_text(encoding="utf-8")) if latest.is_file() else None
     report = measure(ws, engine, previous)
-    report["changes"] = compare(report, previous)
+    report["changes"] = compare(report, previous, ws.config().ingest.volume_change_limit)
     report["previous_run"] = previous["generated_at"] if previous else None
     stamp = re.sub(r"[^0-9]", "", report["generated_at"])[:14]
     text = json.dumps(report, indent=2)
@@ -225,8 +227,8 @@ def render_html(report: dict) -> str:
     else:
         if alerts:
             out.append("<p class='alert'>Alerts: identifier fields that lost more than "
-                       f"{ALERT_DROP:.0%} completeness (linkage on them will weaken), and tables that landed more than "
-                       f"{ALERT_ROWS_DROP:.0%} fewer rows:</p><ul>"
+                       f"{ALERT_DROP:.0%} completeness (linkage on them will weaken), and tables whose rows landed "
+                       "fell or rose beyond the control totals' limit (`ingest.volume_change_limit`):</p><ul>"
                        + "".join(f"<li class='alert'>{html.escape(m)}</li>" for m in alert_messages(report)) + "</ul>")
         out.append("<table><tr><th>source</th><th>table</th><th>field</th><th>before</th><th>now</th><th>change</th></tr>")
         for ch in changes:
