@@ -234,6 +234,10 @@ def test_dropping_the_newest_release_is_caught_by_the_anchor(ws, tmp_path, monke
     assert checked.exit_code != 0 and "records release v0004, which is not here" in _said(checked), checked.output
     with Engine() as engine, pytest.raises(ReleaseError, match="records release v0004, which is not here"):
         release(ws, engine, salt=TEST_SALT)
+    # An anchor that could not be written once the release is published is refused before building.
+    monkeypatch.setenv(ANCHOR_FILE_ENV, str(tmp_path / "no-such-folder" / "anchor.json"))
+    with Engine() as engine, pytest.raises(ReleaseError, match="folder of the anchor file .* does not exist"):
+        release(ws, engine, salt=TEST_SALT)
     # An anchor kept in the workspace would be rolled back with it: refused.
     monkeypatch.setenv(ANCHOR_FILE_ENV, str(ws.root / "anchor.json"))
     with Engine() as engine, pytest.raises(ReleaseError, match="anchor file .* is inside the workspace"):

@@ -32,8 +32,8 @@ from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
 from . import documentation, person_ids
-from .chain import MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, check_series, \
-    misplaced, settle_pending, write_anchor, write_ledger
+from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
+    check_series, misplaced, settle_pending, write_anchor, write_ledger
 from .chain import published as published_in, read_ledger as read_ledger_in
 from .chain import LEDGER, verify  # noqa: F401 - kept here for callers that read the ledger or check one release
 from .signing import VERIFY_KEY_FILE_ENV, fingerprint, load_signing_key, public_key_files, trusted_public_keys
@@ -132,6 +132,10 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise ReleaseError(f"the signing key's public key ({fingerprint(signing_key.public_key())}) is not in "
                            f"{VERIFY_KEY_FILE_ENV}, so the release it signs would not verify: add it to that file "
                            "(after a change of signing key it holds the old public key and the new)")
+    anchor = anchor_file()
+    if anchor is not None and not anchor.parent.is_dir():  # found out now, not once the release is published
+        raise ReleaseError(f"the folder of the anchor file {anchor} ({ANCHOR_FILE_ENV}) does not exist: make it, "
+                           "outside the workspace")
     products = plan_products(ws)
     previous = trusted_previous(ws, keys)
     number = int(VERSION.match(previous.name).group(1)) + 1 if previous else 1
@@ -260,7 +264,6 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         for table in ("birth_dates", PERSON_RECORDS, person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     settle_pending(folder)
-    anchor = anchor_file()
     if anchor is not None:  # after the rename: an anchor never names a release that is not there
         write_anchor(anchor, Head(version, file_sha256(folder / version / MANIFEST)))
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
