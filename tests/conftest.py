@@ -19,6 +19,20 @@ def world(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory) -> Path:
+    """Releases are signed (docs/release.md): one key pair for the session, outside every
+    workspace, named by DATAFIRST_SIGNING_KEY_FILE for this process and the ones it starts."""
+    import os
+
+    from datafirst.release.signing import SIGNING_KEY_FILE_ENV, new_key_pair
+
+    path = tmp_path_factory.mktemp("signing") / "release.key"
+    new_key_pair(path)
+    os.environ[SIGNING_KEY_FILE_ENV] = str(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _restore_salt_environment():
     """`datafirst demo` sets DATAFIRST_SALT_FILE for its own process; in tests that process is

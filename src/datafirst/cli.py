@@ -224,6 +224,10 @@ ACCEPT_VOLUME_CHANGE_HELP = ("Release this table's delivery although it is beyon
 WORKSPACE_OPTION = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (made by `datafirst init`).")
 ENGINE_OPTION = typer.Option(None, "--engine", metavar="duckdb|spark", help="Run on this engine instead of the one "
                              "the workspace config names; see docs/spark.md.")
+PUBLIC_KEY_OPTION = typer.Option(
+    None, "--public-key", metavar="FILE", help="A file holding the trusted public key (PEM, as `datafirst signing-key new` writes "
+    "KEY.pub; repeat, or put several in one file, after a change of signing key). Default: the file named by "
+    "DATAFIRST_VERIFY_KEY_FILE, else the public key of DATAFIRST_SIGNING_KEY_FILE. Kept outside the workspace.")
 
 
 @app.command()
@@ -405,20 +409,32 @@ def release(
                                                           help=ACCEPT_VOLUME_CHANGE_HELP),
     engine: str | None = ENGINE_OPTION,
 ) -> None:
-    """Build the de-identified products and publish them as a new versioned, immutable release
-    (after the privacy guard and key check pass). Person ids carry over from the previous release.
-    The hashing salt comes from DATAFIRST_SALT_FILE or DATAFIRST_SALT, never from the config."""
+    """Build the de-identified products and publish them as a new versioned, immutable, signed
+    release (after every earlier release verifies and the privacy guard and key check pass).
+    Person ids carry over from the previous release; nothing is published when nothing changed.
+    The hashing salt comes from DATAFIRST_SALT_FILE or DATAFIRST_SALT, the signing key from
+    DATAFIRST_SIGNING_KEY_FILE, never from the config."""
+    from .release.chain import AnchorNotUpdated
     from .release.hashing_key import SecretError
+    from .release.signing import SigningKeyError
     from .release.stage import ReleaseError
     from .release.stage import release as make_release
 
     ws = _workspace(workspace, engine)
     try:
         with _holding(ws), _engine(ws) as db, _progress() as progress:
-            summary = make_release(ws, db, new_series=new_series, accept_volume_change=accept_volume_change or (),
+            # Without --new-series an identical release would add a version that says nothing new.
+            summary = make_release(ws, db, new_series=new_series, only_if_changed=not new_series,
+                                   accept_volume_change=accept_volume_change or (),
                                    progress=_stage_progress(progress, "Release"))
-    except (ReleaseError, SecretError) as exc:
+    except AnchorNotUpdated as exc:
+        _fail(str(exc))
+    except (ReleaseError, SecretError, SigningKeyError) as exc:
         _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
+    if summary.unchanged:
+        console.print(f"No change since {summary.version}: the release would equal it (the same tables, dictionary "
+                      f"and quality summaries, no person id changed), so none was published. Latest: {summary.path}")
+        return
     _print_release(summary)
 
 
@@ -430,7 +446,26 @@ def _print_release(summary) -> None:
         t.add_row(name, f"{rows:,}")
     console.print(t)
     console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
-                  f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'})")
+                  f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'}, "
+                  f"signed in {summary.path / 'SHA256SUMS.sig'})")
+    _print_head(summary.path)
+
+
+def _print_head(release: Path) -> None:
+    """The newest release's version and manifest hash, and what keeping them outside the
+    workspace buys (see docs/release.md, "The chain of releases")."""
+    from .files import file_sha256
+    from .release.chain import ANCHOR_FILE_ENV, anchor_file
+
+    digest = file_sha256(release / "manifest.json")
+    console.print(f"Newest release {release.name}, manifest sha256 {digest}.", soft_wrap=True, highlight=False)
+    anchor = anchor_file()
+    if anchor is not None:
+        console.print(f"The anchor {anchor} ({ANCHOR_FILE_ENV}) records it.", soft_wrap=True)
+    else:
+        console.print(f"No anchor: removing the newest releases would go undetected. Keep the line above outside the "
+                      f"workspace, or set {ANCHOR_FILE_ENV} to a file outside it that `datafirst release` keeps up to "
+                      "date and `datafirst verify` checks.", soft_wrap=True)
 
 
 @app.command("diff")
@@ -438,9 +473,10 @@ def diff_command(
     release_a: Path = typer.Argument(..., help="The earlier release folder (for example releases/v0001)."),
     release_b: Path = typer.Argument(..., help="The later release folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
 ) -> None:
     """What changed between two releases: rows per table, schema changes, people, and which
-    person ids continued, merged or split."""
+    person ids continued, merged or split. Both are verified first, as `datafirst verify` does."""
     from .engine import Engine
     from .release.diff import diff
     from .release.stage import ReleaseError
@@ -448,9 +484,10 @@ def diff_command(
     for p in (release_a, release_b):
         if not p.is_dir():
             _fail(f"{p} is not a folder; give two release folders, for example releases/v0001 releases/v0002")
+    keys = _trusted_keys(public_key, [_workspace_of(p) for p in (release_a, release_b)], None)
     try:
         with Engine() as engine:
-            d = diff(engine, release_a, release_b)
+            d = diff(engine, release_a, release_b, keys)
     except ReleaseError as exc:
         _fail(str(exc))
     if as_json:
@@ -490,11 +527,118 @@ def diff_command(
     console.print(p)
 
 
+def _workspace_of(release: Path) -> Path:
+    """What a release can be rewritten with: its workspace when it sits in one's releases
+    folder, else the release folder itself."""
+    from .release.chain import in_series
+
+    return release.resolve().parent.parent if in_series(release) else release.resolve()
+
+
+def _trusted_keys(files: list[Path] | None, workspaces: list[Path], anchor: Path | None) -> list:
+    """The public keys to verify against, refused when kept (or the anchor is) in a workspace
+    being verified: whoever rewrites the releases could rewrite them too."""
+    from .release.chain import misplaced
+    from .release.signing import SigningKeyError, public_key_files, trusted_public_keys
+
+    problems = [m for w in workspaces for m in misplaced(w, public_key_files(files), anchor)]
+    if problems:
+        _fail("\n".join(dict.fromkeys(problems)))
+    try:
+        return trusted_public_keys(files)
+    except SigningKeyError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def verify(
+    path: Path = typer.Argument(..., help="A workspace, its releases folder, or one release folder."),
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+    anchor: Path | None = typer.Option(None, "--anchor", metavar="FILE", help="A file outside the workspace recording the newest "
+                                       "release known (as `datafirst release` keeps it with "
+                                       "DATAFIRST_RELEASE_ANCHOR_FILE, the default): the releases must still hold "
+                                       "it, unchanged, which shows that none of the newest was removed."),
+) -> None:
+    """Check every release of a workspace (or one release): its files against SHA256SUMS, the
+    signature of SHA256SUMS against the trusted public key, the chain of manifests from v0001
+    (each names the one before and its manifest hash), the ledger and the anchor. Lists every
+    problem and exits non-zero if there is one."""
+    from .release.chain import LEDGER, RELEASES, anchor_file, check_release, check_series, in_series
+    from .release.signing import fingerprint
+
+    if (path / "manifest.json").is_file():
+        folder = path.resolve().parent if in_series(path) else None
+    elif path.is_dir() and ((path / LEDGER).is_file() or path.name == RELEASES):
+        folder = path
+    elif (path / "datafirst.yaml").is_file() or (path / RELEASES).is_dir():
+        folder = path / RELEASES
+    else:
+        _fail(f"{path} is neither a workspace (no datafirst.yaml or releases folder) nor a release (no manifest.json)")
+    if anchor is not None and not anchor.is_file():
+        _fail(f"the anchor file {anchor} is not there; it is written by `datafirst release` when "
+              "DATAFIRST_RELEASE_ANCHOR_FILE names it")
+    anchor = anchor or anchor_file()
+    keys = _trusted_keys(public_key, [folder.resolve().parent if folder else path.resolve()], anchor)
+    signers = ", ".join(fingerprint(k) for k in keys)
+    if folder is None:
+        problems = check_release(path, keys)[0]
+        if problems:
+            _fail(f"release {path} does not verify:\n  " + "\n  ".join(problems))
+        console.print(f"Release {path} verifies on its own: every file matches SHA256SUMS, signed by {signers}. It "
+                      "is not in a releases folder, so its chain was not checked.", soft_wrap=True, highlight=False)
+        return
+    check = check_series(folder, keys, anchor)
+    problems = check.problems
+    if (path / "manifest.json").is_file() and path.resolve().name not in check.releases:
+        problems = [f"{path} is not a published release (not a vNNNN folder of {folder})", *problems]
+    if problems:
+        _fail(f"the releases in {folder} do not verify ({len(problems)} problems):\n  " + "\n  ".join(problems))
+    if not check.releases:
+        console.print(f"No releases in {folder} yet.")
+        return
+    console.print(f"{len(check.releases)} releases in {folder} verify ({check.releases[0]} to {check.releases[-1]}): "
+                  f"every file matches SHA256SUMS, every signature is by {signers}, each manifest links to the one "
+                  "before it, and the ledger agrees.", soft_wrap=True, highlight=False)
+    if anchor is not None and anchor.is_file():
+        console.print(f"The anchor {anchor} names a release that is here, unchanged.", soft_wrap=True)
+    elif anchor is not None:
+        console.print(f"The anchor file {anchor} does not exist yet: the next `datafirst release` writes it.",
+                      soft_wrap=True)
+    _print_head(folder / check.releases[-1])
+
+
+signing_key_app = typer.Typer(help="The Ed25519 key that signs releases (see docs/release.md).", no_args_is_help=True)
+app.add_typer(signing_key_app, name="signing-key")
+
+
+@signing_key_app.command("new")
+def signing_key_new(private_path: Path = typer.Argument(..., help="The private key file to write (refused if it, or "
+                                                         "PRIVATE_PATH.pub, exists). Keep it outside the workspace.")
+                    ) -> None:
+    """Write a new Ed25519 signing key pair: the private key, readable by you only, and the
+    public key beside it (PRIVATE_PATH.pub). Neither key is shown."""
+    from .release.signing import SIGNING_KEY_FILE_ENV, VERIFY_KEY_FILE_ENV, SigningKeyError, fingerprint, \
+        new_key_pair, public_keys_in
+
+    try:
+        public = new_key_pair(private_path)
+    except (SigningKeyError, OSError) as exc:
+        _fail(str(exc) if isinstance(exc, SigningKeyError) else f"cannot write {private_path}: {exc.strerror}")
+    console.print(f"Wrote a new Ed25519 signing key to {private_path} (owner-only; not shown) and its public key to "
+                  f"{public} ({fingerprint(public_keys_in(public)[0])}).\n"
+                  f"Sign releases with it: export {SIGNING_KEY_FILE_ENV}={shlex.quote(str(private_path.resolve()))}\n"
+                  f"Verify them against the public key: datafirst verify WORKSPACE --public-key "
+                  f"{shlex.quote(str(public.resolve()))} (or export {VERIFY_KEY_FILE_ENV}=...).\n"
+                  "Keep both outside the workspace, back up the private key where the data owner keeps secrets, and "
+                  "give the public key to whoever checks the releases.", soft_wrap=True, markup=False, highlight=False)
+
+
 def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool = False,
              new_series: bool = False, accept_volume_change: list[str] | None = None) -> None:
     from .link.inputs import LinkError
     from .link.labels import LabelsError
     from .release.hashing_key import SecretError
+    from .release.signing import SigningKeyError
     from .release.stage import ReleaseError, read_ledger, releases_dir
     from .run import Runner, peak_memory_mb
     from .sources.contract import ContractError
@@ -513,7 +657,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
     except LabelsError as exc:
         _fail(f"{exc}\nThe run stopped at the linkage quality report (the stages before it finished; no release "
               "was made): correct the labels and run again.")
-    except (IngestError, ContractError, LinkError, ReleaseError, SecretError) as exc:
+    except (IngestError, ContractError, LinkError, ReleaseError, SecretError, SigningKeyError) as exc:
         _fail(str(exc))
     total = time.perf_counter() - started
     latest = [releases_dir(ws) / entry["version"] for entry in read_ledger(ws)]
@@ -522,6 +666,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
                   f"{peak_memory_mb():,} MB" + (" (this process; Spark's JVM not included)." if on_spark else "."))
     if latest:
         console.print(f"Latest release: {latest[-1]} (dictionary: {latest[-1] / 'dictionary.md'})")
+        _print_head(latest[-1])
     console.print(f"Reports: {ws.reports / 'data_quality' / 'report.html'}, "
                   f"{ws.reports / 'linkage_quality' / 'report.html'} (internal)")
 
@@ -560,7 +705,8 @@ def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_
 
 
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
-# `secrets/` (the demonstration key) is kept: a new demo starts a new release series anyway.
+# `secrets/` (the demonstration keys) is kept: a new demo starts a new release series anyway.
+DEMO_SIGNING_KEY = "demo-signing.key"
 DEMO_ENTRIES = ("world", "datafirst.yaml", "contracts", "zones", "models", "releases", "reports", ".state", ".scratch")
 
 
@@ -589,7 +735,8 @@ def _only_demo_key(out: Path) -> bool:
     """Nothing but an earlier demo's key (kept when clearing it), e.g. after a demo was stopped."""
     keys = out / "secrets"
     return (out.is_dir() and [p.name for p in out.iterdir() if not _demo_leftover(p)] == ["secrets"]
-            and keys.is_dir() and not keys.is_symlink() and [p.name for p in keys.iterdir()] == ["demo.salt"])
+            and keys.is_dir() and not keys.is_symlink()
+            and {p.name for p in keys.iterdir()} <= {"demo.salt", DEMO_SIGNING_KEY, DEMO_SIGNING_KEY + ".pub"})
 
 
 @app.command()
@@ -633,6 +780,14 @@ def demo(
             os.environ[SALT_FILE_ENV] = str(salt)
             console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the "
                           f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
+        from .release.signing import SIGNING_KEY_FILE_ENV, make_demo_signing_key
+
+        if not os.environ.get(SIGNING_KEY_FILE_ENV):
+            signing = make_demo_signing_key(out / "secrets" / DEMO_SIGNING_KEY)
+            os.environ[SIGNING_KEY_FILE_ENV] = str(signing)
+            console.print(f"[yellow]Demonstration signing key:[/] {signing} (made for this demo only; its public key "
+                          f"is {signing.name}.pub). For real data make one outside the workspace with `datafirst "
+                          f"signing-key new` and set {SIGNING_KEY_FILE_ENV}.")
         _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "truth" / "labels.csv"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {shlex.quote(str(world_dir))}")

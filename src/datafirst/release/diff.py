@@ -5,8 +5,9 @@ ids: how many continued, and the merges (an id of B holding records of two or mo
 and splits (an id of A whose records are under two or more ids of B), over the records both
 releases hold (joined on
 the hashed row id, which is the same in both when they were made with the same key).
-Both releases are checked against their checksums first: a diff of an altered release
-would describe data nobody published.
+Both releases are checked first as `datafirst verify` checks them (`chain.release_problems`:
+in a workspace, every release there, their signatures and chain, and the ledger): a diff of an
+altered or forged release would describe data nobody published.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ..engine import Engine
 from ..engine.sql import sql_string
+from .chain import MANIFEST, ReleaseError, release_problems
 from .person_ids import THRESHOLDS
-from .stage import ReleaseError, verify
+from .signing import trusted_public_keys
+
+
+def _checked(releases: tuple[Path, ...], keys: list[Ed25519PublicKey]) -> None:
+    """Refuse unless both releases (and the releases folder each is in) verify."""
+    problems: list[str] = []
+    checked: dict = {}  # a releases folder holding both is checked once
+    for path in releases:
+        if not (path / MANIFEST).is_file():
+            raise ReleaseError(f"{path} is not a release (no {MANIFEST})")
+        problems += [p for p in release_problems(path, keys, checked=checked) if p not in problems]
+    if problems:
+        raise ReleaseError("cannot compare releases that do not verify:\n  " + "\n  ".join(problems))
 
 
 def _load(path: Path) -> dict:
-    if not (path / "manifest.json").is_file():
-        raise ReleaseError(f"{path} is not a release (no manifest.json)")
-    bad = verify(path)
-    if bad:
-        raise ReleaseError(f"{path} has been altered or is incomplete: {', '.join(bad[:10])} do not match SHA256SUMS")
-    return {"manifest": json.loads((path / "manifest.json").read_text(encoding="utf-8")),
+    return {"manifest": json.loads((path / MANIFEST).read_text(encoding="utf-8")),
             "dictionary": json.loads((path / "dictionary.json").read_text(encoding="utf-8"))}
 
 
@@ -45,7 +56,9 @@ def schema_changes(a: dict, b: dict) -> list[dict]:
     return out
 
 
-def diff(engine: Engine, a: Path, b: Path) -> dict:
+def diff(engine: Engine, a: Path, b: Path, keys: list[Ed25519PublicKey] | None = None) -> dict:
+    """`keys`: the trusted public keys (by default `signing.trusted_public_keys`)."""
+    _checked((a, b), keys if keys is not None else trusted_public_keys())
     ra, rb = _load(a), _load(b)
     rows_a = {t["name"]: t["rows"] for t in ra["dictionary"]["tables"]}
     rows_b = {t["name"]: t["rows"] for t in rb["dictionary"]["tables"]}

@@ -1,21 +1,21 @@
 """Release: build the products and write them as a versioned, immutable folder, atomically.
 
 The release is assembled in a temporary folder beside the others; the privacy guard and the
-key check run on it there; only a release that passes is made read-only and moved into place
-(one rename). A failure at any point leaves no partial release and the previous one
-untouched.
+key check run on it there; only a release that passes is checksummed, signed, made read-only
+and moved into place (one rename). A failure at any point leaves no partial release and the
+previous one untouched.
 
-Person ids carry over from the latest release (see `person_ids`), so that release must be
-trusted: every release made here is recorded in `releases/ledger.json` with the digest of
-its SHA256SUMS, and a release is refused when a recorded release is missing, when the
-latest one fails its checksums, or when it was made with another hashing key.
+Person ids carry over from the latest release (see `person_ids`), and the new manifest links to
+it, so every release must be trusted first: before anything is built, the whole chain is
+checked against the trusted public key (`chain.check_series`: each release's checksums and
+signature, the links between manifests, the ledger `releases/ledger.json` and the anchor),
+and a release is refused on any problem, or when the latest was made with another hashing key.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..engine import Engine
 from ..engine.sql import sql_string
@@ -32,22 +33,20 @@ from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
 from . import documentation, person_ids
+from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
+    check_series, misplaced, settle_pending, write_anchor, write_ledger
+from .chain import published as published_in, read_ledger as read_ledger_in
+from .chain import LEDGER, verify  # noqa: F401 - kept here for callers that read the ledger or check one release
+from .signing import VERIFY_KEY_FILE_ENV, fingerprint, load_signing_key, public_key_files, trusted_public_keys
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .profile import table_profile
 from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
     install_keyed_hash, person_id_changes, person_link_lookup, person_products, person_records_sql
 from .hashing_key import load_salt
 
-RELEASES = "releases"
-LEDGER = "ledger.json"
-VERSION = re.compile(r"^v(\d{4})$")
 # Hashed with the key and kept in each manifest: tells whether two releases share a key
 # without revealing it.
 KEY_CHECK = "datafirst hashing key check"
-
-
-class ReleaseError(Exception):
-    """A release that must not be published; nothing was written."""
 
 
 @dataclass
@@ -64,81 +63,31 @@ def releases_dir(ws: Workspace) -> Path:
 
 
 def published(ws: Workspace) -> list[Path]:
-    folder = releases_dir(ws)
-    return sorted(p for p in folder.iterdir() if VERSION.match(p.name)) if folder.is_dir() else []
+    return published_in(releases_dir(ws))
 
 
 def read_ledger(ws: Workspace) -> list[dict]:
-    path = releases_dir(ws) / LEDGER
-    if not path.is_file():
-        return []
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["releases"]
-        for number, entry in enumerate(entries, 1):
-            if not (isinstance(entry.get("version"), str) and VERSION.match(entry["version"])
-                    and isinstance(entry.get("sha256sums"), str)):
-                raise ValueError(f"entry {number} is not a release's version and SHA256SUMS digest: {entry}")
-        return entries
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ReleaseError(f"{path} is unreadable ({exc}); it lists the published releases and is written only by "
-                           "datafirst: restore it from a backup, or move the releases folder aside to start a "
-                           "new series") from exc
+    return read_ledger_in(releases_dir(ws))
 
 
-def _write_ledger(ws: Workspace, entries: list[dict]) -> None:
-    path = releases_dir(ws) / LEDGER
-    tmp = path.with_name(f".{LEDGER}.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"releases": entries}, indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _settle_pending(ws: Workspace) -> list[dict]:
-    """A release is entered in the ledger as pending just before its folder is renamed into
-    place, and marked published just after. A crash between the two leaves a pending entry:
-    kept when the folder made it (it is checked like any other below), dropped when not."""
-    ledger = read_ledger(ws)
-    if ledger and ledger[-1].get("state") == "pending":
-        if (releases_dir(ws) / ledger[-1]["version"]).is_dir():
-            ledger[-1]["state"] = "published"
-        else:
-            ledger.pop()
-        _write_ledger(ws, ledger)
-    return ledger
-
-
-def trusted_previous(ws: Workspace) -> Path | None:
-    """The latest release, checked: person ids are carried from it, so it must be complete,
-    unaltered and the one this workspace made. None when there is no release yet."""
+def trusted_previous(ws: Workspace, keys: list[Ed25519PublicKey] | None = None) -> Path | None:
+    """The latest release, once every release of the workspace has been checked against the
+    trusted public keys (`keys`, by default `signing.trusted_public_keys`; see
+    `chain.check_series`): person ids are carried from it and the new manifest links to it, so
+    the chain up to it must be complete, unaltered and this workspace's. None when there is no
+    release yet."""
+    misplaced_files = misplaced(ws.root, public_key_files(), anchor_file())
+    if misplaced_files:
+        raise ReleaseError("\n".join(misplaced_files))
     folder = releases_dir(ws)
-    ledger = _settle_pending(ws)
-    on_disk = {p.name for p in published(ws)}
-    restore = ("Restore it from your archive (datafirst never mints person ids from a release it cannot "
-               "trust), or move the releases folder aside to start a new series of ids.")
-    if on_disk and not ledger:
-        raise ReleaseError(f"{folder} holds releases but no {LEDGER} recording them. " + restore)
-    recorded = [e["version"] for e in ledger]
-    for name in recorded:
-        if name not in on_disk:
-            raise ReleaseError(f"release {name} is recorded in {folder / LEDGER} but {folder / name} is missing. "
-                               + restore)
-    for name in sorted(on_disk - set(recorded)):
-        raise ReleaseError(f"{folder / name} is not recorded in {folder / LEDGER}: it was not published by "
-                           "`datafirst release` here (or that release was interrupted before it was recorded). "
-                           "Remove it or restore the ledger.")
-    if not ledger:
-        return None
-    latest = folder / ledger[-1]["version"]
-    bad = verify(latest)
-    if bad:
-        raise ReleaseError(f"release {latest.name} has been altered or is incomplete: "
-                           f"{', '.join(bad[:10])} do not match SHA256SUMS. " + restore)
-    if file_sha256(latest / "SHA256SUMS") != ledger[-1]["sha256sums"]:
-        raise ReleaseError(f"release {latest.name}: SHA256SUMS differs from the digest recorded in {LEDGER} when "
-                           "it was published, so the release has been altered. " + restore)
-    return latest
+    settle_pending(folder)
+    check = check_series(folder, keys if keys is not None else trusted_public_keys(), anchor_file())
+    if check.problems:
+        raise ReleaseError(f"the releases in {folder} cannot be trusted:\n  " + "\n  ".join(check.problems) + "\n"
+                           "Restore them from your archive (datafirst never mints person ids from, or links a new "
+                           "release to, a release it cannot trust), or move the releases folder aside to start a "
+                           "new series. `datafirst verify` lists every problem.")
+    return folder / check.head.version if check.releases else None
 
 
 def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Product]:
@@ -177,10 +126,21 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     tables, dictionary and quality summaries, and no person id changed), as `datafirst run` asks
     when its inputs were touched but not changed. `accept_volume_change`: the tables whose
     delivery is beyond its control totals that may be released all the same (see
-    `control_totals`; refused otherwise)."""
+    `control_totals`; refused otherwise). The release is signed with the key named by
+    DATAFIRST_SIGNING_KEY_FILE (`signing.load_signing_key`), loaded before anything is built."""
     salt = salt if salt is not None else load_salt()
+    signing_key = load_signing_key()
+    keys = trusted_public_keys()
+    if fingerprint(signing_key.public_key()) not in {fingerprint(k) for k in keys}:
+        raise ReleaseError(f"the signing key's public key ({fingerprint(signing_key.public_key())}) is not in "
+                           f"{VERIFY_KEY_FILE_ENV}, so the release it signs would not verify: add it to that file "
+                           "(after a change of signing key it holds the old public key and the new)")
+    anchor = anchor_file()
+    if anchor is not None and not anchor.parent.is_dir():  # found out now, not once the release is published
+        raise ReleaseError(f"the folder of the anchor file {anchor} ({ANCHOR_FILE_ENV}) does not exist: make it, "
+                           "outside the workspace")
     products = plan_products(ws)
-    previous = trusted_previous(ws)
+    previous = trusted_previous(ws, keys)
     try:
         totals = control_totals.check(ws, previous, accept_volume_change)
     except control_totals.VolumeChangeError as exc:
@@ -282,8 +242,11 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
+        # The chain: the previous manifest's hash (its version is `previous`), and the key that signs.
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
-                                {"key_check": key_check, "id_series": series, "control_totals": totals,
+                                {"previous_manifest_sha256": file_sha256(previous / MANIFEST) if previous else None,
+                                 "signing_key_fingerprint": fingerprint(signing_key.public_key()),
+                                 "key_check": key_check, "id_series": series, "control_totals": totals,
                                  "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
         if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
@@ -291,14 +254,15 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,
                                   unchanged=True)
         _write_checksums(tmp, digests)
+        (tmp / SIGNATURE).write_bytes(signing_key.sign((tmp / SUMS).read_bytes()))
         _make_read_only(tmp)
         ledger = read_ledger(ws)
-        _write_ledger(ws, [*ledger, {"version": version, "sha256sums": file_sha256(tmp / "SHA256SUMS"),
-                                     "state": "pending"}])
+        write_ledger(folder, [*ledger, {"version": version, "sha256sums": file_sha256(tmp / SUMS),
+                                        "state": "pending"}])
         try:
             os.rename(tmp, folder / version)
         except BaseException:
-            _write_ledger(ws, ledger)
+            write_ledger(folder, ledger)
             raise
     except BaseException:
         remove_tree(tmp)
@@ -307,7 +271,9 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         forget_keyed_hash(engine)
         for table in ("birth_dates", PERSON_RECORDS, person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
-    _settle_pending(ws)
+    settle_pending(folder)
+    if anchor is not None:  # after the rename: an anchor never names a release that is not there
+        write_anchor(anchor, Head(version, file_sha256(folder / version / MANIFEST)))
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
 
 
@@ -346,32 +312,11 @@ def _write_checksums(root: Path, known: dict[str, str]) -> None:
     """SHA256SUMS for every file; the tables' digests are computed once and passed in."""
     names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
     lines = [f"{known.get(n) or file_sha256(root / n)}  {n}" for n in names]
-    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / SUMS).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _make_read_only(root: Path) -> None:
     for p in [*root.rglob("*"), root]:
         mode = p.stat().st_mode
         p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
-def verify(path: Path) -> list[str]:
-    """Files of a release whose checksum does not match (empty when the release is intact)."""
-    sums = path / "SHA256SUMS"
-    if not sums.is_file():
-        return ["SHA256SUMS is missing"]
-    bad = []
-    listed = set()
-    for number, line in enumerate(sums.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if "  " not in line:
-            bad.append(f"SHA256SUMS line {number} (not '<sha256>  <file>')")
-            continue
-        digest, name = line.split("  ", 1)
-        listed.add(name)
-        f = path / name
-        if not f.is_file() or file_sha256(f) != digest:
-            bad.append(name)
-    extra = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()
-             and p.name != "SHA256SUMS" and p.relative_to(path).as_posix() not in listed]
-    return bad + [f"{e} (not listed)" for e in extra]
 
