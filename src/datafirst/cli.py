@@ -405,7 +405,7 @@ def release(
     workspace: Path = WORKSPACE_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Give every person a new id instead of carrying "
                                     "ids over from the previous release (needed after a change of hashing key)."),
-    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change",
+    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change", metavar="TABLE",
                                                           help=ACCEPT_VOLUME_CHANGE_HELP),
     engine: str | None = ENGINE_OPTION,
 ) -> None:
@@ -607,7 +607,7 @@ def verify(
     _print_head(folder / check.releases[-1])
 
 
-signing_key_app = typer.Typer(help="The Ed25519 key that signs releases (see docs/release.md).", no_args_is_help=True)
+signing_key_app = _App(help="The Ed25519 key that signs releases (see docs/release.md).", no_args_is_help=True)
 app.add_typer(signing_key_app, name="signing-key")
 
 
@@ -679,7 +679,7 @@ def run(
     full: bool = FULL_LINK_OPTION,
     new_series: bool = typer.Option(False, "--new-series", help="Release with new person ids instead of carrying "
                                     "them over (needed after a change of hashing key)."),
-    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change",
+    accept_volume_change: list[str] | None = typer.Option(None, "--accept-volume-change", metavar="TABLE",
                                                           help=ACCEPT_VOLUME_CHANGE_HELP),
     engine: str | None = ENGINE_OPTION,
 ) -> None:
