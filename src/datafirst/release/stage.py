@@ -35,7 +35,7 @@ from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_
 from .profile import table_profile
 from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
     install_keyed_hash, person_id_changes, person_link_lookup, person_products, person_records_sql
-from .hashing_key import load_salt
+from .hashing_key import check_key, load_salt
 
 RELEASES = "releases"
 LEDGER = "ledger.json"
@@ -175,7 +175,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     `only_if_changed`: publish nothing when the release would equal the previous one (the same
     tables, dictionary and quality summaries, and no person id changed), as `datafirst run` asks
     when its inputs were touched but not changed."""
-    salt = salt if salt is not None else load_salt()
+    salt = check_key(salt, "the salt given to release()") if salt is not None else load_salt()
     products = plan_products(ws)
     previous = trusted_previous(ws)
     number = int(VERSION.match(previous.name).group(1)) + 1 if previous else 1
