@@ -59,8 +59,8 @@ def estimated_bits(key: str) -> float:
       three consonants in a row): at most WORD_BITS, as if
       chosen from a passphrase word list, so a few words, or a word plus a year, are weak.
 
-    A random key loses almost nothing to this: 64 random hex characters are judged to carry
-    about 230 bits of their 256."""
+    A random key loses little to this: 64 random hex characters are judged to carry about 220
+    bits of their 256 (none fewer than 165 in 100,000 tries)."""
     text = key[:JUDGED]
     n = len(text)
     distinct = len(set(text))
