@@ -606,10 +606,14 @@ def demo(
         from .world.labels import write_labels
 
         if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):
-            salt = make_demo_salt(out / "secrets" / "demo.salt")
+            try:
+                salt = make_demo_salt(out / "secrets" / "demo.salt")
+            except SecretError as exc:
+                _fail(str(exc))
             os.environ[SALT_FILE_ENV] = str(salt)
             console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the "
-                          f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
+                          f"releases). For real data make a key with `datafirst key new FILE`, kept outside the "
+                          f"workspace, and set {SALT_FILE_ENV} to it.")
         _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "truth" / "labels.csv"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {shlex.quote(str(world_dir))}")

@@ -56,8 +56,8 @@ def estimated_bits(key: str) -> float:
     - a run with a constant step (3+ characters, step -2 to 2: `aaa`, `abcd`, `9876`): its
       first character and the step;
     - a word (3+ letters in one case or capitalised, pronounceable: vowels, and no more than
-      three consonants in a row): at most WORD_BITS, as if
-      chosen from a passphrase word list, so a few words, or a word plus a year, are weak.
+      three consonants in a row): at most WORD_BITS, as if chosen from a passphrase word list,
+      so a few words, or a word plus a year, are weak.
 
     A random key loses little to this: 64 random hex characters are judged to carry about 220
     bits of their 256 (none fewer than 165 in 100,000 tries)."""
@@ -184,6 +184,8 @@ def write_new_key(path: Path) -> Path:
         except FileExistsError:
             raise SecretError(f"{path} already exists: a key in use is never overwritten; choose another file "
                               "name") from None
+        except OSError as exc:  # a file system without hard links, say
+            raise SecretError(f"cannot write a key at {path} ({exc.strerror or type(exc).__name__})") from exc
     finally:
         staged.unlink()
     return path
