@@ -48,7 +48,7 @@ def _restore_salt_environment():
             os.environ[k] = v
 
 
-TEST_SALT = "test-salt-0123456789abcdef"
+TEST_SALT = "34787a38770e5656e4c06ab24c7f3f644724190015d0c2042f81483df59d771f"
 
 
 def build_pipeline(world: Path, root: Path, through: str):

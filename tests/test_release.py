@@ -20,6 +20,7 @@ from datafirst.workspace import Workspace
 from .conftest import TEST_SALT, build_pipeline
 
 SALT = TEST_SALT
+OTHER_SALT = "8534026d12e72f8fa7e931134b5b1e3b022c46c306120b565f10c8c81d88ce71"
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +137,8 @@ def test_same_salt_same_hashes_and_another_salt_joins_to_nothing(released_ws):
         second = release(released_ws, engine, salt=SALT).path
         # Another key carries nothing over: refused unless a new series of ids is asked for.
         with pytest.raises(ReleaseError, match="hashing key differs.*--new-series"):
-            release(released_ws, engine, salt="another-salt-fedcba9876543210")
-        third = release(released_ws, engine, salt="another-salt-fedcba9876543210", new_series=True).path
+            release(released_ws, engine, salt=OTHER_SALT)
+        third = release(released_ws, engine, salt=OTHER_SALT, new_series=True).path
     con = _con()
     q = "SELECT row_id_hash, person_id_medium FROM read_parquet('{}') ORDER BY 1"
     a = con.execute(q.format(first / "tables" / "person_link_lookup.parquet")).fetchall()
@@ -208,6 +209,121 @@ def test_missing_salt_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(SecretError, match="not the salt itself") as exc:
         load_salt()
     assert secret not in str(exc.value) and secret[:8] not in str(exc.value)
+
+
+# Keys a person would choose: short, few characters, words, a word and a year, repeated patterns,
+# sequences, a keyboard walk. None may be accepted, from the variable or from a key file.
+WEAK_KEYS = ["a" * 16, "justice-data-2024", "a" * 64, "justice-data-2024" * 2, "justice-data-2024-justice-data-2024",
+             "Manchester-Magistrates-Court-2024", "correcthorsebatterystaple2024extra", "abcdefghijklmnop" * 4,
+             "0123456789" * 4, "qwertyuiopasdfghjklzxcvbnm123456", "P@ssw0rd!P@ssw0rd!2024-2025-2026xx",
+             "Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4dor&3", "JUSTICE-DATA-SERVICE-LONDON-2024"]
+
+
+@pytest.mark.parametrize("key", WEAK_KEYS)
+def test_weak_keys_are_refused_without_being_shown(key, monkeypatch, tmp_path):
+    monkeypatch.delenv(SALT_FILE_ENV, raising=False)
+    monkeypatch.setenv(SALT_ENV, key)
+    with pytest.raises(SecretError, match="too easy to guess.*datafirst key new") as exc:
+        load_salt()
+    assert key not in str(exc.value) and key[:6] not in str(exc.value)
+    file = tmp_path / "key"
+    file.write_text(key + "\n")
+    file.chmod(0o600)
+    monkeypatch.delenv(SALT_ENV)
+    monkeypatch.setenv(SALT_FILE_ENV, str(file))
+    with pytest.raises(SecretError, match=f"file {file} .*too easy to guess") as exc:
+        load_salt()
+    assert key[:6] not in str(exc.value).replace(str(file), "")
+    # A release given the key directly (as tests and scripts do) refuses it too, before any work.
+    (tmp_path / "extracts").mkdir()
+    ws = Workspace.init(tmp_path / "ws", tmp_path / "extracts")
+    with Engine() as engine, pytest.raises(SecretError, match="too easy to guess"):
+        release(ws, engine, salt=key)
+    assert not (ws.root / "releases").exists()
+
+
+def test_random_keys_pass_the_strength_check(monkeypatch):
+    """Keys from a random generator pass every time: `datafirst key new` and `openssl rand -hex
+    32` (64 hex characters), and 32 random bytes in base64; the estimate keeps a wide margin."""
+    import base64
+    import random
+
+    from datafirst.release.hashing_key import MIN_BITS, estimated_bits
+
+    monkeypatch.delenv(SALT_FILE_ENV, raising=False)
+    draw = random.Random(23)  # fixed draws: base64 keys fall short about once in 100,000
+    hex_keys = [draw.randbytes(32).hex() for _ in range(3000)]
+    assert min(estimated_bits(k) for k in hex_keys) > MIN_BITS + 40
+    b64_keys = [base64.b64encode(draw.randbytes(32)).decode() for _ in range(3000)]
+    assert min(estimated_bits(k) for k in b64_keys) > MIN_BITS
+    for key in (hex_keys[0], b64_keys[0], SALT, OTHER_SALT):
+        monkeypatch.setenv(SALT_ENV, key)
+        assert load_salt() == key
+
+
+def test_both_key_variables_set_is_refused(monkeypatch, tmp_path):
+    """DATAFIRST_SALT used to win silently, even over a key file that was not there."""
+    monkeypatch.setenv(SALT_ENV, SALT)
+    for file in (tmp_path / "missing.key", _key_file(tmp_path / "real.key", OTHER_SALT, 0o600)):
+        monkeypatch.setenv(SALT_FILE_ENV, str(file))
+        with pytest.raises(SecretError, match="both DATAFIRST_SALT and DATAFIRST_SALT_FILE are set") as exc:
+            load_salt()
+        assert SALT not in str(exc.value) and OTHER_SALT not in str(exc.value)
+    monkeypatch.delenv(SALT_ENV)
+    assert load_salt() == OTHER_SALT
+
+
+def _key_file(path: Path, key: str, mode: int) -> Path:
+    path.write_text(key + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o666, 0o700 | 0o004])
+def test_a_key_file_open_to_group_or_others_is_refused(mode, monkeypatch, tmp_path):
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    file = _key_file(tmp_path / "open.key", SALT, mode)
+    monkeypatch.setenv(SALT_FILE_ENV, str(file))
+    with pytest.raises(SecretError, match=f"group or others \\(mode 0{mode:o}\\): run `chmod 600 {file}`") as exc:
+        load_salt()
+    assert SALT not in str(exc.value)
+    for private in (0o600, 0o400):
+        file.chmod(private)
+        assert load_salt() == SALT
+
+
+def test_key_new_writes_a_private_random_key_and_never_overwrites(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from datafirst.cli import app
+    from datafirst.release.hashing_key import make_demo_salt
+
+    old_umask = os.umask(0)  # the file's mode must not depend on the umask
+    try:
+        done = CliRunner().invoke(app, ["key", "new", str(tmp_path / "datafirst.key")])
+    finally:
+        os.umask(old_umask)
+    assert done.exit_code == 0, done.output
+    path = tmp_path / "datafirst.key"
+    key = path.read_text().strip()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert key not in done.output and f"export DATAFIRST_SALT_FILE={path}" in done.output
+    assert [p.name for p in tmp_path.iterdir()] == ["datafirst.key"]  # no staged file left behind
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    monkeypatch.setenv(SALT_FILE_ENV, str(path))
+    assert load_salt() == key
+    again = CliRunner().invoke(app, ["key", "new", str(path)])
+    assert again.exit_code == 2 and "already exists" in again.output and path.read_text().strip() == key
+    (tmp_path / "link.key").symlink_to(tmp_path / "nowhere")  # not followed to create a file elsewhere
+    dangling = CliRunner().invoke(app, ["key", "new", str(tmp_path / "link.key")])
+    assert dangling.exit_code == 2 and not (tmp_path / "nowhere").exists()
+    # The demo's key is made the same way, in a folder only its owner can enter.
+    demo = make_demo_salt(tmp_path / "demo" / "secrets" / "demo.salt")
+    assert (demo.stat().st_mode & 0o777) == 0o600 and (demo.parent.stat().st_mode & 0o777) == 0o700
+    monkeypatch.setenv(SALT_FILE_ENV, str(demo))
+    assert load_salt() == demo.read_text().strip() != key
+    assert make_demo_salt(demo) == demo and load_salt() == demo.read_text().strip()  # kept, not replaced
 
 
 def test_damaged_release_metadata_is_refused_with_a_message(tmp_path):

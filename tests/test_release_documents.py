@@ -17,7 +17,7 @@ from datafirst.release.products import install_keyed_hash
 from datafirst.workspace import Workspace
 
 THRESHOLDS = ("high", "medium", "low")
-SALT = "test-salt-0123456789abcdef"
+SALT = "a6d9b1265018df4fd9f66cd5fc60330140c83c3c534b8843a4140e6b2c36154c"
 
 
 def _write_ids(engine: Engine, tmp_path: Path, clusters: dict[str, str], previous: dict[str, str]) -> tuple[Path, Path]:

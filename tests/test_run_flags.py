@@ -25,8 +25,8 @@ from datafirst.workspace import Workspace, WorkspaceBusy
 from datafirst.world import generate_world
 
 STAGES = ["ingest", "standardise", "train", "link", "release"]
-SALT = "run-flags-salt-0123456789abcdef"
-OTHER_SALT = "another-run-flags-salt-9876543210"
+SALT = "8694924f67c79d3e5e55e12f20d6a7564db9a04cb0a3e33613849698766fc6f9"
+OTHER_SALT = "f55a7d63b90db361f3e738d9a50b25203f4dc0fa29355cd992771c7cee5beb00"
 
 
 def _use_key(monkeypatch, salt: str | None) -> None:
@@ -107,13 +107,30 @@ def test_another_key_releases_again_and_is_refused_unless_a_new_series(ws, monke
     assert _versions(ws) == ["v0001", "v0002"]
 
 
-def test_a_missing_key_skips_the_other_stages_and_stops_the_release(ws, monkeypatch):
+def test_a_missing_key_stops_the_run_before_any_stage(ws, monkeypatch):
     _use_key(monkeypatch, None)
     assert key_check() is None
     runner = Runner(ws)
     with pytest.raises(SecretError, match="no hashing salt"):
         runner.run()
-    assert [r.stage for r in runner.results] == STAGES[:-1] and _ran(runner.results) == []
+    assert runner.results == []
+
+
+@pytest.mark.parametrize("key", [None, "justice-data-2024", "justice-data-2024-justice-data-2024"])
+def test_a_missing_or_weak_key_stops_run_and_demo_before_ingest(base, tmp_path, monkeypatch, key):
+    """The release needs the key, but it used to be looked for only after ingest, standardise,
+    train and link: a new user waited for all of them to learn it was missing."""
+    shutil.copytree(base / "world", tmp_path / "world")
+    ws = Workspace.init(tmp_path / "ws", tmp_path / "world" / "extracts")
+    _use_key(monkeypatch, key)
+    result = CliRunner().invoke(app, ["run", "-w", str(ws.root)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and ("no hashing salt" if key is None else "too easy to guess") in said, said
+    assert not ws.zone("landed").exists() and not (ws.root / STATE_DIR).exists()
+    if key is not None:  # the demo makes its own key when none is set; a weak one set is refused at once
+        demo = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--people", "300"])
+        assert demo.exit_code == 2 and "too easy to guess" in " ".join(demo.output.split())
+        assert not (tmp_path / "demo").exists()
 
 
 def test_labels_remake_the_report_and_full_links_again(ws):

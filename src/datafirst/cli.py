@@ -704,6 +704,27 @@ def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_
         _run_standardise(ws)
 
 
+key_app = typer.Typer(help="The hashing key that keys every id in a release.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("new")
+def key_new(path: Path = typer.Argument(..., help="The key file to write (refused if it exists). Keep it outside "
+                                        "the workspace and the repository.")) -> None:
+    """Write a new random 256-bit hashing key to PATH, readable by you only. The key is not shown."""
+    from .release.hashing_key import SALT_FILE_ENV, SecretError, write_new_key
+
+    try:
+        write_new_key(path)
+    except SecretError as exc:
+        _fail(str(exc))
+    console.print(f"Wrote a new random 256-bit hashing key to {path} (owner-only permissions; the key is not shown).\n"
+                  f"Use it: export {SALT_FILE_ENV}={shlex.quote(str(path.resolve()))}\n"
+                  "Back it up where the data owner keeps secrets: every release that researchers will join needs "
+                  "the same key, and ids made with it cannot be continued without it.",
+                  soft_wrap=True, markup=False, highlight=False)  # the export line stays whole to copy
+
+
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
 # `secrets/` (the demonstration keys) is kept: a new demo starts a new release series anyway.
 DEMO_SIGNING_KEY = "demo-signing.key"
@@ -750,8 +771,16 @@ def demo(
 ) -> None:
     """The main job on the embedded default: a synthetic justice world through the pipeline on DuckDB
     (generate, ingest, standardise, train, link, release)."""
+    import os
+
+    from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
     from .workspace import LOCK_FILE, Workspace, remove_tree
 
+    if os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV):
+        try:  # checked now, not after generating and linking the world
+            load_salt()
+        except SecretError as exc:
+            _fail(str(exc))
     world_dir = out / "world"
     if out.exists() and (not out.is_dir() or any(not _demo_leftover(p) for p in out.iterdir())) \
             and not _earlier_demo(out) and not _only_demo_key(out):  # the key: a demo stopped after clearing
@@ -770,16 +799,18 @@ def demo(
                       f"{summary.seconds:.1f} s")
         _print_realism(world_dir, with_errors=False)
         ws = Workspace.init(out, world_dir / "extracts")
-        import os
-
-        from .release.hashing_key import SALT_ENV, SALT_FILE_ENV, make_demo_salt
+        from .release.hashing_key import make_demo_salt
         from .world.labels import write_labels
 
         if not (os.environ.get(SALT_ENV) or os.environ.get(SALT_FILE_ENV)):
-            salt = make_demo_salt(out / "secrets" / "demo.salt")
+            try:
+                salt = make_demo_salt(out / "secrets" / "demo.salt")
+            except SecretError as exc:
+                _fail(str(exc))
             os.environ[SALT_FILE_ENV] = str(salt)
             console.print(f"[yellow]Demonstration key:[/] {salt} (random, made for this demo only, outside the "
-                          f"releases). For real data set {SALT_FILE_ENV} to a key kept outside the workspace.")
+                          f"releases). For real data make a key with `datafirst key new FILE`, kept outside the "
+                          f"workspace, and set {SALT_FILE_ENV} to it.")
         from .release.signing import SIGNING_KEY_FILE_ENV, make_demo_signing_key
 
         if not os.environ.get(SIGNING_KEY_FILE_ENV):

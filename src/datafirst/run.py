@@ -7,7 +7,8 @@ are rewritten whole, so a rewritten zone always has new times), never file conte
 checking costs nothing at any scale. Files are named relative to the workspace (extracts
 relative to the extracts folder), so the same workspace reached by another path, or moved,
 is the same. The release's fingerprint also holds the hashing key's check value (the one
-each release manifest holds, never the key), so a change of key releases again. Training is
+each release manifest holds, never the key), so a change of key releases again; the key is
+checked before any stage runs, so a missing or weak one stops the run at once. Training is
 not fingerprinted: it runs when there is no saved model, or when asked (`--retrain`), since a
 new model changes every person's links.
 """
@@ -121,7 +122,8 @@ class Runner:
             parts["links"] = files(_zone_files(ws.zone("links")))
             parts["content"] = files(_zone_files(ws.zone("content")))
             parts["identifiers"] = files(_zone_files(ws.zone("identifiers")))
-            # A missing key gives None here: the release then runs and says how to provide one.
+            # A key gone since the run checked it gives None here: the release then runs and says
+            # how to provide one.
             parts["key_check"] = key_check()
         return parts
 
@@ -174,7 +176,14 @@ class Runner:
             self.report(result)
 
     def run(self) -> list[StageResult]:
-        """Every stage in turn, holding the workspace throughout (see Workspace.lock)."""
+        """Every stage in turn, holding the workspace throughout (see Workspace.lock). The
+        hashing and signing keys are checked first: the release at the end needs them, and a missing
+        or weak one should stop the run in seconds, not after ingest, standardise, train and link."""
+        from .release.hashing_key import load_salt
+        from .release.signing import load_signing_key
+
+        load_salt()
+        load_signing_key()
         with self.ws.lock():
             return self._run()
 

@@ -9,7 +9,9 @@ statements Spark has no equivalent of are carried out here with DataFrames:
   replaces it with the union;
 - `read_parquet(...)` becomes a view over `spark.read.parquet`;
 - `CREATE MACRO` is expanded inline wherever the macro is called;
-- `SET VARIABLE v = ?` sets a Spark session variable (its value never enters SQL text).
+- `SET VARIABLE v = ?` puts the value in the one row of a temp view that `getvariable('v')`
+  reads (see `_set_variable`): not a Spark session variable, whose value Spark writes into its
+  plans, errors and UI. The release's hashing key is passed this way.
 
 Files are written as single Parquet files (see `to_parquet`) so that a workspace, its zones and
 its releases have the same layout, checksums and readers whichever engine wrote them.

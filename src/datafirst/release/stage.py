@@ -42,7 +42,7 @@ from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_
 from .profile import table_profile
 from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
     install_keyed_hash, person_id_changes, person_link_lookup, person_products, person_records_sql
-from .hashing_key import load_salt
+from .hashing_key import check_key, load_salt
 
 # Hashed with the key and kept in each manifest: tells whether two releases share a key
 # without revealing it.
@@ -128,7 +128,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     delivery is beyond its control totals that may be released all the same (see
     `control_totals`; refused otherwise). The release is signed with the key named by
     DATAFIRST_SIGNING_KEY_FILE (`signing.load_signing_key`), loaded before anything is built."""
-    salt = salt if salt is not None else load_salt()
+    salt = check_key(salt, "the salt given to release()") if salt is not None else load_salt()
     signing_key = load_signing_key()
     keys = trusted_public_keys()
     if fingerprint(signing_key.public_key()) not in {fingerprint(k) for k in keys}:
