@@ -29,6 +29,7 @@ import duckdb
 from datafirst.engine import Engine
 from datafirst.link.train import train
 from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
+from datafirst.release.signing import SIGNING_KEY_FILE_ENV, make_demo_signing_key
 from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
@@ -53,6 +54,7 @@ def main() -> None:
         root = Path(tmp)
         world = world_for(args, root)
         os.environ[SALT_FILE_ENV] = str(make_demo_salt(root / "bench.salt"))
+        os.environ[SIGNING_KEY_FILE_ENV] = str(make_demo_signing_key(root / "bench-signing.key"))
         counts = write_deliveries(world, root / "earlier", root / "later", new=args.new, corrected=args.new / 5,
                                   deleted=args.new / 5, seed=1)
         shutil.copytree(root / "earlier", root / "extracts")

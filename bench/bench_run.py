@@ -26,6 +26,7 @@ from pathlib import Path
 from datafirst.engine import Engine
 from datafirst.link.train import train
 from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
+from datafirst.release.signing import SIGNING_KEY_FILE_ENV, make_demo_signing_key
 from datafirst.run import Runner, peak_memory_mb
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
@@ -67,6 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         world = world_for(args, Path(tmp))
         os.environ[SALT_FILE_ENV] = str(make_demo_salt(Path(tmp) / "bench.salt"))
+        os.environ[SIGNING_KEY_FILE_ENV] = str(make_demo_signing_key(Path(tmp) / "bench-signing.key"))
         # A saved model, as a production run would have.
         model_ws = Workspace.init(Path(tmp) / "model", world / "extracts")
         with Engine() as engine:

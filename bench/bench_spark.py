@@ -26,6 +26,7 @@ from datafirst.engine import Engine
 from datafirst.link.stage import link
 from datafirst.link.train import train
 from datafirst.release.hashing_key import SALT_FILE_ENV, make_demo_salt
+from datafirst.release.signing import SIGNING_KEY_FILE_ENV, make_demo_signing_key
 from datafirst.release.stage import release
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
@@ -98,6 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
         world = world_for(args, Path(tmp))
         os.environ[SALT_FILE_ENV] = str(make_demo_salt(Path(tmp) / "bench.salt"))
+        os.environ[SIGNING_KEY_FILE_ENV] = str(make_demo_signing_key(Path(tmp) / "bench-signing.key"))
         on_duckdb = Workspace.init(Path(tmp) / "duckdb", world / "extracts")
         on_spark = Workspace.init(Path(tmp) / "spark", world / "extracts")
         with Engine(temp_directory=on_duckdb.scratch) as engine:
