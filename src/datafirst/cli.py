@@ -704,7 +704,7 @@ def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_
         _run_standardise(ws)
 
 
-key_app = typer.Typer(help="The hashing key that keys every id in a release.", no_args_is_help=True)
+key_app = _App(help="The hashing key that keys every id in a release.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
 
