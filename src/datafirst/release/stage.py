@@ -30,7 +30,7 @@ from ..files import file_sha256
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
-from . import documentation, person_ids
+from . import allowlist, documentation, person_ids
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .profile import table_profile
 from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
@@ -147,7 +147,7 @@ def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Produ
     if not (links_dir / "clusters.parquet").is_file():
         raise ReleaseError(f"no links in {links_dir}; run `datafirst link` first")
     contracts = load_contracts(ws.contracts)
-    products = [person_link_lookup(links), person_id_changes(person_ids.CHANGES)]
+    products = [person_link_lookup(links, contracts), person_id_changes(person_ids.CHANGES)]
     if (links_dir / "case_journeys.parquet").is_file():
         products.append(case_journeys(f"read_parquet({sql_string(links_dir / 'case_journeys.parquet')})"))
     for contract in contracts:
@@ -177,6 +177,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     when its inputs were touched but not changed."""
     salt = salt if salt is not None else load_salt()
     products = plan_products(ws)
+    exemptions = _exemptions(ws, products)
     previous = trusted_previous(ws)
     number = int(VERSION.match(previous.name).group(1)) + 1 if previous else 1
     version = f"v{number:04d}"
@@ -268,16 +269,20 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
-        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), found, facts)
+        problems = [v for p in products for v in allowlist.violations(p.name, facts[p.name], p.declared)]
+        problems += check_tables(engine, paths, set(exemptions), found, facts)
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
-            raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
+            raise ReleaseError("the release failed its allow-list, privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
+        suppressed = {p.name: allowlist.suppressed_counts(engine, content_dir / f"{p.name}.parquet", p.suppressing,
+                                                          facts[p.name]) for p in products if p.suppressing}
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"key_check": key_check, "id_series": series, "person_ids": {
-                                    "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
+                                    "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}},
+                                suppressed=suppressed, exemptions=exemptions)
         if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
             remove_tree(tmp)
             return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,
@@ -301,6 +306,19 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     _settle_pending(ws)
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
+
+
+def _exemptions(ws: Workspace, products: list[Product]) -> dict[str, str]:
+    """`release.privacy_allow`: each exempted column and the reason. One that names no column of
+    the release is refused: a stale exemption could silently cover a new column of that name."""
+    exemptions = ws.config().release.privacy_allow
+    columns = {f"{p.name}.{c}" for p in products for c in p.declared}
+    unknown = [k for k in exemptions if k not in columns]
+    if unknown:
+        raise ReleaseError(f"release.privacy_allow in {ws.config_path} names {', '.join(unknown)}, which no table of "
+                           "the release has (a release table is named source__table; a column may have been "
+                           "withheld for want of a declaration): correct or remove the entry")
+    return dict(exemptions)
 
 
 def _same_as(previous: Path, new: Path, digests: dict[str, str], rows: dict[str, int]) -> bool:
