@@ -145,11 +145,13 @@ def _variants_sql(released: str) -> str:
     for pattern, clean in _WITHIN.values():
         found = f"SELECT v AS original, unnest(regexp_extract_all(upper(v), {sql_string(pattern)}, 0)) AS x FROM ({values})"
         parts.append(f"SELECT original, lower({clean('x')}) AS v FROM ({found})")
-    words = f"SELECT v AS original, unnest(regexp_extract_all(lower(v), {sql_string(_ID_WORD)}, 0)) AS x FROM ({values})"
-    parts.append(f"SELECT original, x AS v FROM ({words}) WHERE length(x) >= {MIN_ID_WORD}")
-    spelt = f"SELECT v AS original, unnest(regexp_extract_all(lower(v), {sql_string(_SPELT_OUT)}, 0)) AS x FROM ({values})"
-    parts.append(f"SELECT original, regexp_replace(x, '[^a-z]', '', 'g') AS v FROM ({spelt})")
-    found = f"SELECT v AS original, unnest(regexp_extract_all(lower(v), {sql_string(_DATE_SHAPE)}, 0)) AS x FROM ({values})"
+
+    def inside(pattern: str) -> str:
+        return f"SELECT v AS original, unnest(regexp_extract_all(lower(v), {sql_string(pattern)}, 0)) AS x FROM ({values})"
+
+    parts.append(f"SELECT original, x AS v FROM ({inside(_ID_WORD)}) WHERE length(x) >= {MIN_ID_WORD}")
+    parts.append(f"SELECT original, regexp_replace(x, '[^a-z]', '', 'g') AS v FROM ({inside(_SPELT_OUT)})")
+    found = inside(_DATE_SHAPE)
     formats = "[" + ", ".join(sql_string(f) for f in _DATE_FORMATS) + "]"
     parts.append(f"""SELECT original, strftime(try_strptime(regexp_replace(trim(x), '[./ -]+', '/', 'g'), {formats}),
                             '%Y-%m-%d') AS v FROM ({found})""")
@@ -288,7 +290,8 @@ def _names_written_in(engine: Engine, sensitive: SensitiveValues) -> list[tuple]
                   FROM (SELECT tbl, col, v, n, unnest(ws) AS word FROM words) w JOIN names x ON x.v = w.word),
         decorated AS (SELECT DISTINCT a.tbl, a.col, a.v FROM named a JOIN released b
                       ON b.tbl = a.tbl AND b.col = a.col AND b.v <> a.v
-                      AND b.n = ' ' || trim(regexp_replace(replace(a.n, ' ' || a.word || ' ', ' '), ' +', ' ', 'g')) || ' ')
+                      AND b.n = ' ' || trim(regexp_replace(replace(a.n, ' ' || a.word || ' ', ' '), ' +', ' ',
+                                                           'g')) || ' ')
         SELECT tbl, col, count(*), 'a forename and a surname of one person of the identifiers zone' FROM paired
         GROUP BY ALL
         UNION ALL

@@ -245,8 +245,8 @@ def person_records_sql(ws: Workspace, contracts: list[Contract], links: str) -> 
             if spec.is_person_table:
                 path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
                 # An event date outside its declaration is emptied here as in the table's own product.
-                event = (suppressed_sql(f"c.{_q(spec.event_date)}", contract_column(contract, spec.columns[spec.event_date]))
-                         if spec.event_date else "NULL::DATE")
+                event = "NULL::DATE" if not spec.event_date else suppressed_sql(
+                    f"c.{_q(spec.event_date)}", contract_column(contract, spec.columns[spec.event_date]))
                 tables.append(f"""SELECT c.record_key, c.sex, c.year_of_birth, {event} AS event_date,
                     {sql_string(spec.event_type or name)} AS event_type, {sql_string(contract.source)} AS source_dataset,
                     {sql_string(name)} AS source_table, {'true' if spec.event_date else 'false'} AS has_event
@@ -311,7 +311,8 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) ->
                      "event_type": code([spec.event_type or name for c in contracts
                                          for name, spec in c.tables.items() if spec.is_person_table]),
                      "source_dataset": code([c.source for c in contracts]),
-                     "source_table": code([t for c in contracts for t, spec in c.tables.items() if spec.is_person_table]),
+                     "source_table": code([t for c in contracts for t, spec in c.tables.items()
+                                           if spec.is_person_table]),
                      "row_id_hash": HASHED_ID, "event_sequence": COUNT}),
     ]
 
