@@ -265,16 +265,22 @@ def test_an_extract_replaced_while_ingest_runs_is_taken_in_by_the_next_run(ws, m
 
 
 def test_names_left_in_a_content_column_by_a_contract_edit_fail_the_release(ws):
-    """A name column whose role was removed from its contract lands in content; its values
-    ('SMITH, John') equal no single identifier, but the guard sees the names in them."""
+    """A name column whose role was removed from its contract lands in content. Undeclared, it is
+    withheld (the allow-list); declared free text, its values ('SMITH, John') equal no single
+    identifier, but the guard sees the names in them."""
     contract = ws.contracts / "crown.yaml"
     text = contract.read_text()
-    edited = text.replace("defendant_name: {role: full_name, name_order: surname_comma_forenames}", "defendant_name: {}")
-    assert edited != text
-    contract.write_text(edited)
+    role = "defendant_name: {role: full_name, name_order: surname_comma_forenames}"
+    assert role in text
+    contract.write_text(text.replace(role, "defendant_name: {}"))
+    Runner(ws).run()
+    assert _versions(ws) == ["v0001", "v0002"]
+    notes = (ws.root / "releases" / "v0002" / "RELEASE_NOTES.md").read_text()
+    assert "- `crown__defendants.defendant_name`: text with no code list" in notes
+    contract.write_text(text.replace(role, "defendant_name: {free_text: true}"))
     with pytest.raises(ReleaseError, match=r"crown__defendants\.defendant_name: .* look like personal names"):
         Runner(ws).run()
-    assert _versions(ws) == ["v0001"]
+    assert _versions(ws) == ["v0001", "v0002"]
 
 
 @pytest.mark.parametrize("damage", ["deleted", "altered"])

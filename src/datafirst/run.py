@@ -89,9 +89,11 @@ class Runner:
         self.results: list[StageResult] = []
 
     def _common(self) -> dict:
-        contracts = sorted(self.ws.contracts.glob("*.y*ml"))
+        # The code lists a contract names (CSV files beside it) are part of it.
+        contracts = sorted([*self.ws.contracts.glob("*.y*ml"), *self.ws.contracts.rglob("*.csv")])
         return {"config": self.ws.config_path.read_text(encoding="utf-8"),
-                "contracts": {p.name: p.read_text(encoding="utf-8") for p in contracts}}
+                "contracts": {p.relative_to(self.ws.contracts).as_posix():
+                              p.read_text(encoding="utf-8", errors="replace") for p in contracts}}
 
     def _inputs(self, stage: str) -> dict:
         """What the stage's fingerprint is made of."""

@@ -162,10 +162,29 @@ class StandardiseConfig(BaseModel):
 class ReleaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    privacy_allow: list[str] = Field(
-        default_factory=list, description="'table.column' entries the privacy guard may skip, each a reviewed "
-                                          "decision (say why in a comment)")
+    privacy_allow: dict[str, str] = Field(
+        default_factory=dict, description="columns the privacy guard may skip, each a reviewed decision: "
+                                          "'table.column: the reason' (the release notes list every one)")
     small_count: int = Field(10, ge=1, description="counts below this are suppressed in released quality summaries")
+
+    @field_validator("privacy_allow", mode="before")
+    @classmethod
+    def _exemptions_with_reasons(cls, value: object) -> object:
+        if isinstance(value, list):
+            shown = "".join(f"\n    {v}: <why this column is safe to release unchecked>" for v in value[:3]) or \
+                "\n    magistrates__offences.offence_title: <why this column is safe to release unchecked>"
+            raise ValueError("release.privacy_allow is a mapping of 'table.column' to the reason the column may skip "
+                             "the privacy guard (every exemption needs a reason, and the release notes list it), not "
+                             f"a list. Write it as:\n  privacy_allow:{shown}")
+        if isinstance(value, dict):
+            for key, reason in value.items():
+                if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_ ]*$", key):
+                    raise ValueError(f"release.privacy_allow: {key!r} is not 'table.column' (a release table's name, "
+                                     "such as magistrates__offences, a dot and one of its columns)")
+                if not isinstance(reason, str) or not reason.strip():
+                    raise ValueError(f"release.privacy_allow: {key} has no reason; write why it is safe to release "
+                                     f"unchecked ({key}: <the reason>)")
+        return value
 
 
 class SparkConfig(BaseModel):
@@ -350,7 +369,7 @@ class Workspace:
         if with_world_contracts:
             shipped = resources.files("datafirst.sources").joinpath("contracts")
             for item in shipped.iterdir():
-                if item.name.endswith(".yaml"):
+                if item.name.endswith((".yaml", ".csv")):  # the contracts and the code lists they name
                     with resources.as_file(item) as src:
                         shutil.copyfile(src, contracts / item.name)
         extracts = Path(extracts)

@@ -25,8 +25,12 @@ def frictionless_type(engine_type: str) -> str:
     return FRICTIONLESS_TYPES.get(engine_type, "array" if engine_type.endswith("[]") else "any")
 
 
-def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]]) -> dict:
-    """`facts`: `profile.table_profile` of each product's table, by product name."""
+def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]],
+               suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None) -> dict:
+    """`facts`: `profile.table_profile` of each product's table, by product name; `suppressed`:
+    values emptied for being outside their declaration, by product and column; `exemptions`:
+    `release.privacy_allow` (column -> reason)."""
+    suppressed, exemptions = suppressed or {}, exemptions or {}
     tables = []
     for p in products:
         columns = []
@@ -34,11 +38,20 @@ def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, d
             column = {"name": name, "type": f["type"], "description": p.columns.get(name, ""),
                       "missing_share": round(f["missing"] / f["rows"], 4) if f["rows"] else 0.0,
                       "distinct_values": f["distinct_values"]}
+            if name in p.declared:
+                column["declared"] = p.declared[name].as_json()
+            if name in suppressed.get(p.name, {}):
+                column["suppressed_values"] = suppressed[p.name][name]
+            if f"{p.name}.{name}" in exemptions:
+                column["privacy_guard_exemption"] = exemptions[f"{p.name}.{name}"]
             if "allowed_values" in f:
                 column["allowed_values"] = f["allowed_values"]
             columns.append(column)
-        tables.append({"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
-                       "keys": p.keys, "rows": rows[p.name], "columns": columns})
+        table = {"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
+                 "keys": p.keys, "rows": rows[p.name], "columns": columns}
+        if p.withheld:
+            table["withheld_columns"] = [{"name": c, "reason": why} for c, why in p.withheld.items()]
+        tables.append(table)
     return {"tables": tables}
 
 
@@ -49,10 +62,16 @@ def dictionary_markdown(version: str, d: dict) -> str:
            "join within a release and across releases made with the same key, and reveal nothing.", ""]
     for t in d["tables"]:
         out += [f"## {t['name']}", "", t["description"], "", f"- unit: {t['unit']}", f"- key: {', '.join(t['keys'])}",
-                f"- rows: {t['rows']:,}", "", "| column | type | meaning | missing | values |", "|---|---|---|---|---|"]
+                f"- rows: {t['rows']:,}", "", "| column | type | meaning | declared | missing | values |",
+                "|---|---|---|---|---|---|"]
         for c in t["columns"]:
             values = ", ".join(c.get("allowed_values", [])) or f"{c['distinct_values']:,} distinct"
-            out.append(f"| {c['name']} | {c['type']} | {c['description']} | {c['missing_share']:.1%} | {values} |")
+            declared = c["declared"]["rule"] if "declared" in c else ""
+            if c.get("suppressed_values"):
+                declared += f"; {c['suppressed_values']:,} values outside it emptied"
+            out.append(f"| {c['name']} | {c['type']} | {c['description']} | {declared} | {c['missing_share']:.1%} "
+                       f"| {values} |")
+        out += [f"- withheld: `{w['name']}`: {w['reason']}" for w in t.get("withheld_columns", [])]
         out.append("")
     return "\n".join(out)
 
@@ -101,6 +120,7 @@ def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> s
         out += ["", f"## Row counts since {previous.name}", ""]
         out += ["| table | before | now |", "|---|---|---|", *counts] if counts else ["None changed."]
         out.append("")
+    out += allow_list_notes(d)
     out += person_id_notes(meta["person_ids"], previous, meta.get("key_check"))
     out += volume_change_notes(meta.get("control_totals"))
     return "\n".join(out)
@@ -115,6 +135,29 @@ def volume_change_notes(totals: dict | None) -> list[str]:
     return ["## Volume changes accepted", "",
             "These deliveries were beyond the control totals and were released because they were accepted "
             "(`--accept-volume-change`):", "", *(f"- {a['finding']}" for a in accepted), ""]
+
+
+def allow_list_notes(d: dict) -> list[str]:
+    """What the allow-list kept out of the release: columns withheld for want of a declaration
+    (and what to declare), values emptied for being outside their declaration, and every
+    column exempted from the privacy guard with its reason."""
+    withheld = [(t["name"], w["name"], w["reason"]) for t in d["tables"] for w in t.get("withheld_columns", [])]
+    emptied = [(t["name"], c["name"], c["suppressed_values"], c["declared"]["rule"]) for t in d["tables"]
+               for c in t["columns"] if c.get("suppressed_values")]
+    exempt = [(t["name"], c["name"], c["privacy_guard_exemption"]) for t in d["tables"] for c in t["columns"]
+              if "privacy_guard_exemption" in c]
+    out = ["## Columns and values kept out", "",
+           "Every released column is declared with what it may hold (a code from a code list, a date or number "
+           "in a range, a hashed id, a flag, or free text its contract allows); see the dictionary's `declared`.", ""]
+    out += ["Withheld (no declaration):", ""] + [f"- `{t}.{c}`: {why}" for t, c, why in withheld] + [""] \
+        if withheld else ["Withheld (no declaration): none.", ""]
+    out += ["Values emptied for being outside their declaration:", "", "| column | values emptied | declared |",
+            "|---|---|---|", *[f"| `{t}.{c}` | {n:,} | {rule} |" for t, c, n, rule in emptied], ""] \
+        if emptied else ["Values emptied for being outside their declaration: none.", ""]
+    out += ["Exempt from the privacy guard (`release.privacy_allow`):", ""] + \
+        [f"- `{t}.{c}`: {why}" for t, c, why in exempt] + [""] if exempt else \
+        ["Exempt from the privacy guard (`release.privacy_allow`): none.", ""]
+    return out
 
 
 def person_id_notes(ids: dict, previous: Path | None, key_check: str | None = None) -> list[str]:
@@ -298,14 +341,15 @@ def _released_accuracy(accuracy: dict[str, list[dict]] | None, small: int) -> di
 
 
 def write_all(ws: Workspace, root: Path, version: str, products: list[Product], rows: dict[str, int],
-              facts: dict[str, dict[str, dict]], previous: Path | None, digests: dict[str, str], extra: dict) -> None:
+              facts: dict[str, dict[str, dict]], previous: Path | None, digests: dict[str, str], extra: dict, *,
+              suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None) -> None:
     """`facts`: `profile.table_profile` by product; `extra` goes into the manifest as it is (the key check and
-    the person id summary)."""
+    the person id summary); `suppressed` and `exemptions` as `dictionary` takes them."""
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "model": links_meta["model"],
             "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__, **extra}
-    d = dictionary(products, rows, facts)
+    d = dictionary(products, rows, facts, suppressed, exemptions)
     (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")
     (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d, digests), indent=2), encoding="utf-8")

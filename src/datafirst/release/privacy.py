@@ -1,11 +1,17 @@
 """The privacy guard and the key check that every release must pass.
 
-The guard fails a release when any value present in the identifiers zone (names, addresses,
-postcodes, PNC and CRO numbers, other ids, dates of birth written as text) or any raw native id
-appears in any text column of any product (as it is, in the zone's cleaned form, or for
-postcodes and police numbers inside longer text), or when a date column looks like dates of
-birth (it equals the record's own date of birth far more often than chance). The key check
-fails it when a key documented as unique is not. docs/release.md says what it cannot see.
+The guard is the second line behind the allow-list (`allowlist.py`): it reads every released
+text value whatever its declaration. It fails a release when any value present in the
+identifiers zone (names, addresses, postcodes, PNC and CRO numbers, other ids, dates of birth)
+or any raw native id appears in any text column of any product: as it is, in the zone's
+cleaned form, spelt out letter by letter (`W A L K E R`), as a word among others (`case
+MC8797402668`, a date of birth in any common format inside a note), as a code decorated with a
+name (`fine - WALKER`), or as a forename and surname of one person side by side (`defendant
+Michelle MACDONALD`). It fails it for an address written in a value (a house number and a
+street), for free text, and for a date or number column that equals the date of birth of the
+person its row is about (directly, or through the person table its row belongs to) far more
+often than chance. The key check fails it when a key documented as unique is not.
+docs/release.md says what it cannot see.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ..standardise.cleaning import address_clean, cro_clean, fold_accents, foren
 from .profile import HASH_SHAPED, table_profile
 
 MIN_NAME_LENGTH = 4  # shorter names (Al, Li, Ng) collide with codes and words; the other checks still hold
+MIN_PAIRED_LENGTH = 3  # a forename and surname of one person side by side: rare enough by chance from 3 letters
 DOB_LIKE_SHARE = 0.05  # a date column equal to the record's own birth date this often is a birth date
 # A text column whose distinct values hold a forename and a surname this often is names. On the
 # 1M-record world the released columns score at most 0.05 (one ethnicity of 19 has two words
@@ -43,6 +50,7 @@ class SensitiveValues:
 
     parts: list[str]
     names: list[str]  # the parts that are forenames and surnames (also in `parts`)
+    full_names: str  # `SELECT f, s`: the first words of each identity's forename and surname, one row each
 
     def union(self) -> str:
         return " UNION ALL ".join(self.parts)
@@ -91,7 +99,9 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
     join = "" if hashed_rows is None else f"LEFT JOIN {hashed_rows} h USING (record_key)"
     engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
         SELECT {row_id_hash} AS row_id_hash, i.date_of_birth FROM {ids} i {join} WHERE i.date_of_birth IS NOT NULL""")
-    return SensitiveValues(parts, names)
+    full_names = (f"SELECT split_part(forename, ' ', 1) AS f, split_part(surname, ' ', 1) AS s FROM {ids} "
+                  f"WHERE length(forename) >= {MIN_PAIRED_LENGTH} AND length(surname) >= {MIN_PAIRED_LENGTH}")
+    return SensitiveValues(parts, names, full_names)
 
 
 # Identifiers written inside longer text (a JSON object, a note), found by their shape and then
@@ -103,11 +113,31 @@ _WITHIN = {
 }
 
 
+# A date written inside text, in the forms people and systems write dates of birth (21/12/1965,
+# 21.12.1965, 1965-12-21, 19651221, 21 December 1965, 09-NOV-1966): separators become '/' and
+# each form is read; a value that reads as a date of the zone's is one.
+_DATE_SHAPE = (r"\b[0-9]{1,2}[./ -][0-9]{1,2}[./ -][0-9]{4}\b|\b[0-9]{4}[./-][0-9]{1,2}[./-][0-9]{1,2}\b"
+               r"|\b[0-9]{8}\b|\b[0-9]{1,2}[./ -]+[a-z]{3,9}[./ -]+[0-9]{4}\b")
+_DATE_FORMATS = ["%d/%m/%Y", "%Y/%m/%d", "%Y%m%d", "%d/%b/%Y", "%d/%B/%Y"]
+# Words that can be an id (`case MC8797402668`, `ref A1234BC`): letters and digits with a digit.
+_ID_WORD = r"[a-z0-9/]*[0-9][a-z0-9/]*"
+MIN_ID_WORD = 5
+# A name spelt out a letter at a time (W A L K E R, W.A.L.K.E.R).
+_SPELT_OUT = r"\b(?:[a-z][ .]+){2,}[a-z]\b"
+# An address inside text: a house number, up to three words and a street word (at 202 Moor Close).
+# A shape alone: a third party's address (a victim's, a witness's) is in no zone to look up.
+_ADDRESS_SHAPE = (r"\b[0-9]{1,4}[a-z]?,? +(?:[a-z'-]+ +){0,3}(?:street|road|lane|close|avenue|drive|way|court|"
+                  r"gardens|place|crescent|grove|terrace|walk|hill|rise|view|row|square|mews|parade|vale|green|"
+                  r"park|cottages|fields|meadows)\b")
+
+
 def _variants_sql(released: str) -> str:
     """The other forms in which each released text value may hold an identifier, as the
     identifiers zone writes them (tbl, col, is_list, original, v): the value cleaned as a name,
     a forename or an address (O'Brien, Kamiński and Fowler-Sutton as obrien, kaminski and fowler
-    sutton), and each postcode, PNC or CRO number written inside it (IG10-9AF, 01/5046808A)."""
+    sutton), each postcode, PNC or CRO number written inside it (IG10-9AF, 01/5046808A), each
+    word that could be an id, each name spelt out letter by letter, and each date inside it in
+    the zone's form (YYYY-MM-DD)."""
     # Worked out once per distinct value (a code recurs in many columns), then given to its columns.
     values = f"SELECT DISTINCT v FROM {released}"
     parts = [f"SELECT v AS original, {clean('v')} AS v FROM ({values})"
@@ -115,6 +145,19 @@ def _variants_sql(released: str) -> str:
     for pattern, clean in _WITHIN.values():
         found = f"SELECT v AS original, unnest(regexp_extract_all(upper(v), {sql_string(pattern)}, 0)) AS x FROM ({values})"
         parts.append(f"SELECT original, lower({clean('x')}) AS v FROM ({found})")
+
+    def inside(pattern: str) -> str:
+        return f"SELECT v AS original, unnest(regexp_extract_all(lower(v), {sql_string(pattern)}, 0)) AS x FROM ({values})"
+
+    parts.append(f"SELECT original, x AS v FROM ({inside(_ID_WORD)}) WHERE length(x) >= {MIN_ID_WORD}")
+    parts.append(f"SELECT original, regexp_replace(x, '[^a-z]', '', 'g') AS v FROM ({inside(_SPELT_OUT)})")
+    found = inside(_DATE_SHAPE)
+    formats = "[" + ", ".join(sql_string(f) for f in _DATE_FORMATS) + "]"
+    parts.append(f"""SELECT original, strftime(try_strptime(regexp_replace(trim(x), '[./ -]+', '/', 'g'), {formats}),
+                            '%Y-%m-%d') AS v FROM ({found})""")
+    # A date of eight digits reads two ways (19651221 and 21121965): the second is not in the list.
+    parts.append(f"SELECT original, strftime(try_strptime(x, '%d%m%Y'), '%Y-%m-%d') AS v FROM ({found}) "
+                 "WHERE regexp_matches(x, '^[0-9]{8}$')")
     # No filter on the variants (NULL, or the value as it is): pushed below the DISTINCT, it would
     # work every cleaning out again per released value, and such rows only repeat the plain lookup.
     return (f"SELECT DISTINCT r.tbl, r.col, r.is_list, x.original, x.v FROM ({' UNION ALL '.join(parts)}) x "
@@ -179,7 +222,12 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                                 SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, lower(trim(p.original))
                                 FROM guard_release_variants p JOIN guard_sensitive_found s ON p.v = s.v
                                 ORDER BY ALL""")
-            return texts, hits, _name_like_columns(e, sensitive)
+            named = _name_like_columns(e, sensitive)
+            written = _names_written_in(e, sensitive) + e.execute(
+                f"""SELECT tbl, col, count(DISTINCT v), 'an address (a house number and a street)'
+                    FROM guard_release_values WHERE regexp_matches(lower(v), {sql_string(_ADDRESS_SHAPE)})
+                    GROUP BY ALL ORDER BY ALL""")
+            return texts, hits, named, written
         finally:
             e.unregister("guard_checked_values")
             e.execute("DROP TABLE IF EXISTS guard_release_values")
@@ -189,10 +237,13 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     # The lookup and each table's date check are independent: run at once (Engine.concurrently),
     # the lookup first. One after the other, the date checks were a tail that kept one core busy.
     names = list(read)
-    done = engine.concurrently([lookup] + [lambda e, n=n: _date_problems(e, n, *read[n], allow) for n in names],
+    done = engine.concurrently([lookup] + [lambda e, n=n: _date_problems(e, n, read, profiles, allow) for n in names],
                                [float("inf")] + [next(iter(profiles[n].values()), {}).get("rows", 0) for n in names])
-    (texts, hits, named), dates = done[0], done[1:]
+    (texts, hits, named, written), dates = done[0], done[1:]
     problems = _hit_problems(engine, read, hits)
+    problems += [f"{name}.{col}: {n:,} distinct value(s) hold {what}: such text must not be released. Give the "
+                 "column a code list in its contract, or leave it out of the source's content"
+                 for name, col, n, what in written]
     problems += [f"{name}.{col}: {n:,} of its {total:,} distinct values look like personal names (a forename and a "
                  "surname of the identifiers zone in one value): free text holding names must not be released. "
                  "Give the column its role in the contract, or leave it out of the source's content"
@@ -209,6 +260,44 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     for found in dates:
         problems += found
     return problems
+
+
+def _normalised(expr: str) -> str:
+    """Lower-case ASCII words between single spaces, with a space at each end (for whole-word
+    replacement): 'fine - WALKER' -> ' fine walker '."""
+    no_apostrophes = f"regexp_replace({expr}, '[''\u2019]', '', 'g')"  # O'Brien as the zone writes it: obrien
+    return f"' ' || trim(regexp_replace({fold_accents(no_apostrophes)}, '[^a-z0-9]+', ' ', 'g')) || ' '"
+
+
+def _names_written_in(engine: Engine, sensitive: SensitiveValues) -> list[tuple]:
+    """(table, column, values, what) of each text column with values holding a person's name
+    however many other values it has: a forename and a surname of one person of the identifiers
+    zone side by side, either way round ('defendant Michelle MACDONALD', 'MACDONALD Michelle'),
+    or a name added to one of the column's own values ('fine - WALKER' beside 'fine': the value
+    less the name is another of its values, so the name was put there; a word that merely is
+    someone's name, as in 'White: Irish', leaves nothing the column holds). Needs
+    `guard_release_values`."""
+    return engine.execute(f"""
+        WITH released AS (SELECT DISTINCT tbl, col, v, {_normalised('v')} AS n FROM guard_release_values),
+        words AS (SELECT tbl, col, v, n, string_split(trim(n), ' ') AS ws FROM released),
+        pairs AS (SELECT DISTINCT tbl, col, v, ws[i] AS a, ws[i + 1] AS b
+                  FROM (SELECT *, unnest(range(1, len(ws))) AS i FROM words)),
+        people AS (SELECT DISTINCT f, s FROM ({sensitive.full_names})),
+        paired AS (SELECT p.tbl, p.col, p.v FROM pairs p JOIN people x ON x.f = p.a AND x.s = p.b
+                   UNION SELECT p.tbl, p.col, p.v FROM pairs p JOIN people x ON x.s = p.a AND x.f = p.b),
+        names AS (SELECT DISTINCT v FROM ({' UNION ALL '.join(sensitive.names)})),
+        named AS (SELECT DISTINCT w.tbl, w.col, w.v, w.n, w.word
+                  FROM (SELECT tbl, col, v, n, unnest(ws) AS word FROM words) w JOIN names x ON x.v = w.word),
+        decorated AS (SELECT DISTINCT a.tbl, a.col, a.v FROM named a JOIN released b
+                      ON b.tbl = a.tbl AND b.col = a.col AND b.v <> a.v
+                      AND b.n = ' ' || trim(regexp_replace(replace(a.n, ' ' || a.word || ' ', ' '), ' +', ' ',
+                                                           'g')) || ' ')
+        SELECT tbl, col, count(*), 'a forename and a surname of one person of the identifiers zone' FROM paired
+        GROUP BY ALL
+        UNION ALL
+        SELECT tbl, col, count(*), 'a name of the identifiers zone added to another of the column''s values'
+        FROM decorated GROUP BY ALL
+        ORDER BY ALL""")
 
 
 def _name_like_columns(engine: Engine, sensitive: SensitiveValues) -> list[tuple]:
@@ -259,17 +348,75 @@ def _described(kind: str) -> str:
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} from {zone}"
 
 
-def _date_problems(engine: Engine, name: str, rel: str, schema: list[tuple[str, str]], allow: set[str]) -> list[str]:
-    dates = [c for c, t in schema if t == "DATE" and f"{name}.{c}" not in allow]
-    if not dates or "row_id_hash" not in {c for c, _ in schema}:
+def _people_of_rows(name: str, read: dict[str, tuple[str, list]],
+                    profiles: dict[str, dict[str, dict]]) -> tuple[str, bool] | None:
+    """SQL joining each row of a table (numbered `_row`) to the row_id_hash of each person
+    record it is about (`_person`), and whether that is one record per row; None when it is
+    about no person. The row itself in a
+    person table; the records named by its `*_row_id_hash` columns; a person's records through
+    the person link lookup; and for a table of no person (offences, claims, requirements) the
+    records of the person table that shares its most specific native-id hash (an offence's
+    defendant). An offence table holds no date of birth of its own: checked only on its own
+    rows, a date column replaced by its defendant's date of birth passed."""
+    cols = {c for c, _ in read[name][1]}
+    rel = f"(SELECT row_number() OVER () AS _row, * FROM {read[name][0]})"
+    person_tables = {n: {c for c, _ in schema} for n, (_, schema) in read.items()
+                     if {"row_id_hash", "person_id_medium"} <= {c for c, _ in schema}}
+    if "row_id_hash" in cols and "person_id_medium" in cols:
+        return f"SELECT *, row_id_hash AS _person FROM {read[name][0]}", True
+    rows = sorted(c for c in cols if c.endswith("_row_id_hash"))
+    if rows:
+        return " UNION ALL ".join(f'SELECT p.*, p."{c}" AS _person FROM {rel} p' for c in rows), False
+    if "person_id_medium" in cols and "person_link_lookup" in read:
+        return (f"SELECT p.*, l.row_id_hash AS _person FROM {rel} p JOIN (SELECT person_id_medium, row_id_hash "
+                f"FROM {read['person_link_lookup'][0]}) l USING (person_id_medium)"), False
+    shared = [(profiles[t][c]["distinct_values"], t, c) for t, tcols in person_tables.items() if t != name
+              for c in cols & tcols if c.endswith("_hash") and c != "row_id_hash"]
+    if not shared:
+        return None
+    _, table, col = max(shared)
+    return (f'SELECT p.*, m.row_id_hash AS _person FROM {rel} p JOIN (SELECT DISTINCT "{col}", row_id_hash '
+            f'FROM {read[table][0]}) m USING ("{col}")'), False
+
+
+_WHOLE_NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UINTEGER", "UBIGINT")
+
+
+def _date_problems(engine: Engine, name: str, read: dict[str, tuple[str, list]], profiles: dict[str, dict[str, dict]],
+                   allow: set[str]) -> list[str]:
+    """Date columns (and dates written as whole numbers, 19651221 or 21121965) of a table that
+    equal the date of birth of the person their row is about in more than DOB_LIKE_SHARE of
+    rows (text is looked up against every date of birth by `check_tables`)."""
+    schema = read[name][1]
+    dates = [(c, t) for c, t in schema if (t == "DATE" or t.startswith("TIMESTAMP") or t in _WHOLE_NUMBER)
+             and f"{name}.{c}" not in allow]
+    people = _people_of_rows(name, read, profiles) if dates else None
+    if people is None:
         return []
-    # Every date column of the table in one join.
-    shares = engine.execute("SELECT " + ", ".join(
-        f'avg(CASE WHEN p."{c}" = b.date_of_birth THEN 1.0 ELSE 0 END) FILTER (WHERE p."{c}" IS NOT NULL)'
-        for c in dates) + f" FROM {rel} p JOIN birth_dates b USING (row_id_hash)")[0]
-    return [f"{name}.{c}: equals the record's own date of birth in {share:.0%} of rows; "
+
+    def equal(c: str, t: str) -> str:
+        if t in _WHOLE_NUMBER:
+            return (f"p.\"{c}\" IN (CAST(strftime(b.date_of_birth, '%Y%m%d') AS BIGINT), "
+                    f"CAST(strftime(b.date_of_birth, '%d%m%Y') AS BIGINT))")
+        return f"CAST(p.\"{c}\" AS DATE) = b.date_of_birth"
+
+    sql, one_per_row = people
+    joined = f"FROM ({sql}) p JOIN birth_dates b ON b.row_id_hash = p._person"
+    # Every such column of the table in one join; a row about several people (a claim and its
+    # defendants) counts when it equals any of theirs.
+    if one_per_row:
+        shares = engine.execute("SELECT " + ", ".join(
+            f'avg(CASE WHEN {equal(c, t)} THEN 1.0 ELSE 0 END) FILTER (WHERE p."{c}" IS NOT NULL)' for c, t in dates)
+            + f" {joined}")[0]
+    else:
+        per_row = ", ".join(f'bool_or({equal(c, t)}) AS hit{i}, bool_or(p."{c}" IS NOT NULL) AS has{i}'
+                            for i, (c, t) in enumerate(dates))
+        shares = engine.execute("SELECT " + ", ".join(
+            f"avg(CASE WHEN hit{i} THEN 1.0 ELSE 0 END) FILTER (WHERE has{i})" for i in range(len(dates)))
+            + f" FROM (SELECT p._row, {per_row} {joined} GROUP BY p._row)")[0]
+    return [f"{name}.{c}: equals the date of birth of the person its row is about in {share:.0%} of rows; "
             "full dates of birth must not be released (use year_of_birth)"
-            for c, share in zip(dates, shares) if share is not None and share > DOB_LIKE_SHARE]
+            for (c, _), share in zip(dates, shares) if share is not None and share > DOB_LIKE_SHARE]
 
 
 def check_keys(engine: Engine, name: str, path: Path, keys: list[str], facts: dict[str, dict] | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """Research-ready products, built from the content and links zones only.
 
 Never from the identifiers zone: that is what keeps names, full dates of birth, postcodes
-and police ids out of every product. Every native id becomes a keyed, salted hash
+and police ids out of every product. Every column is declared with what it may hold
+(`allowlist.Declared`): a source's columns by its contract, the derived ones here; a content
+column its contract does not declare is withheld. Every native id becomes a keyed, salted hash
 (`<column>_hash`) that is the same wherever the same id appears in a release; record keys
 become `row_id_hash`. Person ids come from `person_ids` (persistent across releases), in
 the links relation the products are given.
@@ -16,6 +18,7 @@ from ..engine.sql import sql_string
 from ..link.stage import RELIABILITY
 from ..sources.contract import Contract
 from ..workspace import Workspace
+from .allowlist import FLAG, HASHED_ID, Declared, code, contract_column, dates, number, suppressed_sql
 
 HASH_CHARS = 20  # 80 bits: no collision in practice for a national population of ids
 
@@ -48,6 +51,11 @@ class Product:
     # Whether its SQL reads the released person ids (person_ids.ASSIGNED, CHANGES or the person
     # records): a table that does not can be written while the ids are assigned.
     needs_person_ids: bool = True
+    declared: dict[str, Declared] = field(default_factory=dict)  # column -> what it may hold
+    withheld: dict[str, str] = field(default_factory=dict)  # source column left out -> why, and what to declare
+    # Columns whose values outside their declaration are emptied as the table is written; the
+    # release counts them against the content file's empty values.
+    suppressing: list[str] = field(default_factory=list)
 
 
 def _q(name: str) -> str:
@@ -64,11 +72,23 @@ PERSON_ID_COLUMNS = {
 }
 
 
+PERSON_ID_DECLARED = {c: HASHED_ID for c in PERSON_ID_COLUMNS}
+THRESHOLDS = ("high", "medium", "low")
+# The reduced quasi-identifiers standardisation adds to a person table's content.
+REDUCED_DECLARED = {
+    "year_of_birth": number(1000, None),  # standardisation empties dates of birth in the future
+    "sex": code(["M", "F"]),
+    "postcode_district": Declared("code", pattern=r"[A-Z]{1,2}[0-9][A-Z0-9]?", where="products.py"),
+}
+SCORE = number(0, 1)
+COUNT = number(1, None)
+
+
 def _person_ids(alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in PERSON_ID_COLUMNS)
 
 
-def person_link_lookup(links: str) -> Product:
+def person_link_lookup(links: str, contracts: list[Contract]) -> Product:
     sql = f"""
         SELECT c.source AS source_dataset, split_part(c.record_key, '|', 2) AS source_table,
                c.row_id_hash, {_person_ids('c')},
@@ -95,6 +115,13 @@ def person_link_lookup(links: str) -> Product:
                                  "(empty when it has no link); close to the threshold means loosely held",
         **{f"link_reliability_{t}": f"how far to trust the record's person at {t}: " + "; ".join(
             f"{value}: {meaning}" for value, meaning in RELIABILITY.items()) for t in ("high", "medium", "low")},
+    }, declared={
+        "source_dataset": code([c.source for c in contracts]),
+        "source_table": code([t for c in contracts for t, spec in c.tables.items() if spec.is_person_table]),
+        "row_id_hash": HASHED_ID, **PERSON_ID_DECLARED,
+        **{f"cluster_size_{t}": COUNT for t in THRESHOLDS},
+        "person_changes_between_thresholds": FLAG, "strongest_link_medium": SCORE,
+        **{f"link_reliability_{t}": code(list(RELIABILITY)) for t in THRESHOLDS},
     })
 
 
@@ -111,7 +138,8 @@ def person_id_changes(changes: str) -> Product:
         "person_id": "the person id in the previous release",
         "into_person_id": "the id in this release that now holds those records",
         "records": "records of the previous id now held by into_person_id",
-    })
+    }, declared={"threshold": code(THRESHOLDS), "change": code(["merged", "split"]), "person_id": HASHED_ID,
+                 "into_person_id": HASHED_ID, "records": COUNT})
 
 
 def case_journeys(journeys: str) -> Product:
@@ -130,7 +158,12 @@ def case_journeys(journeys: str) -> Product:
         "estimated_match_score": "1 for references; otherwise a score from same person, sent-up flag, offence "
                                  "and dates (0.5 to 1)",
         "days_between": "days from the magistrates' first hearing to Crown Court receipt",
-    }, needs_person_ids=False)
+    }, needs_person_ids=False, declared={
+        "crown_case_hash": HASHED_ID, "crown_row_id_hash": HASHED_ID, "magistrates_case_hash": HASHED_ID,
+        "magistrates_row_id_hash": HASHED_ID, "link_method": code(["reference", "person_dates_offences"]),
+        "estimated_match_score": SCORE,
+        "days_between": number(-36525, 36525),  # two event dates a century apart at most, either way
+    })
 
 
 def content_product(contract: Contract, table: str, content: str, links: str | None, columns: list[str]) -> Product:
@@ -140,24 +173,40 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
               else "keyed_hash(t.record_key) AS row_id_hash"]
     meaning = {"row_id_hash": "keyed hash of the record's id" + ("; joins to person_link_lookup" if links is not None
                                                                   else "")}
+    declared = {"row_id_hash": HASHED_ID}
+    withheld, suppressing = {}, []
     if links is not None:
         select.append(_person_ids("l"))
         meaning.update(PERSON_ID_COLUMNS)
+        declared.update(PERSON_ID_DECLARED)
     for col in columns:
         cspec = spec.columns.get(col)
-        if cspec is not None and cspec.native_id:
-            select.append(f"keyed_hash(t.{_q(col)}) AS {_q(col + '_hash')}")
-            meaning[col + "_hash"] = f"keyed hash of {col} (the source system's id)" + (
-                f": {cspec.description}" if cspec.description else "")
-        elif cspec is not None:
-            select.append(f"t.{_q(col)}")
-            meaning[col] = cspec.description or f"{col} as recorded by {contract.source}"
-        else:  # reduced quasi-identifiers added at standardisation
+        # Reduced quasi-identifiers added at standardisation (a source column with a role may share
+        # the name, as `sex` does: it is the identifier, which content never holds)
+        if col in REDUCED_DECLARED and (cspec is None or cspec.role is not None):
             select.append(f"t.{_q(col)}")
             meaning[col] = {"year_of_birth": "year of birth (the full date is not released)",
                             "sex": "sex as recorded, cleaned to M or F (empty when unknown)",
                             "postcode_district": "postcode district (outward code) at the time of the record; "
                                                  "the full postcode is not released"}[col]
+            declared[col] = REDUCED_DECLARED[col]
+            continue
+        if cspec is None:  # added by standardisation and declared nowhere: the release refuses it, by name
+            select.append(f"t.{_q(col)}")
+            continue
+        decl = contract_column(contract, cspec)
+        if isinstance(decl, str):
+            withheld[col] = decl
+        elif cspec.native_id:
+            select.append(f"keyed_hash(t.{_q(col)}) AS {_q(col + '_hash')}")
+            meaning[col + "_hash"] = f"keyed hash of {col} (the source system's id)" + (
+                f": {cspec.description}" if cspec.description else "")
+            declared[col + "_hash"] = decl
+        else:
+            select.append(f"{suppressed_sql(f't.{_q(col)}', decl)} AS {_q(col)}")
+            meaning[col] = cspec.description or f"{col} as recorded by {contract.source}"
+            declared[col] = decl
+            suppressing.append(col)
     # The links of this table's records only (keys are `source|table|id`): each person table's join
     # then holds its own records' links, not every record's.
     prefix = sql_string(f"{contract.source}|{table}|")
@@ -168,7 +217,8 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
-                   source=contract.source, table=table, needs_person_ids=links is not None)
+                   source=contract.source, table=table, needs_person_ids=links is not None, declared=declared,
+                   withheld=withheld, suppressing=suppressing)
 
 
 def _most_common(column: str) -> str:
@@ -194,8 +244,10 @@ def person_records_sql(ws: Workspace, contracts: list[Contract], links: str) -> 
         for name, spec in contract.tables.items():
             if spec.is_person_table:
                 path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
-                tables.append(f"""SELECT c.record_key, c.sex, c.year_of_birth,
-                    {f'c.{_q(spec.event_date)}' if spec.event_date else 'NULL::DATE'} AS event_date,
+                # An event date outside its declaration is emptied here as in the table's own product.
+                event = "NULL::DATE" if not spec.event_date else suppressed_sql(
+                    f"c.{_q(spec.event_date)}", contract_column(contract, spec.columns[spec.event_date]))
+                tables.append(f"""SELECT c.record_key, c.sex, c.year_of_birth, {event} AS event_date,
                     {sql_string(spec.event_type or name)} AS event_type, {sql_string(contract.source)} AS source_dataset,
                     {sql_string(name)} AS source_table, {'true' if spec.event_date else 'false'} AS has_event
                     FROM read_parquet({sql_string(str(path))}) c""")
@@ -213,6 +265,7 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) ->
     the journey's events are those of the person tables that name an `event_date`."""
     events = [f"{spec.event_type or name} ({contract.source})" for contract in contracts
               for name, spec in contract.tables.items() if spec.is_person_table and spec.event_date]
+    event_dates = _event_dates(contracts)
     journey_sql = f"""
         SELECT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash,
                row_number() OVER (PARTITION BY person_id_medium ORDER BY event_date, row_id_hash) AS event_sequence
@@ -242,7 +295,9 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) ->
             "year_of_birth": "most common recorded year of birth (on a tie, the earliest)",
             "first_event": "date of the earliest event in the person journey",
             "last_event": "date of the latest event in the person journey",
-        }),
+        }, declared={"person_id_medium": HASHED_ID, "sources": code([c.source for c in contracts]), "records": COUNT,
+                     "sex": REDUCED_DECLARED["sex"], "year_of_birth": REDUCED_DECLARED["year_of_birth"],
+                     "first_event": event_dates, "last_event": event_dates}),
         Product("person_journey", journey_sql, "one row per person per event, in time order", (
             "Every dated event of every person across the sources, in order: "
             + (", ".join(events) if events else "none (no person table names an event_date)") + "."),
@@ -252,6 +307,23 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) ->
             "source_dataset": "source system of the event", "source_table": "table of that source",
             "row_id_hash": "hashed row id of the event's record (joins to that source's table)",
             "event_sequence": "position of the event in the person's journey (1 = first)",
-        }),
+        }, declared={"person_id_medium": HASHED_ID, "event_date": event_dates,
+                     "event_type": code([spec.event_type or name for c in contracts
+                                         for name, spec in c.tables.items() if spec.is_person_table]),
+                     "source_dataset": code([c.source for c in contracts]),
+                     "source_table": code([t for c in contracts for t, spec in c.tables.items()
+                                           if spec.is_person_table]),
+                     "row_id_hash": HASHED_ID, "event_sequence": COUNT}),
     ]
+
+
+def _event_dates(contracts: list[Contract]) -> Declared:
+    """The journey's dates: within the widest range the person tables' event dates declare
+    (no limit on a side where one of them declares none)."""
+    columns = [spec.columns[spec.event_date] for c in contracts for spec in c.tables.values()
+               if spec.is_person_table and spec.event_date]
+    lows, highs = [c.min for c in columns], [c.max for c in columns]
+    low = min(lows) if lows and None not in lows else None
+    high = max(highs) if highs and None not in highs else None
+    return dates(low, high)
 

@@ -1,7 +1,8 @@
 """One query of each release table for what the release's checks and documents need to know
 of its columns: the data dictionary (type, rows, missing, distinct values, the values of
-columns that have few), the key check (a one-column key's uniqueness) and the privacy guard
-(the text values that are not hashes). One query for all three, in the jobs that profile the
+columns that have few), the key check (a one-column key's uniqueness), the allow-list check (the
+smallest and largest number or date, the text values) and the privacy guard (the text values
+that are not hashes). One query for all of them, in the jobs that profile the
 tables at once, costs less than a query per use: most of the time went on reading the columns
 again and on one small query per column.
 """
@@ -29,8 +30,17 @@ def _listed(name: str, ctype: str) -> bool:
     return ctype in ("VARCHAR", "BOOLEAN") and not name.endswith("_hash") and "person_id" not in name
 
 
+def ranged_type(ctype: str) -> bool:
+    """Whether a column's smallest and largest values are profiled (numbers and dates: what their
+    declared ranges are checked against)."""
+    return ctype == "DATE" or ctype.startswith("DECIMAL") or ctype in (
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+        "FLOAT", "DOUBLE")
+
+
 def table_profile(engine: Engine, path: Path) -> dict[str, dict]:
     """Per column of a table: `type`, `rows`, `missing`, `distinct_values` (NULL left out),
+    `min` and `max` (numbers and dates),
     `allowed_values` (sorted, for a code or flag column with at most MAX_LISTED_VALUES), and
     `checked_values`: for a text column its distinct values not shaped like a hash, for a list
     column its distinct elements (the values the privacy guard looks up)."""
@@ -40,8 +50,10 @@ def table_profile(engine: Engine, path: Path) -> dict[str, dict]:
     # once, counted and (text) tested for the hash shape. Testing the distinct values rather than
     # every row, with one distinct pass per column rather than two (a count and a list), takes a
     # release's profiles about 40% less time: person ids recur in every record of their person.
-    parts = ["SELECT count(*) AS n, " + ", ".join(f"count({_q(name)}) AS c{i}" for i, (name, _) in enumerate(schema))
-             + f" FROM {rel}"]
+    ranged = [(i, name) for i, (name, ctype) in enumerate(schema) if ranged_type(ctype)]
+    parts = ["SELECT count(*) AS n, " + ", ".join(
+        [f"count({_q(name)}) AS c{i}" for i, (name, _) in enumerate(schema)]
+        + [f"min({_q(name)}) AS lo{i}, max({_q(name)}) AS hi{i}" for i, name in ranged]) + f" FROM {rel}"]
     for i, (name, ctype) in enumerate(schema):
         values = f"SELECT DISTINCT {_q(name)} AS v FROM {rel} WHERE {_q(name)} IS NOT NULL"
         if ctype == "VARCHAR":
@@ -55,13 +67,16 @@ def table_profile(engine: Engine, path: Path) -> dict[str, dict]:
             continue
         parts.append(f"SELECT count(*) AS d{i}, {listed} AS l{i} FROM ({values})")
     row = engine.execute("SELECT * FROM " + ", ".join(f"({part}) p{k}" for k, part in enumerate(parts)))[0]
-    rows, n = int(row[0]), len(schema)
+    rows, n, r = int(row[0]), len(schema), 2 * len(ranged)
     present = row[1:1 + n]
-    distinct = row[1 + n::2]
-    lists = row[2 + n::2]
+    bounds = {i: (row[1 + n + 2 * k], row[2 + n + 2 * k]) for k, (i, _) in enumerate(ranged)}
+    distinct = row[1 + n + r::2]
+    lists = row[2 + n + r::2]
     profile = {}
     for i, (name, ctype) in enumerate(schema):
         f = {"type": ctype, "rows": rows, "missing": rows - int(present[i]), "distinct_values": int(distinct[i])}
+        if i in bounds:
+            f["min"], f["max"] = bounds[i]
         values = None
         if ctype in ("VARCHAR", "VARCHAR[]", "BOOLEAN"):
             values = sorted({v for v in (lists[i] or []) if v is not None}, key=str)

@@ -32,7 +32,7 @@ from ..sources import control_totals
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
-from . import documentation, person_ids
+from . import allowlist, documentation, person_ids
 from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
     check_series, misplaced, settle_pending, write_anchor, write_ledger
 from .chain import published as published_in, read_ledger as read_ledger_in
@@ -97,7 +97,7 @@ def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Produ
     if not (links_dir / "clusters.parquet").is_file():
         raise ReleaseError(f"no links in {links_dir}; run `datafirst link` first")
     contracts = load_contracts(ws.contracts)
-    products = [person_link_lookup(links), person_id_changes(person_ids.CHANGES)]
+    products = [person_link_lookup(links, contracts), person_id_changes(person_ids.CHANGES)]
     if (links_dir / "case_journeys.parquet").is_file():
         products.append(case_journeys(f"read_parquet({sql_string(links_dir / 'case_journeys.parquet')})"))
     for contract in contracts:
@@ -140,6 +140,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise ReleaseError(f"the folder of the anchor file {anchor} ({ANCHOR_FILE_ENV}) does not exist: make it, "
                            "outside the workspace")
     products = plan_products(ws)
+    exemptions = _exemptions(ws, products)
     previous = trusted_previous(ws, keys)
     try:
         totals = control_totals.check(ws, previous, accept_volume_change)
@@ -235,12 +236,15 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         if progress:
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
-        problems = check_tables(engine, paths, set(ws.config().release.privacy_allow), found, facts)
+        problems = [v for p in products for v in allowlist.violations(p.name, facts[p.name], p.declared)]
+        problems += check_tables(engine, paths, set(exemptions), found, facts)
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
-            raise ReleaseError("the release failed its privacy and key checks and was not published:\n  "
+            raise ReleaseError("the release failed its allow-list, privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
+        suppressed = {p.name: allowlist.suppressed_counts(engine, content_dir / f"{p.name}.parquet", p.suppressing,
+                                                          facts[p.name]) for p in products if p.suppressing}
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         # The chain: the previous manifest's hash (its version is `previous`), and the key that signs.
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
@@ -248,7 +252,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                  "signing_key_fingerprint": fingerprint(signing_key.public_key()),
                                  "key_check": key_check, "id_series": series, "control_totals": totals,
                                  "person_ids": {
-                                    "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}})
+                                    "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}},
+                                suppressed=suppressed, exemptions=exemptions)
         if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
             remove_tree(tmp)
             return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,
@@ -275,6 +280,19 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
     if anchor is not None:  # after the rename: an anchor never names a release that is not there
         write_anchor(anchor, Head(version, file_sha256(folder / version / MANIFEST)))
     return ReleaseSummary(version=version, path=folder / version, tables=rows, person_ids=id_changes)
+
+
+def _exemptions(ws: Workspace, products: list[Product]) -> dict[str, str]:
+    """`release.privacy_allow`: each exempted column and the reason. One that names no column of
+    the release is refused: a stale exemption could silently cover a new column of that name."""
+    exemptions = ws.config().release.privacy_allow
+    columns = {f"{p.name}.{c}" for p in products for c in p.declared}
+    unknown = [k for k in exemptions if k not in columns]
+    if unknown:
+        raise ReleaseError(f"release.privacy_allow in {ws.config_path} names {', '.join(unknown)}, which no table of "
+                           "the release has (a release table is named source__table; a column may have been "
+                           "withheld for want of a declaration): correct or remove the entry")
+    return dict(exemptions)
 
 
 def _same_as(previous: Path, new: Path, digests: dict[str, str], rows: dict[str, int]) -> bool:

@@ -9,6 +9,7 @@ file and the place in it.
 
 from __future__ import annotations
 
+import csv
 import re
 import threading
 from datetime import date
@@ -18,7 +19,7 @@ from typing import Literal
 
 import duckdb
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..files import parse_yaml
 from ..validation import describe
@@ -62,6 +63,24 @@ def _date_format_problem(fmt: str) -> str | None:
     return None
 
 
+class CodeListFile(BaseModel):
+    """A code list kept in a CSV file beside the contract (offence codes run to thousands)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="a CSV file with a header, in the contract's folder (or below it)")
+    column: str = Field(description="the file's column holding the codes")
+
+    @field_validator("file")
+    @classmethod
+    def _beside_the_contract(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or path.suffix.lower() != ".csv":
+            raise ValueError(f"a code list file is a .csv path relative to the contract's folder, inside it (it "
+                             f"travels with the contracts); got {value!r}")
+        return value
+
+
 class Column(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +92,9 @@ class Column(BaseModel):
     on_invalid: Literal["quarantine", "null"] = Field(
         "quarantine", description="a value that does not fit the type: quarantine the row (default) or keep the "
                                   "row with this value empty")
-    allowed: list[str] | None = None
+    allowed: list[str] | CodeListFile | None = Field(
+        None, description="the code list: a row with any other value is quarantined; releases keep the column as a "
+                          "code. A list, or {file, column} naming a CSV file beside the contract")
     min: float | date | None = Field(None, description="integer, decimal or date columns: the smallest plausible "
                                                        "value; smaller values are invalid (see on_invalid)")
     max: float | date | None = Field(None, description="integer, decimal or date columns: the largest plausible "
@@ -104,6 +125,12 @@ class Column(BaseModel):
                           "date counts as its year alone (default: datafirst.yaml's)")
     path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
     description: str = ""
+    # Where `allowed` was read from when the contract named a file (for the data dictionary).
+    _allowed_from: str | None = PrivateAttr(None)
+
+    @property
+    def allowed_from(self) -> str | None:
+        return self._allowed_from
 
     @field_validator("on_invalid", mode="before")
     @classmethod
@@ -323,7 +350,39 @@ def load_contract(path: Path) -> Contract:
         problems = "\n".join(f"  {line}" for line in describe(exc, Contract))
         raise ContractError(f"contract {path} is not valid:\n{problems}\nSee docs/contracts.md.") from exc
     contract.path = path
+    _read_code_lists(contract, path)
     return contract
+
+
+def _read_code_lists(contract: Contract, path: Path) -> None:
+    """Replace each `allowed: {file, column}` by the codes the file lists, read once here (so
+    ingest, the fingerprints of what was loaded and the release all see the list itself)."""
+    read: dict[str, list[dict[str, str]]] = {}
+    for table, spec in contract.tables.items():
+        for name, col in spec.columns.items():
+            if not isinstance(col.allowed, CodeListFile):
+                continue
+            ref = col.allowed
+            where = f"contract {path}, tables.{table}.columns.{name}.allowed"
+            listed = path.parent / ref.file
+            if ref.file not in read:
+                try:
+                    with open(listed, encoding="utf-8-sig", newline="") as f:
+                        read[ref.file] = list(csv.DictReader(f))
+                except FileNotFoundError as exc:
+                    raise ContractError(f"{where}: code list file {listed} not found; keep it beside the contract") \
+                        from exc
+                except (UnicodeDecodeError, csv.Error) as exc:
+                    raise ContractError(f"{where}: code list file {listed} is not a UTF-8 CSV file ({exc})") from exc
+            rows = read[ref.file]
+            if not rows or ref.column not in rows[0]:
+                raise ContractError(f"{where}: code list file {listed} has no column {ref.column!r}"
+                                    + (f" (its columns: {', '.join(rows[0])})" if rows else " (it has no rows)"))
+            codes = list(dict.fromkeys(v.strip() for r in rows if (v := r.get(ref.column)) and v.strip()))
+            if not codes:
+                raise ContractError(f"{where}: column {ref.column!r} of {listed} lists no codes")
+            col.allowed = codes
+            col._allowed_from = f"{ref.file} ({ref.column})"
 
 
 def load_contracts(folder: Path) -> list[Contract]:

@@ -130,6 +130,7 @@ _LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x01")
 # Arrow reads a file in blocks of this size, several at once; a line longer than a block (a
 # 17 MiB line) cannot be split into lines that way, and the file is read again in larger blocks.
 BLOCK_SIZE = 1 << 24
+MAX_LISTED_CODES = 12  # a quarantine reason lists the allowed values of a code list up to this long
 LARGEST_BLOCK = (1 << 31) - 1  # Arrow's limit
 
 
@@ -497,8 +498,11 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             checks.append(_problem(f"_shape_ok AND {r} IS NULL", name, sql_string(what)))
         if col.allowed:
             allowed = ", ".join(sql_string(v) for v in col.allowed)
+            # A long code list (offences, courts) is named, not spelt out in every quarantined row.
+            expected = (f"expected one of {', '.join(col.allowed)}" if len(col.allowed) <= MAX_LISTED_CODES
+                        else f"not in the column's code list of {len(col.allowed):,} values in its contract")
             checks.append(_problem(f"_shape_ok AND {r} IS NOT NULL AND {r} NOT IN ({allowed})", name,
-                                   f"'value not allowed (expected one of {', '.join(col.allowed)}): ' || {r}"))
+                                   f"{sql_string(f'value not allowed ({expected}): ')} || {r}"))
     raw_select = ", ".join(f"{expr} AS _raw_{_ident(name)}" for name, expr in raw.items())
     # The row's shape is checked once, as a column: written into every column's check, it was
     # worked out again per check (a quarter of a large table's parsing time).
