@@ -219,6 +219,12 @@ class SparkTranslator:
             if base is not None:
                 return _parse_spark(f"from_json(get_json_object({n.this.sql('spark')}, '{base}'), 'array<string>')")
             return n
+        if (isinstance(n, exp.Window) and isinstance(n.this, exp.RowNumber) and not n.args.get("order")
+                and not n.args.get("partition_by")):
+            # `row_number() OVER ()` numbers rows in no order (a row's own id); Spark refuses a
+            # window without an order, and its own unordered id is this.
+            return exp.Cast(this=exp.Anonymous(this="monotonically_increasing_id", expressions=[]),
+                            to=exp.DataType.build("BIGINT"))
         if isinstance(n, exp.Window) and isinstance(n.this, (exp.RowNumber, exp.Rank, exp.DenseRank)):
             return exp.Cast(this=n, to=exp.DataType.build("BIGINT"))
         if isinstance(n, (exp.Year, exp.Month, exp.Day)):

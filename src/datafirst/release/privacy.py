@@ -281,7 +281,7 @@ def _names_written_in(engine: Engine, sensitive: SensitiveValues) -> list[tuple]
         WITH released AS (SELECT DISTINCT tbl, col, v, {_normalised('v')} AS n FROM guard_release_values),
         words AS (SELECT tbl, col, v, n, string_split(trim(n), ' ') AS ws FROM released),
         pairs AS (SELECT DISTINCT tbl, col, v, ws[i] AS a, ws[i + 1] AS b
-                  FROM (SELECT *, unnest(range(1, len(ws))) AS i FROM words)),
+                  FROM (SELECT *, unnest(range(1, array_length(ws))) AS i FROM words)),
         people AS (SELECT DISTINCT f, s FROM ({sensitive.full_names})),
         paired AS (SELECT p.tbl, p.col, p.v FROM pairs p JOIN people x ON x.f = p.a AND x.s = p.b
                    UNION SELECT p.tbl, p.col, p.v FROM pairs p JOIN people x ON x.s = p.a AND x.f = p.b),

@@ -413,8 +413,9 @@ def _stage_sql(spec: Table, lines_view: str, header_lines: int, parent_problems:
             # Valid JSON that is an array, a string, a number or null has no fields to read: it is
             # said to be what it is, not taken for a record without an id.
             shape_ok = f"_json_ok AND {JSON_OBJECT}"
+            kind = _json_kind("json_type(_text, '$')")  # with its path: Spark's translation needs one
             base_checks.append(_problem(f"_json_ok AND NOT {JSON_OBJECT}", None,
-                                        f"'not a JSON object: ' || {_json_kind('json_type(_text)')} || "
+                                        f"'not a JSON object: ' || {kind} || "
                                         "' (each line must be one JSON object)'"))
         decoded = (f"SELECT line_no AS _row_number, line AS _line, TRY(decode(line)) AS _text, NULL::BIGINT AS _element_index "
                    f"FROM {lines_view}")
