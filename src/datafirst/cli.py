@@ -822,6 +822,12 @@ def demo(
         _run_all(ws, retrain=True, labels=write_labels(world_dir, world_dir / "truth" / "labels.csv"))
     console.print(f"[bold green]Done.[/] Workspace: {ws.root}; zones: {ws.zones}; raw extracts: {world_dir / 'extracts'}; "
                   f"world realism: datafirst realism {shlex.quote(str(world_dir))}")
+    signing_key = os.environ.get(SIGNING_KEY_FILE_ENV)
+    if signing_key:
+        # The demo's keys sit in its own folder (a demonstration protects nothing); `verify` takes
+        # the public key from outside the workspace, here derived from the signing key.
+        console.print(f"Check the releases: {SIGNING_KEY_FILE_ENV}={shlex.quote(signing_key)} datafirst verify "
+                      f"{shlex.quote(str(ws.root))}")
 
 
 def entry() -> None:
