@@ -87,8 +87,29 @@ def test_every_column_of_the_worlds_release_is_declared_and_kept(released_ws):
     assert "Withheld (no declaration): none." in notes and "Exempt from the privacy guard" in notes
 
 
-def test_the_independent_scan_finds_nothing_in_the_worlds_release(released_ws):
-    assert independent_scan(released_ws, published(released_ws)[-1]) == []
+def test_the_independent_scan_finds_nothing_in_the_worlds_release(released_ws, tmp_path):
+    release_dir = published(released_ws)[-1]
+    assert independent_scan(released_ws, release_dir) == []
+    # The scan is not blind: in a copy of the release with one offence title replaced by the full
+    # name of someone in the identifiers zone, it finds that value.
+    leaky = tmp_path / "leaky"
+    shutil.copytree(release_dir, leaky)
+    (leaky / "tables").chmod(0o755)
+    offences = leaky / "tables" / "magistrates__offences.parquet"
+    offences.chmod(0o644)
+    ids = released_ws.zones / "identifiers" / "*.parquet"
+    with duckdb.connect() as con:
+        forename, surname = con.execute(
+            f"SELECT forename, surname FROM read_parquet('{ids}', union_by_name = true) "
+            "WHERE length(forename) > 3 AND length(surname) > 3 ORDER BY record_key LIMIT 1").fetchall()[0]
+        planted = f"victim {forename.title()} {surname.upper()} of the estate"
+        con.execute(f"COPY (SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN ? ELSE offence_title END "
+                    f"AS offence_title) FROM read_parquet('{offences}')) TO '{offences}.new' (FORMAT parquet)",
+                    [planted])
+    Path(f"{offences}.new").replace(offences)
+    found = independent_scan(released_ws, leaky)
+    assert any(f[0] == "magistrates__offences" and f[1] == "offence_title" and planted in map(str, f)
+               for f in found), found
 
 
 def test_an_undeclared_column_is_withheld_and_listed_with_what_to_declare(released_ws):
