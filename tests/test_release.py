@@ -15,6 +15,7 @@ from datafirst.engine import Engine
 from datafirst.release import stage as release_stage
 from datafirst.release.hashing_key import SALT_ENV, SALT_FILE_ENV, SecretError, load_salt
 from datafirst.release.stage import ReleaseError, published, release, verify
+from datafirst.sources.contract import load_contract
 from datafirst.workspace import Workspace
 
 from .conftest import TEST_SALT, build_pipeline
@@ -61,6 +62,24 @@ def test_release_holds_every_product_documented_and_intact(released_ws):
     typed = {(r["name"], f["name"]): f["type"] for r in package["resources"] for f in r["schema"]["fields"]}
     assert "any" not in typed.values(), [k for k, v in typed.items() if v == "any"]
     assert typed[("civil__claims", "arrears_amount")] == "number"
+    # Each column's declaration is a Table Schema constraint: the code list, the range.
+    constraints = {(r["name"], f["name"]): f.get("constraints", {}) for r in package["resources"]
+                   for f in r["schema"]["fields"]}
+    contract = load_contract(released_ws.contracts / "magistrates.yaml")
+    assert constraints[("magistrates__defendants", "outcome")]["enum"] == \
+        contract.tables["defendants"].columns["outcome"].allowed
+    arrears = load_contract(released_ws.contracts / "civil.yaml").tables["claims"].columns["arrears_amount"]
+    assert (constraints[("civil__claims", "arrears_amount")]["minimum"],
+            constraints[("civil__claims", "arrears_amount")]["maximum"]) == (arrears.min, arrears.max)
+    dates = [c for (t, name), c in constraints.items() if typed[(t, name)] == "date" and "minimum" in c]
+    assert dates and all(len(c["minimum"]) == 10 for c in dates)  # ISO dates
+    # ... and every released value keeps to them.
+    for (t, name), c in constraints.items():
+        if "enum" in c:
+            path = rel / "tables" / f"{t}.parquet"
+            outside = con.execute(f'SELECT count(*) FROM read_parquet(\'{path}\') WHERE "{name}" IS NOT NULL '
+                                  f'AND CAST("{name}" AS VARCHAR) NOT IN (SELECT unnest(?))', [c["enum"]]).fetchall()[0][0]
+            assert outside == 0, (t, name)
     assert "This is the first release." in (rel / "RELEASE_NOTES.md").read_text()
     # Read-only once published.
     assert not os.access(rel / "tables", os.W_OK) or os.geteuid() == 0

@@ -72,6 +72,10 @@ class Declared:
 
     def as_json(self) -> dict:
         out: dict = {"kind": self.kind, "declared_in": self.where, "rule": self.describe()}
+        if self.values is not None:
+            out["values"] = list(self.values)  # the code list itself: researchers read the codes here
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
         if self.min is not None:
             out["min"] = _shown(self.min)
         if self.max is not None:

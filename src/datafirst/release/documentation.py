@@ -76,6 +76,18 @@ def dictionary_markdown(version: str, d: dict) -> str:
     return "\n".join(out)
 
 
+def _constraints(column: dict) -> dict:
+    """A column's declaration as Table Schema constraints (code list as `enum`, shape as `pattern`,
+    range as `minimum`/`maximum`), so that a data package validator checks what the release
+    promises; nothing for a column without a declaration (none is released)."""
+    declared = column.get("declared") or {}
+    if column["type"].endswith("[]"):
+        return {}  # a list's elements are declared, and a Table Schema constraint holds for a whole value
+    constraints = {k: declared[src] for src, k in (("values", "enum"), ("pattern", "pattern"), ("min", "minimum"),
+                                                   ("max", "maximum")) if src in declared}
+    return {"constraints": constraints} if constraints else {}
+
+
 def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> dict:
     resources = []
     for t in d["tables"]:
@@ -84,7 +96,7 @@ def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> d
             "name": t["name"], "path": t["path"], "format": "parquet", "mediatype": "application/vnd.apache.parquet",
             "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{digests[t['path']]}",
             "schema": {"fields": [{"name": c["name"], "type": frictionless_type(c["type"]),
-                                   "description": c["description"]} for c in t["columns"]],
+                                   "description": c["description"], **_constraints(c)} for c in t["columns"]],
                        "primaryKey": t["keys"]},
         })
     return {"profile": "data-package", "name": "datafirst-linked-justice-data", "version": version,
