@@ -86,12 +86,13 @@ def released_totals(release: Path | None) -> dict[str, dict]:
     return entry.get("tables") or {}
 
 
-def findings(ws: Workspace, latest_release: Path | None) -> list[Finding]:
-    """The landed tables beyond the control totals against `latest_release`'s load."""
+def findings(ws: Workspace, latest_release: Path | None, totals: dict[str, dict] | None = None) -> list[Finding]:
+    """The landed tables beyond the control totals against `latest_release`'s load (`totals`:
+    the current ones, when the caller has read them already)."""
     limit = ws.config().ingest.volume_change_limit
     before = released_totals(latest_release)
     out = []
-    for table, now in sorted(current_totals(ws).items()):
+    for table, now in sorted((current_totals(ws) if totals is None else totals).items()):
         then = before.get(table)
         if then is not None and then["file_sha256"] == now["file_sha256"]:
             continue  # the delivery the latest release was made from
@@ -117,7 +118,7 @@ def check(ws: Workspace, latest_release: Path | None, accept: Sequence[str] = ()
     if unknown:
         raise VolumeChangeError(f"{ACCEPT_OPTION} names tables that were not landed: {', '.join(unknown)}; the tables "
                                 f"are {', '.join(sorted(totals))}")
-    found = findings(ws, latest_release)
+    found = findings(ws, latest_release, totals)
     blocking = [f for f in found if f.table not in wanted]
     if blocking:
         raise VolumeChangeError(
