@@ -448,7 +448,20 @@ def _print_release(summary) -> None:
     console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
                   f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'}, "
                   f"signed in {summary.path / 'SHA256SUMS.sig'})")
+    _warn_meanings(summary.path)
     _print_head(summary.path)
+
+
+def _warn_meanings(release: Path) -> None:
+    """One warning line when a release has columns without a meaning, or empty in every row with
+    no reason: its release notes list them, with the contract key to write."""
+    from .release.meanings import check_release
+
+    check = check_release(release)
+    if check.missing or check.empty_unexplained:
+        console.print(f"[yellow]Warning:[/] {len(check.missing)} columns have no meaning in their contract and "
+                      f"{len(check.empty_unexplained)} empty columns have no reason; see \"Column meanings\" in "
+                      f"{release / 'RELEASE_NOTES.md'} for the contract keys to write.", soft_wrap=True, highlight=False)
 
 
 def _print_head(release: Path) -> None:
@@ -666,6 +679,7 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
                   f"{peak_memory_mb():,} MB" + (" (this process; Spark's JVM not included)." if on_spark else "."))
     if latest:
         console.print(f"Latest release: {latest[-1]} (dictionary: {latest[-1] / 'dictionary.md'})")
+        _warn_meanings(latest[-1])
         _print_head(latest[-1])
     console.print(f"Reports: {ws.reports / 'data_quality' / 'report.html'}, "
                   f"{ws.reports / 'linkage_quality' / 'report.html'} (internal)")

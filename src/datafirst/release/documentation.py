@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..workspace import Workspace
+from .meanings import NO_VALUE_DELIVERED, fully_empty, meaning_notes
 from .products import Product
 
 FRICTIONLESS_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "INTEGER": "integer", "SMALLINT": "integer",
@@ -37,7 +38,7 @@ def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, d
         for name, f in facts[p.name].items():
             column = {"name": name, "type": f["type"], "description": p.columns.get(name, ""),
                       "missing_share": round(f["missing"] / f["rows"], 4) if f["rows"] else 0.0,
-                      "distinct_values": f["distinct_values"]}
+                      "distinct_values": f["distinct_values"], **_meaning(p, name, f)}
             if name in p.declared:
                 column["declared"] = p.declared[name].as_json()
             if name in suppressed.get(p.name, {}):
@@ -55,11 +56,28 @@ def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, d
     return {"tables": tables}
 
 
+def _meaning(p: Product, name: str, f: dict) -> dict:
+    """What the dictionary adds to a column's meaning: that its contract gives none (and where
+    to write one), and why it is empty: the contract's reason, what the contract implies, or, for
+    a column empty in every row with neither, a flagged fallback naming where to write one."""
+    out = {}
+    if name in p.meaning_missing or not p.columns.get(name):
+        out["meaning_missing"] = p.meaning_missing.get(name) or f"no meaning declared for {p.name}.{name}"
+    if name in p.empty_because:
+        out["empty_because"] = p.empty_because[name]
+    elif fully_empty(f["missing"], f["rows"]):
+        out["empty_because"] = NO_VALUE_DELIVERED
+        out["empty_unexplained"] = f"no reason given: write one as {p.empty_reason_at[name]}" \
+            if name in p.empty_reason_at else f"no reason given for the derived column {p.name}.{name}"
+    return out
+
+
 def dictionary_markdown(version: str, d: dict) -> str:
     out = [f"# Data dictionary, release {version}", "",
            "Every table of the release, its unit (what one row is), its key (unique in every row), and every "
            "column with its type, meaning, share missing and, where few, its values. Ids are keyed hashes: they "
            "join within a release and across releases made with the same key, and reveal nothing.", ""]
+    out += [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in meaning_notes(d)]
     for t in d["tables"]:
         out += [f"## {t['name']}", "", t["description"], "", f"- unit: {t['unit']}", f"- key: {', '.join(t['keys'])}",
                 f"- rows: {t['rows']:,}", "", "| column | type | meaning | declared | missing | values |",
@@ -69,11 +87,18 @@ def dictionary_markdown(version: str, d: dict) -> str:
             declared = c["declared"]["rule"] if "declared" in c else ""
             if c.get("suppressed_values"):
                 declared += f"; {c['suppressed_values']:,} values outside it emptied"
-            out.append(f"| {c['name']} | {c['type']} | {c['description']} | {declared} | {c['missing_share']:.1%} "
+            out.append(f"| {c['name']} | {c['type']} | {_meaning_cell(c)} | {declared} | {c['missing_share']:.1%} "
                        f"| {values} |")
         out += [f"- withheld: `{w['name']}`: {w['reason']}" for w in t.get("withheld_columns", [])]
         out.append("")
     return "\n".join(out)
+
+
+def _meaning_cell(c: dict) -> str:
+    cell = " ".join(filter(None, [c["description"], f"(**{c['meaning_missing']}**)" if "meaning_missing" in c else ""]))
+    if "empty_because" in c:
+        cell += f" (empty: {c['empty_because']}" + (f"; {c['empty_unexplained']}" if "empty_unexplained" in c else "") + ")"
+    return cell
 
 
 def _constraints(column: dict) -> dict:
@@ -133,6 +158,7 @@ def release_notes(version: str, d: dict, previous: Path | None, meta: dict) -> s
         out += ["| table | before | now |", "|---|---|---|", *counts] if counts else ["None changed."]
         out.append("")
     out += allow_list_notes(d)
+    out += meaning_notes(d)
     out += person_id_notes(meta["person_ids"], previous, meta.get("key_check"))
     out += volume_change_notes(meta.get("control_totals"))
     return "\n".join(out)

@@ -56,6 +56,13 @@ class Product:
     # Columns whose values outside their declaration are emptied as the table is written; the
     # release counts them against the content file's empty values.
     suppressing: list[str] = field(default_factory=list)
+    # Columns whose contract gives no description -> where to write one (the dictionary says so
+    # rather than inventing a meaning).
+    meaning_missing: dict[str, str] = field(default_factory=dict)
+    # Why a column is empty: the contract's `empty_because`, or what its contract implies.
+    empty_because: dict[str, str] = field(default_factory=dict)
+    # Where a user writes `empty_because` for a column that has none (for the dictionary's hint).
+    empty_reason_at: dict[str, str] = field(default_factory=dict)
 
 
 def _q(name: str) -> str:
@@ -80,6 +87,12 @@ REDUCED_DECLARED = {
     "sex": code(["M", "F"]),
     "postcode_district": Declared("code", pattern=r"[A-Z]{1,2}[0-9][A-Z0-9]?", where="products.py"),
 }
+# The identifier role each reduced column is made from at standardisation.
+REDUCED_FROM_ROLE = {"year_of_birth": "date_of_birth", "sex": "sex", "postcode_district": "postcode"}
+REDUCED_MEANING = {"year_of_birth": "year of birth (the full date is not released)",
+                   "sex": "sex as recorded, cleaned to M or F (empty when unknown)",
+                   "postcode_district": "postcode district (outward code) at the time of the record; the full "
+                                        "postcode is not released"}
 SCORE = number(0, 1)
 COUNT = number(1, None)
 
@@ -166,6 +179,19 @@ def case_journeys(journeys: str) -> Product:
     })
 
 
+def _reduced_empty_because(contract: Contract, table: str, col: str, contract_file: str) -> tuple[str, str]:
+    """Why a reduced column (year_of_birth, sex, postcode_district) is empty, and where the
+    contract would say so: always, when the table maps no column to the role it is made from;
+    otherwise the `empty_because` of that role's column, if it has one."""
+    spec, role = contract.tables[table], REDUCED_FROM_ROLE[col]
+    held = spec.role_columns(role)
+    if not held:
+        return (f"{contract.table_key(table)} records no {role.replace('_', ' ')} ({contract_file} maps no column of "
+                f"tables.{table} to the {role} role), so {col} is always empty", "")
+    reason = next((spec.columns[c].empty_because for c in held if spec.columns[c].empty_because), "")
+    return reason, f"{contract_file}, tables.{table}.columns.{held[0]}.empty_because"
+
+
 def content_product(contract: Contract, table: str, content: str, links: str | None, columns: list[str]) -> Product:
     spec = contract.tables[table]
     # The links relation holds each record's row_id_hash already (hashed once per release).
@@ -179,17 +205,21 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
         select.append(_person_ids("l"))
         meaning.update(PERSON_ID_COLUMNS)
         declared.update(PERSON_ID_DECLARED)
+    contract_file = f"contract {contract.path.name}" if contract.path is not None else f"the {contract.source} contract"
+    meaning_missing, empty_because, empty_reason_at = {}, {}, {}
     for col in columns:
         cspec = spec.columns.get(col)
         # Reduced quasi-identifiers added at standardisation (a source column with a role may share
         # the name, as `sex` does: it is the identifier, which content never holds)
         if col in REDUCED_DECLARED and (cspec is None or cspec.role is not None):
             select.append(f"t.{_q(col)}")
-            meaning[col] = {"year_of_birth": "year of birth (the full date is not released)",
-                            "sex": "sex as recorded, cleaned to M or F (empty when unknown)",
-                            "postcode_district": "postcode district (outward code) at the time of the record; "
-                                                 "the full postcode is not released"}[col]
+            meaning[col] = REDUCED_MEANING[col]
             declared[col] = REDUCED_DECLARED[col]
+            reason, at = _reduced_empty_because(contract, table, col, contract_file)
+            if reason:
+                empty_because[col] = reason
+            else:
+                empty_reason_at[col] = at
             continue
         if cspec is None:  # added by standardisation and declared nowhere: the release refuses it, by name
             select.append(f"t.{_q(col)}")
@@ -197,16 +227,24 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
         decl = contract_column(contract, cspec)
         if isinstance(decl, str):
             withheld[col] = decl
-        elif cspec.native_id:
-            select.append(f"keyed_hash(t.{_q(col)}) AS {_q(col + '_hash')}")
-            meaning[col + "_hash"] = f"keyed hash of {col} (the source system's id)" + (
+            continue
+        at = f"{contract_file}, tables.{table}.columns.{col}"
+        released = col + "_hash" if cspec.native_id else col
+        if cspec.native_id:
+            select.append(f"keyed_hash(t.{_q(col)}) AS {_q(released)}")
+            meaning[released] = f"keyed hash of {col} (the source system's id)" + (
                 f": {cspec.description}" if cspec.description else "")
-            declared[col + "_hash"] = decl
         else:
             select.append(f"{suppressed_sql(f't.{_q(col)}', decl)} AS {_q(col)}")
-            meaning[col] = cspec.description or f"{col} as recorded by {contract.source}"
-            declared[col] = decl
+            meaning[col] = cspec.description  # none is invented: the dictionary says where to write one
             suppressing.append(col)
+        declared[released] = decl
+        if not cspec.description:
+            meaning_missing[released] = f"no description in {at}.description: write one"
+        if cspec.empty_because:
+            empty_because[released] = cspec.empty_because
+        else:
+            empty_reason_at[released] = f"{at}.empty_because"
     # The links of this table's records only (keys are `source|table|id`): each person table's join
     # then holds its own records' links, not every record's.
     prefix = sql_string(f"{contract.source}|{table}|")
@@ -218,7 +256,8 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
                    source=contract.source, table=table, needs_person_ids=links is not None, declared=declared,
-                   withheld=withheld, suppressing=suppressing)
+                   withheld=withheld, suppressing=suppressing, meaning_missing=meaning_missing,
+                   empty_because=empty_because, empty_reason_at=empty_reason_at)
 
 
 def _most_common(column: str) -> str:

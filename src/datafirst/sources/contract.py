@@ -124,13 +124,22 @@ class Column(BaseModel):
         None, description="date_of_birth: days of the year ('01-01') written when only the year is known: such a "
                           "date counts as its year alone (default: datafirst.yaml's)")
     path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
-    description: str = ""
+    description: str = Field("", description="what the value is, its unit or format, and when it is empty; the "
+                                            "data dictionary's meaning of the column")
+    empty_because: str = Field("", description="why the column is empty (always, or where it is): the data "
+                                               "dictionary's explanation of its missing values")
     # Where `allowed` was read from when the contract named a file (for the data dictionary).
     _allowed_from: str | None = PrivateAttr(None)
 
     @property
     def allowed_from(self) -> str | None:
         return self._allowed_from
+
+    @property
+    def is_released(self) -> bool:
+        """Whether a release holds the column, or the reduced column its role gives."""
+        return (self.role is None and self.compare is None) or self.native_id or self.content \
+            or self.role in ("date_of_birth", "sex", "postcode")
 
     @field_validator("on_invalid", mode="before")
     @classmethod
@@ -195,6 +204,11 @@ class Column(BaseModel):
         for day in self.year_only_dates or []:
             if not re.match(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", day):
                 raise ValueError(f"year_only_dates takes month-day pairs such as '01-01', got {day!r}")
+        if self.empty_because and not self.is_released:
+            raise ValueError("`empty_because` explains a released column's empty values, and this column is not "
+                             "released (an identifier goes to the linkage zone only); put it on a content column, a "
+                             "native_id, or the date_of_birth, sex or postcode column (which give year_of_birth, sex "
+                             "and postcode_district)")
         if self.role in TEXT_ROLES and self.type != "string":
             raise ValueError(f"a column with role {self.role} must have type string (the default): it is cleaned as text")
         return self
