@@ -461,7 +461,8 @@ def _warn_meanings(release: Path) -> None:
     if check.missing or check.empty_unexplained:
         console.print(f"[yellow]Warning:[/] {len(check.missing)} columns have no meaning in their contract and "
                       f"{len(check.empty_unexplained)} empty columns have no reason; see \"Column meanings\" in "
-                      f"{release / 'RELEASE_NOTES.md'} for the contract keys to write.", soft_wrap=True, highlight=False)
+                      f"{release / 'RELEASE_NOTES.md'} for the contract keys to write.", soft_wrap=True,
+                      highlight=False)
 
 
 def _print_head(release: Path) -> None:

@@ -97,7 +97,8 @@ def dictionary_markdown(version: str, d: dict) -> str:
 def _meaning_cell(c: dict) -> str:
     cell = " ".join(filter(None, [c["description"], f"(**{c['meaning_missing']}**)" if "meaning_missing" in c else ""]))
     if "empty_because" in c:
-        cell += f" (empty: {c['empty_because']}" + (f"; {c['empty_unexplained']}" if "empty_unexplained" in c else "") + ")"
+        unexplained = f"; {c['empty_unexplained']}" if "empty_unexplained" in c else ""
+        cell += f" (empty: {c['empty_because']}{unexplained})"
     return cell
 
 

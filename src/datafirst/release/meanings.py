@@ -81,11 +81,11 @@ def meaning_notes(d: dict) -> list[str]:
     and the columns empty in every row (with why, or the key to write the reason)."""
     missing = [(t["name"], c["name"], c["meaning_missing"]) for t in d["tables"] for c in t["columns"]
                if c.get("meaning_missing")]
-    empty = [(t["name"], c["name"], c.get("empty_because", NO_VALUE_DELIVERED), c.get("empty_unexplained")) for t in d["tables"]
-             for c in t["columns"] if t["rows"] and c["distinct_values"] == 0]
+    empty = [(t["name"], c["name"], c.get("empty_because", NO_VALUE_DELIVERED), c.get("empty_unexplained"))
+             for t in d["tables"] for c in t["columns"] if t["rows"] and c["distinct_values"] == 0]
     out = ["## Column meanings", "",
-           "Every column's meaning comes from its contract (`description`) or from the product that derives it; "
-           "none is generated.", ""]
+           ("Every column's meaning comes from its contract (`description`) or from the product that derives it; "
+            "none is generated."), ""]
     out += ["Columns without a meaning:", "", *(f"- `{t}.{c}`: {why}" for t, c, why in missing), ""] if missing \
         else ["Columns without a meaning: none.", ""]
     out += ["Columns empty in every row:", "",

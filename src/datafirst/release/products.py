@@ -186,8 +186,9 @@ def _reduced_empty_because(contract: Contract, table: str, col: str, contract_fi
     spec, role = contract.tables[table], REDUCED_FROM_ROLE[col]
     held = spec.role_columns(role)
     if not held:
-        return (f"{contract.table_key(table)} records no {role.replace('_', ' ')} ({contract_file} maps no column of "
-                f"tables.{table} to the {role} role), so {col} is always empty", "")
+        why = (f"{contract.table_key(table)} records no {role.replace('_', ' ')} ({contract_file} maps no column of "
+               f"tables.{table} to the {role} role), so {col} is always empty")
+        return why, ""
     reason = next((spec.columns[c].empty_because for c in held if spec.columns[c].empty_because), "")
     return reason, f"{contract_file}, tables.{table}.columns.{held[0]}.empty_because"
 
