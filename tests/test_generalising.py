@@ -225,6 +225,21 @@ def test_a_middle_initial_agrees_with_a_full_middle_name():
     assert _level(model, "middle_names", {"middle_names": "s"}, {"middle_names": "marie"}) == "All other comparisons"
 
 
+def test_an_address_with_a_space_dropped_or_moved_is_the_same_address():
+    # FEBRL4's last missed pairs at medium: 'mckinleycircuit' for 'mckinley circuit',
+    # 'brackenl eigh' for 'bracken leigh'; word overlap alone scored them below the threshold.
+    model = _default_model({"forename", "surname", "address"})
+
+    def level(a: str, b: str) -> str:
+        return _level(model, "address", {"address": a, "address_tokens": a.split()},
+                      {"address": b, "address_tokens": b.split()})
+
+    assert level("2 mckinley circuit lemon tree passage", "2 mckinleycircuit lemon tree passage") == \
+        "Exact match ignoring spaces"
+    assert level("2 denovan circuit bracken leigh", "2 denovan circuit brackenl eigh") == "Exact match ignoring spaces"
+    assert level("2 denovan circuit bracken leigh", "4 denovan circuit bracken leigh") != "Exact match ignoring spaces"
+
+
 def test_dates_with_swapped_day_and_month_typos_and_only_a_year_are_partial_evidence():
     model = _default_model({"forename", "surname", "date_of_birth", "year_of_birth"})
 

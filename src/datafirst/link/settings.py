@@ -369,12 +369,16 @@ def address_comparison() -> cl.CustomComparison:
     return cl.CustomComparison(
         # Close in spelling before three words in common: a word split by a typo ('mortlac h')
         # leaves three words in common of an address that is otherwise the same.
-        comparison_levels=[cll.NullLevel("address"), cll.ExactMatchLevel("address"),
+        # Exact ignoring spaces: a space dropped or moved when an address was typed
+        # ('mckinleycircuit', 'brackenl eigh') leaves the same place.
+        comparison_levels=[cll.NullLevel("address"),
+                           cll.CustomLevel("replace(address_l, ' ', '') = replace(address_r, ' ', '')",
+                                           label_for_charts="Exact match ignoring spaces"),
                            cll.ArrayIntersectLevel("address_tokens", 4), cll.JaroWinklerLevel("address", 0.9),
                            cll.ArrayIntersectLevel("address_tokens", 3), cll.JaroWinklerLevel("address", 0.8),
                            cll.ElseLevel()],
         output_column_name="address",
-        comparison_description="address: exact, 4+ words in common, Jaro-Winkler 0.9, 3+ words, Jaro-Winkler 0.8")
+        comparison_description="address: exact ignoring spaces, 4+ words in common, Jaro-Winkler 0.9, 3+ words, Jaro-Winkler 0.8")
 
 
 def attribute_comparison(name: str, kind: str) -> cl.CustomComparison:
