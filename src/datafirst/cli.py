@@ -446,7 +446,8 @@ def _print_release(summary) -> None:
         t.add_row(name, f"{rows:,}")
     console.print(t)
     console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
-                  f"release notes: {summary.path / 'RELEASE_NOTES.md'}; checksums: {summary.path / 'SHA256SUMS'}, "
+                  f"release notes: {summary.path / 'RELEASE_NOTES.md'}; catalogue site: "
+                  f"{summary.path / 'site' / 'index.html'}; checksums: {summary.path / 'SHA256SUMS'}, "
                   f"signed in {summary.path / 'SHA256SUMS.sig'})")
     _warn_meanings(summary.path)
     _print_head(summary.path)
@@ -539,6 +540,38 @@ def diff_command(
                        ("splits", f"splits (an id of {a} whose records are under 2+ ids of {b})")):
         p.add_row(label, *(f"{x[key]:,}" for x in d["people"].values()))
     console.print(p)
+
+
+@app.command("site")
+def site_command(
+    release_dir: Path = typer.Argument(..., metavar="RELEASE", help="The release folder, for example releases/v0001."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="The folder to write the site to (new, or a site "
+                             "written before, which is replaced). Open DIR/index.html in a browser; no server needed."),
+    workspace: Path | None = typer.Option(None, "--workspace", "-w", metavar="DIR", help="The workspace the release "
+                                          "was made in, whose identifiers zone the privacy guard checks the pages "
+                                          "against. Default: the workspace the release sits in, if any."),
+) -> None:
+    """Write a release's catalogue as a static site: an overview and how to cite, every table and
+    column, a join diagram, linkage and data quality, release notes and changes, and a search that
+    works from file://. Built from the release's own files; refused if a page holds a value of the
+    identifiers zone (the guard runs when the workspace is known). See docs/site.md."""
+    from .release.site import SiteError, site_for_release, workspace_of
+
+    if not release_dir.is_dir():
+        _fail(f"{release_dir} is not a folder; give a release folder, for example releases/v0001")
+    ws = _workspace(workspace) if workspace is not None else workspace_of(release_dir)
+    try:
+        summary = site_for_release(release_dir, out, ws)
+    except SiteError as exc:
+        _fail(str(exc))
+    console.print(f"Site of {release_dir.name}: {summary.pages} pages in {summary.path}; open "
+                  f"{summary.path / 'index.html'}.", soft_wrap=True, highlight=False)
+    if summary.guarded:
+        console.print(f"The privacy guard read every page against the identifiers zone of {ws.root}: nothing found.",
+                      soft_wrap=True, highlight=False)
+    else:
+        console.print("[yellow]The privacy guard was not run: the release is not in a workspace, so there is no "
+                      "identifiers zone to check the pages against (give -w WORKSPACE to run it).[/]", soft_wrap=True)
 
 
 def _workspace_of(release: Path) -> Path:

@@ -16,6 +16,7 @@ docs/release.md says what it cannot see.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
     row_id_hash already computed (the release's links), so that those rows are not hashed again.
     The values are not gathered into a table: the guard looks them up for the few distinct
     values a release holds (see `check_tables`)."""
+    sensitive = sensitive_value_sources(identifiers_glob, content_dir, contracts, clusters)
+    ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
+    # Not a temp table: it may be built by a job on another connection (Engine.concurrently)
+    # while the products are written.
+    row_id_hash = "keyed_hash(i.record_key)" if hashed_rows is None else "coalesce(h.row_id_hash, keyed_hash(i.record_key))"
+    join = "" if hashed_rows is None else f"LEFT JOIN {hashed_rows} h USING (record_key)"
+    engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
+        SELECT {row_id_hash} AS row_id_hash, i.date_of_birth FROM {ids} i {join} WHERE i.date_of_birth IS NOT NULL""")
+    return sensitive
+
+
+def sensitive_value_sources(identifiers_glob: Path, content_dir: Path, contracts: list[Contract],
+                            clusters: Path) -> SensitiveValues:
+    """Where the sensitive values are, as SQL over the identifiers, content and links zones
+    (nothing is read, and no hashing key is needed: `check_text` uses it for a site's pages)."""
     ids = f"read_parquet({sql_string(identifiers_glob)}, union_by_name = true)"
     # The links zone's internal cluster ids are unkeyed digests of record keys: never released.
     internal = [f"SELECT lower(person_id_{t}) AS v, 'internal cluster id' AS kind FROM read_parquet({sql_string(clusters)})"
@@ -93,12 +109,6 @@ def build_sensitive_values(engine: Engine, identifiers_glob: Path, content_dir: 
                     parts.append(f"SELECT lower(CAST(\"{col}\" AS VARCHAR)) AS v, 'native id' AS kind "
                                  f"FROM read_parquet({sql_string(path)}) WHERE \"{col}\" IS NOT NULL")
             parts.append(f"SELECT lower(record_key) AS v, 'record key' AS kind FROM read_parquet({sql_string(path)})")
-    # Not a temp table: it may be built by a job on another connection (Engine.concurrently)
-    # while the products are written.
-    row_id_hash = "keyed_hash(i.record_key)" if hashed_rows is None else "coalesce(h.row_id_hash, keyed_hash(i.record_key))"
-    join = "" if hashed_rows is None else f"LEFT JOIN {hashed_rows} h USING (record_key)"
-    engine.execute(f"""CREATE OR REPLACE TABLE birth_dates AS
-        SELECT {row_id_hash} AS row_id_hash, i.date_of_birth FROM {ids} i {join} WHERE i.date_of_birth IS NOT NULL""")
     full_names = (f"SELECT split_part(forename, ' ', 1) AS f, split_part(surname, ' ', 1) AS s FROM {ids} "
                   f"WHERE length(forename) >= {MIN_PAIRED_LENGTH} AND length(surname) >= {MIN_PAIRED_LENGTH}")
     return SensitiveValues(parts, names, full_names)
@@ -260,6 +270,56 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     for found in dates:
         problems += found
     return problems
+
+
+def check_text(engine: Engine, passages: list[tuple[str, str]], sensitive: SensitiveValues,
+               ignore: Collection[str] = ()) -> list[str]:
+    """Problems with text published beside a release (a site's pages): `passages` are (page,
+    text) pairs, each a piece of a page's text (a heading, a paragraph, a table cell). A passage
+    equal to a sensitive value, or holding one in another form (an id-like word, a postcode, PNC
+    or CRO number, a date of birth in a common format, a name spelt out: as `check_tables` reads a
+    released value), a forename and a surname of one person side by side, or an address, is a
+    problem, named by page and kind and never by value. `ignore`: values the release itself
+    declares (the dates bounding a declared range, its table and column names), which are
+    nobody's even when one equals a date of birth or a surname."""
+    engine.register("guard_text_passages", pa.table({
+        "tbl": pa.array([page for page, _ in passages], pa.string()),
+        "col": pa.array(["text"] * len(passages), pa.string()),
+        "v": pa.array([text for _, text in passages], pa.string()),
+        "is_list": pa.array([False] * len(passages), pa.bool_())}))
+    ignored = ", ".join(sql_string(v.lower()) for v in ignore) or "NULL"
+    try:
+        engine.execute("CREATE OR REPLACE TABLE guard_release_values AS SELECT * FROM guard_text_passages")
+        engine.execute(f"CREATE OR REPLACE TABLE guard_release_variants AS {_variants_sql('guard_release_values')}")
+        engine.execute(f"""CREATE OR REPLACE TABLE guard_text_candidates AS
+            SELECT DISTINCT tbl, v FROM (SELECT tbl, lower(trim(v)) AS v FROM guard_release_values
+                                         UNION ALL SELECT tbl, v FROM guard_release_variants)
+            WHERE v IS NOT NULL AND v NOT IN ({ignored})""")
+        found = engine.execute(f"""
+            SELECT c.tbl, s.kind, count(DISTINCT c.v) FROM guard_text_candidates c
+            JOIN (SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
+                  SEMI JOIN guard_text_candidates c ON c.v = s.v) s ON s.v = c.v
+            GROUP BY ALL ORDER BY ALL""")
+        pairs = engine.execute(f"""
+            WITH words AS (SELECT tbl, string_split(trim(n), ' ') AS ws
+                           FROM (SELECT DISTINCT tbl, {_normalised('v')} AS n FROM guard_release_values)),
+            pairs AS (SELECT DISTINCT tbl, ws[i] AS a, ws[i + 1] AS b
+                      FROM (SELECT *, unnest(range(1, array_length(ws))) AS i FROM words)),
+            people AS (SELECT DISTINCT f, s FROM ({sensitive.full_names})),
+            paired AS (SELECT p.tbl, p.a, p.b FROM pairs p JOIN people x ON x.f = p.a AND x.s = p.b
+                       UNION SELECT p.tbl, p.a, p.b FROM pairs p JOIN people x ON x.s = p.a AND x.f = p.b)
+            SELECT tbl, count(*) FROM paired GROUP BY ALL ORDER BY ALL""")
+        addresses = engine.execute(f"""SELECT tbl, count(DISTINCT v) FROM guard_release_values
+                                       WHERE regexp_matches(lower(v), {sql_string(_ADDRESS_SHAPE)})
+                                       GROUP BY ALL ORDER BY ALL""")
+    finally:
+        engine.unregister("guard_text_passages")
+        for table in ("guard_release_values", "guard_release_variants", "guard_text_candidates"):
+            engine.execute(f"DROP TABLE IF EXISTS {table}")
+    return ([f"{page}: {n:,} passage(s) hold {_described(kind)}" for page, kind, n in found]
+            + [f"{page}: {n:,} pair(s) of words are a forename and a surname of one person of the identifiers zone"
+               for page, n in pairs]
+            + [f"{page}: {n:,} passage(s) hold an address (a house number and a street)" for page, n in addresses])
 
 
 def _normalised(expr: str) -> str:

@@ -32,7 +32,7 @@ from ..sources import control_totals
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
-from . import allowlist, documentation, person_ids
+from . import allowlist, documentation, person_ids, site
 from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
     check_series, misplaced, settle_pending, write_anchor, write_ledger
 from .chain import published as published_in, read_ledger as read_ledger_in
@@ -251,6 +251,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                 {"previous_manifest_sha256": file_sha256(previous / MANIFEST) if previous else None,
                                  "signing_key_fingerprint": fingerprint(signing_key.public_key()),
                                  "key_check": key_check, "id_series": series, "control_totals": totals,
+                                 "small_count": ws.config().release.small_count,
                                  "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}},
                                 suppressed=suppressed, exemptions=exemptions)
@@ -258,6 +259,10 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             remove_tree(tmp)
             return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,
                                   unchanged=True)
+        # The site is part of the release (signed with it), built once the release is known to be
+        # new; `_same_as` compares the documents it is made from, not the site.
+        with Engine() as text_engine:  # DuckDB reads the zones whatever the release's engine
+            site.build_site(tmp, tmp / site.SITE, site.text_guard(text_engine, found), ws.config().release.small_count)
         _write_checksums(tmp, digests)
         (tmp / SIGNATURE).write_bytes(signing_key.sign((tmp / SUMS).read_bytes()))
         _make_read_only(tmp)
