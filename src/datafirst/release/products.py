@@ -261,8 +261,9 @@ def _most_common(column: str, person: str) -> str:
             WHERE rank = 1)"""
 
 
-# Made by the stage from person_inputs_sql, for the person products: every linked record with its
-# person ids and reduced demographics, and every dated event with the person ids of its records.
+# Made by the stage from person_inputs_sql, for the person products: every dated event with each
+# linked record it belongs to, and every linked record with its person ids, reduced demographics
+# and first and last event.
 PERSON_RECORDS = "release_person_records"
 PERSON_EVENTS = "release_person_events"
 PERSON_INPUTS = (PERSON_RECORDS, PERSON_EVENTS)
@@ -311,22 +312,18 @@ def event_tables(contracts: list[Contract]) -> list[EventTable]:
 
 
 def person_inputs_sql(ws: Workspace, contracts: list[Contract], links: str) -> dict[str, str]:
-    """What the person tables and the person journey are built from, each joined once:
-    PERSON_RECORDS, every linked record with its person ids and reduced demographics (only
-    person tables' records are linked, and carry the reduced sex and year of birth); and
-    PERSON_EVENTS, every dated event of every table with an `event_date` with the person ids of
-    each record it belongs to (`event_tables`), its row id that of its own row."""
+    """What the person tables and the person journey are built from, each joined once (made in
+    this order: the records read the events):
+    PERSON_EVENTS, every dated event of every table with an `event_date`, once for each linked
+    record it belongs to (`event_tables`): that record's key and medium person id, and the event's
+    row id (`own` when the event is that record's own row);
+    PERSON_RECORDS, every linked record with its person ids, reduced demographics (only person
+    tables' records are linked, and carry the reduced sex and year of birth) and the first and
+    last date of its events, from which each threshold's person table takes its own."""
 
     def content(contract: Contract, table: str) -> str:
         return f"read_parquet({sql_string(str(ws.zone('content') / f'{contract.table_key(table)}.parquet'))})"
 
-    demographics = [f"SELECT c.record_key, c.sex, c.year_of_birth FROM {content(contract, name)} c"
-                    for contract in contracts for name, spec in contract.tables.items() if spec.is_person_table]
-    records = f"""SELECT l.person_id_high, l.person_id_medium, l.person_id_low, l.row_id_hash, l.source,
-                         r.sex, r.year_of_birth
-                  FROM {links} l LEFT JOIN ({' UNION ALL '.join(demographics) if demographics else
-                      'SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS sex, NULL::BIGINT AS year_of_birth WHERE false'}
-                  ) r USING (record_key)"""
     events = []
     for ev in event_tables(contracts):
         spec, contract = ev.spec, ev.contract
@@ -335,19 +332,28 @@ def person_inputs_sql(ws: Workspace, contracts: list[Contract], links: str) -> d
         fields = (f"{date} AS event_date, {sql_string(ev.event_type)} AS event_type, "
                   f"{sql_string(contract.source)} AS source_dataset, {sql_string(ev.name)} AS source_table")
         if spec.is_person_table:  # its own record: the links hold its row id already
-            events.append(f"SELECT e.record_key AS person_record, NULL::VARCHAR AS row_id_hash, {fields} "
+            events.append(f"SELECT e.record_key, NULL::VARCHAR AS row_id_hash, {fields} "
                           f"FROM {content(contract, ev.name)} e")
         for person_table, ids in ev.via.items():
             on = " AND ".join(f"p.{_q(c)} = e.{_q(c)}" for c in ids)
-            events.append(f"SELECT p.record_key AS person_record, keyed_hash(e.record_key) AS row_id_hash, {fields} "
+            events.append(f"SELECT p.record_key, keyed_hash(e.record_key) AS row_id_hash, {fields} "
                           f"FROM {content(contract, ev.name)} e JOIN {content(contract, person_table)} p ON {on}")
     union = " UNION ALL ".join(events) if events else (
-        "SELECT NULL::VARCHAR AS person_record, NULL::VARCHAR AS row_id_hash, NULL::DATE AS event_date, "
+        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS row_id_hash, NULL::DATE AS event_date, "
         "NULL::VARCHAR AS event_type, NULL::VARCHAR AS source_dataset, NULL::VARCHAR AS source_table WHERE false")
-    dated = f"""SELECT l.person_id_high, l.person_id_medium, l.person_id_low, e.event_date, e.event_type,
-                       e.source_dataset, e.source_table, coalesce(e.row_id_hash, l.row_id_hash) AS row_id_hash
-                FROM ({union}) e JOIN {links} l ON l.record_key = e.person_record"""
-    return {PERSON_RECORDS: records, PERSON_EVENTS: dated}
+    dated = f"""SELECT e.record_key, l.person_id_medium, e.event_date, e.event_type, e.source_dataset, e.source_table,
+                       coalesce(e.row_id_hash, l.row_id_hash) AS row_id_hash, e.row_id_hash IS NULL AS own
+                FROM ({union}) e JOIN {links} l USING (record_key)"""
+    demographics = [f"SELECT c.record_key, c.sex, c.year_of_birth FROM {content(contract, name)} c"
+                    for contract in contracts for name, spec in contract.tables.items() if spec.is_person_table]
+    records = f"""SELECT l.person_id_high, l.person_id_medium, l.person_id_low, l.row_id_hash, l.source,
+                         r.sex, r.year_of_birth, d.first_event, d.last_event
+                  FROM {links} l LEFT JOIN ({' UNION ALL '.join(demographics) if demographics else
+                      'SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS sex, NULL::BIGINT AS year_of_birth WHERE false'}
+                  ) r USING (record_key)
+                  LEFT JOIN (SELECT record_key, min(event_date) AS first_event, max(event_date) AS last_event
+                             FROM {PERSON_EVENTS} GROUP BY record_key) d USING (record_key)"""
+    return {PERSON_EVENTS: dated, PERSON_RECORDS: records}
 
 
 # The person table at each threshold (medium keeps the name `person`, as before there were three).
@@ -369,11 +375,13 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS,
     unreached = [f"{t.contract.source}.{t.name}" for t in tables if not t.reached]
     event_dates = _event_dates(contracts)
     sources = code([c.source for c in contracts])
+    # A record's own event is its person's once; an event reached through records (a case through
+    # its parties) once per person, however many of the person's records it reaches.
+    fields = "person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash"
     journey_sql = f"""
-        SELECT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash,
+        SELECT {fields},
                row_number() OVER (PARTITION BY person_id_medium ORDER BY event_date, row_id_hash) AS event_sequence
-        FROM (SELECT DISTINCT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash
-              FROM {events})
+        FROM (SELECT {fields} FROM {events} WHERE own UNION ALL SELECT DISTINCT {fields} FROM {events} WHERE NOT own)
         ORDER BY person_id_medium, event_sequence"""
     products = []
     for threshold, name in PERSON_TABLES.items():
@@ -383,14 +391,12 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS,
         {_most_common("sex", person)},
         {_most_common("year_of_birth", person)},
         demo AS (SELECT {person}, s.sex, y.year_of_birth
-                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING ({person})),
-        dated AS (SELECT {person}, min(event_date) AS first_event, max(event_date) AS last_event
-                  FROM {events} GROUP BY {person})
+                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING ({person}))
         SELECT r.{person},
                list_sort(list_distinct(list(r.source))) AS sources, count(*) AS records,
                any_value(d.sex) AS sex, any_value(d.year_of_birth) AS year_of_birth,
-               any_value(e.first_event) AS first_event, any_value(e.last_event) AS last_event
-        FROM {records} r LEFT JOIN demo d USING ({person}) LEFT JOIN dated e USING ({person})
+               min(r.first_event) AS first_event, max(r.last_event) AS last_event
+        FROM {records} r LEFT JOIN demo d USING ({person})
         GROUP BY r.{person} ORDER BY 1"""
         products.append(Product(name, sql, f"one row per person ({threshold} threshold)", (
             f"Analytics-ready summary of each estimated person at {_THRESHOLD_MEANING[threshold]}: which sources "
