@@ -223,8 +223,15 @@ def _broken(f: dict, d: Declared) -> str | None:
     return None
 
 
-def suppressed_counts(engine: Engine, content: Path, columns: list[str], profile: dict[str, dict]) -> dict[str, int]:
+def suppressed_counts(engine: Engine, content: Path, columns: list[str], profile: dict[str, dict],
+                      harmonised: dict[str, str] | None = None) -> dict[str, int]:
     """Values emptied per column as a product was written (its empty values against those of its
-    content file, which has the same rows)."""
-    before = missing_counts(engine, content, columns)
-    return {c: profile[c]["missing"] - before[c] for c in columns if c in before and c in profile}
+    content file, which has the same rows); and for each column a contract's `harmonise` adds
+    (`harmonised`: added column -> source column), the source values it left empty for having no
+    row in the mapping (those emptied in the source column itself are counted there)."""
+    harmonised = harmonised or {}
+    before = missing_counts(engine, content, list(dict.fromkeys([*columns, *harmonised.values()])))
+    out = {c: profile[c]["missing"] - before[c] for c in columns if c in before and c in profile}
+    out.update({added: profile[added]["missing"] - before[source] - out.get(source, 0)
+                for added, source in harmonised.items() if added in profile and source in before})
+    return out

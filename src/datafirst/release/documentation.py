@@ -43,6 +43,8 @@ def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, d
                 column["declared"] = p.declared[name].as_json()
             if name in suppressed.get(p.name, {}):
                 column["suppressed_values"] = suppressed[p.name][name]
+            if name in p.harmonised:  # its values are the source column's, mapped (`harmonise`)
+                column["harmonised_from"] = p.harmonised[name]
             if f"{p.name}.{name}" in exemptions:
                 column["privacy_guard_exemption"] = exemptions[f"{p.name}.{name}"]
             if "allowed_values" in f:
@@ -85,8 +87,11 @@ def dictionary_markdown(version: str, d: dict) -> str:
         for c in t["columns"]:
             values = ", ".join(c.get("allowed_values", [])) or f"{c['distinct_values']:,} distinct"
             declared = c["declared"]["rule"] if "declared" in c else ""
+            if "harmonised_from" in c:
+                declared += f", mapped from {c['harmonised_from']}"
             if c.get("suppressed_values"):
-                declared += f"; {c['suppressed_values']:,} values outside it emptied"
+                declared += f"; {c['suppressed_values']:,} values " + (
+                    "with no row in the mapping emptied" if "harmonised_from" in c else "outside it emptied")
             out.append(f"| {c['name']} | {c['type']} | {_meaning_cell(c)} | {declared} | {c['missing_share']:.1%} "
                        f"| {values} |")
         out += [f"- withheld: `{w['name']}`: {w['reason']}" for w in t.get("withheld_columns", [])]
@@ -181,8 +186,10 @@ def allow_list_notes(d: dict) -> list[str]:
     (and what to declare), values emptied for being outside their declaration, and every
     column exempted from the privacy guard with its reason."""
     withheld = [(t["name"], w["name"], w["reason"]) for t in d["tables"] for w in t.get("withheld_columns", [])]
-    emptied = [(t["name"], c["name"], c["suppressed_values"], c["declared"]["rule"]) for t in d["tables"]
-               for c in t["columns"] if c.get("suppressed_values")]
+    emptied = [(t["name"], c["name"], c["suppressed_values"], c["declared"]["rule"] + (
+                   f", mapped from `{c['harmonised_from']}` (the value has no row in the mapping)"
+                   if "harmonised_from" in c else "")) for t in d["tables"] for c in t["columns"]
+               if c.get("suppressed_values")]
     exempt = [(t["name"], c["name"], c["privacy_guard_exemption"]) for t in d["tables"] for c in t["columns"]
               if "privacy_guard_exemption" in c]
     out = ["## Columns and values kept out", "",

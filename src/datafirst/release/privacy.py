@@ -427,9 +427,10 @@ def _people_of_rows(name: str, read: dict[str, tuple[str, list]],
     rows = sorted(c for c in cols if c.endswith("_row_id_hash"))
     if rows:
         return " UNION ALL ".join(f'SELECT p.*, p."{c}" AS _person FROM {rel} p' for c in rows), False
-    if "person_id_medium" in cols and "person_link_lookup" in read:
-        return (f"SELECT p.*, l.row_id_hash AS _person FROM {rel} p JOIN (SELECT person_id_medium, row_id_hash "
-                f"FROM {read['person_link_lookup'][0]}) l USING (person_id_medium)"), False
+    person = next((c for c in ("person_id_medium", "person_id_high", "person_id_low") if c in cols), None)
+    if person is not None and "person_link_lookup" in read:  # a person's records (a person table at any threshold)
+        return (f"SELECT p.*, l.row_id_hash AS _person FROM {rel} p JOIN (SELECT {person}, row_id_hash "
+                f"FROM {read['person_link_lookup'][0]}) l USING ({person})"), False
     shared = [(profiles[t][c]["distinct_values"], t, c) for t, tcols in person_tables.items() if t != name
               for c in cols & tcols if c.endswith("_hash") and c != "row_id_hash"]
     if not shared:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..link.stage import RELIABILITY
-from ..sources.contract import Contract
+from ..sources.contract import Contract, Harmonise, Table
 from ..workspace import Workspace
 from .allowlist import FLAG, HASHED_ID, Declared, code, contract_column, dates, number, suppressed_sql
 
@@ -63,6 +63,9 @@ class Product:
     empty_because: dict[str, str] = field(default_factory=dict)
     # Where a user writes `empty_because` for a column that has none (for the dictionary's hint).
     empty_reason_at: dict[str, str] = field(default_factory=dict)
+    # Columns a contract's `harmonise` adds -> the source column they map; a value with no row in
+    # the mapping is emptied, and the release counts those.
+    harmonised: dict[str, str] = field(default_factory=dict)
 
 
 def _q(name: str) -> str:
@@ -201,7 +204,7 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
     meaning = {"row_id_hash": "keyed hash of the record's id" + ("; joins to person_link_lookup" if links is not None
                                                                   else "")}
     declared = {"row_id_hash": HASHED_ID}
-    withheld, suppressing = {}, []
+    withheld, suppressing, harmonised, joins = {}, [], {}, []
     if links is not None:
         select.append(_person_ids("l"))
         meaning.update(PERSON_ID_COLUMNS)
@@ -246,6 +249,21 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
             empty_because[released] = cspec.empty_because
         else:
             empty_reason_at[released] = f"{at}.empty_because"
+        if cspec.harmonise is not None:
+            # Mapped from the value as released (the raw one when the column itself is withheld: the
+            # added columns hold only the mapping's values, a code list).
+            value = f"t.{_q(col)}" if isinstance(decl, str) else suppressed_sql(f"t.{_q(col)}", decl)
+            alias = f"h{len(joins)}"
+            joins.append(_mapping_join(cspec.harmonise, alias, value))
+            where = contract.path.name if contract.path is not None else f"the {contract.source} contract"
+            for added, aspec in cspec.harmonise.columns.items():
+                select.append(f"{alias}.{_q(added)}")
+                meaning[added] = aspec.description
+                if not aspec.description:
+                    meaning_missing[added] = f"no description in {at}.harmonise.columns.{added}.description: write one"
+                declared[added] = Declared("code", values=tuple(cspec.harmonise.codes(added)), where=where,
+                                           listed_in=cspec.harmonise.listed_in(added))
+                harmonised[added] = col
     # The links of this table's records only (keys are `source|table|id`): each person table's join
     # then holds its own records' links, not every record's.
     prefix = sql_string(f"{contract.source}|{table}|")
@@ -253,115 +271,217 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
             if links is not None else "")
     # In keyed-hash order: in the extract's order, someone holding the extract could match the
     # released rows to its lines by position.
-    sql = f"SELECT {', '.join(select)} FROM {content} t {join} ORDER BY row_id_hash"
+    sql = f"SELECT {', '.join(select)} FROM {content} t {join} {' '.join(joins)} ORDER BY row_id_hash"
     return Product(contract.table_key(table), sql, spec.unit or "one row per source record",
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
                    source=contract.source, table=table, needs_person_ids=links is not None, declared=declared,
                    withheld=withheld, suppressing=suppressing, meaning_missing=meaning_missing,
-                   empty_because=empty_because, empty_reason_at=empty_reason_at)
+                   empty_because=empty_because, empty_reason_at=empty_reason_at, harmonised=harmonised)
 
 
-def _most_common(column: str) -> str:
-    """A CTE `most_common_<column>`: each person's most common non-missing value of a column of
-    `recorded`, ties going to the first in order, so that every engine and run agrees."""
+def _mapping_join(harmonise: Harmonise, alias: str, value: str) -> str:
+    """A LEFT JOIN adding a `harmonise` mapping's columns (as `alias`) to each row by `value`:
+    the mapping is written into the SQL as a VALUES list (a scheme's few rows), so the engine
+    does the lookup and nothing is read row by row."""
+    added = list(harmonise.columns)
+    rows = ", ".join("(" + ", ".join(sql_string(v) if v is not None else "NULL::VARCHAR"
+                                     for v in [source, *(to.get(a) for a in added)]) + ")"
+                     for source, to in harmonise.mapping.items())
+    names = ", ".join(["_source_value", *(_q(a) for a in added)])
+    return f"LEFT JOIN (VALUES {rows}) {alias}({names}) ON {alias}._source_value = {value}"
+
+
+def _most_common(column: str, person: str) -> str:
+    """A CTE `most_common_<column>`: each person's (`person`: their id column) most common
+    non-missing value of a column of `recorded`, ties going to the first in order, so that every
+    engine and run agrees."""
     return f"""most_common_{column} AS (
-            SELECT person_id_medium, {column} FROM (
-                SELECT person_id_medium, {column},
-                       row_number() OVER (PARTITION BY person_id_medium ORDER BY count(*) DESC, {column}) AS rank
-                FROM recorded WHERE {column} IS NOT NULL GROUP BY person_id_medium, {column})
+            SELECT {person}, {column} FROM (
+                SELECT {person}, {column},
+                       row_number() OVER (PARTITION BY {person} ORDER BY count(*) DESC, {column}) AS rank
+                FROM recorded WHERE {column} IS NOT NULL GROUP BY {person}, {column})
             WHERE rank = 1)"""
 
 
-PERSON_RECORDS = "release_person_records"  # made by the stage from person_records_sql, for both person products
+# Made by the stage from person_inputs_sql, for the person products: every dated event with each
+# linked record it belongs to, and every linked record with its person ids, reduced demographics
+# and first and last event.
+PERSON_RECORDS = "release_person_records"
+PERSON_EVENTS = "release_person_events"
+PERSON_INPUTS = (PERSON_RECORDS, PERSON_EVENTS)
 
 
-def person_records_sql(ws: Workspace, contracts: list[Contract], links: str) -> str:
-    """Every linked record with its person, reduced demographics and event (when its table has
-    one): what the person table and the person journey table are both built from, joined once.
-    Only person tables' records are linked (and carry the reduced sex and year of birth)."""
-    tables = []
+@dataclass
+class EventTable:
+    """A table whose rows are events of people (it names an `event_date`), and how its rows reach
+    their people: a person table's row is its own person's; any other table's row belongs to the
+    people of the rows of its source's person table(s) sharing the most native ids with it, joined
+    on those ids (an offence to its defendant, a family case to each of its parties)."""
+
+    contract: Contract
+    name: str
+    via: dict[str, list[str]]  # person table -> the native-id columns joined on ({} for a person table itself)
+
+    @property
+    def spec(self) -> Table:
+        return self.contract.tables[self.name]
+
+    @property
+    def event_type(self) -> str:
+        return self.spec.event_type or self.name
+
+    @property
+    def reached(self) -> bool:
+        return self.spec.is_person_table or bool(self.via)
+
+
+def event_tables(contracts: list[Contract]) -> list[EventTable]:
+    """Every table with an `event_date`, with the person tables its rows reach (see EventTable)."""
+    out = []
     for contract in contracts:
+        people = {n: t for n, t in contract.tables.items() if t.is_person_table}
         for name, spec in contract.tables.items():
-            if spec.is_person_table:
-                path = ws.zone("content") / f"{contract.table_key(name)}.parquet"
-                # An event date outside its declaration is emptied here as in the table's own product.
-                event = "NULL::DATE" if not spec.event_date else suppressed_sql(
-                    f"c.{_q(spec.event_date)}", contract_column(contract, spec.columns[spec.event_date]))
-                tables.append(f"""SELECT c.record_key, c.sex, c.year_of_birth, {event} AS event_date,
-                    {sql_string(spec.event_type or name)} AS event_type, {sql_string(contract.source)} AS source_dataset,
-                    {sql_string(name)} AS source_table, {'true' if spec.event_date else 'false'} AS has_event
-                    FROM read_parquet({sql_string(str(path))}) c""")
-    union = " UNION ALL ".join(tables) if tables else \
-        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS sex, NULL::BIGINT AS year_of_birth, " \
-        "NULL::DATE AS event_date, NULL::VARCHAR AS event_type, NULL::VARCHAR AS source_dataset, " \
-        "NULL::VARCHAR AS source_table, false AS has_event WHERE false"
-    return f"""SELECT l.person_id_medium, l.row_id_hash, l.source, r.sex, r.year_of_birth, r.event_date, r.event_type,
-                      r.source_dataset, r.source_table, coalesce(r.has_event, false) AS has_event
-               FROM {links} l LEFT JOIN ({union}) r USING (record_key)"""
+            if not spec.event_date:
+                continue
+            via: dict[str, list[str]] = {}
+            if not spec.is_person_table:
+                ids = [c for c, col in spec.columns.items() if col.native_id]
+                shared = {p: [c for c in ids if c in t.columns and t.columns[c].native_id] for p, t in people.items()}
+                most = max((len(c) for c in shared.values()), default=0)
+                via = {p: c for p, c in shared.items() if most and len(c) == most}
+            out.append(EventTable(contract, name, via))
+    return out
 
 
-def person_products(contracts: list[Contract], records: str = PERSON_RECORDS) -> list[Product]:
-    """The person table and the person journey table (analytics-ready), from `person_records_sql`;
-    the journey's events are those of the person tables that name an `event_date`."""
-    events = [f"{spec.event_type or name} ({contract.source})" for contract in contracts
-              for name, spec in contract.tables.items() if spec.is_person_table and spec.event_date]
+def person_inputs_sql(ws: Workspace, contracts: list[Contract], links: str) -> dict[str, str]:
+    """What the person tables and the person journey are built from, each joined once (made in
+    this order: the records read the events):
+    PERSON_EVENTS, every dated event of every table with an `event_date`, once for each linked
+    record it belongs to (`event_tables`): that record's key and medium person id, and the event's
+    row id (`own` when the event is that record's own row);
+    PERSON_RECORDS, every linked record with its person ids, reduced demographics (only person
+    tables' records are linked, and carry the reduced sex and year of birth) and the first and
+    last date of its events, from which each threshold's person table takes its own."""
+
+    def content(contract: Contract, table: str) -> str:
+        return f"read_parquet({sql_string(str(ws.zone('content') / f'{contract.table_key(table)}.parquet'))})"
+
+    events = []
+    for ev in event_tables(contracts):
+        spec, contract = ev.spec, ev.contract
+        # An event date outside its declaration is emptied here as in the table's own product.
+        date = suppressed_sql(f"e.{_q(spec.event_date)}", contract_column(contract, spec.columns[spec.event_date]))
+        fields = (f"{date} AS event_date, {sql_string(ev.event_type)} AS event_type, "
+                  f"{sql_string(contract.source)} AS source_dataset, {sql_string(ev.name)} AS source_table")
+        if spec.is_person_table:  # its own record: the links hold its row id already
+            events.append(f"SELECT e.record_key, NULL::VARCHAR AS row_id_hash, {fields} "
+                          f"FROM {content(contract, ev.name)} e")
+        for person_table, ids in ev.via.items():
+            on = " AND ".join(f"p.{_q(c)} = e.{_q(c)}" for c in ids)
+            events.append(f"SELECT p.record_key, keyed_hash(e.record_key) AS row_id_hash, {fields} "
+                          f"FROM {content(contract, ev.name)} e JOIN {content(contract, person_table)} p ON {on}")
+    union = " UNION ALL ".join(events) if events else (
+        "SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS row_id_hash, NULL::DATE AS event_date, "
+        "NULL::VARCHAR AS event_type, NULL::VARCHAR AS source_dataset, NULL::VARCHAR AS source_table WHERE false")
+    dated = f"""SELECT e.record_key, l.person_id_medium, e.event_date, e.event_type, e.source_dataset, e.source_table,
+                       coalesce(e.row_id_hash, l.row_id_hash) AS row_id_hash, e.row_id_hash IS NULL AS own
+                FROM ({union}) e JOIN {links} l USING (record_key)"""
+    demographics = [f"SELECT c.record_key, c.sex, c.year_of_birth FROM {content(contract, name)} c"
+                    for contract in contracts for name, spec in contract.tables.items() if spec.is_person_table]
+    records = f"""SELECT l.person_id_high, l.person_id_medium, l.person_id_low, l.row_id_hash, l.source,
+                         r.sex, r.year_of_birth, d.first_event, d.last_event
+                  FROM {links} l LEFT JOIN ({' UNION ALL '.join(demographics) if demographics else
+                      'SELECT NULL::VARCHAR AS record_key, NULL::VARCHAR AS sex, NULL::BIGINT AS year_of_birth WHERE false'}
+                  ) r USING (record_key)
+                  LEFT JOIN (SELECT record_key, min(event_date) AS first_event, max(event_date) AS last_event
+                             FROM {PERSON_EVENTS} GROUP BY record_key) d USING (record_key)"""
+    return {PERSON_EVENTS: dated, PERSON_RECORDS: records}
+
+
+# The person table at each threshold (medium keeps the name `person`, as before there were three).
+PERSON_TABLES = {"high": "person_high", "medium": "person", "low": "person_low"}
+_THRESHOLD_MEANING = {
+    "high": "the high threshold (fewest false links; a person may be split over several ids)",
+    "medium": "the medium threshold (the recommended default)",
+    "low": "the low threshold (fewest missed links; people may be merged)",
+}
+
+
+def person_products(contracts: list[Contract], records: str = PERSON_RECORDS,
+                    events: str = PERSON_EVENTS) -> list[Product]:
+    """The person table at each threshold and the person journey table (analytics-ready), from
+    `person_inputs_sql`; the events are those of every table that names an `event_date`."""
+    tables = event_tables(contracts)
+    described = [f"{t.event_type} ({t.contract.source}"
+                 + (f", through {' and '.join(t.via)})" if t.via else ")") for t in tables if t.reached]
+    unreached = [f"{t.contract.source}.{t.name}" for t in tables if not t.reached]
     event_dates = _event_dates(contracts)
+    sources = code([c.source for c in contracts])
+    # A record's own event is its person's once; an event reached through records (a case through
+    # its parties) once per person, however many of the person's records it reaches.
+    fields = "person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash"
     journey_sql = f"""
-        SELECT person_id_medium, event_date, event_type, source_dataset, source_table, row_id_hash,
+        SELECT {fields},
                row_number() OVER (PARTITION BY person_id_medium ORDER BY event_date, row_id_hash) AS event_sequence
-        FROM {records} WHERE has_event
+        FROM (SELECT {fields} FROM {events} WHERE own UNION ALL SELECT DISTINCT {fields} FROM {events} WHERE NOT own)
         ORDER BY person_id_medium, event_sequence"""
-    person_sql = f"""
-        WITH recorded AS (SELECT person_id_medium, sex, year_of_birth FROM {records}),
-        {_most_common("sex")},
-        {_most_common("year_of_birth")},
-        demo AS (SELECT person_id_medium, s.sex, y.year_of_birth
-                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING (person_id_medium))
-        SELECT r.person_id_medium,
+    products = []
+    for threshold, name in PERSON_TABLES.items():
+        person = f"person_id_{threshold}"
+        sql = f"""
+        WITH recorded AS (SELECT {person}, sex, year_of_birth FROM {records}),
+        {_most_common("sex", person)},
+        {_most_common("year_of_birth", person)},
+        demo AS (SELECT {person}, s.sex, y.year_of_birth
+                 FROM most_common_sex s FULL JOIN most_common_year_of_birth y USING ({person}))
+        SELECT r.{person},
                list_sort(list_distinct(list(r.source))) AS sources, count(*) AS records,
                any_value(d.sex) AS sex, any_value(d.year_of_birth) AS year_of_birth,
-               min(r.event_date) FILTER (WHERE r.has_event) AS first_event,
-               max(r.event_date) FILTER (WHERE r.has_event) AS last_event
-        FROM {records} r LEFT JOIN demo d USING (person_id_medium)
-        GROUP BY r.person_id_medium ORDER BY 1"""
-    return [
-        Product("person", person_sql, "one row per person (medium threshold)", (
-            "Analytics-ready summary of each estimated person: which sources hold them, how many records, their "
-            "first and last event, and reduced demographics."), ["person_id_medium"], {
-            "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
+               min(r.first_event) AS first_event, max(r.last_event) AS last_event
+        FROM {records} r LEFT JOIN demo d USING ({person})
+        GROUP BY r.{person} ORDER BY 1"""
+        products.append(Product(name, sql, f"one row per person ({threshold} threshold)", (
+            f"Analytics-ready summary of each estimated person at {_THRESHOLD_MEANING[threshold]}: which sources "
+            "hold them, how many records, their first and last event, and reduced demographics. "
+            + ", ".join(f"`{n}` is at {t}" for t, n in PERSON_TABLES.items())
+            + "; join a table's person_id column of the same threshold."), [person], {
+            person: PERSON_ID_COLUMNS[person],
             "sources": "the source systems holding records of the person",
-            "records": "number of source records",
+            "records": "number of source records (the records of person tables, as in person_link_lookup)",
             "sex": "most common recorded sex (M or F) across the records (on a tie, the first in order)",
             "year_of_birth": "most common recorded year of birth (on a tie, the earliest)",
-            "first_event": "date of the earliest event in the person journey",
-            "last_event": "date of the latest event in the person journey",
-        }, declared={"person_id_medium": HASHED_ID, "sources": code([c.source for c in contracts]), "records": COUNT,
+            "first_event": "date of the person's earliest event: the earliest event_date of their records' events "
+                           "(as in person_journey, at this threshold)",
+            "last_event": "date of the person's latest event (as first_event)",
+        }, declared={person: HASHED_ID, "sources": sources, "records": COUNT,
                      "sex": REDUCED_DECLARED["sex"], "year_of_birth": REDUCED_DECLARED["year_of_birth"],
-                     "first_event": event_dates, "last_event": event_dates}),
-        Product("person_journey", journey_sql, "one row per person per event, in time order", (
-            "Every dated event of every person across the sources, in order: "
-            + (", ".join(events) if events else "none (no person table names an event_date)") + "."),
-            ["person_id_medium", "event_sequence"], {
-            "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
-            "event_date": "date of the event", "event_type": "what happened",
-            "source_dataset": "source system of the event", "source_table": "table of that source",
-            "row_id_hash": "hashed row id of the event's record (joins to that source's table)",
-            "event_sequence": "position of the event in the person's journey (1 = first)",
-        }, declared={"person_id_medium": HASHED_ID, "event_date": event_dates,
-                     "event_type": code([spec.event_type or name for c in contracts
-                                         for name, spec in c.tables.items() if spec.is_person_table]),
-                     "source_dataset": code([c.source for c in contracts]),
-                     "source_table": code([t for c in contracts for t, spec in c.tables.items()
-                                           if spec.is_person_table]),
-                     "row_id_hash": HASHED_ID, "event_sequence": COUNT}),
-    ]
+                     "first_event": event_dates, "last_event": event_dates}))
+    products.append(Product("person_journey", journey_sql, "one row per person (medium threshold) per event, in "
+                            "time order", (
+        "Every dated event of every person (medium threshold) across the sources, in order: "
+        + (", ".join(described) if described else "none (no table names an event_date)")
+        + ". A table of no person (a case, a claim, an offence) gives an event to each person of the records "
+          "it shares its native ids with (each party of a case), dated by its own event date."
+        + (f" Not in the journey, for sharing no native id with a person table of their source: "
+           f"{', '.join(unreached)}." if unreached else "")),
+        ["person_id_medium", "event_sequence"], {
+        "person_id_medium": PERSON_ID_COLUMNS["person_id_medium"],
+        "event_date": "date of the event", "event_type": "what happened",
+        "source_dataset": "source system of the event", "source_table": "table of that source",
+        "row_id_hash": "hashed row id of the event's record (joins to that source's table)",
+        "event_sequence": "position of the event in the person's journey (1 = first)",
+    }, declared={"person_id_medium": HASHED_ID, "event_date": event_dates,
+                 "event_type": code([t.event_type for t in tables if t.reached]),
+                 "source_dataset": sources,
+                 "source_table": code([t.name for t in tables if t.reached]),
+                 "row_id_hash": HASHED_ID, "event_sequence": COUNT}))
+    return products
 
 
 def _event_dates(contracts: list[Contract]) -> Declared:
-    """The journey's dates: within the widest range the person tables' event dates declare
-    (no limit on a side where one of them declares none)."""
-    columns = [spec.columns[spec.event_date] for c in contracts for spec in c.tables.values()
-               if spec.is_person_table and spec.event_date]
+    """The journey's dates: within the widest range the tables' event dates declare (no limit on
+    a side where one of them declares none)."""
+    columns = [t.spec.columns[t.spec.event_date] for t in event_tables(contracts) if t.reached]
     lows, highs = [c.min for c in columns], [c.max for c in columns]
     low = min(lows) if lows and None not in lows else None
     high = max(highs) if highs and None not in highs else None

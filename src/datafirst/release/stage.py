@@ -40,8 +40,8 @@ from .chain import LEDGER, verify  # noqa: F401 - kept here for callers that rea
 from .signing import VERIFY_KEY_FILE_ENV, fingerprint, load_signing_key, public_key_files, trusted_public_keys
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .profile import table_profile
-from .products import PERSON_RECORDS, Product, case_journeys, content_product, forget_keyed_hash, \
-    install_keyed_hash, person_id_changes, person_link_lookup, person_products, person_records_sql
+from .products import PERSON_INPUTS, Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
+    person_id_changes, person_inputs_sql, person_link_lookup, person_products
 from .hashing_key import check_key, load_salt
 
 # Hashed with the key and kept in each manifest: tells whether two releases share a key
@@ -201,8 +201,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                         carry_from / "tables" / "person_link_lookup.parquet" if carry_from else None,
                                         version, series)
             # Not temp: read by the person products' jobs, on their own connections.
-            e.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS "
-                      f"{person_records_sql(ws, contracts, person_ids.ASSIGNED)}")
+            for table, sql in person_inputs_sql(ws, contracts, person_ids.ASSIGNED).items():
+                e.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
             return changes
 
         def sensitive(e: Engine) -> SensitiveValues:
@@ -244,7 +244,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             raise ReleaseError("the release failed its allow-list, privacy and key checks and was not published:\n  "
                                + "\n  ".join(problems))
         suppressed = {p.name: allowlist.suppressed_counts(engine, content_dir / f"{p.name}.parquet", p.suppressing,
-                                                          facts[p.name]) for p in products if p.suppressing}
+                                                          facts[p.name], p.harmonised)
+                      for p in products if p.suppressing or p.harmonised}
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         # The chain: the previous manifest's hash (its version is `previous`), and the key that signs.
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
@@ -279,7 +280,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         raise
     finally:
         forget_keyed_hash(engine)
-        for table in ("birth_dates", PERSON_RECORDS, person_ids.ASSIGNED, person_ids.CHANGES):
+        for table in ("birth_dates", *PERSON_INPUTS, person_ids.ASSIGNED, person_ids.CHANGES):
             engine.execute(f"DROP TABLE IF EXISTS {table}")
     settle_pending(folder)
     if anchor is not None:  # after the rename: an anchor never names a release that is not there

@@ -40,6 +40,9 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 # spelling: occupation, employer), number (exact or close: height), date (exact or close: a
 # date of death, of marriage).
 COMPARE_KINDS = ("category", "text", "number", "date")
+# Column names a release derives itself (besides `<native id>_hash` and `person_id_<threshold>`):
+# a column `harmonise` adds may not take one.
+RELEASE_DERIVED = ("record_key", "year_of_birth", "sex", "postcode_district")
 # A JSON path both engines read alike: keys (bare or quoted) and array positions, no wildcards.
 JSON_PATH = re.compile(r'^\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\."[^"]+"|\[[0-9]+\])+$')
 
@@ -63,6 +66,14 @@ def _date_format_problem(fmt: str) -> str | None:
     return None
 
 
+def _beside_the_contract(value: str, what: str) -> str:
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts or path.suffix.lower() != ".csv":
+        raise ValueError(f"a {what} file is a .csv path relative to the contract's folder, inside it (it "
+                         f"travels with the contracts); got {value!r}")
+    return value
+
+
 class CodeListFile(BaseModel):
     """A code list kept in a CSV file beside the contract (offence codes run to thousands)."""
 
@@ -73,12 +84,59 @@ class CodeListFile(BaseModel):
 
     @field_validator("file")
     @classmethod
-    def _beside_the_contract(cls, value: str) -> str:
-        path = Path(value)
-        if path.is_absolute() or ".." in path.parts or path.suffix.lower() != ".csv":
-            raise ValueError(f"a code list file is a .csv path relative to the contract's folder, inside it (it "
-                             f"travels with the contracts); got {value!r}")
+    def _beside(cls, value: str) -> str:
+        return _beside_the_contract(value, "code list")
+
+
+class HarmonisedColumn(BaseModel):
+    """A column a release adds beside a harmonised source column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(description="the mapping file's column holding this column's values")
+    description: str = Field("", description="what the column means, for the data dictionary")
+
+
+class Harmonise(BaseModel):
+    """A source's values mapped to a shared scheme (the 2021 census ethnic groups, say) through a
+    CSV file beside the contract. Releases keep the source value and add one column per entry of
+    `columns`, its value looked up in the file's row whose `match` column equals the source value
+    (empty, and counted, when no row does)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="the mapping: a CSV file with a header, in the contract's folder (or below it)")
+    match: str = Field(description="the file's column holding the source's values")
+    columns: dict[str, HarmonisedColumn] = Field(description="the columns the release adds: name -> the file's "
+                                                             "column giving its values, and its meaning")
+    # Read from the file at load: source value -> {added column: its value} (empty values left out).
+    _mapping: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("file")
+    @classmethod
+    def _beside(cls, value: str) -> str:
+        return _beside_the_contract(value, "harmonise")
+
+    @field_validator("columns")
+    @classmethod
+    def _some(cls, value: dict[str, HarmonisedColumn]) -> dict[str, HarmonisedColumn]:
+        if not value:
+            raise ValueError("`columns` names at least one column to add, e.g. {ethnic_group: {column: group}}")
+        bad = [n for n in value if not IDENTIFIER.match(n)]
+        if bad:
+            raise ValueError(f"added column names must be lower case letters, digits and underscores: {bad}")
         return value
+
+    @property
+    def mapping(self) -> dict[str, dict[str, str]]:
+        return self._mapping
+
+    def codes(self, added: str) -> list[str]:
+        """The values an added column can hold (its code list), in the file's order."""
+        return list(dict.fromkeys(row[added] for row in self._mapping.values() if added in row))
+
+    def listed_in(self, added: str) -> str:
+        return f"{self.file} ({self.columns[added].column})"
 
 
 class Column(BaseModel):
@@ -124,6 +182,9 @@ class Column(BaseModel):
         None, description="date_of_birth: days of the year ('01-01') written when only the year is known: such a "
                           "date counts as its year alone (default: datafirst.yaml's)")
     path: str | None = Field(None, description="JSON path of the value, for jsonl tables ($.a.b)")
+    harmonise: Harmonise | None = Field(
+        None, description="map the column's values to a shared scheme through a CSV file beside the contract: "
+                          "releases keep the value and add the scheme's columns")
     description: str = Field("", description="what the value is, its unit or format, and when it is empty; the "
                                             "data dictionary's meaning of the column")
     empty_because: str = Field("", description="why the column is empty (always, or where it is): the data "
@@ -174,6 +235,10 @@ class Column(BaseModel):
                              "of its type already (see on_invalid)")
         if self.free_text and (self.type != "string" or self.role is not None or self.allowed):
             raise ValueError("`free_text` is for string columns without a role or an `allowed` list")
+        if self.harmonise is not None and (self.type != "string" or self.role is not None or self.native_id
+                                           or self.compare is not None or self.free_text):
+            raise ValueError("`harmonise` is for string content columns (codes or labels), without a role, "
+                             "`native_id`, `compare` or `free_text`: only content reaches a release")
         if self.role == "full_name" and self.name_order is None:
             raise ValueError(f"a full_name column needs `name_order`: one of {NAME_ORDERS}")
         if self.role == "date_of_birth" and self.type != "date":
@@ -283,7 +348,23 @@ class Table(BaseModel):
             raise ValueError("`unnest` is only for jsonl tables")
         if self.parent_id is not None and (self.parent_id not in self.columns or not self.unnest):
             raise ValueError(f"parent_id must name a declared column of a table with `unnest`, got {self.parent_id!r}")
+        self._check_harmonised_names()
         return self
+
+    def _check_harmonised_names(self) -> None:
+        """The columns `harmonise` adds are released beside the table's own: each name must be
+        free there, and not one a release derives."""
+        taken = {n.lower().replace(" ", "_"): f"column {n!r}" for n in self.columns}
+        for name, col in self.columns.items():
+            for added in (col.harmonise.columns if col.harmonise else {}):
+                where = f"columns.{name}.harmonise.columns.{added}"
+                if added in taken:
+                    raise ValueError(f"{where}: the name is taken by {taken[added]}; choose another name for the "
+                                     "added column")
+                if added in RELEASE_DERIVED or added.endswith("_hash") or added.startswith("person_id_"):
+                    raise ValueError(f"{where}: {added!r} is a name releases derive themselves (row ids, person "
+                                     f"ids, `<native id>_hash`, {', '.join(RELEASE_DERIVED[1:])}); choose another")
+                taken[added] = f"the harmonised column of {name!r}"
 
     @property
     def record_id_columns(self) -> list[str]:
@@ -370,25 +451,20 @@ def load_contract(path: Path) -> Contract:
 
 def _read_code_lists(contract: Contract, path: Path) -> None:
     """Replace each `allowed: {file, column}` by the codes the file lists, read once here (so
-    ingest, the fingerprints of what was loaded and the release all see the list itself)."""
+    ingest, the fingerprints of what was loaded and the release all see the list itself), and
+    read each `harmonise` mapping."""
     read: dict[str, list[dict[str, str]]] = {}
     for table, spec in contract.tables.items():
         for name, col in spec.columns.items():
+            if col.harmonise is not None:
+                where = f"contract {path}, tables.{table}.columns.{name}.harmonise"
+                _read_mapping(col.harmonise, _csv_rows(read, path, col.harmonise.file, where), where, path.parent)
             if not isinstance(col.allowed, CodeListFile):
                 continue
             ref = col.allowed
             where = f"contract {path}, tables.{table}.columns.{name}.allowed"
             listed = path.parent / ref.file
-            if ref.file not in read:
-                try:
-                    with open(listed, encoding="utf-8-sig", newline="") as f:
-                        read[ref.file] = list(csv.DictReader(f))
-                except FileNotFoundError as exc:
-                    raise ContractError(f"{where}: code list file {listed} not found; keep it beside the contract") \
-                        from exc
-                except (UnicodeDecodeError, csv.Error) as exc:
-                    raise ContractError(f"{where}: code list file {listed} is not a UTF-8 CSV file ({exc})") from exc
-            rows = read[ref.file]
+            rows = _csv_rows(read, path, ref.file, where, "code list")
             if not rows or ref.column not in rows[0]:
                 raise ContractError(f"{where}: code list file {listed} has no column {ref.column!r}"
                                     + (f" (its columns: {', '.join(rows[0])})" if rows else " (it has no rows)"))
@@ -397,6 +473,46 @@ def _read_code_lists(contract: Contract, path: Path) -> None:
                 raise ContractError(f"{where}: column {ref.column!r} of {listed} lists no codes")
             col.allowed = codes
             col._allowed_from = f"{ref.file} ({ref.column})"
+
+
+def _csv_rows(read: dict[str, list[dict[str, str]]], path: Path, file: str, where: str,
+              what: str = "mapping") -> list[dict[str, str]]:
+    """The rows of a CSV file beside the contract at `path` (a code list or a mapping: `what`),
+    read once per contract."""
+    if file not in read:
+        listed = path.parent / file
+        try:
+            with open(listed, encoding="utf-8-sig", newline="") as f:
+                read[file] = list(csv.DictReader(f))
+        except FileNotFoundError as exc:
+            raise ContractError(f"{where}: {what} file {listed} not found; keep it beside the contract") from exc
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ContractError(f"{where}: {what} file {listed} is not a UTF-8 CSV file ({exc})") from exc
+    return read[file]
+
+
+def _read_mapping(harmonise: Harmonise, rows: list[dict[str, str]], where: str, folder: Path) -> None:
+    """A `harmonise` mapping from its file's rows: each source value (the `match` column) to the
+    added columns' values. A value listed twice, or a column the file lacks, is an error."""
+    listed = folder / harmonise.file
+    needed = [harmonise.match, *(c.column for c in harmonise.columns.values())]
+    missing = [c for c in dict.fromkeys(needed) if not rows or c not in rows[0]]
+    if missing:
+        raise ContractError(f"{where}: mapping file {listed} has no column {', '.join(map(repr, missing))}"
+                            + (f" (its columns: {', '.join(rows[0])})" if rows else " (it has no rows)"))
+    mapping: dict[str, dict[str, str]] = {}
+    for row in rows:
+        value = (row.get(harmonise.match) or "").strip()
+        if not value:
+            continue
+        if value in mapping:
+            raise ContractError(f"{where}: {value!r} is listed twice in column {harmonise.match!r} of {listed}; "
+                                "each source value maps to one row")
+        mapping[value] = {added: v.strip() for added, spec in harmonise.columns.items()
+                          if (v := row.get(spec.column)) and v.strip()}
+    if not mapping:
+        raise ContractError(f"{where}: column {harmonise.match!r} of {listed} lists no values to map")
+    harmonise._mapping = mapping
 
 
 def load_contracts(folder: Path) -> list[Contract]:
