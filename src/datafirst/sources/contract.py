@@ -9,7 +9,6 @@ file and the place in it.
 
 from __future__ import annotations
 
-import csv
 import re
 import threading
 from datetime import date
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..files import parse_yaml
+from .code_lists import DECLARATION_SUFFIX, CodeList, CodeListError, read_code_list
 from ..validation import describe
 
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
@@ -127,10 +127,18 @@ class Column(BaseModel):
     description: str = ""
     # Where `allowed` was read from when the contract named a file (for the data dictionary).
     _allowed_from: str | None = PrivateAttr(None)
+    # The code list file `allowed` was read from, and the column of it that holds the codes.
+    _code_list: tuple[CodeList, str] | None = PrivateAttr(None)
 
     @property
     def allowed_from(self) -> str | None:
         return self._allowed_from
+
+    @property
+    def code_list(self) -> tuple[CodeList, str] | None:
+        """The code list file `allowed` came from and its column holding the codes (None for a list
+        written in the contract)."""
+        return self._code_list
 
     @field_validator("on_invalid", mode="before")
     @classmethod
@@ -356,38 +364,39 @@ def load_contract(path: Path) -> Contract:
 
 def _read_code_lists(contract: Contract, path: Path) -> None:
     """Replace each `allowed: {file, column}` by the codes the file lists, read once here (so
-    ingest, the fingerprints of what was loaded and the release all see the list itself)."""
-    read: dict[str, list[dict[str, str]]] = {}
+    ingest, the fingerprints of what was loaded and the release all see the list itself), and
+    keep the list (`Column.code_list`) for the release, which publishes it."""
+    read: dict[str, CodeList] = {}
     for table, spec in contract.tables.items():
         for name, col in spec.columns.items():
             if not isinstance(col.allowed, CodeListFile):
                 continue
             ref = col.allowed
             where = f"contract {path}, tables.{table}.columns.{name}.allowed"
-            listed = path.parent / ref.file
             if ref.file not in read:
                 try:
-                    with open(listed, encoding="utf-8-sig", newline="") as f:
-                        read[ref.file] = list(csv.DictReader(f))
-                except FileNotFoundError as exc:
-                    raise ContractError(f"{where}: code list file {listed} not found; keep it beside the contract") \
-                        from exc
-                except (UnicodeDecodeError, csv.Error) as exc:
-                    raise ContractError(f"{where}: code list file {listed} is not a UTF-8 CSV file ({exc})") from exc
-            rows = read[ref.file]
-            if not rows or ref.column not in rows[0]:
+                    read[ref.file] = read_code_list(path.parent, ref.file)
+                except CodeListError as exc:
+                    raise ContractError(f"{where}: {exc}") from exc
+            code_list = read[ref.file]
+            listed = code_list.path
+            if ref.column not in code_list.header:
                 raise ContractError(f"{where}: code list file {listed} has no column {ref.column!r}"
-                                    + (f" (its columns: {', '.join(rows[0])})" if rows else " (it has no rows)"))
-            codes = list(dict.fromkeys(v.strip() for r in rows if (v := r.get(ref.column)) and v.strip()))
+                                    + (f" (its columns: {', '.join(code_list.header)})" if code_list.header
+                                       else " (it has no rows)"))
+            codes = code_list.values(ref.column)
             if not codes:
                 raise ContractError(f"{where}: column {ref.column!r} of {listed} lists no codes")
             col.allowed = codes
             col._allowed_from = f"{ref.file} ({ref.column})"
+            col._code_list = (code_list, ref.column)
 
 
 def load_contracts(folder: Path) -> list[Contract]:
     folder = Path(folder)
-    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    # A code list's declaration (`<stem>.codelist.yaml`) sits beside its CSV file, and is not a contract.
+    files = [f for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+             if not f.name.endswith(DECLARATION_SUFFIX)]
     if not files:
         raise ContractError(f"no contracts (*.yaml) in {folder}; write one per source (see docs/contracts.md)")
     contracts = [load_contract(f) for f in files]
