@@ -101,13 +101,24 @@ def check(engine: Engine, joins: list[Join], paths: dict[str, Path], facts: dict
     ({table, columns}), `cardinality`, `foreign_key` (whether datapackage.json declares it) and,
     for one that is not, `orphans` (rows whose value the referenced table lacks) and a `note`."""
     tested = [j for j in joins if not j.many_to_many and _unique(facts[j.references][j.referenced])]
-    counts = {}
+    counts = dict.fromkeys(tested, 0)
     if tested:
-        # One statement: per join, the referencing rows whose value the referenced table lacks.
-        parts = [f"""(SELECT count(*) FROM read_parquet({sql_string(paths[j.table])}) a
-                     LEFT JOIN (SELECT DISTINCT {_q(j.referenced)} AS k FROM read_parquet({sql_string(paths[j.references])})) b
-                     ON a.{_q(j.column)} = b.k WHERE a.{_q(j.column)} IS NOT NULL AND b.k IS NULL)""" for j in tested]
-        counts = dict(zip(tested, engine.execute("SELECT " + ", ".join(parts))[0]))
+        # One statement, one anti-join per referenced column: the values of every join to it,
+        # tagged by join, that it lacks (its hash table is built once, not once per join: the
+        # person link lookup is referenced by every person table).
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, j in enumerate(tested):
+            groups.setdefault((j.references, j.referenced), []).append(i)
+        parts = []
+        for (table, column), members in groups.items():
+            values = " UNION ALL ".join(
+                f"SELECT {i} AS tag, {_q(tested[i].column)} AS v FROM read_parquet({sql_string(paths[tested[i].table])}) "
+                f"WHERE {_q(tested[i].column)} IS NOT NULL" for i in members)
+            parts.append(f"""SELECT a.tag, count(*) AS orphans FROM ({values}) a
+                LEFT JOIN (SELECT {_q(column)} AS k FROM read_parquet({sql_string(paths[table])})) b ON a.v = b.k
+                WHERE b.k IS NULL GROUP BY a.tag""")
+        for tag, orphans in engine.execute(" UNION ALL ".join(parts)):
+            counts[tested[tag]] = int(orphans)
     out: dict[str, list[dict]] = {}
     for j in joins:
         f = facts[j.table][j.column]
