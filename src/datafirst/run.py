@@ -89,8 +89,9 @@ class Runner:
         self.results: list[StageResult] = []
 
     def _common(self) -> dict:
-        # The code lists a contract names (CSV files beside it) are part of it.
-        contracts = sorted([*self.ws.contracts.glob("*.y*ml"), *self.ws.contracts.rglob("*.csv")])
+        # The code lists a contract names (CSV files beside it, and their declarations) are part of it.
+        contracts = sorted({*self.ws.contracts.glob("*.y*ml"), *self.ws.contracts.rglob("*.csv"),
+                            *self.ws.contracts.rglob("*.codelist.yaml")})
         return {"config": self.ws.config_path.read_text(encoding="utf-8"),
                 "contracts": {p.relative_to(self.ws.contracts).as_posix():
                               p.read_text(encoding="utf-8", errors="replace") for p in contracts}}

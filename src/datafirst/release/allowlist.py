@@ -48,6 +48,8 @@ class Declared:
     max: float | date | None = None
     where: str = ""  # where it is declared: a contract ('magistrates.yaml') or 'products.py'
     listed_in: str | None = None  # code: the code list's file, when the contract names one
+    # code: the release's reference table holding that code list, and its column the codes are from
+    code_list: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +76,8 @@ class Declared:
         out: dict = {"kind": self.kind, "declared_in": self.where, "rule": self.describe()}
         if self.values is not None:
             out["values"] = list(self.values)  # the code list itself: researchers read the codes here
+        if self.code_list is not None:
+            out["code_list"] = {"table": self.code_list[0], "column": self.code_list[1]}
         if self.pattern is not None:
             out["pattern"] = self.pattern
         if self.min is not None:
@@ -115,7 +119,8 @@ def contract_column(contract: Contract, col: Column) -> Declared | str:
     if col.free_text:
         return Declared("free_text", where=where)
     if col.allowed:
-        return Declared("code", values=tuple(col.allowed), where=where, listed_in=col.allowed_from)
+        return Declared("code", values=tuple(col.allowed), where=where, listed_in=col.allowed_from,
+                        code_list=(col.code_list[0].table, col.code_list[1]) if col.code_list else None)
     if col.type == "boolean":
         return Declared("flag", where=where)
     if col.type == "date":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..workspace import Workspace
+from .joins import foreign_keys
 from .meanings import NO_VALUE_DELIVERED, fully_empty, meaning_notes
 from .products import Product
 
@@ -27,11 +28,12 @@ def frictionless_type(engine_type: str) -> str:
 
 
 def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, dict[str, dict]],
-               suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None) -> dict:
+               suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None,
+               joins: dict[str, list[dict]] | None = None) -> dict:
     """`facts`: `profile.table_profile` of each product's table, by product name; `suppressed`:
     values emptied for being outside their declaration, by product and column; `exemptions`:
-    `release.privacy_allow` (column -> reason)."""
-    suppressed, exemptions = suppressed or {}, exemptions or {}
+    `release.privacy_allow` (column -> reason); `joins`: each table's joins (`joins.check`)."""
+    suppressed, exemptions, joins = suppressed or {}, exemptions or {}, joins or {}
     tables = []
     for p in products:
         columns = []
@@ -51,7 +53,9 @@ def dictionary(products: list[Product], rows: dict[str, int], facts: dict[str, d
                 column["allowed_values"] = f["allowed_values"]
             columns.append(column)
         table = {"name": p.name, "path": f"tables/{p.name}.parquet", "unit": p.unit, "description": p.description,
-                 "keys": p.keys, "rows": rows[p.name], "columns": columns}
+                 "keys": p.keys, "rows": rows[p.name], "columns": columns, "joins": joins.get(p.name, [])}
+        if p.code_list is not None:
+            table["code_list"] = p.code_list.metadata()
         if p.withheld:
             table["withheld_columns"] = [{"name": c, "reason": why} for c, why in p.withheld.items()]
         tables.append(table)
@@ -95,6 +99,10 @@ def dictionary_markdown(version: str, d: dict) -> str:
             out.append(f"| {c['name']} | {c['type']} | {_meaning_cell(c)} | {declared} | {c['missing_share']:.1%} "
                        f"| {values} |")
         out += [f"- withheld: `{w['name']}`: {w['reason']}" for w in t.get("withheld_columns", [])]
+        out += _code_list_markdown(t.get("code_list"))
+        out += [f"- join: `{', '.join(j['columns'])}` to `{j['references']['table']}."
+                f"{', '.join(j['references']['columns'])}` ({j['cardinality']}; "
+                + ("a foreign key" if j["foreign_key"] else j["note"]) + ")" for j in t.get("joins", [])]
         out.append("")
     return "\n".join(out)
 
@@ -105,6 +113,22 @@ def _meaning_cell(c: dict) -> str:
         unexplained = f"; {c['empty_unexplained']}" if "empty_unexplained" in c else ""
         cell += f" (empty: {c['empty_because']}{unexplained})"
     return cell
+
+
+def _code_list_markdown(code_list: dict | None) -> list[str]:
+    if code_list is None:
+        return []
+    source, licence = code_list["source"], code_list["licence"]
+    return [f"- code list `{code_list['name']}` from `{code_list['file']}`, keyed by `{code_list['key']}`"
+            + (f", version {code_list['version']}" if code_list["version"] else ""),
+            f"- source: {_reference(source)}" if source else
+            f"- source and licence: not declared (no `{code_list['file'].rsplit('.', 1)[0]}.codelist.yaml`)",
+            *([f"- licence: {_reference(licence)}"] if licence else [])]
+
+
+def _reference(ref: dict) -> str:
+    title = f"{ref['title']} ({ref['name']})" if ref.get("name") else ref["title"]
+    return f"{title} <{ref['path']}>" if ref.get("path") else title
 
 
 def _constraints(column: dict) -> dict:
@@ -123,13 +147,22 @@ def datapackage(version: str, root: Path, d: dict, digests: dict[str, str]) -> d
     resources = []
     for t in d["tables"]:
         path = root / t["path"]
-        resources.append({
+        resource = {
             "name": t["name"], "path": t["path"], "format": "parquet", "mediatype": "application/vnd.apache.parquet",
             "description": t["description"], "bytes": path.stat().st_size, "hash": f"sha256:{digests[t['path']]}",
             "schema": {"fields": [{"name": c["name"], "type": frictionless_type(c["type"]),
                                    "description": c["description"], **_constraints(c)} for c in t["columns"]],
                        "primaryKey": t["keys"]},
-        })
+        }
+        if t.get("joins") and foreign_keys(t["joins"]):
+            resource["schema"]["foreignKeys"] = foreign_keys(t["joins"])
+        code_list = t.get("code_list")
+        if code_list is not None:  # the Data Package spec's resource `sources` and `licenses`
+            resource.update({k: [code_list[src]] for src, k in (("source", "sources"), ("licence", "licenses"))
+                             if code_list[src]})
+            if code_list["version"]:
+                resource["version"] = code_list["version"]
+        resources.append(resource)
     return {"profile": "data-package", "name": "datafirst-linked-justice-data", "version": version,
             "title": "Linked, de-identified justice data", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resources": resources}
@@ -388,14 +421,15 @@ def _released_accuracy(accuracy: dict[str, list[dict]] | None, small: int) -> di
 
 def write_all(ws: Workspace, root: Path, version: str, products: list[Product], rows: dict[str, int],
               facts: dict[str, dict[str, dict]], previous: Path | None, digests: dict[str, str], extra: dict, *,
-              suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None) -> None:
+              suppressed: dict[str, dict[str, int]] | None = None, exemptions: dict[str, str] | None = None,
+              joins: dict[str, list[dict]] | None = None) -> None:
     """`facts`: `profile.table_profile` by product; `extra` goes into the manifest as it is (the key check and
-    the person id summary); `suppressed` and `exemptions` as `dictionary` takes them."""
+    the person id summary); `suppressed`, `exemptions` and `joins` as `dictionary` takes them."""
     links_meta = json.loads((ws.zone("links") / "link.json").read_text(encoding="utf-8"))
     meta = {"version": version, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "model": links_meta["model"],
             "thresholds": links_meta["thresholds"], "tables": rows, "datafirst": __version__, **extra}
-    d = dictionary(products, rows, facts, suppressed, exemptions)
+    d = dictionary(products, rows, facts, suppressed, exemptions, joins)
     (root / "dictionary.json").write_text(json.dumps(d, indent=2), encoding="utf-8")
     (root / "dictionary.md").write_text(dictionary_markdown(version, d), encoding="utf-8")
     (root / "datapackage.json").write_text(json.dumps(datapackage(version, root, d, digests), indent=2), encoding="utf-8")

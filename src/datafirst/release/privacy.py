@@ -190,9 +190,12 @@ def _hash_shaped_values(tables: dict[str, tuple[str, list[tuple[str, str]]]], al
 
 
 def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensitive: SensitiveValues,
-                 profiles: dict[str, dict[str, dict]] | None = None) -> list[str]:
+                 profiles: dict[str, dict[str, dict]] | None = None, code_lists: frozenset[str] = frozenset()) \
+        -> list[str]:
     """Problems found in product tables (name -> Parquet file); empty when they are clean.
-    `profiles`: `profile.table_profile` of each table, when already made.
+    `profiles`: `profile.table_profile` of each table, when already made. `code_lists`: the tables
+    that are code lists (one row per code): every value of theirs is its own by construction, so
+    the free-text test (values nearly all different, and long) does not apply there; every lookup does.
 
     A release holds few distinct values besides its hashes (codes, dates, flags): the profiles
     gather them, and they are looked up in the sensitive values' sources in one scan, rather than
@@ -259,6 +262,8 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                  "Give the column its role in the contract, or leave it out of the source's content"
                  for name, col, n, total in named]
     for name, col, distinct, length, words in texts:
+        if name in code_lists:
+            continue
         present = profiles[name][col]["rows"] - profiles[name][col]["missing"]
         if distinct >= FREE_TEXT_MIN and distinct >= FREE_TEXT_SHARE * present and length >= FREE_TEXT_LENGTH \
                 and words >= FREE_TEXT_WORDS:

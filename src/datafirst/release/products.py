@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..link.stage import RELIABILITY
+from ..sources.code_lists import CodeList, CodeListError
 from ..sources.contract import Contract, Harmonise, Table
 from ..workspace import Workspace
 from .allowlist import FLAG, HASHED_ID, Declared, code, contract_column, dates, number, suppressed_sql
@@ -66,6 +67,10 @@ class Product:
     # Columns a contract's `harmonise` adds -> the source column they map; a value with no row in
     # the mapping is emptied, and the release counts those.
     harmonised: dict[str, str] = field(default_factory=dict)
+    # Columns that hold another release table's key, declared where the product is defined:
+    # column -> (table, column). `joins.candidates` adds those the contracts imply.
+    references: dict[str, tuple[str, str]] = field(default_factory=dict)
+    code_list: CodeList | None = None  # a code list's reference table: the list, for its metadata
 
 
 def _q(name: str) -> str:
@@ -100,6 +105,9 @@ SCORE = number(0, 1)
 COUNT = number(1, None)
 
 
+LOOKUP = "person_link_lookup"
+
+
 def _person_ids(alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in PERSON_ID_COLUMNS)
 
@@ -112,7 +120,7 @@ def person_link_lookup(links: str, contracts: list[Contract]) -> Product:
                c.person_changes_between_thresholds, round(c.strongest_link_medium, 6) AS strongest_link_medium,
                c.link_reliability_high, c.link_reliability_medium, c.link_reliability_low
         FROM {links} c ORDER BY row_id_hash"""
-    return Product("person_link_lookup", sql, "one row per linked source record (the records that describe a person)", (
+    return Product(LOOKUP, sql, "one row per linked source record (the records that describe a person)", (
         "Links every record of a person table (by its hashed row id) to an estimated person id at three "
         "thresholds, with flags for sensitivity analysis. Join a person table (one with person_id columns) to it "
         "on row_id_hash; other tables (offences, claims, ...) join to their person table through their native-id "
@@ -179,7 +187,7 @@ def case_journeys(journeys: str) -> Product:
         "magistrates_row_id_hash": HASHED_ID, "link_method": code(["reference", "person_dates_offences"]),
         "estimated_match_score": SCORE,
         "days_between": number(-36525, 36525),  # two event dates a century apart at most, either way
-    })
+    }, references={"crown_row_id_hash": (LOOKUP, "row_id_hash"), "magistrates_row_id_hash": (LOOKUP, "row_id_hash")})
 
 
 def _reduced_empty_because(contract: Contract, table: str, col: str, contract_file: str) -> tuple[str, str]:
@@ -276,7 +284,48 @@ def content_product(contract: Contract, table: str, content: str, links: str | N
                    spec.description or f"{contract.source} {table}: {contract.description}", ["row_id_hash"], meaning,
                    source=contract.source, table=table, needs_person_ids=links is not None, declared=declared,
                    withheld=withheld, suppressing=suppressing, meaning_missing=meaning_missing,
-                   empty_because=empty_because, empty_reason_at=empty_reason_at, harmonised=harmonised)
+                   empty_because=empty_because, empty_reason_at=empty_reason_at, harmonised=harmonised,
+                   references={"row_id_hash": (LOOKUP, "row_id_hash")} if links is not None else {})
+
+
+def code_list_product(code_list: CodeList) -> Product:
+    """A code list as a reference table (`code_list__<name>`): every row of its file, its columns as
+    text, in the order of its key. Its values are those of a file beside the contracts, read with
+    them: written into the SQL, so that it runs alike on every engine."""
+    names = code_list.header
+    rows = ", ".join("(" + ", ".join(sql_string(v) if v else "NULL" for v in row) + ")" for row in code_list.rows)
+    sql = (f"SELECT {', '.join(f'CAST({_q(c)} AS VARCHAR) AS {_q(c)}' for c in names)} "
+           f"FROM (VALUES {rows}) AS t({', '.join(_q(c) for c in names)}) ORDER BY {_q(code_list.key)}")
+    where = code_list.declared_in or code_list.file
+    undeclared = (f" Its source and licence are not declared: describe the list in "
+                  f"{code_list.path.stem}.codelist.yaml beside it (docs/contracts.md).")
+    return Product(code_list.table, sql, f"one row per code of the {code_list.name} code list", (
+        (code_list.description or f"The code list {code_list.file}.")
+        + ("" if code_list.declared_in else undeclared)), [code_list.key],
+        {c: code_list.meanings.get(c, "") for c in names}, needs_person_ids=False,
+        declared={c: Declared("code", values=tuple(sorted(set(code_list.values(c)))), where=where,
+                              listed_in=f"{code_list.file} ({c})") for c in names},
+        code_list=code_list)
+
+
+def code_list_products(contracts: list[Contract], products: list[Product]) -> list[Product]:
+    """The reference tables of the code lists that released columns use (a column withheld for
+    want of a declaration uses none), each list once however many columns use it."""
+    released = {(p.source, p.table): p for p in products if p.source}
+    lists: dict[str, CodeList] = {}
+    for contract in contracts:
+        for name, spec in contract.tables.items():
+            product = released.get((contract.source, name))
+            for column, cspec in spec.columns.items():
+                if product is None or cspec.code_list is None or column not in product.declared:
+                    continue
+                code_list = cspec.code_list[0]
+                first = lists.setdefault(code_list.table, code_list)
+                if first.path.resolve() != code_list.path.resolve():
+                    raise CodeListError(f"code lists {first.path} and {code_list.path} are both named "
+                                        f"{code_list.name!r}, and a release holds one table of that name: declare "
+                                        f"another `name` in the declaration of one of them (docs/contracts.md)")
+    return [code_list_product(lists[t]) for t in sorted(lists)]
 
 
 def _mapping_join(harmonise: Harmonise, alias: str, value: str) -> str:
@@ -474,7 +523,8 @@ def person_products(contracts: list[Contract], records: str = PERSON_RECORDS,
                  "event_type": code([t.event_type for t in tables if t.reached]),
                  "source_dataset": sources,
                  "source_table": code([t.name for t in tables if t.reached]),
-                 "row_id_hash": HASHED_ID, "event_sequence": COUNT}))
+                 "row_id_hash": HASHED_ID, "event_sequence": COUNT},
+        references={"row_id_hash": (LOOKUP, "row_id_hash")}))
     return products
 
 

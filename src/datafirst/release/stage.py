@@ -29,10 +29,11 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..files import file_sha256
 from ..sources import control_totals
+from ..sources.code_lists import CodeListError
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
-from . import allowlist, documentation, person_ids, site
+from . import allowlist, documentation, joins, person_ids, site
 from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
     check_series, misplaced, settle_pending, write_anchor, write_ledger
 from .chain import published as published_in, read_ledger as read_ledger_in
@@ -40,8 +41,8 @@ from .chain import LEDGER, verify  # noqa: F401 - kept here for callers that rea
 from .signing import VERIFY_KEY_FILE_ENV, fingerprint, load_signing_key, public_key_files, trusted_public_keys
 from .privacy import SensitiveValues, build_sensitive_values, check_keys, check_tables
 from .profile import table_profile
-from .products import PERSON_INPUTS, Product, case_journeys, content_product, forget_keyed_hash, install_keyed_hash, \
-    person_id_changes, person_inputs_sql, person_link_lookup, person_products
+from .products import PERSON_INPUTS, Product, case_journeys, code_list_products, content_product, \
+    forget_keyed_hash, install_keyed_hash, person_id_changes, person_inputs_sql, person_link_lookup, person_products
 from .hashing_key import check_key, load_salt
 
 # Hashed with the key and kept in each manifest: tells whether two releases share a key
@@ -107,6 +108,14 @@ def plan_products(ws: Workspace, links: str = person_ids.ASSIGNED) -> list[Produ
                 raise ReleaseError(f"{path} is missing; run `datafirst standardise` again")
             products.append(_content(contract, name, spec, path, links))
     products += person_products(contracts)
+    try:
+        products += code_list_products(contracts, products)
+    except CodeListError as exc:
+        raise ReleaseError(str(exc)) from exc
+    clash = sorted({p.name for p in products if [q.name for q in products].count(p.name) > 1})
+    if clash:
+        raise ReleaseError(f"two release tables would be named {', '.join(clash)} (a code list's table is "
+                           "code_list__<name>): rename the code list in its declaration, or the source")
     return products
 
 
@@ -237,7 +246,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
             progress("privacy guard", len(products), len(products))
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
         problems = [v for p in products for v in allowlist.violations(p.name, facts[p.name], p.declared)]
-        problems += check_tables(engine, paths, set(exemptions), found, facts)
+        problems += check_tables(engine, paths, set(exemptions), found, facts,
+                                 frozenset(p.name for p in products if p.code_list is not None))
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
@@ -247,6 +257,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                                           facts[p.name], p.harmonised)
                       for p in products if p.suppressing or p.harmonised}
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
+        table_joins = joins.check(engine, joins.candidates(products, contracts), paths, facts)
         # The chain: the previous manifest's hash (its version is `previous`), and the key that signs.
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"previous_manifest_sha256": file_sha256(previous / MANIFEST) if previous else None,
@@ -255,7 +266,7 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                                  "small_count": ws.config().release.small_count,
                                  "person_ids": {
                                     "carried_from": carry_from.name if carry_from else None, "thresholds": id_changes}},
-                                suppressed=suppressed, exemptions=exemptions)
+                                suppressed=suppressed, exemptions=exemptions, joins=table_joins)
         if only_if_changed and carry_from is not None and _same_as(carry_from, tmp, digests, rows):
             remove_tree(tmp)
             return ReleaseSummary(version=carry_from.name, path=carry_from, tables=rows, person_ids=id_changes,

@@ -9,7 +9,6 @@ file and the place in it.
 
 from __future__ import annotations
 
-import csv
 import re
 import threading
 from datetime import date
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..files import parse_yaml
+from .code_lists import DECLARATION_SUFFIX, CodeList, CodeListError, read_code_list
 from ..validation import describe
 
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
@@ -191,6 +191,8 @@ class Column(BaseModel):
                                                "dictionary's explanation of its missing values")
     # Where `allowed` was read from when the contract named a file (for the data dictionary).
     _allowed_from: str | None = PrivateAttr(None)
+    # The code list file `allowed` was read from, and the column of it that holds the codes.
+    _code_list: tuple[CodeList, str] | None = PrivateAttr(None)
 
     @property
     def allowed_from(self) -> str | None:
@@ -201,6 +203,12 @@ class Column(BaseModel):
         """Whether a release holds the column, or the reduced column its role gives."""
         return (self.role is None and self.compare is None) or self.native_id or self.content \
             or self.role in ("date_of_birth", "sex", "postcode")
+
+    @property
+    def code_list(self) -> tuple[CodeList, str] | None:
+        """The code list file `allowed` came from and its column holding the codes (None for a list
+        written in the contract)."""
+        return self._code_list
 
     @field_validator("on_invalid", mode="before")
     @classmethod
@@ -452,42 +460,49 @@ def load_contract(path: Path) -> Contract:
 def _read_code_lists(contract: Contract, path: Path) -> None:
     """Replace each `allowed: {file, column}` by the codes the file lists, read once here (so
     ingest, the fingerprints of what was loaded and the release all see the list itself), and
-    read each `harmonise` mapping."""
-    read: dict[str, list[dict[str, str]]] = {}
+    keep the list (`Column.code_list`) for the release, which publishes it; and read each
+    `harmonise` mapping."""
+    read: dict[str, CodeList] = {}
+    mappings: dict[str, list[dict[str, str]]] = {}
     for table, spec in contract.tables.items():
         for name, col in spec.columns.items():
             if col.harmonise is not None:
                 where = f"contract {path}, tables.{table}.columns.{name}.harmonise"
-                _read_mapping(col.harmonise, _csv_rows(read, path, col.harmonise.file, where), where, path.parent)
+                _read_mapping(col.harmonise, _csv_rows(mappings, path, col.harmonise.file, where), where, path.parent)
             if not isinstance(col.allowed, CodeListFile):
                 continue
             ref = col.allowed
             where = f"contract {path}, tables.{table}.columns.{name}.allowed"
-            listed = path.parent / ref.file
-            rows = _csv_rows(read, path, ref.file, where, "code list")
-            if not rows or ref.column not in rows[0]:
+            if ref.file not in read:
+                try:
+                    read[ref.file] = read_code_list(path.parent, ref.file)
+                except CodeListError as exc:
+                    raise ContractError(f"{where}: {exc}") from exc
+            code_list = read[ref.file]
+            listed = code_list.path
+            if ref.column not in code_list.header:
                 raise ContractError(f"{where}: code list file {listed} has no column {ref.column!r}"
-                                    + (f" (its columns: {', '.join(rows[0])})" if rows else " (it has no rows)"))
-            codes = list(dict.fromkeys(v.strip() for r in rows if (v := r.get(ref.column)) and v.strip()))
+                                    + (f" (its columns: {', '.join(code_list.header)})" if code_list.header
+                                       else " (it has no rows)"))
+            codes = code_list.values(ref.column)
             if not codes:
                 raise ContractError(f"{where}: column {ref.column!r} of {listed} lists no codes")
             col.allowed = codes
             col._allowed_from = f"{ref.file} ({ref.column})"
+            col._code_list = (code_list, ref.column)
 
 
-def _csv_rows(read: dict[str, list[dict[str, str]]], path: Path, file: str, where: str,
-              what: str = "mapping") -> list[dict[str, str]]:
-    """The rows of a CSV file beside the contract at `path` (a code list or a mapping: `what`),
-    read once per contract."""
+def _csv_rows(read: dict[str, list[dict[str, str]]], path: Path, file: str, where: str) -> list[dict[str, str]]:
+    """The rows of a mapping's CSV file beside the contract at `path`, read once per contract."""
     if file not in read:
         listed = path.parent / file
         try:
             with open(listed, encoding="utf-8-sig", newline="") as f:
                 read[file] = list(csv.DictReader(f))
         except FileNotFoundError as exc:
-            raise ContractError(f"{where}: {what} file {listed} not found; keep it beside the contract") from exc
+            raise ContractError(f"{where}: mapping file {listed} not found; keep it beside the contract") from exc
         except (UnicodeDecodeError, csv.Error) as exc:
-            raise ContractError(f"{where}: {what} file {listed} is not a UTF-8 CSV file ({exc})") from exc
+            raise ContractError(f"{where}: mapping file {listed} is not a UTF-8 CSV file ({exc})") from exc
     return read[file]
 
 
@@ -517,7 +532,9 @@ def _read_mapping(harmonise: Harmonise, rows: list[dict[str, str]], where: str, 
 
 def load_contracts(folder: Path) -> list[Contract]:
     folder = Path(folder)
-    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    # A code list's declaration (`<stem>.codelist.yaml`) sits beside its CSV file, and is not a contract.
+    files = [f for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+             if not f.name.endswith(DECLARATION_SUFFIX)]
     if not files:
         raise ContractError(f"no contracts (*.yaml) in {folder}; write one per source (see docs/contracts.md)")
     contracts = [load_contract(f) for f in files]
