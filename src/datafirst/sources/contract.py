@@ -9,6 +9,7 @@ file and the place in it.
 
 from __future__ import annotations
 
+import csv
 import re
 import threading
 from datetime import date
