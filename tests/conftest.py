@@ -51,9 +51,32 @@ def _restore_salt_environment():
 TEST_SALT = "34787a38770e5656e4c06ab24c7f3f644724190015d0c2042f81483df59d771f"
 
 
+# Workspaces already built on the session's world, by how far they were taken: a module's fixture
+# gets a copy (a pipeline on the 20,000-person world takes about 40 s; a copy well under one).
+_BUILT: dict[tuple[Path, str], Path] = {}
+
+
 def build_pipeline(world: Path, root: Path, through: str):
     """A workspace on the world's extracts, run through `standardise`, `link` or `release`
-    with real DuckDB and Splink (reports included), for module-scoped fixtures."""
+    with real DuckDB and Splink (reports included), for module-scoped fixtures. The pipeline
+    runs once per world and stage in a session: each caller gets its own copy to change."""
+    import shutil
+    import tempfile
+
+    from datafirst.workspace import Workspace
+
+    if (world.resolve(), through) not in _BUILT:
+        _build(world, Path(tempfile.mkdtemp(dir=root.parent, prefix=f"built-{world.name}-")))
+    ws_root = root / "ws"
+    shutil.copytree(_BUILT[(world.resolve(), through)], ws_root, symlinks=True)
+    return Workspace(ws_root)
+
+
+def _build(world: Path, folder: Path) -> None:
+    """Take a workspace on the world through every stage, keeping a copy after each stage a
+    fixture may ask for (most modules ask for a release, so it is made the first time)."""
+    import shutil
+
     from datafirst.engine import Engine
     from datafirst.link.quality import write_report as link_report
     from datafirst.link.stage import link
@@ -64,15 +87,22 @@ def build_pipeline(world: Path, root: Path, through: str):
     from datafirst.standardise.stage import standardise
     from datafirst.workspace import Workspace
 
-    ws = Workspace.init(root / "ws", world / "extracts")
+    ws = Workspace.init(folder / "ws", world / "extracts")
+
+    def keep(stage: str) -> None:
+        kept = folder / f"after-{stage}"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(ws.root, kept, symlinks=True)
+        _BUILT[(world.resolve(), stage)] = kept
+
     with Engine() as engine:
         ingest(ws, engine)
         standardise(ws, engine, as_of="2025-06-30")
         dq_report(ws, engine)
-        if through in ("link", "release"):
-            train(ws, engine)
-            link(ws, engine)
-            link_report(ws, engine)
-        if through == "release":
-            release(ws, engine, salt=TEST_SALT)
-    return ws
+        keep("standardise")
+        train(ws, engine)
+        link(ws, engine)
+        link_report(ws, engine)
+        keep("link")
+        release(ws, engine, salt=TEST_SALT)
+        keep("release")

@@ -658,7 +658,7 @@ def test_two_tables_stored_under_one_name_are_refused(tmp_path):
 
 def test_world_contracts_ship_with_init(tmp_path, world):
     ws = Workspace.init(tmp_path / "ws", world / "extracts")
-    names = sorted(p.stem for p in (ws.root / "contracts").glob("*.yaml"))
+    names = sorted(p.stem for p in (ws.root / "contracts").glob("*.yaml") if not p.name.endswith(".codelist.yaml"))
     assert names == ["civil", "crown", "family", "magistrates", "prison", "probation"]
     shutil.rmtree(ws.root)
 

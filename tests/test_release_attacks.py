@@ -248,11 +248,14 @@ FREE_TEXT = {("magistrates", "defendants", "sentence_type"), ("magistrates", "of
 
 def _declare_free_text(folder: Path) -> None:
     for path in folder.glob("*.yaml"):
+        if path.name.endswith(".codelist.yaml"):  # a code list's declaration, not a contract
+            continue
         doc = yaml.safe_load(path.read_text())
         for table, spec in doc["tables"].items():
             for name, col in spec["columns"].items():
                 if (doc["source"], table, name) in FREE_TEXT:
                     col.pop("allowed", None)
+                    col.pop("harmonise", None)  # a mapping is for codes, not free text
                     col["free_text"] = True
                 # The guard is tested as the second line: without the dates' ranges, the offence
                 # dates replaced by dates of birth (mostly before the range) land, and so do the

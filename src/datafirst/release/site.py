@@ -114,6 +114,7 @@ def inferred_joins(tables: list[dict]) -> list[dict]:
 
 
 NODE_W, NODE_H, GAP, COL_GAP, PAD = 250, 30, 14, 90, 10
+CHAR_W = 8.6  # the width of one character of the boxes' monospace label, in pixels
 
 
 def join_diagram(tables: list[str], joins: list[dict]) -> dict:
@@ -123,7 +124,9 @@ def join_diagram(tables: list[str], joins: list[dict]) -> dict:
     hubs = [t for t in tables if any(j["to"] == t for j in linked)]
     others = [t for t in tables if t not in hubs]
     left, right = others[0::2], others[1::2]
-    xs = [PAD, PAD + NODE_W + COL_GAP, PAD + 2 * (NODE_W + COL_GAP)]
+    # Boxes as wide as the longest name needs (code_list__possession_claimants), at least NODE_W.
+    node_w = max([NODE_W, *(round(len(t) * CHAR_W) + 24 for t in tables)])
+    xs = [PAD, PAD + node_w + COL_GAP, PAD + 2 * (node_w + COL_GAP)]
     rows = max(len(left), len(right), len(hubs), 1)
     height = PAD * 2 + rows * (NODE_H + GAP)
     nodes = {}
@@ -135,18 +138,18 @@ def join_diagram(tables: list[str], joins: list[dict]) -> dict:
     for j in linked:
         a, b = nodes[j["table"]], nodes[j["to"]]
         leftward = a["x"] > b["x"]
-        x1 = a["x"] if leftward else a["x"] + NODE_W
-        x2 = b["x"] + NODE_W if leftward else b["x"]
+        x1 = a["x"] if leftward else a["x"] + node_w
+        x2 = b["x"] + node_w if leftward else b["x"]
         if a["x"] == b["x"]:  # two hubs: from the right side of one to the right side of the other
-            x1 = x2 = a["x"] + NODE_W
+            x1 = x2 = a["x"] + node_w
         y1, y2 = a["y"] + NODE_H / 2, b["y"] + NODE_H / 2
         # A curve leaving each box sideways; between two hubs, a loop out to the right.
         c1, c2 = (x1 + 60, x2 + 60) if a["x"] == b["x"] else (x1 + (x2 - x1) / 2, x2 - (x2 - x1) / 2)
         lines.append({"d": f"M{x1:.0f},{y1:.0f} C{c1:.0f},{y1:.0f} {c2:.0f},{y2:.0f} {x2:.0f},{y2:.0f}",
                       "label": f"{j['table']}.{', '.join(j['fields'])} joins {j['to']}.{', '.join(j['to_fields'])}",
                       "declared": j["declared"]})
-    return {"width": xs[2] + NODE_W + PAD, "height": height, "nodes": list(nodes.values()), "lines": lines,
-            "node_w": NODE_W, "node_h": NODE_H}
+    return {"width": xs[2] + node_w + PAD, "height": height, "nodes": list(nodes.values()), "lines": lines,
+            "node_w": node_w, "node_h": NODE_H}
 
 
 def markdown_html(text: str) -> list[dict]:
