@@ -11,6 +11,12 @@ from datafirst.world import generate_world
 WORLD_PEOPLE = 20_000
 
 
+def pytest_collection_modifyitems(items):
+    """The Spark module first (the longest by far): with two workers (pyproject.toml's addopts),
+    one takes it at once while the other runs the rest."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_spark.py") else 1)
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     """A 20,000-person world (about 58,000 source records), seed 11."""
@@ -77,14 +83,6 @@ def _build(world: Path, folder: Path) -> None:
     fixture may ask for (most modules ask for a release, so it is made the first time)."""
     import shutil
 
-    from datafirst.engine import Engine
-    from datafirst.link.quality import write_report as link_report
-    from datafirst.link.stage import link
-    from datafirst.link.train import train
-    from datafirst.release.stage import release
-    from datafirst.sources.ingest import ingest
-    from datafirst.standardise.quality import write_report as dq_report
-    from datafirst.standardise.stage import standardise
     from datafirst.workspace import Workspace
 
     ws = Workspace.init(folder / "ws", world / "extracts")
@@ -95,14 +93,35 @@ def _build(world: Path, folder: Path) -> None:
         shutil.copytree(ws.root, kept, symlinks=True)
         _BUILT[(world.resolve(), stage)] = kept
 
+    run_pipeline(ws, "release", after=keep)
+
+
+def run_pipeline(ws, through: str = "release", after=None) -> None:
+    """Ingest and standardise a workspace, then train and link, then release (up to `through`),
+    reports included, with real DuckDB and Splink; `after(stage)` is called after each of
+    standardise, link and release."""
+    from datafirst.engine import Engine
+    from datafirst.link.quality import write_report as link_report
+    from datafirst.link.stage import link
+    from datafirst.link.train import train
+    from datafirst.release.stage import release
+    from datafirst.sources.ingest import ingest
+    from datafirst.standardise.quality import write_report as dq_report
+    from datafirst.standardise.stage import standardise
+
+    done = after or (lambda stage: None)
     with Engine() as engine:
         ingest(ws, engine)
         standardise(ws, engine, as_of="2025-06-30")
         dq_report(ws, engine)
-        keep("standardise")
+        done("standardise")
+        if through == "standardise":
+            return
         train(ws, engine)
         link(ws, engine)
         link_report(ws, engine)
-        keep("link")
+        done("link")
+        if through == "link":
+            return
         release(ws, engine, salt=TEST_SALT)
-        keep("release")
+        done("release")

@@ -364,7 +364,7 @@ def test_model_and_training_declared_in_config(world, tmp_path):
     from importlib import resources
 
     for name in ("crown.yaml", "prison.yaml", "crown_courts.csv", "offences.csv", "ethnic_groups_2021.csv",
-                 "prison_establishments.csv"):
+                 "ethnic_groups_2021_scheme.csv", "prison_establishments.csv"):
         with resources.as_file(resources.files("datafirst.sources").joinpath("contracts", name)) as src:
             shutil_copy(src, ws.root / "contracts" / name)
     settings = {

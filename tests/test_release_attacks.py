@@ -29,7 +29,7 @@ from datafirst.release.stage import ReleaseError, published, release
 from datafirst.sources.contract import load_contracts
 from datafirst.workspace import Workspace
 
-from .conftest import TEST_SALT
+from .conftest import TEST_SALT, run_pipeline
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
@@ -158,25 +158,12 @@ def _plant_attacks(extracts: Path, *, plain_only: bool = False) -> list[Planted]
 
 
 def _pipeline(extracts: Path, root: Path, edit_contracts=None) -> Workspace:
-    """Ingest to link on a copy of the world's extracts, as tests/conftest.py's build_pipeline
-    does, with the workspace's contracts edited first when asked."""
-    from datafirst.link.quality import write_report as link_report
-    from datafirst.link.stage import link
-    from datafirst.link.train import train
-    from datafirst.sources.ingest import ingest
-    from datafirst.standardise.quality import write_report as dq_report
-    from datafirst.standardise.stage import standardise
-
+    """Ingest to link on a copy of the world's extracts, with the workspace's contracts edited
+    first when asked."""
     ws = Workspace.init(root / "ws", extracts)
     if edit_contracts is not None:
         edit_contracts(ws.contracts)
-    with Engine() as engine:
-        ingest(ws, engine)
-        standardise(ws, engine, as_of="2025-06-30")
-        dq_report(ws, engine)
-        train(ws, engine)
-        link(ws, engine)
-        link_report(ws, engine)
+    run_pipeline(ws, "link")
     return ws
 
 

@@ -14,19 +14,12 @@ import duckdb
 import pytest
 import yaml
 
-from datafirst.engine import Engine
-from datafirst.link.quality import write_report as link_report
-from datafirst.link.stage import link
-from datafirst.link.train import train
 from datafirst.release.products import PERSON_TABLES, person_products
-from datafirst.release.stage import published, release
+from datafirst.release.stage import published
 from datafirst.sources.contract import ContractError, load_contract, load_contracts
-from datafirst.sources.ingest import ingest
-from datafirst.standardise.quality import write_report as dq_report
-from datafirst.standardise.stage import standardise
 from datafirst.workspace import Workspace
 
-from .conftest import TEST_SALT
+from .conftest import run_pipeline
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "src" / "datafirst" / "sources" / "contracts"
 THRESHOLDS = ("high", "medium", "low")
@@ -52,14 +45,7 @@ def ws(world, tmp_path_factory) -> Workspace:
     (ws.contracts / "family.yaml").unlink()
     (ws.contracts / "tribunal.yaml").write_text(yaml.safe_dump(_tribunal_contract(), sort_keys=False))
     (ws.contracts / "sides.csv").write_text("role,side\napplicant,initiating\nrespondent,responding\n")
-    with Engine() as engine:
-        ingest(ws, engine)
-        standardise(ws, engine, as_of="2025-06-30")
-        dq_report(ws, engine)
-        train(ws, engine)
-        link(ws, engine)
-        link_report(ws, engine)
-        release(ws, engine, salt=TEST_SALT)
+    run_pipeline(ws)
     return ws
 
 
