@@ -168,3 +168,19 @@ def projects_folder(workspace: Path) -> Path:
 
 def valid_id(project_id: str) -> bool:
     return re.match(PROJECT_ID, project_id) is not None
+
+
+ACTOR_ENV = "DATAFIRST_USER"
+
+
+def acting_as(by: str | None) -> str:
+    """Who is acting: `--by`, else $DATAFIRST_USER, else the login name. Separation of duties compares
+    these names; on a shared machine they are only as trustworthy as the accounts behind them
+    (docs/deliver.md says so), and the audit log records each one."""
+    import getpass
+    import os
+
+    name = (by or os.environ.get(ACTOR_ENV) or getpass.getuser() or "").strip()
+    if not name:
+        raise ProjectError(f"who is acting is unknown: give --by NAME or set {ACTOR_ENV}")
+    return name
