@@ -36,6 +36,8 @@ treatment; a column not listed is not delivered.
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from datetime import date
 from pathlib import Path
@@ -177,9 +179,6 @@ def acting_as(by: str | None) -> str:
     """Who is acting: `--by`, else $DATAFIRST_USER, else the login name. Separation of duties compares
     these names; on a shared machine they are only as trustworthy as the accounts behind them
     (docs/deliver.md says so), and the audit log records each one."""
-    import getpass
-    import os
-
     name = (by or os.environ.get(ACTOR_ENV) or getpass.getuser() or "").strip()
     if not name:
         raise ProjectError(f"who is acting is unknown: give --by NAME or set {ACTOR_ENV}")
