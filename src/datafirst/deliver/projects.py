@@ -36,16 +36,20 @@ treatment; a column not listed is not delivered.
 
 from __future__ import annotations
 
+import difflib
 import getpass
+import json
 import os
 import re
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from datafirst.files import file_sha256
 from datafirst.validation import describe
 
 GOVERNANCE = "governance"
@@ -183,3 +187,158 @@ def acting_as(by: str | None) -> str:
     if not name:
         raise ProjectError(f"who is acting is unknown: give --by NAME or set {ACTOR_ENV}")
     return name
+
+
+# --- the registry -------------------------------------------------------------------------------
+# Each project's YAML is kept as requested (byte for byte), beside a status file recording every
+# decision: who requested it and when, who approved it (never the requester) and the SHA-256 of
+# the YAML the approval covers, who expired it. A YAML edited after approval no longer matches
+# that digest, so nothing is delivered for it until someone approves the edit.
+
+REQUESTED, APPROVED, EXPIRED = "requested", "approved", "expired"
+STATUS_SUFFIX = ".status.json"
+
+
+@dataclass
+class ProjectRecord:
+    """A registered project and its decisions (`history`: every action, oldest first)."""
+
+    project: Project
+    path: Path  # the registered YAML
+    status: str  # requested, approved or expired, as recorded
+    history: list[dict]
+    yaml_sha256: str  # of the YAML as it is now
+
+    @property
+    def requested_by(self) -> str:
+        return self.history[0]["by"]
+
+    @property
+    def approval(self) -> dict | None:
+        """The latest approval, when the project is approved."""
+        if self.status != APPROVED:
+            return None
+        return next(e for e in reversed(self.history) if e["action"] == "approved")
+
+    @property
+    def edited_since_approval(self) -> bool:
+        approval = self.approval
+        return approval is not None and approval["sha256"] != self.yaml_sha256
+
+    def effective_status(self, today: date | None = None) -> str:
+        """What the project may receive now: `expired` once recorded so or past its expiry date;
+        `approved` only while the YAML is the one approved (else `edited since approval`)."""
+        if self.status == EXPIRED or self.project.expired(today):
+            return EXPIRED
+        if self.edited_since_approval:
+            return "edited since approval"
+        return self.status
+
+
+def _status_path(workspace: Path, project_id: str) -> Path:
+    return projects_folder(workspace) / f"{project_id}{STATUS_SUFFIX}"
+
+
+def _yaml_path(workspace: Path, project_id: str) -> Path:
+    return projects_folder(workspace) / f"{project_id}.yaml"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A crash leaves the old file or the new, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def registered_ids(workspace: Path) -> list[str]:
+    folder = projects_folder(workspace)
+    return sorted(p.name[:-len(STATUS_SUFFIX)] for p in folder.glob(f"*{STATUS_SUFFIX}")) if folder.is_dir() else []
+
+
+def get_project(workspace: Path, project_id: str) -> ProjectRecord:
+    """A registered project, or ProjectError naming the ones there are (and the closest)."""
+    status = _status_path(workspace, project_id)
+    if not status.is_file():
+        known = registered_ids(workspace)
+        close = difflib.get_close_matches(project_id, known, n=1, cutoff=0.6)
+        hint = (f"; did you mean `{close[0]}`?" if close else
+                f"; the projects here are: {', '.join(known)}" if known else
+                "; none is registered yet: `datafirst project add FILE`")
+        raise ProjectError(f"no project {project_id!r} in {projects_folder(workspace)}{hint}")
+    path = _yaml_path(workspace, project_id)
+    try:
+        recorded = json.loads(status.read_text(encoding="utf-8"))
+        history = recorded["history"]
+        state = recorded["status"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProjectError(f"{status} is unreadable ({exc.__class__.__name__}); it is written only by datafirst: "
+                           "restore it from a backup") from None
+    project = load_project(path)
+    if project.id != project_id:
+        raise ProjectError(f"{path}: its id is {project.id!r}, not {project_id!r} as registered: put the id back "
+                           "(a project's id never changes; register a new project for a new id)")
+    return ProjectRecord(project, path, state, history, file_sha256(path))
+
+
+def _record(workspace: Path, record: ProjectRecord, status: str, entry: dict) -> ProjectRecord:
+    history = [*record.history, entry]
+    _write_atomically(_status_path(workspace, record.project.id),
+                      json.dumps({"id": record.project.id, "status": status, "history": history}, indent=2).encode())
+    return ProjectRecord(record.project, record.path, status, history, record.yaml_sha256)
+
+
+def add_project(workspace: Path, source: Path, by: str) -> ProjectRecord:
+    """Register the project in `source` as requested by `by`: its YAML is copied as it is into
+    the registry. Refused when it does not validate or its id is registered already."""
+    project = load_project(source)
+    folder = projects_folder(workspace)
+    if _status_path(workspace, project.id).exists() or _yaml_path(workspace, project.id).exists():
+        raise ProjectError(f"{source}: a project {project.id!r} is registered already ({_yaml_path(workspace, project.id)}"
+                           f"); a project's id is its own for good: give this one another id, or see "
+                           f"`datafirst project show {project.id}`")
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    _write_atomically(_yaml_path(workspace, project.id), data)
+    record = ProjectRecord(project, _yaml_path(workspace, project.id), REQUESTED, [], file_sha256(_yaml_path(
+        workspace, project.id)))
+    return _record(workspace, record, REQUESTED, {"action": "requested", "by": by, "at": _now(),
+                                                  "sha256": record.yaml_sha256})
+
+
+def approve_project(workspace: Path, project_id: str, by: str) -> ProjectRecord:
+    """Approve a requested project (or an approved one whose YAML was edited since), binding the
+    approval to the YAML's SHA-256. Refused for the person who requested it (separation of
+    duties), and for an expired project."""
+    record = get_project(workspace, project_id)
+    if by == record.requested_by:
+        raise ProjectError(f"{by} requested project {project_id}, so cannot approve it: another person must "
+                           "(separation of duties; give --by NAME or set DATAFIRST_USER as the approver)")
+    if record.effective_status() == EXPIRED:
+        raise ProjectError(f"project {project_id} has expired ({record.project.expires}); an expired project is not "
+                           "approved again: register a new project (a new id) for further work")
+    if record.status == APPROVED and not record.edited_since_approval:
+        approval = record.approval
+        raise ProjectError(f"project {project_id} is approved already (by {approval['by']} at {approval['at']}), "
+                           "and its file has not changed since")
+    return _record(workspace, record, APPROVED, {"action": "approved", "by": by, "at": _now(),
+                                                 "sha256": record.yaml_sha256})
+
+
+def expire_project(workspace: Path, project_id: str, by: str) -> ProjectRecord:
+    """End a project: nothing more is delivered to it."""
+    record = get_project(workspace, project_id)
+    if record.status == EXPIRED:
+        raise ProjectError(f"project {project_id} was expired already")
+    return _record(workspace, record, EXPIRED, {"action": "expired", "by": by, "at": _now(),
+                                                "sha256": record.yaml_sha256})
+
+
+def list_projects(workspace: Path) -> list[ProjectRecord]:
+    return [get_project(workspace, p) for p in registered_ids(workspace)]

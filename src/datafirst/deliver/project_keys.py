@@ -1,0 +1,71 @@
+"""Each project's own key, with which every id of its packages is re-keyed.
+
+A release's ids are keyed hashes made with the release's key; a package re-hashes each of them
+with its project's key, so two projects' packages share no id and cannot be joined, while the
+packages of one project (across releases) join to each other. The key is a file
+`$DATAFIRST_PROJECT_KEYS_DIR/<project id>.key`, kept outside the workspace (whoever can read the
+workspace could otherwise re-key one package into another's ids), readable by its owner only,
+and as strong as the release's key (`hashing_key.check_key`). `datafirst project key new P`
+writes one.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..release.chain import inside
+from ..release.hashing_key import SecretError, check_key, write_new_key
+
+KEYS_DIR_ENV = "DATAFIRST_PROJECT_KEYS_DIR"
+
+
+def keys_dir(workspace: Path) -> Path:
+    """The folder of project keys: named by DATAFIRST_PROJECT_KEYS_DIR, outside the workspace."""
+    named = os.environ.get(KEYS_DIR_ENV)
+    if not named:
+        raise SecretError(f"no folder of project keys: set {KEYS_DIR_ENV} to a folder outside the workspace, readable "
+                          "by you only (the data owner's secrets), then `datafirst project key new PROJECT`")
+    folder = Path(named)
+    if inside(folder, workspace):
+        raise SecretError(f"{KEYS_DIR_ENV} names {folder}, inside the workspace {workspace}: whoever can read the "
+                          "workspace could read every project's key; keep the keys outside it")
+    return folder
+
+
+def key_path(workspace: Path, project_id: str) -> Path:
+    return keys_dir(workspace) / f"{project_id}.key"
+
+
+def new_project_key(workspace: Path, project_id: str) -> Path:
+    """Write a new random key for the project (refused when it has one: its packages' ids would no
+    longer join). The folder is made owner-only when it is not there."""
+    folder = keys_dir(workspace)
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, parents=True)
+    return write_new_key(folder / f"{project_id}.key")
+
+
+def load_project_key(workspace: Path, project_id: str) -> str:
+    """The project's key; refused when missing, weak, or readable or writable by others."""
+    path = key_path(workspace, project_id)
+    source = f"file {path} ({KEYS_DIR_ENV})"
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read()
+    except FileNotFoundError:
+        raise SecretError(f"project {project_id} has no key ({path} is not there): make one with "
+                          f"`datafirst project key new {project_id}`") from None
+    except OSError as exc:
+        raise SecretError(f"cannot read the key {source} ({exc.strerror or type(exc).__name__})") from None
+    try:
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SecretError(f"the key {source} is not text: make a new one with `datafirst project key new`") from None
+    check_key(key, source)
+    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
+        raise SecretError(f"the key {source} can be read or written by group or others (mode "
+                          f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}` so only its owner can")
+    return key
