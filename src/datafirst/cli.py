@@ -773,6 +773,200 @@ def key_new(path: Path = typer.Argument(..., help="The key file to write (refuse
                   soft_wrap=True, markup=False, highlight=False)  # the export line stays whole to copy
 
 
+project_app = _App(help="The project registry: which research project receives which tables and columns, and "
+                   "how coarsened (see docs/deliver.md).", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+project_key_app = _App(help="Each project's own key, which re-keys every id of its packages.", no_args_is_help=True)
+project_app.add_typer(project_key_app, name="key")
+BY_OPTION = typer.Option(None, "--by", metavar="NAME", help="Who is acting (recorded with the action). Default: "
+                         "DATAFIRST_USER, else your login name.")
+
+
+def _acting(by: str | None) -> str:
+    from .deliver.projects import ProjectError, acting_as
+
+    try:
+        return acting_as(by)
+    except ProjectError as exc:
+        _fail(str(exc))
+
+
+def _project_table(records) -> Table:  # noqa: ANN001 - ProjectRecords
+    t = Table(title="Projects")
+    for col in ("project", "title", "TRE", "status", "requested by", "approved by", "expires", "tables"):
+        t.add_column(col)
+    for r in records:
+        status = r.effective_status()
+        colour = {"approved": "green", "expired": "dim", "requested": "yellow"}.get(status, "red")
+        approval = r.approval
+        t.add_row(r.project.id, r.project.title, r.project.tre, f"[{colour}]{status}[/]", r.requested_by,
+                  approval["by"] if approval else "", str(r.project.expires), str(len(r.project.tables)))
+    return t
+
+
+@project_app.command("add")
+def project_add(file: Path = typer.Argument(..., metavar="FILE", help="The project's YAML file (docs/deliver.md)."),
+                workspace: Path = WORKSPACE_OPTION, by: str | None = BY_OPTION) -> None:
+    """Register a project as requested: its file is copied into governance/projects and checked
+    against the newest release (tables, columns, treatments). Another person approves it."""
+    from .deliver.package import check_against_release
+    from .deliver.projects import ProjectError, add_project, load_project
+    from .release.stage import published
+
+    ws = _workspace(workspace)
+    actor = _acting(by)
+    try:
+        project = load_project(file)
+        releases = published(ws)
+        problems = check_against_release(project, releases[-1]) if releases else []
+        if problems:
+            _fail(f"{file} does not fit release {releases[-1].name}:\n  " + "\n  ".join(problems))
+        with _holding(ws):
+            record = add_project(ws.root, file, actor)
+    except ProjectError as exc:
+        _fail(str(exc))
+    console.print(f"Project {record.project.id} registered as requested by {actor} ({record.path}). Another person "
+                  f"approves it: datafirst project approve {record.project.id} --by NAME", soft_wrap=True)
+
+
+@project_app.command("approve")
+def project_approve(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION,
+                    by: str | None = BY_OPTION) -> None:
+    """Approve a requested project (never by its requester). The approval covers the project
+    file as it is now (its SHA-256): an edit afterwards needs a new approval."""
+    from .deliver.projects import ProjectError, approve_project
+
+    ws = _workspace(workspace)
+    actor = _acting(by)
+    try:
+        with _holding(ws):
+            record = approve_project(ws.root, project, actor)
+    except ProjectError as exc:
+        _fail(str(exc))
+    console.print(f"Project {project} approved by {actor} (requested by {record.requested_by}); the approval covers "
+                  f"{record.path.name} with SHA-256 {record.yaml_sha256}.", soft_wrap=True, highlight=False)
+
+
+@project_app.command("expire")
+def project_expire(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION,
+                   by: str | None = BY_OPTION) -> None:
+    """End a project: nothing more is delivered to it (a project past its `expires` date is
+    expired already)."""
+    from .deliver.projects import ProjectError, expire_project
+
+    ws = _workspace(workspace)
+    actor = _acting(by)
+    try:
+        with _holding(ws):
+            expire_project(ws.root, project, actor)
+    except ProjectError as exc:
+        _fail(str(exc))
+    console.print(f"Project {project} expired by {actor}: nothing more is delivered to it.")
+
+
+@project_app.command("list")
+def project_list(workspace: Path = WORKSPACE_OPTION) -> None:
+    """Every registered project and its status."""
+    from .deliver.projects import ProjectError, list_projects
+
+    ws = _workspace(workspace)
+    try:
+        records = list_projects(ws.root)
+    except ProjectError as exc:
+        _fail(str(exc))
+    if not records:
+        console.print("No project is registered yet: datafirst project add FILE")
+        return
+    console.print(_project_table(records))
+
+
+@project_app.command("show")
+def project_show(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION) -> None:
+    """A project: its approval, history, and each approved column with its treatment."""
+    from .deliver.projects import ProjectError, get_project
+    from .deliver.treatments import describe
+
+    ws = _workspace(workspace)
+    try:
+        r = get_project(ws.root, project)
+    except ProjectError as exc:
+        _fail(str(exc))
+    p = r.project
+    console.print(f"[bold]{p.id}[/]: {p.title}\n  legal basis: {p.legal_basis}\n  approval reference: "
+                  f"{p.approval_reference}\n  TRE: {p.tre}; expires {p.expires}; person ids at {p.person_id}\n"
+                  f"  researchers: {', '.join(p.researchers)}\n  status: {r.effective_status()}", highlight=False)
+    for e in r.history:
+        console.print(f"  {e['at']}  {e['action']} by {e['by']} (file SHA-256 {e['sha256'][:16]}...)", highlight=False)
+    t = Table(title=f"Approved columns of {p.id}")
+    for col in ("table", "column", "treatment"):
+        t.add_column(col)
+    for table, columns in p.tables.items():
+        for column, treatment in columns.items():
+            t.add_row(table, column, "dropped" if treatment == "drop" else describe(treatment))
+    console.print(t)
+
+
+@project_key_app.command("new")
+def project_key_new(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION) -> None:
+    """Write a new random key for a registered project, in DATAFIRST_PROJECT_KEYS_DIR (outside the
+    workspace, owner-only). Refused when the project has one. The key is not shown."""
+    from .deliver.project_keys import new_project_key
+    from .deliver.projects import ProjectError, get_project
+    from .release.hashing_key import SecretError
+
+    ws = _workspace(workspace)
+    try:
+        get_project(ws.root, project)
+        path = new_project_key(ws.root, project)
+    except (ProjectError, SecretError) as exc:
+        _fail(str(exc))
+    console.print(f"Wrote a new random 256-bit key for project {project} to {path} (owner-only; not shown). Back it "
+                  "up with the data owner's secrets: the project's packages join to each other only through it.",
+                  soft_wrap=True, highlight=False)
+
+
+@app.command("deliver")
+def deliver_command(
+    project: str = typer.Option(..., "--project", metavar="PROJECT", help="The approved project to deliver to."),
+    release_version: str | None = typer.Option(None, "--release", metavar="vNNNN", help="The release to deliver "
+                                               "from (default: the newest)."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Where packages go (DIR/PROJECT/vNNNN-N); "
+                                    "default: the workspace's deliveries folder."),
+    workspace: Path = WORKSPACE_OPTION,
+    by: str | None = BY_OPTION,
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+    engine: str | None = ENGINE_OPTION,
+) -> None:
+    """Build an approved project's package from a verified release: only its approved columns,
+    coarsened as approved, every id re-keyed with the project's key, the person tables made again
+    from its approved sources only; Parquet, CSV and Stata files, dictionary, manifest, checksums
+    and a README. Refused for an unknown, unapproved, expired or edited project, and for a release
+    that does not verify."""
+    from .deliver.package import DeliveryError, deliver
+    from .deliver.projects import ProjectError
+    from .release.hashing_key import SecretError
+    from .release.signing import SigningKeyError
+
+    ws = _workspace(workspace, engine)
+    actor = _acting(by)
+    try:
+        with _holding(ws), _engine(ws) as db, _progress() as progress:
+            d = deliver(ws, project, db, by=actor, release=release_version, out=out, public_keys=public_key,
+                        progress=_stage_progress(progress, "Deliver"))
+    except (DeliveryError, ProjectError, SecretError, SigningKeyError) as exc:
+        _fail(f"{exc}\nNo package was written.")
+    t = Table(title=f"Package {d.path.name} for project {d.project} (release {d.release})")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for name, rows in d.tables.items():
+        t.add_row(name, f"{rows:,}")
+    console.print(t)
+    console.print(f"Package: {d.path} ({', '.join(d.formats)}; README.md, dictionary, manifest.json, SHA256SUMS). "
+                  f"Approved sources: {', '.join(d.sources) or 'none'}.", soft_wrap=True, highlight=False)
+    if "dta" not in d.formats:
+        console.print("[yellow]note:[/] no Stata files: datafirst.deliver.stata is not installed in this build.")
+
+
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
 # `secrets/` (the demonstration keys) is kept: a new demo starts a new release series anyway.
 DEMO_SIGNING_KEY = "demo-signing.key"
