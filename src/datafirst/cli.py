@@ -27,6 +27,9 @@ class _BareFlags:
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            if isinstance(param, typer.core.TyperArgument) and param.metavar is not None:
+                # Its metavar (PROJECT) says what to write; Typer would add `<str>` beside it.
+                param.display_type_rich = lambda ctx: None  # noqa: ARG005 - Typer's signature
         return params
 
 
@@ -830,7 +833,7 @@ def project_add(file: Path = typer.Argument(..., metavar="FILE", help="The proje
 
 
 @project_app.command("approve")
-def project_approve(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION,
+def project_approve(project: str = typer.Argument(..., metavar="PROJECT", help="The project's id."), workspace: Path = WORKSPACE_OPTION,
                     by: str | None = BY_OPTION) -> None:
     """Approve a requested project (never by its requester). The approval covers the project
     file as it is now (its SHA-256): an edit afterwards needs a new approval."""
@@ -848,7 +851,7 @@ def project_approve(project: str = typer.Argument(..., metavar="PROJECT"), works
 
 
 @project_app.command("expire")
-def project_expire(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION,
+def project_expire(project: str = typer.Argument(..., metavar="PROJECT", help="The project's id."), workspace: Path = WORKSPACE_OPTION,
                    by: str | None = BY_OPTION) -> None:
     """End a project: nothing more is delivered to it (a project past its `expires` date is
     expired already)."""
@@ -881,7 +884,7 @@ def project_list(workspace: Path = WORKSPACE_OPTION) -> None:
 
 
 @project_app.command("show")
-def project_show(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION) -> None:
+def project_show(project: str = typer.Argument(..., metavar="PROJECT", help="The project's id."), workspace: Path = WORKSPACE_OPTION) -> None:
     """A project: its approval, history, and each approved column with its treatment."""
     from .deliver.projects import ProjectError, get_project
     from .deliver.treatments import describe
@@ -907,7 +910,7 @@ def project_show(project: str = typer.Argument(..., metavar="PROJECT"), workspac
 
 
 @project_key_app.command("new")
-def project_key_new(project: str = typer.Argument(..., metavar="PROJECT"), workspace: Path = WORKSPACE_OPTION) -> None:
+def project_key_new(project: str = typer.Argument(..., metavar="PROJECT", help="The project's id."), workspace: Path = WORKSPACE_OPTION) -> None:
     """Write a new random key for a registered project, in DATAFIRST_PROJECT_KEYS_DIR (outside the
     workspace, owner-only). Refused when the project has one. The key is not shown."""
     from .deliver.project_keys import new_project_key
