@@ -84,12 +84,12 @@ def attack(engine: Engine, contract: Contract, table: str, extracts: Path, targe
     if spec is None:
         raise AttackError(f"contract {contract.source} has no table {table!r} (it has {', '.join(contract.tables)})")
     treatments = treatments or {}
+    raw = raw_relation(contract, table, extracts)
     held = set(engine.columns(engine.parquet(target)))
     content = [c for c, col in spec.columns.items() if col.role is None and not col.native_id]
     columns = [c for c in content if c in held and treatments.get(c, "keep") != "drop"]
     if not columns:
         raise AttackError(f"{target} holds none of {contract.source}.{table}'s content columns: nothing to match on")
-    raw = raw_relation(contract, table, extracts)
     install_keyed_hash(engine, salt)
     expected = "keyed_hash(r._record_key)"
     if project_key is not None:

@@ -20,10 +20,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.sql import sql_string
 from ..release.products import PERSON_TABLES
 from .projects import Band, Coarsen, Disclosure, TopCode, Treatment
 
@@ -76,7 +76,7 @@ def coarsened(expr: str, treatment: Treatment) -> str:
         edges = treatment.band
         whole = all(float(e).is_integer() for e in edges)
         arms = [f"WHEN {expr} < {_number(edges[0])} THEN '<{_number(edges[0])}'"]
-        for low, high in zip(edges, edges[1:]):
+        for low, high in pairwise(edges):
             top = _number(high - 1) if whole else "<" + _number(high)
             arms.append(f"WHEN {expr} < {_number(high)} THEN '{_number(low)}-{top}'")
         arms.append(f"WHEN {expr} >= {_number(edges[-1])} THEN '{_number(edges[-1])}+'")
@@ -264,7 +264,7 @@ def _candidates(engine: Engine, relation: str, column: str) -> list[tuple[str, s
     district to its area. Dropping it is always measured besides."""
     kind = dict(engine.schema(relation)).get(column, "").upper()
     col = _q(column)
-    if kind.startswith("DATE") or kind.startswith("TIMESTAMP"):
+    if kind.startswith(("DATE", "TIMESTAMP")):
         return [(f"{{coarsen: {g}}}", coarsened(col, Coarsen(coarsen=g))) for g in ("month", "year")]
     if column == "year_of_birth" or column.endswith("year_of_birth"):
         ref = date(date.today().year, 1, 1)
@@ -304,8 +304,9 @@ def _problem(engine: Engine, name: str, relation: str, qis: list[str], sensitive
     # Suppression then empties the small classes, and with them every unique row.
     fits = [(c, label, m) for c, label, m in tried if m.below_k_share <= disclosure.max_suppressed_share]
     if fits:
-        # The least loss first: a coarsening before a drop, then the fewest rows to suppress.
-        column, label, m = min(fits, key=lambda f: (f[1] == "drop", f[2].below_k_share))
+        # The least loss first: a coarsening before a drop, the finest coarsening (candidates come
+        # finest first), then the fewest rows to suppress.
+        column, label, m = min(fits, key=lambda f: (f[1] == "drop", _fineness(f[1]), f[2].below_k_share))
         how = f"dropping {column}" if label == "drop" else f"coarsening {column} to {_describe(label)}"
         return (f"{text}; {how} gives k>={k} for {_pct(1 - m.below_k_share)} (suppress {_pct(m.below_k_share)})"
                 f" [{measured}]")
@@ -313,6 +314,12 @@ def _problem(engine: Engine, name: str, relation: str, qis: list[str], sensitive
     how = f"dropping {column}" if label == "drop" else f"coarsening {column} to {_describe(label)}"
     return (f"{text}; no single change passes: the best, {how}, still leaves {_pct(m.below_k_share)} in classes "
             f"smaller than {k}; coarsen or drop more than one of them [{measured}]")
+
+
+def _fineness(label: str) -> int:
+    """How coarse a suggested treatment is (0: finest), so a month is suggested before a year."""
+    order = ["week", "month", "width: 10", "area", "year", "width: 20"]
+    return next((i for i, word in enumerate(order) if word in label), len(order))
 
 
 def _describe(label: str) -> str:

@@ -156,18 +156,18 @@ def fit_template(engine: Engine, release_dir: Path, project: Project) -> tuple[P
     for table, columns in qis.items():
         relation = engine.parquet(release_dir / "tables" / f"{table}.parquet")
 
-        def below_k() -> float:
-            exprs = [coarsened(f'"{c}"', tables[table][c]) for c in columns]
+        def below_k(treatments: dict[str, Treatment], kept: list[str], relation: str = relation) -> float:
+            exprs = [coarsened(f'"{c}"', treatments[c]) for c in kept]
             return measure(engine, relation, exprs, [], d.k).below_k_share
 
-        share = below_k()
+        share = below_k(tables[table], columns)
         for column, step in _ladder(tables[table], list(columns)):
             if share <= d.max_suppressed_share:
                 break
             tables[table][column] = step
             if step == "drop":
                 columns.remove(column)
-            share = below_k()
+            share = below_k(tables[table], columns)
             changes.append(f"{table}: {column} " + ("dropped" if step == "drop" else f"to {_label(step)}")
                            + f" ({share * 100:.1f}% of rows then in classes below k={d.k})")
     fitted = project.model_copy(update={"tables": tables, "disclosure": d.model_copy(update={"quasi_identifiers": {
