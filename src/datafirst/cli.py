@@ -20,13 +20,16 @@ from . import __version__
 
 class _BareFlags:
     """Help that shows a flag (an option taking no value, such as --full or --help) bare: Typer's
-    help panel otherwise labels each one `<bool>`, as if it wanted a value."""
+    help panel otherwise labels each one `<bool>`, as if it wanted a value. A text argument is
+    shown by its name alone (REQUEST), not followed by `<str>`."""
 
     def get_params(self, ctx):  # noqa: ANN001, ANN201 - Typer's signature
         params = super().get_params(ctx)
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            elif isinstance(param, typer.core.TyperArgument) and param.type_descriptor.annotation is str:
+                param.display_type_rich = lambda ctx: None  # noqa: ARG005 - Typer's signature
         return params
 
 
@@ -896,7 +899,7 @@ def _outputs_call(call):  # noqa: ANN001, ANN202 - any of outputs.py's steps
 
 @outputs_app.command("submit")
 def outputs_submit(
-    folder: Path = typer.Argument(..., help="The folder ACRO's finalise wrote (results.json and the outputs)."),
+    folder: Path = typer.Argument(..., metavar="DIR", help="The folder ACRO's finalise wrote (results.json and the outputs)."),
     project: str = typer.Option(..., "--project", metavar="P", help="The approved project the outputs belong to."),
     by: str | None = typer.Option(None, "--by", metavar="NAME", help=BY_OPTION_HELP + " One of the project's researchers."),
     workspace: Path = WORKSPACE_OPTION,
@@ -973,7 +976,7 @@ def _show_request(request) -> None:  # noqa: ANN001 - outputs.Request
 
 @outputs_app.command("review")
 def outputs_review(
-    request_id: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
+    request: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
     approve: list[str] | None = typer.Option(None, "--approve", metavar="NAME", help="Approve this output (repeat "
                                              "for several)."),
     reject: list[str] | None = typer.Option(None, "--reject", metavar="NAME", help="Reject this output (repeat for "
@@ -988,7 +991,7 @@ def outputs_review(
     from .deliver.projects import acting_as
 
     ws = _workspace(workspace)
-    request = _outputs_call(lambda: load_request(ws.root, request_id))
+    request = _outputs_call(lambda: load_request(ws.root, request))
     approve, reject = approve or [], reject or []
     if not approve and not reject:
         _show_request(request)
@@ -1006,7 +1009,7 @@ def outputs_review(
 
 @outputs_app.command("export")
 def outputs_export(
-    request_id: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
+    request: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="A new or empty folder for the approved outputs."),
     by: str | None = typer.Option(None, "--by", metavar="NAME", help=BY_OPTION_HELP),
     workspace: Path = WORKSPACE_OPTION,
@@ -1016,7 +1019,7 @@ def outputs_export(
     from .deliver.projects import acting_as
 
     ws = _workspace(workspace)
-    record = _outputs_call(lambda: export(ws.root, request_id, out, _outputs_call(lambda: acting_as(by))))
+    record = _outputs_call(lambda: export(ws.root, request, out, _outputs_call(lambda: acting_as(by))))
     console.print(f"Exported {len(record['outputs'])} approved outputs of {record['request']} to {out} "
                   f"({', '.join(record['outputs'])}); withheld: "
                   + (", ".join(f"{n} ({why})" for n, why in record["withheld"].items()) or "none")
