@@ -176,6 +176,9 @@ def test_a_file_changed_after_submission_is_refused(ws, acro_folder, tmp_path):
         with pytest.raises(OutputsError, match=r"1 files changed since submission \(small_cell_0.csv"):
             step()
     assert not (tmp_path / "out").exists()
+    # a request id is a name, never a pattern that could pick another project's request
+    with pytest.raises(OutputsError, match="unknown output request '\\*'; the requests are: P0001-0001"):
+        outputs.load_request(ws, "*")
 
 
 def test_submission_is_refused_for_a_project_not_approved_or_expired_or_an_edited_acro_output(

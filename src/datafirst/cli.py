@@ -899,9 +899,11 @@ def _outputs_call(call):  # noqa: ANN001, ANN202 - any of outputs.py's steps
 
 @outputs_app.command("submit")
 def outputs_submit(
-    folder: Path = typer.Argument(..., metavar="DIR", help="The folder ACRO's finalise wrote (results.json and the outputs)."),
+    folder: Path = typer.Argument(..., metavar="DIR", help="The folder ACRO's finalise wrote (results.json and "
+                                  "the outputs)."),
     project: str = typer.Option(..., "--project", metavar="P", help="The approved project the outputs belong to."),
-    by: str | None = typer.Option(None, "--by", metavar="NAME", help=BY_OPTION_HELP + " One of the project's researchers."),
+    by: str | None = typer.Option(None, "--by", metavar="NAME",
+                                  help=BY_OPTION_HELP + " One of the project's researchers."),
     workspace: Path = WORKSPACE_OPTION,
 ) -> None:
     """Submit a researcher's finalised ACRO outputs for checking: copied into the workspace with the
@@ -939,11 +941,11 @@ def outputs_list(
         statuses = [o.acro_status for o in request.outputs.values()]
         decided = [d.decision for d in current_decisions(request).values()]
         exports = request.folder / EXPORTS_FILE
+        exported = f"{len(exports.read_text(encoding='utf-8').splitlines())} times" if exports.is_file() else "no"
         table.add_row(request.id, request.project, request.submitted_by, request.submitted_at,
                       "/".join(str(statuses.count(s)) for s in ("pass", "fail", "review")),
                       str(decided.count("approve")), str(decided.count("reject")),
-                      str(len(request.outputs) - len(decided)),
-                      str(len(exports.read_text(encoding="utf-8").splitlines())) + " times" if exports.is_file() else "no")
+                      str(len(request.outputs) - len(decided)), exported)
     console.print(table)
 
 
@@ -999,7 +1001,8 @@ def outputs_review(
     both = sorted(set(approve) & set(reject))
     if both:
         _fail(f"{', '.join(both)} given both to --approve and --reject; decide each output once")
-    rulings = {name: Ruling("approve", reason) for name in approve} | {name: Ruling("reject", reason) for name in reject}
+    rulings = {name: Ruling("approve", reason) for name in approve}
+    rulings |= {name: Ruling("reject", reason) for name in reject}
     made = _outputs_call(lambda: review(ws.root, request.id, _outputs_call(lambda: acting_as(by)), rulings))
     for decision in made:
         done = {"approve": "approved", "reject": "rejected"}[decision.decision]

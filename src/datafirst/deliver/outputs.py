@@ -29,7 +29,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from datafirst.deliver.projects import GOVERNANCE, Project, ProjectError, load_project, projects_folder, valid_id
+from datafirst.deliver.projects import (GOVERNANCE, PROJECT_ID, Project, ProjectError, load_project, projects_folder,
+                                        valid_id)
 from datafirst.files import file_sha256
 
 OUTPUTS = "outputs"
@@ -43,6 +44,7 @@ ACRO_STATUSES = ("pass", "fail", "review")
 # ACRO adds its session summary (the secondary-risk overview of all outputs) for the checker, as
 # outputs named "...-DONT_RELEASE": they inform the review and are never exported.
 CHECKER_ONLY = "DONT_RELEASE"
+REQUEST_ID = re.compile(PROJECT_ID.rstrip("$") + r"-\d{4,}$")  # the project's id, then its request number
 
 Verdict = Literal["approve", "reject"]
 
@@ -280,25 +282,29 @@ def _append(path: Path, records: list[dict]) -> None:
 # --- reading requests -------------------------------------------------------------------------
 
 def load_request(workspace: Path, request_id: str) -> Request:
-    found = sorted(outputs_folder(workspace).glob(f"*/{request_id}/{REQUEST_FILE}")) if _inside(request_id) else []
+    found = (sorted(outputs_folder(workspace).glob(f"*/{request_id}/{REQUEST_FILE}"))
+             if REQUEST_ID.match(request_id) else [])
     if not found:
         known = [r.id for r in list_requests(workspace)]
         hint = f"; the requests are: {', '.join(known)}" if known else "; there are no output requests yet"
         raise OutputsError(f"unknown output request {request_id!r}{hint} (see `datafirst outputs list`)")
-    path = found[0]
+    return _read_request(found[0])
+
+
+def _read_request(path: Path) -> Request:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OutputsError(f"{path}: cannot read the request ({exc})") from None
-    outputs = {name: Output(**(o | {"files": tuple(o["files"])})) for name, o in data["outputs"].items()}
-    return Request(data["request"], data["project"], path.parent, data["submitted_by"], data["submitted_at"],
-                   data["acro_version"], data["files"], outputs)
+        outputs = {name: Output(**(o | {"files": tuple(o["files"])})) for name, o in data["outputs"].items()}
+        return Request(data["request"], data["project"], path.parent, data["submitted_by"], data["submitted_at"],
+                       data["acro_version"], data["files"], outputs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputsError(f"{path}: cannot read the request ({exc!r})") from None
 
 
 def list_requests(workspace: Path, project_id: str | None = None) -> list[Request]:
-    base = outputs_folder(workspace)
-    pattern = f"{project_id}/*/{REQUEST_FILE}" if project_id else f"*/*/{REQUEST_FILE}"
-    return [load_request(workspace, p.parent.name) for p in sorted(base.glob(pattern))]
+    if project_id is not None and not valid_id(project_id):
+        raise OutputsError(f"{project_id!r} is not a project id (a letter, then letters, digits, - or _)")
+    return [_read_request(p) for p in sorted(outputs_folder(workspace).glob(f"{project_id or '*'}/*/{REQUEST_FILE}"))]
 
 
 def decisions(request: Request) -> list[Decision]:
