@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -103,7 +103,7 @@ def outputs_folder(workspace: Path) -> Path:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- the project's approval -------------------------------------------------------------------
@@ -209,10 +209,10 @@ def _check_acro_checksums(folder: Path, files: list[Path]) -> None:
     matches was edited after ACRO checked it (e.g. a failing table's cells changed by hand)."""
     for relative in files:
         recorded = folder / "checksums" / f"{relative.name}.txt"
-        if relative.parent == Path(".") and recorded.is_file():
-            if recorded.read_text(encoding="utf-8").strip() != file_sha256(folder / relative):
-                raise OutputsError(f"{folder / relative} changed after ACRO's finalise (it no longer matches "
-                                   f"{recorded}); make the output with ACRO again and finalise a new folder")
+        if (relative.parent == Path(".") and recorded.is_file()
+                and recorded.read_text(encoding="utf-8").strip() != file_sha256(folder / relative)):
+            raise OutputsError(f"{folder / relative} changed after ACRO's finalise (it no longer matches "
+                               f"{recorded}); make the output with ACRO again and finalise a new folder")
 
 
 # --- submit -----------------------------------------------------------------------------------
@@ -273,8 +273,7 @@ def _write_json(path: Path, record: dict) -> None:
 
 def _append(path: Path, records: list[dict]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        fh.writelines(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
         fh.flush()
         os.fsync(fh.fileno())
 
