@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -52,6 +53,7 @@ dominated = data.copy()
 dominated.loc[dominated.index[(dominated.court == "Leeds") & (dominated.outcome == "fine")][0], "costs"] = 5_000_000.0
 acro.pivot_table(dominated, index="court", columns="outcome", values="costs", aggfunc="sum")
 acro.rename_output("output_1", "dominance")
+acro.add_exception("dominance", "costs are public court fees")  # the researcher asks for an exception
 
 # 3. safe: every cell well above the threshold
 acro.crosstab(data.court, data.outcome)
@@ -128,6 +130,7 @@ def test_submit_review_export_keeps_duties_apart_and_releases_only_approved_outp
     assert request.id == "P0001-0001" and request.submitted_by == RESEARCHER
     assert {n: o.acro_status for n, o in request.outputs.items() if not o.checker_only} == {
         "small_cell": "fail", "dominance": "fail", "safe": "pass"}
+    assert request.outputs["dominance"].exception == "costs are public court fees"
     # every file is copied with its SHA-256
     assert request.files["safe_0.csv"] == file_sha256(acro_folder / "safe_0.csv")
     assert request.files == {p.relative_to(acro_folder).as_posix(): file_sha256(p)
@@ -217,18 +220,22 @@ def test_submission_is_refused_for_a_project_not_approved_or_expired_or_an_edite
 
 
 def test_cli_submit_list_review_export(ws, acro_folder, tmp_path):
-    env = {"COLUMNS": "250", "NO_COLOR": "1"}
+    env = {"COLUMNS": "400", "NO_COLOR": "1"}
     base = ["--workspace", str(ws)]
     result = runner.invoke(app, ["outputs", "submit", str(acro_folder), "--project", "P0001", "--by", RESEARCHER,
                                  *base], env=env)
     assert result.exit_code == 0, result.output
     assert "Submitted 5 outputs as request P0001-0001 (ACRO: 1 pass, 2 fail, 2 review)" in result.output
 
-    result = runner.invoke(app, ["outputs", "review", "P0001-0001", *base], env=env)  # no decision: show
-    assert result.exit_code == 0, result.output
-    assert "MinimumThresholdCheck: fail - 3 cells may need suppressing." in result.output
-    assert "NKCheck: fail - 1 cells may need suppressing." in result.output
-    assert "never released" in result.output and "undecided" in result.output
+    # no decision given: ACRO's checks per output, as the checker sees them (a process of its own, so
+    # that the table is as wide as COLUMNS says)
+    shown = subprocess.run([sys.executable, "-m", "datafirst", "outputs", "review", "P0001-0001", *base],
+                           capture_output=True, text=True, env={**os.environ, **env}, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "MinimumThresholdCheck: fail - 3 cells may need suppressing." in shown.stdout
+    assert "NKCheck: fail - 1 cells may need suppressing." in shown.stdout
+    assert "costs are public court fees" in shown.stdout  # the researcher's exception request
+    assert "never released" in shown.stdout and "undecided" in shown.stdout
 
     result = runner.invoke(app, ["outputs", "review", "P0001-0001", "--approve", "safe", "--by", RESEARCHER, *base],
                            env=env)
@@ -241,12 +248,15 @@ def test_cli_submit_list_review_export(ws, acro_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "small_cell: rejected by o.checker@tre.example (ACRO: fail)" in result.output
 
-    result = runner.invoke(app, ["outputs", "list", "--project", "P0001", *base], env=env)
-    assert result.exit_code == 0, result.output
-    assert "P0001-0001" in result.output and "1/2/2" in result.output
+    listed = subprocess.run([sys.executable, "-m", "datafirst", "outputs", "list", "--project", "P0001", *base],
+                            capture_output=True, text=True, env={**os.environ, **env}, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "P0001-0001" in line)
+    assert [cell.strip() for cell in row.split("│")[5:9]] == ["1/2/2", "1", "2", "0"]  # ACRO; approved, rejected, undecided
 
     result = runner.invoke(app, ["outputs", "export", "P0001-0001", "--out", str(tmp_path / "out"), "--by", CHECKER,
                                  *base], env=env)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["decisions.json", "safe_0.csv"]
-    assert "withheld: small_cell (reject), dominance (reject)" in result.output
+    assert ("withheld: small_cell (reject), dominance (reject), 2ndary_risk_summary_json-DONT_RELEASE (for the "
+            "checker)") in result.output

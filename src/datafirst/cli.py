@@ -939,13 +939,15 @@ def outputs_list(
         table.add_column(col)
     for request in requests:
         statuses = [o.acro_status for o in request.outputs.values()]
-        decided = [d.decision for d in current_decisions(request).values()]
+        in_force = current_decisions(request)
+        decided = [d.decision for d in in_force.values()]
         exports = request.folder / EXPORTS_FILE
         exported = f"{len(exports.read_text(encoding='utf-8').splitlines())} times" if exports.is_file() else "no"
         table.add_row(request.id, request.project, request.submitted_by, request.submitted_at,
                       "/".join(str(statuses.count(s)) for s in ("pass", "fail", "review")),
                       str(decided.count("approve")), str(decided.count("reject")),
-                      str(len(request.outputs) - len(decided)), exported)
+                      str(sum(not o.checker_only and o.name not in in_force for o in request.outputs.values())),
+                      exported)
     console.print(table)
 
 

@@ -403,8 +403,9 @@ def export(workspace: Path, request_id: str, out: Path, by: str) -> dict:
             "acro_summary": output.summary, "decision": decision.decision, "reason": decision.reason,
             "approved_by": decision.by, "approved_at": decision.at,
         }
-    withheld = {name: in_force[name].decision if name in in_force else "undecided"
-                for name in request.outputs if name not in exported}
+    withheld = {name: in_force[name].decision if name in in_force else
+                "for the checker" if output.checker_only else "undecided"
+                for name, output in request.outputs.items() if name not in exported}
     record = {"request": request.id, "project": request.project, "submitted_by": request.submitted_by,
               "submitted_at": request.submitted_at, "acro_version": request.acro_version,
               "exported_by": by, "exported_at": _now(), "outputs": exported, "withheld": withheld}
