@@ -20,15 +20,17 @@ from . import __version__
 
 class _BareFlags:
     """Help that shows a flag (an option taking no value, such as --full or --help) bare: Typer's
-    help panel otherwise labels each one `<bool>`, as if it wanted a value."""
+    help panel otherwise labels each one `<bool>`, as if it wanted a value. A text argument is
+    shown by its name alone (REQUEST), not followed by `<str>`."""
 
     def get_params(self, ctx):  # noqa: ANN001, ANN201 - Typer's signature
         params = super().get_params(ctx)
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
-            if isinstance(param, typer.core.TyperArgument) and param.metavar is not None:
-                # Its metavar (PROJECT) says what to write; Typer would add `<str>` beside it.
+            elif isinstance(param, typer.core.TyperArgument) and (
+                    param.metavar is not None or param.type_descriptor.annotation is str):
+                # Its name or metavar (PROJECT, REQUEST) says what to write; Typer would add `<str>` beside it.
                 param.display_type_rich = lambda ctx: None  # noqa: ARG005 - Typer's signature
         return params
 
@@ -1073,6 +1075,156 @@ def demo(
         # the public key from outside the workspace, here derived from the signing key.
         console.print(f"Check the releases: {SIGNING_KEY_FILE_ENV}={shlex.quote(signing_key)} datafirst verify "
                       f"{shlex.quote(str(ws.root))}")
+
+
+outputs_app = _App(help="Output checking: researchers' ACRO outputs, approved by a checker before they leave the TRE "
+                   "(see docs/deliver.md).", no_args_is_help=True)
+app.add_typer(outputs_app, name="outputs")
+BY_OPTION_HELP = "Who is acting (recorded). Default: $DATAFIRST_USER, else the login name."
+
+
+def _outputs_call(call):  # noqa: ANN001, ANN202 - any of outputs.py's steps
+    from .deliver.outputs import OutputsError
+    from .deliver.projects import ProjectError
+
+    try:
+        return call()
+    except (OutputsError, ProjectError) as exc:
+        _fail(str(exc))
+
+
+@outputs_app.command("submit")
+def outputs_submit(
+    folder: Path = typer.Argument(..., metavar="DIR", help="The folder ACRO's finalise wrote (results.json and "
+                                  "the outputs)."),
+    project: str = typer.Option(..., "--project", metavar="P", help="The approved project the outputs belong to."),
+    by: str | None = typer.Option(None, "--by", metavar="NAME",
+                                  help=BY_OPTION_HELP + " One of the project's researchers."),
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """Submit a researcher's finalised ACRO outputs for checking: copied into the workspace with the
+    SHA-256 of every file, who submitted them and when."""
+    from .deliver.outputs import submit
+    from .deliver.projects import acting_as
+
+    ws = _workspace(workspace)
+    request = _outputs_call(lambda: submit(ws.root, project, folder, _outputs_call(lambda: acting_as(by))))
+    statuses = [o.acro_status for o in request.outputs.values()]
+    console.print(f"Submitted {len(request.outputs)} outputs as request {request.id} (ACRO: "
+                  + ", ".join(f"{statuses.count(s)} {s}" for s in ("pass", "fail", "review")) + "). "
+                  f"A checker other than {request.submitted_by} reviews it: datafirst outputs review {request.id}",
+                  soft_wrap=True, highlight=False)
+
+
+@outputs_app.command("list")
+def outputs_list(
+    project: str | None = typer.Option(None, "--project", metavar="P", help="Only this project's requests."),
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """List the output requests, with ACRO's verdicts and the checker's decisions."""
+    from .deliver.outputs import EXPORTS_FILE, current_decisions, list_requests
+
+    ws = _workspace(workspace)
+    requests = _outputs_call(lambda: list_requests(ws.root, project))
+    if not requests:
+        console.print("No output requests yet." if project is None else f"No output requests for {project}.")
+        return
+    table = Table(title="Output requests")
+    for col in ("request", "project", "submitted by", "submitted at", "ACRO pass/fail/review",
+                "approved", "rejected", "undecided", "exported"):
+        table.add_column(col)
+    for request in requests:
+        statuses = [o.acro_status for o in request.outputs.values()]
+        in_force = current_decisions(request)
+        decided = [d.decision for d in in_force.values()]
+        exports = request.folder / EXPORTS_FILE
+        exported = f"{len(exports.read_text(encoding='utf-8').splitlines())} times" if exports.is_file() else "no"
+        table.add_row(request.id, request.project, request.submitted_by, request.submitted_at,
+                      "/".join(str(statuses.count(s)) for s in ("pass", "fail", "review")),
+                      str(decided.count("approve")), str(decided.count("reject")),
+                      str(sum(not o.checker_only and o.name not in in_force for o in request.outputs.values())),
+                      exported)
+    console.print(table)
+
+
+def _show_request(request) -> None:  # noqa: ANN001 - outputs.Request
+    from .deliver.outputs import changed_files, current_decisions
+
+    in_force = current_decisions(request)
+    table = Table(title=f"Request {request.id} of {request.project}, submitted by {request.submitted_by} at "
+                  f"{request.submitted_at} (ACRO {request.acro_version})", show_lines=True)
+    for col in ("output", "ACRO", "type", "files", "ACRO's checks", "researcher's exception request", "decision"):
+        table.add_column(col, overflow="fold")
+    colours = {"pass": "green", "fail": "bold red", "review": "yellow"}
+    for output in request.outputs.values():
+        decision = in_force.get(output.name)
+        shown = "undecided" if decision is None else (
+            f"{decision.decision} by {decision.by}" + (f": {decision.reason}" if decision.reason else ""))
+        if output.checker_only:
+            shown = "for the checker; never released"
+        checks = "\n".join(line.strip() for line in output.summary.splitlines() if line.strip())
+        table.add_row(output.name, f"[{colours[output.acro_status]}]{output.acro_status}[/]", output.kind,
+                      "\n".join(output.files), checks, output.exception, shown)
+    console.print(table)
+    changed = changed_files(request)
+    if changed:
+        err_console.print(f"[bold red]warning:[/] files changed since submission: {', '.join(changed)}; "
+                          "the request cannot be approved or exported")
+    console.print(f"Decide with: datafirst outputs review {request.id} --approve NAME --reject NAME [--reason TEXT] "
+                  "(an output ACRO did not pass is approved only with a reason).", soft_wrap=True, highlight=False)
+
+
+@outputs_app.command("review")
+def outputs_review(
+    request: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
+    approve: list[str] | None = typer.Option(None, "--approve", metavar="NAME", help="Approve this output (repeat "
+                                             "for several)."),
+    reject: list[str] | None = typer.Option(None, "--reject", metavar="NAME", help="Reject this output (repeat for "
+                                            "several)."),
+    reason: str = typer.Option("", "--reason", metavar="TEXT", help="Why: required to approve an output ACRO marked "
+                               "fail or review (the exception); recorded with every decision given here."),
+    by: str | None = typer.Option(None, "--by", metavar="NAME", help=BY_OPTION_HELP + " Not the submitter."),
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """Show a request's outputs with ACRO's checks, or record the checker's decision on them."""
+    from .deliver.outputs import Ruling, load_request, review
+    from .deliver.projects import acting_as
+
+    ws = _workspace(workspace)
+    request = _outputs_call(lambda: load_request(ws.root, request))
+    approve, reject = approve or [], reject or []
+    if not approve and not reject:
+        _show_request(request)
+        return
+    both = sorted(set(approve) & set(reject))
+    if both:
+        _fail(f"{', '.join(both)} given both to --approve and --reject; decide each output once")
+    rulings = {name: Ruling("approve", reason) for name in approve}
+    rulings |= {name: Ruling("reject", reason) for name in reject}
+    made = _outputs_call(lambda: review(ws.root, request.id, _outputs_call(lambda: acting_as(by)), rulings))
+    for decision in made:
+        done = {"approve": "approved", "reject": "rejected"}[decision.decision]
+        console.print(f"{decision.output}: {done} by {decision.by} (ACRO: {decision.acro_status})"
+                      + (f"; reason: {decision.reason}" if decision.reason else ""), highlight=False)
+
+
+@outputs_app.command("export")
+def outputs_export(
+    request: str = typer.Argument(..., metavar="REQUEST", help="The request id (see `datafirst outputs list`)."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="A new or empty folder for the approved outputs."),
+    by: str | None = typer.Option(None, "--by", metavar="NAME", help=BY_OPTION_HELP),
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """Copy only the approved outputs out, with decisions.json: who approved each, why, and what was withheld."""
+    from .deliver.outputs import EXPORT_RECORD, export
+    from .deliver.projects import acting_as
+
+    ws = _workspace(workspace)
+    record = _outputs_call(lambda: export(ws.root, request, out, _outputs_call(lambda: acting_as(by))))
+    console.print(f"Exported {len(record['outputs'])} approved outputs of {record['request']} to {out} "
+                  f"({', '.join(record['outputs'])}); withheld: "
+                  + (", ".join(f"{n} ({why})" for n, why in record["withheld"].items()) or "none")
+                  + f". The record is {out / EXPORT_RECORD}.", soft_wrap=True, highlight=False)
 
 
 def entry() -> None:
