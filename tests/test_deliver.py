@@ -37,6 +37,9 @@ BASE = {
     "title": "Reoffending after a possession claim", "legal_basis": "Digital Economy Act 2017, s.64",
     "approval_reference": "RAP-2026-117", "tre": "SRS", "expires": "2030-12-31",
     "researchers": ["a.researcher@uni.example"],
+    # These tests check a package's making on an 800-person world, where nearly everyone is unique:
+    # they lift the disclosure limits, and the test below shows the project's own limits refuse it.
+    "disclosure": {"k": 1, "max_unique_share": 1.0},
 }
 TREATED = {
     "magistrates__defendants": {
@@ -343,3 +346,15 @@ def test_cli_project_and_deliver(ws):
     assert "P1" in listed.output and "approved" in listed.output
     unknown = cli.invoke(app, ["project", "show", "P2", *w])
     assert unknown.exit_code == 2 and "the projects here are: P1" in unknown.output
+
+
+def test_a_package_below_the_projects_k_is_refused_and_names_the_columns_to_coarsen(ws):
+    _approved(ws, "P1", {**TREATED, **PERSON_TABLES}, disclosure={
+        "quasi_identifiers": {"magistrates__defendants": ["sex", "year_of_birth", "postcode_district"]}, "k": 5})
+    with pytest.raises(pkg.DeliveryError) as refused:
+        _deliver(ws, "P1")
+    message = str(refused.value)
+    assert "fails its disclosure limits (k 5" in message and "nothing was delivered" in message
+    # the person table is unique on its day-exact first event; the message says so, and what would pass
+    assert "person: " in message and "first_event" in message
+    assert not list((ws.root / "deliveries" / "P1").glob("v*")), "a refused package leaves nothing behind"

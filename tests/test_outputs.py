@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from datafirst.cli import app
 from datafirst.deliver import outputs
 from datafirst.deliver.outputs import OutputsError, Ruling
+from datafirst.deliver.projects import add_project, approve_project, expire_project, projects_folder
 from datafirst.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,17 +90,18 @@ def acro_folder(acro_python, tmp_path_factory) -> Path:
     return folder
 
 
-def _project(ws: Path, project_id: str, state: str = "approved", expires: date | None = None) -> None:
-    """A project declaration and its status file, as the registry writes them."""
-    folder = ws / "governance" / "projects"
-    folder.mkdir(parents=True, exist_ok=True)
-    declaration = folder / f"{project_id}.yaml"
-    declaration.write_text(
-        f"id: {project_id}\ntitle: Courts and costs\nlegal_basis: DEA 2017 s.64\napproval_reference: RAP-1\n"
-        f"tre: SRS\nexpires: {expires or date.today() + timedelta(days=365)}\nresearchers: [{RESEARCHER}]\n"
-        "tables:\n  courts__cases:\n    court: keep\n", encoding="utf-8")
-    status = {"state": state, "by": "panel", "yaml_sha256": file_sha256(declaration)}
-    (folder / f"{project_id}.status.json").write_text(json.dumps(status), encoding="utf-8")
+def _project(ws: Path, project_id: str, state: str = "approved") -> None:
+    """A project registered (requested by one person) and, unless `state` says otherwise, approved
+    by another; registered already, it is approved again (as after an edit)."""
+    if not (projects_folder(ws) / f"{project_id}.status.json").exists():
+        source = ws.parent / f"{project_id}.yaml"
+        source.write_text(
+            f"id: {project_id}\ntitle: Courts and costs\nlegal_basis: DEA 2017 s.64\napproval_reference: RAP-1\n"
+            f"tre: SRS\nexpires: {date.today() + timedelta(days=365)}\nresearchers: [{RESEARCHER}]\n"
+            "tables:\n  courts__cases:\n    court: keep\n", encoding="utf-8")
+        add_project(ws, source, by="requester")
+    if state == "approved":
+        approve_project(ws, project_id, by="panel")
 
 
 @pytest.fixture
@@ -187,18 +189,16 @@ def test_a_file_changed_after_submission_is_refused(ws, acro_folder, tmp_path):
 def test_submission_is_refused_for_a_project_not_approved_or_expired_or_an_edited_acro_output(
         ws, acro_folder, tmp_path):
     _project(ws, "P0002", state="requested")
-    _project(ws, "P0003", expires=date.today() - timedelta(days=1))
+    _project(ws, "P0003")
+    expire_project(ws, "P0003", by="panel")
     cases = {
-        "P0002": "project P0002 is requested",
-        "P0003": "project P0003 expired on",
-        "P0009": "unknown project 'P0009'; the projects in .* are: P0001, P0002, P0003",
+        "P0002": "project P0002 is requested, not approved",
+        "P0003": "project P0003 has expired",
+        "P0009": "no project 'P0009' in .*; did you mean `P000[123]`",
     }
     for project, message in cases.items():
         with pytest.raises(OutputsError, match=message):
             outputs.submit(ws, project, acro_folder, by=RESEARCHER)
-    (ws / "governance" / "projects" / "P0002.status.json").unlink()
-    with pytest.raises(OutputsError, match="project P0002 is not approved .* records no approval"):
-        outputs.submit(ws, "P0002", acro_folder, by=RESEARCHER)
     # the approval covers the YAML as approved: an edit afterwards needs a new approval
     declaration = ws / "governance" / "projects" / "P0001.yaml"
     declaration.write_text(declaration.read_text().replace("court: keep", "court: keep\n    outcome: keep"))

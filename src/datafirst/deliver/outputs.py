@@ -29,8 +29,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from datafirst.deliver.projects import (GOVERNANCE, PROJECT_ID, Project, ProjectError, load_project, projects_folder,
-                                        valid_id)
+from datafirst.deliver.projects import GOVERNANCE, PROJECT_ID, Project, ProjectError, require_approved, valid_id
 from datafirst.files import file_sha256
 
 OUTPUTS = "outputs"
@@ -109,44 +108,14 @@ def _now() -> str:
 # --- the project's approval -------------------------------------------------------------------
 
 def approved_project(workspace: Path, project_id: str, today: date | None = None) -> Project:
-    """The project, when outputs may be submitted for it: declared in the registry, approved (its
-    status file says so, for the YAML as it is now) and not expired. The one place this is
-    decided; it reads the registry's files directly, and the registry's own check can replace it.
-
-    The status file `<id>.status.json` holds at least `{"state": "approved", "yaml_sha256": ...}`."""
+    """The project, when outputs may be submitted for it: registered, approved for its file as it
+    is now, and not expired (the registry's own check, as for a delivery)."""
     if not valid_id(project_id):
         raise OutputsError(f"{project_id!r} is not a project id (a letter, then letters, digits, - or _)")
-    folder = projects_folder(workspace)
-    declaration = folder / f"{project_id}.yaml"
-    if not declaration.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        listed = f"; the projects in {folder} are: {', '.join(known)}" if known else f"; {folder} holds no projects"
-        raise OutputsError(f"unknown project {project_id!r}{listed} (see `datafirst project list`)")
     try:
-        project = load_project(declaration)
+        return require_approved(workspace, project_id, today).project
     except ProjectError as exc:
         raise OutputsError(str(exc)) from None
-    status_file = folder / f"{project_id}.status.json"
-    try:
-        status = json.loads(status_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputsError(f"project {project_id} is not approved ({status_file} records no approval); "
-                           f"outputs are checked only for approved projects: `datafirst project approve {project_id}`"
-                           ) from None
-    except (OSError, ValueError) as exc:
-        raise OutputsError(f"{status_file}: cannot read the project's status ({exc})") from None
-    state = status.get("state") if isinstance(status, dict) else None
-    if state != "approved":
-        raise OutputsError(f"project {project_id} is {state or 'not approved'} ({status_file}); outputs are "
-                           "checked only for approved projects")
-    approved_sha = status.get("yaml_sha256")
-    if approved_sha and approved_sha != file_sha256(declaration):
-        raise OutputsError(f"project {project_id}: {declaration} was edited after its approval; it needs approving "
-                           "again before outputs are checked for it")
-    if project.expired(today):
-        raise OutputsError(f"project {project_id} expired on {project.expires}; outputs are not checked for an "
-                           "expired project (renew its approval first)")
-    return project
 
 
 # --- reading ACRO's folder --------------------------------------------------------------------

@@ -39,7 +39,8 @@ from ..sources.contract import load_contracts
 from ..workspace import Workspace, remove_tree
 from . import derived
 from .project_keys import load_project_key
-from .projects import APPROVED, EXPIRED, Project, ProjectError, ProjectRecord, get_project
+from .risk import RiskError, assess
+from .projects import Project, ProjectError, ProjectRecord, require_approved
 from .treatments import Treated, TreatmentError, describe, q, treat
 
 DELIVERIES = "deliveries"
@@ -99,23 +100,9 @@ def forget_project_hash(engine: Engine) -> None:
 def approved_record(ws: Workspace, project_id: str, today: date | None = None) -> ProjectRecord:
     """The project, if it may receive a package now; else DeliveryError saying why."""
     try:
-        record = get_project(ws.root, project_id)
+        return require_approved(ws.root, project_id, today)
     except ProjectError as exc:
         raise DeliveryError(str(exc)) from None
-    status = record.effective_status(today)
-    if status == EXPIRED:
-        raise DeliveryError(f"project {project_id} has expired ({'recorded so' if record.status == EXPIRED else 'on ' + str(record.project.expires)}): "
-                            "nothing more is delivered to it")
-    if record.edited_since_approval:
-        approval = record.approval
-        raise DeliveryError(f"project {project_id}'s file {record.path} was edited after its approval (by "
-                            f"{approval['by']} at {approval['at']}): its SHA-256 is no longer the one approved. "
-                            f"Someone other than its requester must approve it again: datafirst project approve "
-                            f"{project_id}")
-    if record.status != APPROVED:
-        raise DeliveryError(f"project {project_id} is {record.status}, not approved: someone other than its requester "
-                            f"({record.requested_by}) must approve it first (datafirst project approve {project_id})")
-    return record
 
 
 def verified_release(ws: Workspace, version: str | None, public_keys: list[Path] | None = None) -> Path:
@@ -206,13 +193,23 @@ def check_against_release(project: Project, release_dir: Path) -> list[str]:
 # --- the disclosure step --------------------------------------------------------------------
 
 def _disclosure_step(engine: Engine, staged: dict[str, Path], project: Project,
-                     package_dir: Path) -> tuple[dict[str, Path], dict | None]:
+                     work: Path) -> tuple[dict[str, Path], dict]:
     """The staged (treated, re-keyed) tables' disclosure control, before any format is written:
-    returns the tables to deliver (Parquet paths) and the report for the manifest.
-    Identity for now. TODO(integrator): call H2's `risk.assess(engine, staged, project.disclosure,
-    package_dir / ".disclosure")`, raise DeliveryError on its `problems`, and return its final
-    tables and report."""
-    return staged, None
+    measured against the project's limits, locally suppressed where that is within its budget
+    (the suppressed tables are written into `work`). Returns the tables to deliver and the report
+    for the manifest; a package that still fails is refused, naming what to coarsen."""
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        assessment = assess(engine, staged, project.disclosure, work)
+    except RiskError as exc:
+        raise DeliveryError(f"project {project.id}: {exc}") from None
+    if assessment.problems:
+        raise DeliveryError(f"project {project.id}'s package fails its disclosure limits (k {project.disclosure.k}, "
+                            f"at most {project.disclosure.max_unique_share:.1%} unique, at most "
+                            f"{project.disclosure.max_suppressed_share:.1%} suppressed); nothing was delivered:\n"
+                            + "\n".join(f"  {p}" for p in assessment.problems)
+                            + "\nCoarsen as suggested in the project file, and have it approved again.")
+    return assessment.tables, assessment.report
 
 
 # --- building -------------------------------------------------------------------------------
@@ -263,7 +260,7 @@ def deliver(ws: Workspace, project_id: str, engine: Engine, *, by: str, release:
                     p.source_sql = made[p.name]
         rows = _stage(engine, plans, staging, key, progress)
         staged = {p.name: staging / f"{p.name}.parquet" for p in plans}
-        staged, disclosure = _disclosure_step(engine, staged, project, tmp)
+        staged, disclosure = _disclosure_step(engine, staged, project, staging / "suppressed")
         tables_dict = _dictionary_subset(dictionary, plans, sources)
         stata_names = _write_formats(staged, tmp, tables_dict, rows)
         remove_tree(staging)

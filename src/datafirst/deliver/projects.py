@@ -342,3 +342,24 @@ def expire_project(workspace: Path, project_id: str, by: str) -> ProjectRecord:
 
 def list_projects(workspace: Path) -> list[ProjectRecord]:
     return [get_project(workspace, p) for p in registered_ids(workspace)]
+
+
+def require_approved(workspace: Path, project_id: str, today: date | None = None) -> ProjectRecord:
+    """The project, if it may receive data or have outputs checked now: registered, approved for its
+    file as it is now, and not expired; else ProjectError saying why and what to do."""
+    record = get_project(workspace, project_id)
+    status = record.effective_status(today)
+    if status == EXPIRED:
+        when = "recorded so" if record.status == EXPIRED else f"on {record.project.expires}"
+        raise ProjectError(f"project {project_id} has expired ({when}): nothing more is delivered to it, and no "
+                           "more outputs are checked for it")
+    if record.edited_since_approval:
+        approval = record.approval
+        raise ProjectError(f"project {project_id}'s file {record.path} was edited after its approval (by "
+                           f"{approval['by']} at {approval['at']}): its SHA-256 is no longer the one approved. "
+                           f"Someone other than its requester must approve it again: datafirst project approve "
+                           f"{project_id}")
+    if record.status != APPROVED:
+        raise ProjectError(f"project {project_id} is {record.status}, not approved: someone other than its requester "
+                           f"({record.requested_by}) must approve it first (datafirst project approve {project_id})")
+    return record

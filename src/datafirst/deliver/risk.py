@@ -266,7 +266,7 @@ def _candidates(engine: Engine, relation: str, column: str) -> list[tuple[str, s
     col = _q(column)
     if kind.startswith(("DATE", "TIMESTAMP")):
         return [(f"{{coarsen: {g}}}", coarsened(col, Coarsen(coarsen=g))) for g in ("month", "year")]
-    if column == "year_of_birth" or column.endswith("year_of_birth"):
+    if column.endswith("year_of_birth") and not kind.startswith("VARCHAR"):  # a VARCHAR one is banded already
         ref = date(date.today().year, 1, 1)
         return [(f"{{coarsen: age_band, reference_date: {ref}, width: {w}}}",
                  coarsened(col, Coarsen(coarsen="age_band", reference_date=ref, width=w))) for w in SUGGESTION_AGE_WIDTHS]
