@@ -932,7 +932,7 @@ def audit_show(
         t.add_column(col, justify="right" if col == "seq" else "left", overflow="fold")
     for e in entries[-last:]:
         t.add_row(str(e["seq"]), e["time"], e["actor"], e["action"], e["subject"],
-                  json.dumps(e["details"], separators=(", ", ": ")), end_section=False)
+                  json.dumps(e["details"], separators=(", ", ": ")))
     console.print(t, markup=False, highlight=False)
 
 
