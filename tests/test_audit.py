@@ -269,10 +269,10 @@ def linked(tmp_path_factory) -> Path:
     return build_pipeline(root / "world", root, "link").root
 
 
-def test_a_release_and_its_checks_are_recorded(linked, anchor, signing_key, monkeypatch):
+def test_a_run_its_release_and_the_checks_are_recorded(linked, anchor, signing_key, monkeypatch):
     monkeypatch.setenv("DATAFIRST_SALT", TEST_SALT)
     monkeypatch.delenv("DATAFIRST_SALT_FILE", raising=False)
-    released = cli.invoke(app, ["release", "-w", str(linked)])
+    released = cli.invoke(app, ["run", "-w", str(linked)])  # publishes v0001
     assert released.exit_code == 0, released.output
     again = cli.invoke(app, ["release", "-w", str(linked)])  # nothing changed: recorded as such
     assert again.exit_code == 0, again.output
@@ -281,9 +281,11 @@ def test_a_release_and_its_checks_are_recorded(linked, anchor, signing_key, monk
     assert cli.invoke(app, ["diff", str(v1), str(v1)]).exit_code == 0
     entries = read_entries(linked)
     assert [(e["action"], e["subject"], e["details"]["outcome"]) for e in entries] == [
-        ("release", "v0001", "published"), ("release", "none", "unchanged"), ("verify", "releases", "verified"),
-        ("diff", "v0001 -> v0001", "compared")]
-    published = entries[0]["details"]
+        ("run", "pipeline", "completed"), ("release", "v0001", "published"), ("release", "none", "unchanged"),
+        ("verify", "releases", "verified"), ("diff", "v0001 -> v0001", "compared")]
+    assert entries[0]["details"]["stages"] == {"ingest": "ran", "standardise": "ran", "train": "skipped", "link": "ran",
+                                             "release": "ran"}
+    published = entries[1]["details"]
     manifest = json.loads((v1 / "manifest.json").read_text())
     assert published["manifest_sha256"] == file_sha256(v1 / "manifest.json")
     assert published["signing_key_fingerprint"] == manifest["signing_key_fingerprint"]
