@@ -74,7 +74,8 @@ def test_a_chain_of_entries_verifies_and_its_head_is_signed_and_anchored(ws, anc
     entries = read_entries(ws)
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0]["prev"] == "0" * 64 and all(b["prev"] == a["hash"] for a, b in zip(entries, entries[1:]))
-    assert entries[2]["actor"] == "a.checker" and entries[2]["details"] == {"version": "v0003", "tables": 3, "rows": 300}
+    assert entries[2]["actor"] == "a.checker"
+    assert entries[2]["details"] == {"version": "v0003", "tables": 3, "rows": 300}
     head = json.loads(head_path(ws).read_text())
     assert (head["seq"], head["hash"]) == (5, entries[-1]["hash"])
     assert json.loads(anchor.read_text()) == {"seq": 5, "hash": entries[-1]["hash"]}

@@ -559,7 +559,8 @@ def diff_command(
         if not p.is_dir():
             _fail(f"{p} is not a folder; give two release folders, for example releases/v0001 releases/v0002")
     keys = _trusted_keys(public_key, [_workspace_of(p) for p in (release_a, release_b)], None)
-    workspaces = dict.fromkeys(w for w in map(_workspace_of, (release_a, release_b)) if (w / "datafirst.yaml").is_file())
+    workspaces = dict.fromkeys(w for w in map(_workspace_of, (release_a, release_b))
+                               if (w / "datafirst.yaml").is_file())
     subject = f"{release_a.resolve().name} -> {release_b.resolve().name}"
     try:
         with Engine() as engine:
@@ -1004,7 +1005,8 @@ def demo(
     out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo. If it holds an "
                              "earlier demo, that demo (world, zones, models, reports, releases, governance records and "
                              "audit log, run state) is removed first and the new one starts afresh from release "
-                             "v0001; its demonstration key in secrets/ is kept. Any other non-empty folder is refused."),
+                             "v0001; its demonstration key in secrets/ is kept. Any other non-empty folder is "
+                             "refused."),
     people: int = typer.Option(20_000, "--people", help="People in the demo world."),
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:

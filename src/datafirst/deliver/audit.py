@@ -368,7 +368,8 @@ def _order_problems(entries: list[tuple[int, dict]]) -> list[str]:
         by_seq.setdefault(entry["seq"], entry)
     for seq in sorted(by_seq):
         if seq == 1 and by_seq[1]["prev"] != GENESIS:
-            out.append("entry seq 1 names an entry before it: the log's first entries were removed, or it was rewritten")
+            out.append("entry seq 1 names an entry before it: the log's first entries were removed, or it was "
+                       "rewritten")
         elif seq - 1 in by_seq and by_seq[seq]["prev"] != by_seq[seq - 1]["hash"]:
             out.append(f"entry seq {seq} does not follow entry seq {seq - 1} (its prev is not that entry's hash): one "
                        "of them was replaced, or the log rewritten from there")
