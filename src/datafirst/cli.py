@@ -187,7 +187,41 @@ def _workspace(path: Path, engine: str | None = None):
         ws.config()
     except WorkspaceError as exc:
         _fail(str(exc))
+    from .deliver.audit import anchor_file, misplaced_anchor
+
+    misplaced = misplaced_anchor(ws.root, anchor_file())
+    if misplaced:  # refused before the command acts: its audit entry could not be recorded
+        _fail(misplaced)
     return ws
+
+
+def _actor(by: str | None = None) -> str:
+    """Who is acting, for the audit log (deliver/projects.acting_as); the user id when the
+    login name cannot be found (a container with no passwd entry), rather than no record."""
+    import os
+
+    from .deliver.projects import ProjectError, acting_as
+
+    try:
+        return acting_as(by)
+    except (ProjectError, KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _audit(workspace: Path, action: str, subject: str, details: dict, *, by: str | None = None,
+           required: bool = True) -> None:
+    """Append the command's entry to the workspace's audit log (docs/deliver.md, "Audit log").
+    Details are counts, versions, hashes, fingerprints and file names only, never a key or an
+    identifying value. A command that changed the workspace fails when its entry cannot be
+    written (`required`); a check (verify, diff), run by someone who may not write there, warns."""
+    from .deliver.audit import AuditError, record
+
+    try:
+        record(workspace, action, _actor(by), subject, details)
+    except AuditError as exc:
+        if required:
+            _fail(f"`{action}` was done, but it could not be recorded in the audit log: {exc}")
+        err_console.print(f"[yellow]warning:[/] `{action}` was not recorded in the audit log: {exc}", soft_wrap=True)
 
 
 @contextmanager
@@ -255,7 +289,7 @@ def init(
                       f"there (or fix `extracts` in {ws.config_path}) before `datafirst ingest`.")
 
 
-def _run_ingest(ws) -> None:
+def _run_ingest(ws) -> dict:
     from .sources.contract import ContractError
     from .sources.ingest import IngestError, ingest
 
@@ -281,9 +315,11 @@ def _run_ingest(ws) -> None:
     latest = published(ws)
     for message in pending_messages(ws, latest[-1] if latest else None):
         console.print(f"[bold red]control totals:[/] {message}", soft_wrap=True)
+    return {"tables": len(loads), "rows_read": sum(x.read for x in loads), "rows_landed": sum(x.landed for x in loads),
+            "rows_quarantined": sum(x.quarantined for x in loads)}
 
 
-def _run_standardise(ws) -> None:
+def _run_standardise(ws) -> dict:
     from .sources.contract import ContractError
     from .standardise.quality import alert_messages, cleaning_messages, write_report
     from .standardise.stage import reuse_summary, standardise
@@ -307,9 +343,10 @@ def _run_standardise(ws) -> None:
     for message in alert_messages(report):
         console.print(f"[bold red]alert:[/] {message}")
     console.print(f"Data quality report: {html_path} (data: {json_path})")
+    return {"tables": len(splits), "identifier_records": ids, "content_rows": sum(s.content for s in splits)}
 
 
-def _run_train(ws) -> None:
+def _run_train(ws) -> dict:
     from .link.inputs import LinkError
     from .link.train import train
 
@@ -327,6 +364,7 @@ def _run_train(ws) -> None:
         console.print("Left out of the model, or learned differently, and why:")
         for note in notes:
             console.print(f"  {note}", markup=False, highlight=False)
+    return {"model": path.name}
 
 
 FULL_LINK_OPTION = typer.Option(False, "--full", help="Score every pair again, even when only some records "
@@ -353,7 +391,7 @@ def _check_labels(labels: Path | None) -> None:
         _fail(str(exc))
 
 
-def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
+def _run_link(ws, labels: Path | None = None, full: bool = False) -> dict:
     from .link.quality import write_report
     from .link.inputs import LinkError
     from .link.labels import LabelsError, load_labels
@@ -382,13 +420,15 @@ def _run_link(ws, labels: Path | None = None, full: bool = False) -> None:
                         for a in report["accuracy"]["overall"])
         console.print(f"Accuracy against labels: {acc}")
     console.print(f"Linkage quality report (INTERNAL, shows identifiers): {html_path}")
+    return {"model": summary.model.name, "records": summary.records, "edges": summary.edges,
+            "people": dict(summary.clusters), "mode": summary.mode, "labels": labels is not None}
 
 
 @app.command()
 def train(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Train a Splink model on the identifiers zone and save it as a versioned JSON with metadata."""
     with _holding(_workspace(workspace, engine)) as ws:
-        _run_train(ws)
+        _audit(ws.root, "train", "model", _run_train(ws))
 
 
 @app.command()
@@ -402,7 +442,7 @@ def link(
     write the links zone and the linkage quality report. Only records that changed since the last
     link are scored, unless --full."""
     with _holding(_workspace(workspace, engine)) as ws:
-        _run_link(ws, labels, full)
+        _audit(ws.root, "link", "links zone", _run_link(ws, labels, full))
 
 
 @app.command()
@@ -433,14 +473,33 @@ def release(
                                    accept_volume_change=accept_volume_change or (),
                                    progress=_stage_progress(progress, "Release"))
     except AnchorNotUpdated as exc:
+        _audit_release(ws)
         _fail(str(exc))
     except (ReleaseError, SecretError, SigningKeyError) as exc:
+        _audit(ws.root, "release", "none", {"outcome": "refused", "error": type(exc).__name__}, required=False)
         _fail(f"{exc}\nNo release was written; earlier releases are untouched.")
     if summary.unchanged:
+        _audit(ws.root, "release", "none", {"outcome": "unchanged", "latest": summary.version})
         console.print(f"No change since {summary.version}: the release would equal it (the same tables, dictionary "
                       f"and quality summaries, no person id changed), so none was published. Latest: {summary.path}")
         return
+    _audit_release(ws)
     _print_release(summary)
+
+
+def _audit_release(ws) -> None:
+    """The newest release as the audit log records it: its version, manifest hash, keys'
+    fingerprints (never the keys) and row counts."""
+    from .files import file_sha256
+    from .release.stage import published
+
+    path = published(ws)[-1]
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    _audit(ws.root, "release", path.name, {
+        "outcome": "published", "version": path.name, "manifest_sha256": file_sha256(path / "manifest.json"),
+        "previous": manifest.get("previous"), "signing_key_fingerprint": manifest.get("signing_key_fingerprint"),
+        "hashing_key_check": manifest.get("key_check"), "tables": len(manifest.get("tables") or {}),
+        "rows": sum((manifest.get("tables") or {}).values())})
 
 
 def _print_release(summary) -> None:
@@ -505,11 +564,19 @@ def diff_command(
         if not p.is_dir():
             _fail(f"{p} is not a folder; give two release folders, for example releases/v0001 releases/v0002")
     keys = _trusted_keys(public_key, [_workspace_of(p) for p in (release_a, release_b)], None)
+    workspaces = dict.fromkeys(w for w in map(_workspace_of, (release_a, release_b))
+                               if (w / "datafirst.yaml").is_file())
+    subject = f"{release_a.resolve().name} -> {release_b.resolve().name}"
     try:
         with Engine() as engine:
             d = diff(engine, release_a, release_b, keys)
     except ReleaseError as exc:
+        for w in workspaces:
+            _audit(w, "diff", subject, {"outcome": "refused", "error": type(exc).__name__}, required=False)
         _fail(str(exc))
+    for w in workspaces:
+        _audit(w, "diff", subject, {"outcome": "compared", "same_key": d["same_key"],
+                                    "schema_changes": len(d["schema_changes"])}, required=False)
     if as_json:
         print(json.dumps(d, indent=2))
         return
@@ -569,6 +636,9 @@ def site_command(
         summary = site_for_release(release_dir, out, ws)
     except SiteError as exc:
         _fail(str(exc))
+    if ws is not None:
+        _audit(ws.root, "site", release_dir.resolve().name, {"pages": summary.pages, "guarded": summary.guarded,
+                                                             "out": summary.path.name}, required=False)
     console.print(f"Site of {release_dir.name}: {summary.pages} pages in {summary.path}; open "
                   f"{summary.path / 'index.html'}.", soft_wrap=True, highlight=False)
     if summary.guarded:
@@ -643,6 +713,12 @@ def verify(
     problems = check.problems
     if (path / "manifest.json").is_file() and path.resolve().name not in check.releases:
         problems = [f"{path} is not a published release (not a vNNNN folder of {folder})", *problems]
+    if (folder.resolve().parent / "datafirst.yaml").is_file():
+        subject = path.resolve().name if (path / "manifest.json").is_file() else "releases"
+        _audit(folder.resolve().parent, "verify", subject, {
+            "outcome": "failed" if problems else "verified", "problems": len(problems),
+            "releases": len(check.releases), "newest": check.head.version if check.head else None,
+            "public_keys": [fingerprint(k) for k in keys]}, required=False)
     if problems:
         _fail(f"the releases in {folder} do not verify ({len(problems)} problems):\n  " + "\n  ".join(problems))
     if not check.releases:
@@ -659,23 +735,42 @@ def verify(
     _print_head(folder / check.releases[-1])
 
 
+KEY_AUDIT_OPTION = typer.Option(None, "--workspace", "-w", metavar="DIR", help="The workspace whose audit log "
+                                "records the new key (its file name and fingerprint, never the key). Default: the "
+                                "current folder, when it is a workspace.")
+
+
+def _key_audit(workspace: Path | None, action: str, subject: str, details: dict) -> None:
+    """A new key recorded in the audit log of `workspace` (or of the current folder, if it is one)."""
+    root = workspace if workspace is not None else Path(".")
+    if workspace is None and not (root / "datafirst.yaml").is_file():
+        console.print("Not recorded in an audit log: the current folder is not a workspace (give -w WORKSPACE).")
+        return
+    _audit(_workspace(root).root, action, subject, details)
+
+
 signing_key_app = _App(help="The Ed25519 key that signs releases (see docs/release.md).", no_args_is_help=True)
 app.add_typer(signing_key_app, name="signing-key")
 
 
 @signing_key_app.command("new")
 def signing_key_new(private_path: Path = typer.Argument(..., help="The private key file to write (refused if it, or "
-                                                         "PRIVATE_PATH.pub, exists). Keep it outside the workspace.")
-                    ) -> None:
+                                                         "PRIVATE_PATH.pub, exists). Keep it outside the workspace."),
+                    workspace: Path | None = KEY_AUDIT_OPTION) -> None:
     """Write a new Ed25519 signing key pair: the private key, readable by you only, and the
     public key beside it (PRIVATE_PATH.pub). Neither key is shown."""
     from .release.signing import SIGNING_KEY_FILE_ENV, VERIFY_KEY_FILE_ENV, SigningKeyError, fingerprint, \
         new_key_pair, public_keys_in
 
+    if workspace is not None:
+        _workspace(workspace)  # checked before the key is made
     try:
         public = new_key_pair(private_path)
     except (SigningKeyError, OSError) as exc:
         _fail(str(exc) if isinstance(exc, SigningKeyError) else f"cannot write {private_path}: {exc.strerror}")
+    _key_audit(workspace, "signing-key.new", private_path.name, {
+        "file": private_path.name, "public_key_file": public.name,
+        "signing_key_fingerprint": fingerprint(public_keys_in(public)[0])})
     console.print(f"Wrote a new Ed25519 signing key to {private_path} (owner-only; not shown) and its public key to "
                   f"{public} ({fingerprint(public_keys_in(public)[0])}).\n"
                   f"Sign releases with it: export {SIGNING_KEY_FILE_ENV}={shlex.quote(str(private_path.resolve()))}\n"
@@ -703,16 +798,29 @@ def _run_all(ws, retrain: bool = False, labels: Path | None = None, full: bool =
     _check_labels(labels)
     console.print("Running ingest -> standardise -> train -> link -> release")
     started = time.perf_counter()
+    before = [entry["version"] for entry in read_ledger(ws)]
+    runner = Runner(ws, retrain=retrain, labels=labels, full_link=full, new_series=new_series,
+                    report=report, accept_volume_change=accept_volume_change or ())
+
+    def audited(outcome: str, error: Exception | None = None) -> None:
+        details = {"outcome": outcome, "stages": {r.stage: "ran" if r.ran else "skipped" for r in runner.results}}
+        _audit(ws.root, "run", "pipeline", details | ({"error": type(error).__name__} if error else {}),
+               required=error is None)
+
     try:
-        results = Runner(ws, retrain=retrain, labels=labels, full_link=full, new_series=new_series,
-                         report=report, accept_volume_change=accept_volume_change or ()).run()
+        results = runner.run()
     except LabelsError as exc:
+        audited("failed", exc)
         _fail(f"{exc}\nThe run stopped at the linkage quality report (the stages before it finished; no release "
               "was made): correct the labels and run again.")
     except (IngestError, ContractError, LinkError, ReleaseError, SecretError, SigningKeyError) as exc:
+        audited("failed", exc)
         _fail(str(exc))
+    audited("completed")
     total = time.perf_counter() - started
     latest = [releases_dir(ws) / entry["version"] for entry in read_ledger(ws)]
+    if latest and latest[-1].name not in before:
+        _audit_release(ws)
     on_spark = (ws.engine_override or ws.config().engine) == "spark"
     console.print(f"Done in {total:.1f} s ({sum(1 for r in results if r.ran)} stages ran), peak memory "
                   f"{peak_memory_mb():,} MB" + (" (this process; Spark's JVM not included)." if on_spark else "."))
@@ -747,14 +855,91 @@ def run(
 def ingest(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Load every source's extracts under its contract into the landed zone; bad rows go to quarantine."""
     with _holding(_workspace(workspace, engine)) as ws:
-        _run_ingest(ws)
+        _audit(ws.root, "ingest", "landed zone", _run_ingest(ws))
 
 
 @app.command()
 def standardise(workspace: Path = WORKSPACE_OPTION, engine: str | None = ENGINE_OPTION) -> None:
     """Clean identifiers per role, split identifiers from content, and write the data quality report."""
     with _holding(_workspace(workspace, engine)) as ws:
-        _run_standardise(ws)
+        _audit(ws.root, "standardise", "content and identifiers zones", _run_standardise(ws))
+
+
+audit_app = _App(help="The workspace's hash-chained audit log of runs, releases, key use and checks (see "
+                 "docs/deliver.md).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    workspace: Path = WORKSPACE_OPTION,
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+    anchor: Path | None = typer.Option(None, "--anchor", metavar="FILE", help="A file outside the workspace "
+                                       "recording the log's head (as datafirst keeps it with "
+                                       "DATAFIRST_AUDIT_ANCHOR_FILE, the default): the log must still hold that "
+                                       "entry, unchanged, which shows no entry after it was cut off."),
+) -> None:
+    """Check the audit log: every entry against its hash, the chain (each names the hash of the
+    one before; seq from 1 without a gap, in order), and the signed head and the anchor, which show
+    the tail was not cut. Names each problem's seq and exits 1 on any."""
+    from .deliver.audit import ANCHOR_FILE_ENV, anchor_file, check, log_path
+    from .release.chain import misplaced
+    from .release.signing import SigningKeyError, public_key_files, trusted_public_keys
+
+    ws = _workspace(workspace)
+    if anchor is not None and not anchor.is_file():
+        _fail(f"the anchor file {anchor} is not there; datafirst writes it after each audit entry when "
+              f"{ANCHOR_FILE_ENV} names it")
+    anchor = anchor or anchor_file()
+    placed = misplaced(ws.root, public_key_files(public_key), None)
+    if placed:
+        _fail("\n".join(placed))
+    try:
+        keys = trusted_public_keys(public_key)
+    except SigningKeyError as exc:
+        if public_key:
+            _fail(str(exc))
+        keys = []  # the signed head cannot be checked; the check says so
+    result = check(ws.root, keys, anchor)
+    path = log_path(ws.root)
+    if result.problems:
+        err_console.print(f"[bold red]error:[/] the audit log {path} does not verify ({len(result.problems)} "
+                          "problems):\n  " + "\n  ".join(result.problems), soft_wrap=True, highlight=False)
+        raise typer.Exit(code=1)
+    if not result.entries:
+        console.print(f"The audit log {path} holds no entries yet.", soft_wrap=True)
+    else:
+        console.print(f"The audit log {path} verifies: {result.entries} entries, each matching its hash and naming "
+                      f"the hash of the one before, seq 1 to {result.head.seq} in order."
+                      + "".join(f" It agrees with {c}." for c in result.confirmed_by), soft_wrap=True, highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True, highlight=False)
+    if result.head is not None:
+        console.print(f"Audit log head: seq {result.head.seq}, sha256 {result.head.hash}.", soft_wrap=True,
+                      highlight=False)
+
+
+@audit_app.command("show")
+def audit_show(
+    workspace: Path = WORKSPACE_OPTION,
+    last: int = typer.Option(20, "--last", metavar="N", min=1, help="How many of the newest entries to show."),
+) -> None:
+    """Print the newest entries of the audit log: seq, time (UTC), who, what, on what, and the
+    details. `datafirst audit verify` checks that none was edited, removed or reordered."""
+    from .deliver.audit import log_path, read_entries
+
+    ws = _workspace(workspace)
+    entries = read_entries(ws.root)
+    if not entries:
+        console.print(f"The audit log {log_path(ws.root)} holds no entries yet.", soft_wrap=True)
+        return
+    t = Table(title=f"Audit log {log_path(ws.root)} (last {min(last, len(entries))} of {len(entries)})")
+    for col in ("seq", "time (UTC)", "actor", "action", "subject", "details"):
+        t.add_column(col, justify="right" if col == "seq" else "left", overflow="fold")
+    for e in entries[-last:]:
+        t.add_row(str(e["seq"]), e["time"], e["actor"], e["action"], e["subject"],
+                  json.dumps(e["details"], separators=(", ", ": ")))
+    console.print(t, markup=False, highlight=False)
 
 
 key_app = _App(help="The hashing key that keys every id in a release.", no_args_is_help=True)
@@ -763,14 +948,20 @@ app.add_typer(key_app, name="key")
 
 @key_app.command("new")
 def key_new(path: Path = typer.Argument(..., help="The key file to write (refused if it exists). Keep it outside "
-                                        "the workspace and the repository.")) -> None:
+                                        "the workspace and the repository."),
+            workspace: Path | None = KEY_AUDIT_OPTION) -> None:
     """Write a new random 256-bit hashing key to PATH, readable by you only. The key is not shown."""
     from .release.hashing_key import SALT_FILE_ENV, SecretError, write_new_key
+    from .run import key_check_of
 
+    if workspace is not None:
+        _workspace(workspace)  # checked before the key is made
     try:
         write_new_key(path)
     except SecretError as exc:
         _fail(str(exc))
+    _key_audit(workspace, "key.new", path.name, {"file": path.name,
+                                                 "hashing_key_check": key_check_of(path.read_text().strip())})
     console.print(f"Wrote a new random 256-bit hashing key to {path} (owner-only permissions; the key is not shown).\n"
                   f"Use it: export {SALT_FILE_ENV}={shlex.quote(str(path.resolve()))}\n"
                   "Back it up where the data owner keeps secrets: every release that researchers will join needs "
@@ -975,7 +1166,8 @@ def deliver_command(
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
 # `secrets/` (the demonstration keys) is kept: a new demo starts a new release series anyway.
 DEMO_SIGNING_KEY = "demo-signing.key"
-DEMO_ENTRIES = ("world", "datafirst.yaml", "contracts", "zones", "models", "releases", "reports", ".state", ".scratch")
+DEMO_ENTRIES = ("world", "datafirst.yaml", "contracts", "zones", "models", "releases", "reports", "governance",
+                ".state", ".scratch")
 
 
 def _earlier_demo(out: Path) -> bool:
@@ -1010,9 +1202,10 @@ def _only_demo_key(out: Path) -> bool:
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-workspace"), "--out", help="Workspace folder for the demo. If it holds an "
-                             "earlier demo, that demo (world, zones, models, reports, releases, run state) is "
-                             "removed first and the new one starts afresh from release v0001; its demonstration "
-                             "key in secrets/ is kept. Any other non-empty folder is refused."),
+                             "earlier demo, that demo (world, zones, models, reports, releases, governance records and "
+                             "audit log, run state) is removed first and the new one starts afresh from release "
+                             "v0001; its demonstration key in secrets/ is kept. Any other non-empty folder is "
+                             "refused."),
     people: int = typer.Option(20_000, "--people", help="People in the demo world."),
     seed: int = typer.Option(42, "--seed", help="Random seed of the demo world."),
 ) -> None:

@@ -60,13 +60,19 @@ def key_check() -> str | None:
     """The hashing key's check value, as each release manifest holds it (`keyed_hash` of
     `KEY_CHECK`): tells keys apart without revealing them. None when no usable key is set."""
     from .release.hashing_key import SecretError, load_salt
-    from .release.products import HASH_CHARS
-    from .release.stage import KEY_CHECK
 
     try:
         salt = load_salt()
     except SecretError:
         return None
+    return key_check_of(salt)
+
+
+def key_check_of(salt: str) -> str:
+    """The check value of a hashing key (`keyed_hash` of `KEY_CHECK` under it)."""
+    from .release.products import HASH_CHARS
+    from .release.stage import KEY_CHECK
+
     return hashlib.sha256(f"{salt}|{KEY_CHECK}".encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
