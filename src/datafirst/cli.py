@@ -196,16 +196,11 @@ def _workspace(path: Path, engine: str | None = None):
 
 
 def _actor(by: str | None = None) -> str:
-    """Who is acting, for the audit log (deliver/projects.acting_as); the user id when the
-    login name cannot be found (a container with no passwd entry), rather than no record."""
-    import os
+    """Who is acting (deliver/projects.acting_as), for the audit log and separation of duties."""
+    from .deliver.projects import acting_as
 
-    from .deliver.projects import ProjectError, acting_as
 
-    try:
-        return acting_as(by)
-    except (ProjectError, KeyError, OSError):
-        return f"uid {os.getuid()}"
+    return acting_as(by)
 
 
 def _audit(workspace: Path, action: str, subject: str, details: dict, *, by: str | None = None,
@@ -978,15 +973,6 @@ BY_OPTION = typer.Option(None, "--by", metavar="NAME", help="Who is acting (reco
                          "DATAFIRST_USER, else your login name.")
 
 
-def _acting(by: str | None) -> str:
-    from .deliver.projects import ProjectError, acting_as
-
-    try:
-        return acting_as(by)
-    except ProjectError as exc:
-        _fail(str(exc))
-
-
 def _project_table(records) -> Table:  # noqa: ANN001 - ProjectRecords
     t = Table(title="Projects")
     for col in ("project", "title", "TRE", "status", "requested by", "approved by", "expires", "tables"):
@@ -1010,7 +996,7 @@ def project_add(file: Path = typer.Argument(..., metavar="FILE", help="The proje
     from .release.stage import published
 
     ws = _workspace(workspace)
-    actor = _acting(by)
+    actor = _actor(by)
     try:
         project = load_project(file)
         releases = published(ws)
@@ -1021,6 +1007,8 @@ def project_add(file: Path = typer.Argument(..., metavar="FILE", help="The proje
             record = add_project(ws.root, file, actor)
     except ProjectError as exc:
         _fail(str(exc))
+    _audit(ws.root, "project add", record.project.id, {"file_sha256": record.yaml_sha256, "tre": record.project.tre,
+                                                       "tables": len(record.project.tables)}, by=actor)
     console.print(f"Project {record.project.id} registered as requested by {actor} ({record.path}). Another person "
                   f"approves it: datafirst project approve {record.project.id} --by NAME", soft_wrap=True)
 
@@ -1033,12 +1021,14 @@ def project_approve(project: str = typer.Argument(..., metavar="PROJECT", help="
     from .deliver.projects import ProjectError, approve_project
 
     ws = _workspace(workspace)
-    actor = _acting(by)
+    actor = _actor(by)
     try:
         with _holding(ws):
             record = approve_project(ws.root, project, actor)
     except ProjectError as exc:
         _fail(str(exc))
+    _audit(ws.root, "project approve", project, {"file_sha256": record.yaml_sha256,
+                                                 "requested_by": record.requested_by}, by=actor)
     console.print(f"Project {project} approved by {actor} (requested by {record.requested_by}); the approval covers "
                   f"{record.path.name} with SHA-256 {record.yaml_sha256}.", soft_wrap=True, highlight=False)
 
@@ -1051,12 +1041,13 @@ def project_expire(project: str = typer.Argument(..., metavar="PROJECT", help="T
     from .deliver.projects import ProjectError, expire_project
 
     ws = _workspace(workspace)
-    actor = _acting(by)
+    actor = _actor(by)
     try:
         with _holding(ws):
             expire_project(ws.root, project, actor)
     except ProjectError as exc:
         _fail(str(exc))
+    _audit(ws.root, "project expire", project, {}, by=actor)
     console.print(f"Project {project} expired by {actor}: nothing more is delivered to it.")
 
 
@@ -1116,6 +1107,7 @@ def project_key_new(project: str = typer.Argument(..., metavar="PROJECT", help="
         path = new_project_key(ws.root, project)
     except (ProjectError, SecretError) as exc:
         _fail(str(exc))
+    _audit(ws.root, "project key new", project, {"key_file": path.name})
     console.print(f"Wrote a new random 256-bit key for project {project} to {path} (owner-only; not shown). Back it "
                   "up with the data owner's secrets: the project's packages join to each other only through it.",
                   soft_wrap=True, highlight=False)
@@ -1140,17 +1132,26 @@ def deliver_command(
     that does not verify."""
     from .deliver.package import DeliveryError, deliver
     from .deliver.projects import ProjectError
+    from .files import file_sha256
     from .release.hashing_key import SecretError
     from .release.signing import SigningKeyError
 
     ws = _workspace(workspace, engine)
-    actor = _acting(by)
+    actor = _actor(by)
     try:
         with _holding(ws), _engine(ws) as db, _progress() as progress:
             d = deliver(ws, project, db, by=actor, release=release_version, out=out, public_keys=public_key,
                         progress=_stage_progress(progress, "Deliver"))
     except (DeliveryError, ProjectError, SecretError, SigningKeyError) as exc:
+        _audit(ws.root, "deliver", project, {"outcome": "refused", "error": exc.__class__.__name__,
+                                             "release": release_version}, by=actor)
         _fail(f"{exc}\nNo package was written.")
+    _audit(ws.root, "deliver", project, {
+        "outcome": "delivered", "release": d.release, "package": d.path.name, "formats": d.formats,
+        "sources": d.sources, "tables": len(d.tables), "rows": sum(d.tables.values()),
+        "manifest_sha256": file_sha256(d.path / "manifest.json"),
+        "project_key_check": json.loads((d.path / "manifest.json").read_text(encoding="utf-8")).get("project_key_check")},
+        by=actor)
     t = Table(title=f"Package {d.path.name} for project {d.project} (release {d.release})")
     t.add_column("table")
     t.add_column("rows", justify="right")
@@ -1298,10 +1299,11 @@ def outputs_submit(
     """Submit a researcher's finalised ACRO outputs for checking: copied into the workspace with the
     SHA-256 of every file, who submitted them and when."""
     from .deliver.outputs import submit
-    from .deliver.projects import acting_as
 
     ws = _workspace(workspace)
-    request = _outputs_call(lambda: submit(ws.root, project, folder, _outputs_call(lambda: acting_as(by))))
+    request = _outputs_call(lambda: submit(ws.root, project, folder, _actor(by)))
+    _audit(ws.root, "outputs submit", request.id, {"project": project, "outputs": len(request.outputs),
+                                                   "files_sha256": request.files}, by=request.submitted_by)
     statuses = [o.acro_status for o in request.outputs.values()]
     console.print(f"Submitted {len(request.outputs)} outputs as request {request.id} (ACRO: "
                   + ", ".join(f"{statuses.count(s)} {s}" for s in ("pass", "fail", "review")) + "). "
@@ -1381,7 +1383,6 @@ def outputs_review(
 ) -> None:
     """Show a request's outputs with ACRO's checks, or record the checker's decision on them."""
     from .deliver.outputs import Ruling, load_request, review
-    from .deliver.projects import acting_as
 
     ws = _workspace(workspace)
     request = _outputs_call(lambda: load_request(ws.root, request))
@@ -1394,7 +1395,10 @@ def outputs_review(
         _fail(f"{', '.join(both)} given both to --approve and --reject; decide each output once")
     rulings = {name: Ruling("approve", reason) for name in approve}
     rulings |= {name: Ruling("reject", reason) for name in reject}
-    made = _outputs_call(lambda: review(ws.root, request.id, _outputs_call(lambda: acting_as(by)), rulings))
+    made = _outputs_call(lambda: review(ws.root, request.id, _actor(by), rulings))
+    _audit(ws.root, "outputs review", request.id, {"project": request.project, "decisions": {
+        d.output: {"decision": d.decision, "acro": d.acro_status, "exception_reason_given": bool(d.reason)}
+        for d in made}}, by=made[0].by if made else by)
     for decision in made:
         done = {"approve": "approved", "reject": "rejected"}[decision.decision]
         console.print(f"{decision.output}: {done} by {decision.by} (ACRO: {decision.acro_status})"
@@ -1410,10 +1414,11 @@ def outputs_export(
 ) -> None:
     """Copy only the approved outputs out, with decisions.json: who approved each, why, and what was withheld."""
     from .deliver.outputs import EXPORT_RECORD, export
-    from .deliver.projects import acting_as
 
     ws = _workspace(workspace)
-    record = _outputs_call(lambda: export(ws.root, request, out, _outputs_call(lambda: acting_as(by))))
+    record = _outputs_call(lambda: export(ws.root, request, out, _actor(by)))
+    _audit(ws.root, "outputs export", record["request"], {"outputs": sorted(record["outputs"]),
+                                                          "withheld": sorted(record["withheld"])}, by=by)
     console.print(f"Exported {len(record['outputs'])} approved outputs of {record['request']} to {out} "
                   f"({', '.join(record['outputs'])}); withheld: "
                   + (", ".join(f"{n} ({why})" for n, why in record["withheld"].items()) or "none")

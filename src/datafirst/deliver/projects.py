@@ -180,13 +180,17 @@ ACTOR_ENV = "DATAFIRST_USER"
 
 
 def acting_as(by: str | None) -> str:
-    """Who is acting: `--by`, else $DATAFIRST_USER, else the login name. Separation of duties compares
-    these names; on a shared machine they are only as trustworthy as the accounts behind them
-    (docs/deliver.md says so), and the audit log records each one."""
-    name = (by or os.environ.get(ACTOR_ENV) or getpass.getuser() or "").strip()
-    if not name:
-        raise ProjectError(f"who is acting is unknown: give --by NAME or set {ACTOR_ENV}")
-    return name
+    """Who is acting: `--by`, else $DATAFIRST_USER, else the login name, else the user id (a
+    container with no passwd entry). Separation of duties compares these names; on a shared
+    machine they are only as trustworthy as the accounts behind them (docs/deliver.md says so),
+    and the audit log records each one."""
+    name = (by or os.environ.get(ACTOR_ENV) or "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 # --- the registry -------------------------------------------------------------------------------
