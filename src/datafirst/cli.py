@@ -878,6 +878,54 @@ def demo(
                       f"{shlex.quote(str(ws.root))}")
 
 
+@app.command("deliver-split")
+def deliver_split(
+    project: str = typer.Option(..., "--project", metavar="ID", help="The project (its file is "
+                                "governance/projects/ID.yaml in the workspace); its TRE must be SAIL."),
+    release: str | None = typer.Option(None, "--release", metavar="vNNNN", help="The release to deliver from "
+                                       "(default: the latest)."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="A new folder to write to (default: "
+                                    "deliveries/ID/vNNNN-split-N in the workspace)."),
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """SAIL split files for a project: File 1 (identifiers and a system id, for the trusted third
+    party), File 2 (the approved tables with the same system id, for SAIL) and the mapping the
+    data owner keeps. The one delivery that reads the identifiers zone (docs/deliver.md). The
+    release must verify; the hashing key (DATAFIRST_SALT_FILE or DATAFIRST_SALT) must be its own."""
+    from .deliver.projects import ProjectError, load_project, projects_folder
+    from .deliver.split_file import SplitFileError, split_folder, write_split_files
+    from .release.hashing_key import SecretError, load_salt
+    from .release.signing import SigningKeyError
+    from .release.stage import published
+
+    ws = _workspace(workspace)
+    path = projects_folder(ws.root) / f"{project}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in projects_folder(ws.root).glob("*.yaml"))
+        _fail(f"no project {project!r} in {projects_folder(ws.root)} (projects: {', '.join(known) or 'none'}); "
+              "add it with `datafirst project add`")
+    releases = {r.name: r for r in published(ws)}
+    if not releases:
+        _fail(f"no release in {ws.root}; run `datafirst release` first")
+    if release is not None and release not in releases:
+        _fail(f"no release {release} in {ws.root} (releases: {', '.join(releases)})")
+    chosen = releases[release or list(releases)[-1]]
+    try:
+        declared = load_project(path)
+        salt = load_salt()
+        with _holding(ws), _engine(ws) as db:
+            written = write_split_files(db, ws, chosen, declared, out or split_folder(ws, declared.id, chosen.name),
+                                        salt, source=str(path), public_keys=public_key)
+    except (ProjectError, SplitFileError, SecretError, SigningKeyError) as exc:
+        _fail(str(exc))
+    console.print(f"Split files for {declared.id} from {chosen.name} in {written.path}:\n"
+                  f"  File 1 (to the trusted third party only): {written.records:,} person records\n"
+                  f"  File 2 (to SAIL only): " + ", ".join(f"{t} ({n:,} rows)" for t, n in written.tables.items())
+                  + "\n  owner_keeps/ stays with the data owner. See README.md there.", soft_wrap=True,
+                  highlight=False, markup=False)
+
+
 def entry() -> None:
     """The `datafirst` command: `app`, with an engine that stops (a setting naming a column that is
     not there, memory running out, an interrupted query) reported on one error line, not as a
