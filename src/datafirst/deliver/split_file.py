@@ -45,7 +45,7 @@ from ..engine.sql import sql_string
 from ..files import file_sha256
 from ..release.chain import release_problems
 from ..release.privacy import build_sensitive_values, check_tables
-from ..release.products import LOOKUP, forget_keyed_hash, install_keyed_hash
+from ..release.products import HASH_CHARS, LOOKUP, forget_keyed_hash, install_keyed_hash
 from ..release.signing import trusted_public_keys
 from ..release.stage import KEY_CHECK
 from ..sources.contract import load_contracts
@@ -60,7 +60,9 @@ SYSTEM_ID = "system_id"
 ALF = "alf"
 # What the TTP matches on: the identifiers zone's cleaned columns (standardise/stage.py).
 FILE1_IDENTIFIERS = ("forename", "surname", "date_of_birth", "sex", "postcode")
-SYSTEM_ID_CHARS = 24  # 96 bits: no collision in practice, and checked
+# As long as the release's hashes (80 bits; File 1's are checked distinct): the privacy guard
+# knows that shape as a hash, not text that could hold a name.
+SYSTEM_ID_CHARS = HASH_CHARS
 HASHED_ID = "hashed_id"
 RECORD_HASH = "row_id_hash"
 
@@ -198,7 +200,7 @@ def _write_file1(engine: Engine, release: Path, identifiers: Path, person_tables
                          FROM {ids} i JOIN {released} r ON r.{RECORD_HASH} = keyed_hash(i.record_key)""")
     engine.execute(f"CREATE OR REPLACE TEMP TABLE split_records AS {' UNION ALL '.join(parts)}")
     n, distinct = engine.execute(f"SELECT count(*), count(DISTINCT {SYSTEM_ID}) FROM split_records")[0]
-    if n != distinct:  # 96-bit ids: never in practice; a repeated record key would do it
+    if n != distinct:  # 80-bit ids: never in practice; a repeated record key would do it
         raise SplitFileError(f"{n - distinct} system ids repeat among {n:,} person records; each record must appear "
                              "once in the identifiers zone: standardise again")
     file1 = out / FILE1 / "identifiers.parquet"
