@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pyreadstat
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -312,6 +313,15 @@ def test_the_package_holds_its_files_and_checksums_that_verify(ws):
     for table in d.tables:
         assert (d.path / "csv" / f"{table}.csv").is_file() and (d.path / "tables" / f"{table}.parquet").is_file()
     assert pkg.verify_package(d.path) == []
+    # every table in Stata too, with the delivered (coarsened) values labelled, and its short names listed
+    assert sorted(p.stem for p in (d.path / "stata").glob("*.dta")) == sorted(d.tables)
+    frame, meta = pyreadstat.read_dta(str(d.path / "stata" / "magistrates__defendants.dta"))
+    assert len(frame) == d.tables["magistrates__defendants"]
+    assert set(meta.variable_value_labels["ethnicity_2021_code"].values()) <= {"A", "B", "M", "O", "W"}
+    assert meta.column_names_to_labels["first_hearing_date"]
+    names = (d.path / "stata" / "variable_names.csv").read_text().splitlines()
+    assert names[0] == "table,column,stata_name" and \
+        "person_link_lookup,person_changes_between_thresholds,person_changes_between_thr_310a" in names
     manifest = json.loads((d.path / "manifest.json").read_text())
     release_manifest = ws.root / "releases" / "v0001" / "manifest.json"
     assert manifest["release"] == {**manifest["release"], "version": "v0001",

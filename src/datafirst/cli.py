@@ -1160,8 +1160,6 @@ def deliver_command(
     console.print(t)
     console.print(f"Package: {d.path} ({', '.join(d.formats)}; README.md, dictionary, manifest.json, SHA256SUMS). "
                   f"Approved sources: {', '.join(d.sources) or 'none'}.", soft_wrap=True, highlight=False)
-    if "dta" not in d.formats:
-        console.print("[yellow]note:[/] no Stata files: datafirst.deliver.stata is not installed in this build.")
 
 
 # What `datafirst demo` makes in its folder; an earlier demo's are removed before a new one.
@@ -1423,6 +1421,50 @@ def outputs_export(
                   f"({', '.join(record['outputs'])}); withheld: "
                   + (", ".join(f"{n} ({why})" for n, why in record["withheld"].items()) or "none")
                   + f". The record is {out / EXPORT_RECORD}.", soft_wrap=True, highlight=False)
+
+
+@app.command("deliver-split")
+def deliver_split(
+    project: str = typer.Option(..., "--project", metavar="ID", help="The project (its file is "
+                                "governance/projects/ID.yaml in the workspace); its TRE must be SAIL."),
+    release: str | None = typer.Option(None, "--release", metavar="vNNNN", help="The release to deliver from "
+                                       "(default: the latest)."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="A new folder to write to (default: "
+                                    "deliveries/ID/vNNNN-split-N in the workspace)."),
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+    workspace: Path = WORKSPACE_OPTION,
+) -> None:
+    """SAIL split files for a project: File 1 (identifiers and a system id, for the trusted third
+    party), File 2 (the approved tables with the same system id, for SAIL) and the mapping the
+    data owner keeps. The one delivery that reads the identifiers zone (docs/deliver.md). The
+    release must verify; the hashing key (DATAFIRST_SALT_FILE or DATAFIRST_SALT) must be its own."""
+    from .deliver.package import DeliveryError, verified_release
+    from .deliver.projects import ProjectError, projects_folder, require_approved
+    from .deliver.split_file import SplitFileError, split_folder, write_split_files
+    from .release.hashing_key import SecretError, load_salt
+    from .release.signing import SigningKeyError
+
+    ws = _workspace(workspace)
+    try:
+        declared = require_approved(ws.root, project).project
+        chosen = verified_release(ws, release, public_key)
+        salt = load_salt()
+        with _holding(ws), _engine(ws) as db:
+            written = write_split_files(db, ws, chosen, declared, out or split_folder(ws, declared.id, chosen.name),
+                                        salt, source=str(projects_folder(ws.root) / f"{project}.yaml"),
+                                        public_keys=public_key)
+    except (DeliveryError, ProjectError, SplitFileError, SecretError, SigningKeyError) as exc:
+        _audit(ws.root, "deliver-split", project, {"outcome": "refused", "error": exc.__class__.__name__,
+                                                   "release": release})
+        _fail(str(exc))
+    _audit(ws.root, "deliver-split", project, {"outcome": "delivered", "release": chosen.name,
+                                               "folder": written.path.name, "file1_records": written.records,
+                                               "file2_tables": written.tables})
+    console.print(f"Split files for {declared.id} from {chosen.name} in {written.path}:\n"
+                  f"  File 1 (to the trusted third party only): {written.records:,} person records\n"
+                  f"  File 2 (to SAIL only): " + ", ".join(f"{t} ({n:,} rows)" for t, n in written.tables.items())
+                  + "\n  owner_keeps/ stays with the data owner. See README.md there.", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def entry() -> None:

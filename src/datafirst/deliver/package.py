@@ -19,6 +19,7 @@ SHA256SUMS, and a README for the researchers.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import os
@@ -40,6 +41,7 @@ from ..workspace import Workspace, remove_tree
 from . import derived
 from .project_keys import load_project_key
 from .risk import RiskError, assess
+from .stata import write_dta
 from .projects import Project, ProjectError, ProjectRecord, require_approved
 from .treatments import Treated, TreatmentError, describe, q, treat
 
@@ -398,19 +400,18 @@ def _write_formats(staged: dict[str, Path], root: Path, tables_dict: dict, rows:
 
 
 def _write_stata(root: Path, entries: dict[str, dict]) -> dict[str, dict]:
-    """.dta files, with variable and value labels, through `stata.write_dta`."""
-    try:
-        from .stata import write_dta
-    except ImportError:
-        # TODO(integrator): H4's datafirst.deliver.stata lands separately; once merged, make .dta
-        # mandatory (drop this guard).
-        return {}
+    """.dta files, with variable and value labels, through `stata.write_dta`, and
+    `stata/variable_names.csv`: each column's Stata name (at most 32 characters; docs/deliver.md)."""
     (root / "stata").mkdir()
     names = {}
     for name, entry in entries.items():
         names[name] = write_dta(root / "tables" / f"{name}.parquet", root / "stata" / f"{name}.dta", entry)
         entry["files"]["dta"] = f"stata/{name}.dta"
         entry["stata_names"] = names[name]
+    with open(root / "stata" / "variable_names.csv", "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["table", "column", "stata_name"])
+        out.writerows((table, column, short) for table, mapping in names.items() for column, short in mapping.items())
     return names
 
 
