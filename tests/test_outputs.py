@@ -24,6 +24,7 @@ from datafirst.files import file_sha256
 REPO = Path(__file__).resolve().parents[1]
 RESEARCHER = "r.searcher@uni.example"
 CHECKER = "o.checker@tre.example"
+COLLEAGUE = "c.olleague@uni.example"  # another researcher of the project: not independent
 runner = CliRunner()
 
 # Run by the ACRO venv's python: a synthetic table (not real data) with a planted small cell, a
@@ -97,7 +98,7 @@ def _project(ws: Path, project_id: str, state: str = "approved") -> None:
         source = ws.parent / f"{project_id}.yaml"
         source.write_text(
             f"id: {project_id}\ntitle: Courts and costs\nlegal_basis: DEA 2017 s.64\napproval_reference: RAP-1\n"
-            f"tre: SRS\nexpires: {date.today() + timedelta(days=365)}\nresearchers: [{RESEARCHER}]\n"
+            f"tre: SRS\nexpires: {date.today() + timedelta(days=365)}\nresearchers: [{RESEARCHER}, {COLLEAGUE}]\n"
             "tables:\n  courts__cases:\n    court: keep\n", encoding="utf-8")
         add_project(ws, source, by="requester")
     if state == "approved":
@@ -140,6 +141,8 @@ def test_submit_review_export_keeps_duties_apart_and_releases_only_approved_outp
 
     with pytest.raises(OutputsError, match="submitted request P0001-0001, so cannot review it"):
         outputs.review(ws, request.id, RESEARCHER, {"safe": Ruling("approve")})
+    with pytest.raises(OutputsError, match="is a researcher of project P0001, so cannot check its outputs"):
+        outputs.review(ws, "P0001-0001", COLLEAGUE, {"safe": Ruling("approve")})
     with pytest.raises(OutputsError, match="small_cell: ACRO marked it 'fail'; approving it is an exception and "
                                            "needs a written reason"):
         outputs.review(ws, request.id, CHECKER, {"safe": Ruling("approve"), "small_cell": Ruling("approve")})

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datafirst.deliver.attack import (
-    AttackError,
-    attack,
-    forget_rekey,
-    install_rekey,
-    raw_relation,
-)
+from datafirst.deliver.attack import AttackError, attack, raw_relation
+from datafirst.deliver.project_keys import forget_project_hash, install_project_hash
 from datafirst.deliver.projects import (
     Band,
     Coarsen,
@@ -215,10 +210,10 @@ def test_the_attack_checks_a_rekeyed_package_with_the_project_key(engine, source
     contract, extracts = source
     release = _release_table(engine, contract, extracts, tmp_path / "r.parquet")
     key = "9" * 16 + "a1b2c3d4e5f6a7b8" * 3
-    install_rekey(engine, key)
+    install_project_hash(engine, key)
     package = _table(engine, tmp_path / "p.parquet",
-                     f"SELECT project_rekey(row_id_hash) AS row_id_hash, court, heard, result FROM {engine.parquet(release)}")
-    forget_rekey(engine)
+                     f"SELECT project_hash(row_id_hash) AS row_id_hash, court, heard, result FROM {engine.parquet(release)}")
+    forget_project_hash(engine)
     plain = attack(engine, contract, "hearings", extracts, package, SALT)
     rekeyed = attack(engine, contract, "hearings", extracts, package, SALT, project_key=key)
     assert plain["unique_and_correct"] == 0 and rekeyed["unique_and_correct"] == rekeyed["matched_uniquely"] == 272

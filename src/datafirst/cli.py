@@ -1093,6 +1093,48 @@ def project_show(project: str = typer.Argument(..., metavar="PROJECT", help="The
     console.print(t)
 
 
+@project_app.command("template")
+def project_template(
+    project: str = typer.Argument(..., metavar="PROJECT", help="The new project's id."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="The project file to write (not overwritten)."),
+    release_version: str | None = typer.Option(None, "--release", metavar="vNNNN", help="The release to draft from "
+                                               "(default: the newest)."),
+    fit: bool = typer.Option(True, "--fit/--no-fit", help="Measure the draft on the release's tables and coarsen "
+                             "further where a table would stay below k (default: fit)."),
+    workspace: Path = WORKSPACE_OPTION,
+    engine: str | None = ENGINE_OPTION,
+) -> None:
+    """Draft a project file from a release: the default research template (every table; dates to
+    month, years of birth to age bands, postcode districts to areas, ethnicity to its groups, fine
+    codes dropped, amounts banded; quasi-identifiers declared; k 5), fitted to the release so that
+    each table reaches k within 2% suppression. Governance staff complete and trim it, then add it."""
+    from .deliver.templates import TemplateError, fit_template, project_yaml, research_template
+    from .deliver.projects import valid_id
+    from .release.stage import published
+
+    ws = _workspace(workspace, engine)
+    if not valid_id(project):
+        _fail(f"{project!r} is not a project id (a letter, then letters, digits, - or _)")
+    if out.exists():
+        _fail(f"{out} exists; give a new file with --out")
+    releases = {r.name: r for r in published(ws)}
+    if not releases or (release_version is not None and release_version not in releases):
+        _fail(f"no release {release_version or ''} in {ws.root} (releases: {', '.join(releases) or 'none'})")
+    chosen = releases[release_version or list(releases)[-1]]
+    try:
+        drafted, changes = research_template(chosen, project), []
+        if fit:
+            with _engine(ws) as db:
+                drafted, changes = fit_template(db, chosen, drafted)
+    except TemplateError as exc:
+        _fail(str(exc))
+    out.write_text(project_yaml(drafted, changes), encoding="utf-8")
+    console.print(f"Drafted project {project} from {chosen.name} in {out}: {len(drafted.tables)} tables"
+                  + (f"; {len(changes)} steps coarser than the template to reach k (listed at its top)" if changes else "")
+                  + ". Complete it, then: datafirst project "
+                  f"add {out}", soft_wrap=True, highlight=False)
+
+
 @project_key_app.command("new")
 def project_key_new(project: str = typer.Argument(..., metavar="PROJECT", help="The project's id."), workspace: Path = WORKSPACE_OPTION) -> None:
     """Write a new random key for a registered project, in DATAFIRST_PROJECT_KEYS_DIR (outside the

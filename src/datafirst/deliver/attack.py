@@ -9,7 +9,7 @@ did). Missing values match missing values. A raw row is matched uniquely when ex
 row holds its values; correctly when that row is the raw row's own: the evaluator holds the
 release salt, so it computes each raw row's row_id_hash as the release did (products.py's
 keyed_hash of the record key) and, for a package re-keyed per project, re-keys it with the
-project key (`rekey_sql`), and compares. Everything runs in the engine; the salt and the project
+project key as the package does (`project_keys.install_project_hash`), and compares. Everything runs in the engine; the salt and the project
 key are session variables, never SQL text.
 """
 
@@ -19,9 +19,10 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..engine.sql import sql_string
-from ..release.products import HASH_CHARS, forget_keyed_hash, install_keyed_hash
+from ..release.products import forget_keyed_hash, install_keyed_hash
 from ..sources.contract import Contract
 from ..sources.ingest import _typed
+from .project_keys import forget_project_hash, install_project_hash
 from .projects import Treatment
 from .risk import coarsened
 
@@ -35,19 +36,6 @@ class AttackError(Exception):
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def install_rekey(engine: Engine, project_key: str) -> None:
-    """`project_rekey(h)`: a release hash re-keyed with a project's key (a keyed SHA-256 of the
-    release hash, as the package step re-keys ids), the key held in a session variable."""
-    engine.execute("SET VARIABLE datafirst_project_key = ?", [project_key])
-    engine.execute(f"""CREATE OR REPLACE TEMP MACRO project_rekey(x) AS CASE WHEN x IS NULL THEN NULL
-        ELSE substr(sha256(getvariable('datafirst_project_key') || '|' || x), 1, {HASH_CHARS}) END""")
-
-
-def forget_rekey(engine: Engine) -> None:
-    engine.execute("DROP MACRO IF EXISTS project_rekey")
-    engine.execute("RESET VARIABLE datafirst_project_key")
 
 
 def raw_relation(contract: Contract, table: str, extracts: Path) -> str:
@@ -93,8 +81,8 @@ def attack(engine: Engine, contract: Contract, table: str, extracts: Path, targe
     install_keyed_hash(engine, salt)
     expected = "keyed_hash(r._record_key)"
     if project_key is not None:
-        install_rekey(engine, project_key)
-        expected = f"project_rekey({expected})"
+        install_project_hash(engine, project_key)
+        expected = f"project_hash({expected})"
     own_id = "min(row_id_hash)" if "row_id_hash" in held else "NULL::VARCHAR"
     cols = ", ".join(_q(c) for c in columns)
     raw_values = ", ".join(f"{coarsened(_q(c), treatments.get(c, 'keep'))} AS {_q(c)}" for c in columns)
@@ -110,7 +98,7 @@ def attack(engine: Engine, contract: Contract, table: str, extracts: Path, targe
     finally:
         forget_keyed_hash(engine)
         if project_key is not None:
-            forget_rekey(engine)
+            forget_project_hash(engine)
     rows, unique, correct = (int(v) for v in row)
     path = extracts / spec.file
     return {"note": EVALUATION_NOTE.format(path=path), "source": contract.source, "table": table,

@@ -9,7 +9,7 @@ older pandas; it lives in its own environment, see scripts/acro-venv.sh); it rea
 Three steps, each recorded in the request's folder `<ws>/governance/outputs/<project>/<request>/`:
 - `submit` (the researcher): the finalised folder is copied in, with the SHA-256 of every file,
   who submitted it and when (request.json). Only for a project that is approved and not expired.
-- `review` (an output checker, never the submitter): one decision per output, approve or reject,
+- `review` (an output checker, never the submitter nor another researcher of the project): one decision per output, approve or reject,
   appended to decisions.jsonl. Approving an output ACRO marked `fail` or `review` needs a written
   reason (the exception). A request whose files changed since submission is refused.
 - `export`: only the approved outputs' files are copied out, with decisions.json saying who
@@ -29,7 +29,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from datafirst.deliver.projects import GOVERNANCE, PROJECT_ID, Project, ProjectError, require_approved, valid_id
+from datafirst.deliver.projects import (GOVERNANCE, PROJECT_ID, Project, ProjectError, get_project, require_approved,
+                                        valid_id)
 from datafirst.files import file_sha256
 
 OUTPUTS = "outputs"
@@ -310,14 +311,26 @@ def _unchanged(request: Request) -> None:
 
 # --- review -----------------------------------------------------------------------------------
 
+def _registered_project(workspace: Path, project_id: str) -> Project | None:
+    """The request's project as registered (expired or not: its outputs may still be checked)."""
+    try:
+        return get_project(workspace, project_id).project
+    except ProjectError:
+        return None
+
+
 def review(workspace: Path, request_id: str, by: str, rulings: dict[str, Ruling]) -> list[Decision]:
     """Record the checker's decision on each named output. All are checked before any is written:
-    the checker is not the submitter, the files are as submitted, each output exists, and approving
+    the checker is neither the submitter nor another researcher of the project, the files are as submitted, each output exists, and approving
     one ACRO did not pass needs a reason."""
     request = load_request(workspace, request_id)
     if by.strip().casefold() == request.submitted_by.strip().casefold():
         raise OutputsError(f"{by} submitted request {request.id}, so cannot review it: an output is approved by "
                            "someone other than the researcher who asks for it (give the checker's --by NAME)")
+    project = _registered_project(workspace, request.project)
+    if project is not None and by.strip().casefold() in {r.strip().casefold() for r in project.researchers}:
+        raise OutputsError(f"{by} is a researcher of project {request.project}, so cannot check its outputs: an "
+                           "output checker is independent of the project (give the checker's --by NAME)")
     if not rulings:
         raise OutputsError("no decision given: name outputs with --approve NAME or --reject NAME")
     _unchanged(request)

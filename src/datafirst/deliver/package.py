@@ -39,15 +39,14 @@ from ..release.signing import public_key_files, trusted_public_keys
 from ..sources.contract import load_contracts
 from ..workspace import Workspace, remove_tree
 from . import derived
-from .project_keys import load_project_key
+from .project_keys import PROJECT_HASH_CHARS, forget_project_hash, install_project_hash, load_project_key
 from .risk import RiskError, assess
 from .stata import write_dta
 from .projects import Project, ProjectError, ProjectRecord, require_approved
-from .treatments import Treated, TreatmentError, describe, q, treat
+from .treatments import Treated, TreatmentError, q, treat
 
 DELIVERIES = "deliveries"
 SUMS = "SHA256SUMS"
-PROJECT_HASH_CHARS = 20  # as the release's hashes (products.HASH_CHARS)
 KEY_CHECK = "datafirst project key check"
 FORMATS = ("parquet", "csv", "dta")
 REKEYED = "re-keyed with the project's key (joins within this project's packages only)"
@@ -80,21 +79,6 @@ class Delivery:
 
 def deliveries_dir(ws: Workspace) -> Path:
     return ws.root / DELIVERIES
-
-
-def install_project_hash(engine: Engine, key: str) -> None:
-    """`project_hash(x)`: a release id hashed again with the project's key (held in a session
-    variable, so it never appears in SQL text). A person id keeps its `P`, so ids keep their shape."""
-    engine.execute("SET VARIABLE datafirst_project_key = ?", [key])
-    engine.execute(f"""CREATE OR REPLACE TEMP MACRO project_hash(x) AS CASE WHEN x IS NULL THEN NULL
-        ELSE (CASE WHEN substr(CAST(x AS VARCHAR), 1, 1) = 'P' THEN 'P' ELSE '' END)
-             || substr(sha256(getvariable('datafirst_project_key') || '|' || CAST(x AS VARCHAR)), 1,
-                       {PROJECT_HASH_CHARS}) END""")
-
-
-def forget_project_hash(engine: Engine) -> None:
-    engine.execute("DROP MACRO IF EXISTS project_hash")
-    engine.execute("RESET VARIABLE datafirst_project_key")
 
 
 # --- what may be delivered ------------------------------------------------------------------

@@ -15,10 +15,13 @@ import os
 import stat
 from pathlib import Path
 
+from ..engine import Engine
 from ..release.chain import inside
 from ..release.hashing_key import SecretError, check_key, write_new_key
+from ..release.products import HASH_CHARS
 
 KEYS_DIR_ENV = "DATAFIRST_PROJECT_KEYS_DIR"
+PROJECT_HASH_CHARS = HASH_CHARS  # a package's ids have the release's shape
 
 
 def keys_dir(workspace: Path) -> Path:
@@ -69,3 +72,18 @@ def load_project_key(workspace: Path, project_id: str) -> str:
         raise SecretError(f"the key {source} can be read or written by group or others (mode "
                           f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}` so only its owner can")
     return key
+
+
+def install_project_hash(engine: Engine, key: str) -> None:
+    """`project_hash(x)`: a release id hashed again with the project's key (held in a session
+    variable, so it never appears in SQL text). A person id keeps its `P`, so ids keep their shape."""
+    engine.execute("SET VARIABLE datafirst_project_key = ?", [key])
+    engine.execute(f"""CREATE OR REPLACE TEMP MACRO project_hash(x) AS CASE WHEN x IS NULL THEN NULL
+        ELSE (CASE WHEN substr(CAST(x AS VARCHAR), 1, 1) = 'P' THEN 'P' ELSE '' END)
+             || substr(sha256(getvariable('datafirst_project_key') || '|' || CAST(x AS VARCHAR)), 1,
+                       {PROJECT_HASH_CHARS}) END""")
+
+
+def forget_project_hash(engine: Engine) -> None:
+    engine.execute("DROP MACRO IF EXISTS project_hash")
+    engine.execute("RESET VARIABLE datafirst_project_key")

@@ -20,12 +20,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from itertools import pairwise
 from pathlib import Path
 
 from ..engine import Engine
 from ..release.products import PERSON_TABLES
-from .projects import Band, Coarsen, Disclosure, TopCode, Treatment
+from .projects import Coarsen, Disclosure, Treatment
+from .treatments import TreatmentError, coarsened_sql
 
 # The person tables' quasi-identifiers when a project declares none for them: what an attacker is
 # most likely to know of a person (the issue's measurement: 84% of people unique on these).
@@ -49,39 +49,12 @@ def _number(value: float) -> str:
 
 
 def coarsened(expr: str, treatment: Treatment) -> str:
-    """SQL giving `expr` under a treatment, as deliver/projects.py's Coarsen, TopCode and Band
-    docstrings define them (the package's treatments.py does the same; the two agree):
-    a date to the first day of its week (Monday), month or year; a year of birth to its age band
-    at `reference_date` ("30-39"); a postcode district to its area (the leading letters); a number
-    top-coded, or banded into text labels ("<0", "0-999", "1000+"). `keep` is the value itself.
-    A code's `group` needs the release's mapping, which the package step holds, so it is refused."""
-    if treatment == "keep":
-        return expr
-    if isinstance(treatment, Coarsen):
-        kind = treatment.coarsen
-        if kind in ("week", "month", "year"):
-            return f"CAST(date_trunc('{kind}', {expr}) AS DATE)"
-        if kind == "age_band":
-            age = f"({treatment.reference_date.year} - CAST({expr} AS BIGINT))"
-            low = f"(CAST(floor({age} / {treatment.width}) AS BIGINT) * {treatment.width})"
-            return (f"CASE WHEN {expr} IS NULL THEN NULL ELSE CAST({low} AS VARCHAR) || '-' || "
-                    f"CAST({low} + {treatment.width - 1} AS VARCHAR) END")
-        if kind == "area":
-            return f"nullif(regexp_extract(CAST({expr} AS VARCHAR), '^[A-Za-z]+', 0), '')"
-        raise RiskError(f"coarsen: {kind} needs the release's mapping; measure the package that applied it")
-    if isinstance(treatment, TopCode):
-        capped = f"least({expr}, {_number(treatment.top_code)})"
-        return capped if treatment.bottom_code is None else f"greatest({capped}, {_number(treatment.bottom_code)})"
-    if isinstance(treatment, Band):
-        edges = treatment.band
-        whole = all(float(e).is_integer() for e in edges)
-        arms = [f"WHEN {expr} < {_number(edges[0])} THEN '<{_number(edges[0])}'"]
-        for low, high in pairwise(edges):
-            top = _number(high - 1) if whole else "<" + _number(high)
-            arms.append(f"WHEN {expr} < {_number(high)} THEN '{_number(low)}-{top}'")
-        arms.append(f"WHEN {expr} >= {_number(edges[-1])} THEN '{_number(edges[-1])}+'")
-        return "CASE " + " ".join(arms) + " END"
-    raise RiskError(f"no SQL for the treatment {treatment!r}")
+    """SQL giving `expr` under a treatment, the package's own (treatments.coarsened_sql). A code's
+    `group` needs the release's mapping, which the package step holds, so it is refused here."""
+    try:
+        return coarsened_sql(expr, treatment)
+    except TreatmentError as exc:
+        raise RiskError(f"{exc}; measure the package that applied it") from None
 
 
 def treated_select(columns: list[str], treatments: dict[str, Treatment]) -> str:

@@ -12,7 +12,7 @@ and harmonised columns), so it fits any release, not only the synthetic world's:
   declared range (an amount, a sentence length, a count);
 - quasi-identifiers per table: its sex, year of birth, postcode district, ethnic group, first
   date (the event an attacker is most likely to know) and banded amounts, those it delivers.
-Code-list tables are reference data, not about people; the package adds the ones it needs.
+Code-list tables are reference data, not about people: delivered as they are.
 
 `fit_template` then measures the template on the release's tables (risk.measure) and, for a
 table still below k beyond the suppression allowed, coarsens further one step at a time, least
@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
+
+import yaml
 
 from ..engine import Engine
 from .projects import Band, Coarsen, Disclosure, Project, Treatment
@@ -107,7 +109,8 @@ def research_template(release_dir: Path, project_id: str = "research", *, title:
     tables: dict[str, dict[str, Treatment]] = {}
     qis: dict[str, list[str]] = {}
     for table in _dictionary(release_dir):
-        if table.get("code_list"):
+        if table.get("code_list"):  # reference data about codes, not about people: delivered as it is
+            tables[table["name"]] = {c["name"]: "keep" for c in table["columns"]}
             continue
         siblings = _coarsest_siblings(table["columns"])
         treated = {c["name"]: _treatment(c, reference_date, siblings) for c in table["columns"]}
@@ -179,3 +182,26 @@ def _label(treatment: Treatment) -> str:
     if isinstance(treatment, Coarsen):
         return f"{treatment.width}-year age bands" if treatment.coarsen == "age_band" else treatment.coarsen
     return str(treatment)
+
+
+def project_yaml(project: Project, changes: list[str]) -> str:
+    """The project as a YAML file for governance staff to complete and register: the template's
+    fitting steps as comments at the top, every treatment written out."""
+    head = ["# A research project drafted from the release by `datafirst project template`.",
+            "# Complete title, legal_basis, approval_reference, tre, expires and researchers; remove the",
+            "# tables and columns the project does not need; then `datafirst project add` this file."]
+    head += ["# Fitted to the release (measured): " + change for change in changes]
+    data = project.model_dump(mode="json")
+    data["tables"] = {t: {c: _written(x) for c, x in cols.items()} for t, cols in data["tables"].items()}
+    body = yaml.safe_dump(data, sort_keys=False, width=120, default_flow_style=None)
+    return "\n".join(head) + "\n" + body
+
+
+def _written(treatment: object) -> object:
+    """A treatment as a person writes it: no empty keys, a width only on age bands, whole numbers whole."""
+    if not isinstance(treatment, dict):
+        return treatment
+    shown = {k: v for k, v in treatment.items() if v is not None and not (k == "width" and treatment.get("coarsen")
+                                                                         != "age_band")}
+    return {k: [int(e) if float(e).is_integer() else e for e in v] if isinstance(v, list) else
+            int(v) if isinstance(v, float) and v.is_integer() else v for k, v in shown.items()}

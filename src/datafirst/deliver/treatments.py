@@ -100,6 +100,35 @@ def _group_source(table: dict, column: dict, release_tables: dict[str, dict]) ->
     return None
 
 
+def coarsened_sql(col: str, treatment: Treatment) -> str:
+    """The SQL of a treatment that needs nothing but its column (every one but `group`, which
+    needs the release's mapping: see `treat`). The disclosure measures (risk.py) use it too, so
+    what they measure is what a package holds."""
+    if treatment == "keep":
+        return col
+    if isinstance(treatment, Coarsen) and treatment.coarsen in ("week", "month", "year"):
+        return f"CAST(date_trunc('{treatment.coarsen}', {col}) AS DATE)"
+    if isinstance(treatment, Coarsen) and treatment.coarsen == "age_band":
+        year, width = treatment.reference_date.year, treatment.width
+        age = f"({year} - CAST({col} AS BIGINT))"
+        low = f"CAST(floor({age} / {width}) * {width} AS BIGINT)"
+        return (f"CASE WHEN {col} IS NULL OR {age} < 0 THEN NULL "
+                f"ELSE CAST({low} AS VARCHAR) || '-' || CAST({low} + {width - 1} AS VARCHAR) END")
+    if isinstance(treatment, Coarsen) and treatment.coarsen == "area":
+        return f"nullif(regexp_extract(CAST({col} AS VARCHAR), '^[A-Z]+', 0), '')"
+    if isinstance(treatment, TopCode):
+        cases = f"WHEN {col} > {treatment.top_code} THEN {treatment.top_code} "
+        if treatment.bottom_code is not None:
+            cases += f"WHEN {col} < {treatment.bottom_code} THEN {treatment.bottom_code} "
+        return f"CASE {cases}ELSE {col} END"
+    if isinstance(treatment, Band):
+        labels = band_labels(treatment.band)
+        whens = [f"WHEN {col} < {treatment.band[0]} THEN {sql_string(labels[0])}"]
+        whens += [f"WHEN {col} < {b} THEN {sql_string(label)}" for b, label in zip(treatment.band[1:], labels[1:])]
+        return f"CASE WHEN {col} IS NULL THEN NULL {' '.join(whens)} ELSE {sql_string(labels[-1])} END"
+    raise TreatmentError(f"no column-only SQL for the treatment {treatment!r}")
+
+
 def treat(table: dict, column: dict, treatment: Treatment, release_dir: Path,
           release_tables: dict[str, dict]) -> Treated:
     """The expression delivering `column` of release `table` (dictionary entries) under `treatment`.
@@ -119,23 +148,19 @@ def treat(table: dict, column: dict, treatment: Treatment, release_dir: Path,
                                  "dates only")
         declared = dict(column.get("declared", {}))
         declared["rule"] = f"{declared.get('rule', 'date')}; {describe(treatment)}"
-        return Treated(f"CAST(date_trunc('{treatment.coarsen}', {col}) AS DATE)", "DATE", describe(treatment), declared)
+        return Treated(coarsened_sql(col, treatment), "DATE", describe(treatment), declared)
     if isinstance(treatment, Coarsen) and treatment.coarsen == "age_band":
         if not NUMBER_TYPE.match(ctype):
             raise TreatmentError(f"{where} is {ctype or 'not a number'}: `coarsen: age_band` applies to a year of "
                                  "birth (a number)")
         year, width = treatment.reference_date.year, treatment.width
-        age = f"({year} - {col})"
-        low = f"CAST(floor({age} / {width}) * {width} AS BIGINT)"
-        sql = (f"CASE WHEN {col} IS NULL OR {age} < 0 THEN NULL "
-               f"ELSE CAST({low} AS VARCHAR) || '-' || CAST({low} + {width - 1} AS VARCHAR) END")
-        return Treated(sql, "VARCHAR", describe(treatment), {
+        return Treated(coarsened_sql(col, treatment), "VARCHAR", describe(treatment), {
             "kind": "code", "declared_in": "project", "rule": f"age band, {width} years wide, in {year}",
             "pattern": r"[0-9]+-[0-9]+"})
     if isinstance(treatment, Coarsen) and treatment.coarsen == "area":
         if ctype != "VARCHAR":
             raise TreatmentError(f"{where} is {ctype}: `coarsen: area` applies to a postcode district (text)")
-        return Treated(f"nullif(regexp_extract({col}, '^[A-Z]+', 0), '')", "VARCHAR", describe(treatment), {
+        return Treated(coarsened_sql(col, treatment), "VARCHAR", describe(treatment), {
             "kind": "code", "declared_in": "project", "rule": "postcode area (the district's leading letters)",
             "pattern": "[A-Z]{1,2}"})
     if isinstance(treatment, Coarsen) and treatment.coarsen == "group":
@@ -163,22 +188,16 @@ def treat(table: dict, column: dict, treatment: Treatment, release_dir: Path,
     if isinstance(treatment, TopCode):
         if not NUMBER_TYPE.match(ctype):
             raise TreatmentError(f"{where} is {ctype}: top_code applies to numbers")
-        cases = f"WHEN {col} > {treatment.top_code} THEN {treatment.top_code} "
-        if treatment.bottom_code is not None:
-            cases += f"WHEN {col} < {treatment.bottom_code} THEN {treatment.bottom_code} "
         declared = dict(column.get("declared", {}))
         declared["max"] = treatment.top_code
         if treatment.bottom_code is not None:
             declared["min"] = treatment.bottom_code
         declared["rule"] = f"{declared.get('rule', 'number')}; {describe(treatment)}"
-        return Treated(f"CAST(CASE {cases}ELSE {col} END AS {ctype})", ctype, describe(treatment), declared)
+        return Treated(f"CAST({coarsened_sql(col, treatment)} AS {ctype})", ctype, describe(treatment), declared)
     if isinstance(treatment, Band):
         if not NUMBER_TYPE.match(ctype):
             raise TreatmentError(f"{where} is {ctype}: band applies to numbers")
         labels = band_labels(treatment.band)
-        whens = [f"WHEN {col} < {treatment.band[0]} THEN {sql_string(labels[0])}"]
-        whens += [f"WHEN {col} < {b} THEN {sql_string(label)}" for b, label in zip(treatment.band[1:], labels[1:])]
-        sql = f"CASE WHEN {col} IS NULL THEN NULL {' '.join(whens)} ELSE {sql_string(labels[-1])} END"
-        return Treated(sql, "VARCHAR", describe(treatment), {
+        return Treated(coarsened_sql(col, treatment), "VARCHAR", describe(treatment), {
             "kind": "code", "declared_in": "project", "rule": describe(treatment), "values": labels})
     raise TreatmentError(f"{where}: unknown treatment {treatment!r}")
