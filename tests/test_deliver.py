@@ -94,6 +94,13 @@ def _approved(ws: Workspace, project_id: str, tables: dict, **extra) -> None:
     new_project_key(ws.root, project_id)
 
 
+def _approved_file(ws: Workspace, path: Path) -> None:
+    project_id = parse_project(path.read_text(), str(path)).id
+    add_project(ws.root, path, "alice")
+    approve_project(ws.root, project_id, "bob")
+    new_project_key(ws.root, project_id)
+
+
 def _deliver(ws: Workspace, project_id: str, **kwargs) -> pkg.Delivery:
     with Engine() as engine:
         return pkg.deliver(ws, project_id, engine, by="carol", **kwargs)
@@ -368,3 +375,26 @@ def test_a_package_below_the_projects_k_is_refused_and_names_the_columns_to_coar
     # the person table is unique on its day-exact first event; the message says so, and what would pass
     assert "person: " in message and "first_event" in message
     assert not list((ws.root / "deliveries" / "P1").glob("v*")), "a refused package leaves nothing behind"
+
+
+def test_the_research_template_drafted_by_the_cli_is_delivered_and_passes_its_limits(ws):
+    """`project template` fits the default research template to the release; registered as it
+    is, it delivers every table, and every table its quasi-identifiers cover reaches k."""
+    w = ["-w", str(ws.root)]
+    drafted = ws.root.parent / "R1.yaml"
+    made = cli.invoke(app, ["project", "template", "R1", "--out", str(drafted), *w])
+    assert made.exit_code == 0, made.output
+    project = parse_project(drafted.read_text(), str(drafted))
+    assert project.disclosure.k == 5 and project.disclosure.max_suppressed_share == 0.02
+    assert project.tables["magistrates__defendants"]["ethnicity_2021_code"] == "drop"  # the 5 groups instead
+    again = cli.invoke(app, ["project", "template", "R1", "--out", str(drafted), *w])
+    assert again.exit_code == 2 and "exists" in again.output
+    _approved_file(ws, drafted)
+    d = _deliver(ws, "R1")
+    assert set(d.tables) == {t["name"] for t in json.loads(
+        (ws.root / "releases" / "v0001" / "dictionary.json").read_text())["tables"]}
+    report = json.loads((d.path / "manifest.json").read_text())["disclosure"]
+    assert report["passed"] and report["tables"]
+    for name, entry in report["tables"].items():
+        after = entry.get("after", entry["before"])
+        assert after["min_k"] >= 5 and entry["suppressed_share"] <= 0.02, name
