@@ -41,7 +41,7 @@ from ..workspace import Workspace, remove_tree
 from . import derived
 from .project_keys import PROJECT_HASH_CHARS, forget_project_hash, install_project_hash, load_project_key
 from .risk import RiskError, assess
-from .stata import write_dta
+from .stata import write_all
 from .projects import Project, ProjectError, ProjectRecord, require_approved
 from .treatments import Treated, TreatmentError, q, treat
 
@@ -387,9 +387,10 @@ def _write_stata(root: Path, entries: dict[str, dict]) -> dict[str, dict]:
     """.dta files, with variable and value labels, through `stata.write_dta`, and
     `stata/variable_names.csv`: each column's Stata name (at most 32 characters; docs/deliver.md)."""
     (root / "stata").mkdir()
-    names = {}
+    written = write_all([(root / "tables" / f"{name}.parquet", root / "stata" / f"{name}.dta", entry)
+                         for name, entry in entries.items()])
+    names = dict(zip(entries, written))
     for name, entry in entries.items():
-        names[name] = write_dta(root / "tables" / f"{name}.parquet", root / "stata" / f"{name}.dta", entry)
         entry["files"]["dta"] = f"stata/{name}.dta"
         entry["stata_names"] = names[name]
     with open(root / "stata" / "variable_names.csv", "w", encoding="utf-8", newline="") as f:
