@@ -497,13 +497,18 @@ def _audit_release(ws) -> None:
         "rows": sum((manifest.get("tables") or {}).values())})
 
 
-def _print_release(summary) -> None:
-    t = Table(title=f"Release {summary.version}")
+def _rows_table(title: str, tables: dict[str, int]) -> Table:
+    """Each table of a release or package with its rows."""
+    t = Table(title=title)
     t.add_column("table")
     t.add_column("rows", justify="right")
-    for name, rows in summary.tables.items():
+    for name, rows in tables.items():
         t.add_row(name, f"{rows:,}")
-    console.print(t)
+    return t
+
+
+def _print_release(summary) -> None:
+    console.print(_rows_table(f"Release {summary.version}", summary.tables))
     console.print(f"Release: {summary.path} (data dictionary: {summary.path / 'dictionary.md'}; "
                   f"release notes: {summary.path / 'RELEASE_NOTES.md'}; catalogue site: "
                   f"{summary.path / 'site' / 'index.html'}; checksums: {summary.path / 'SHA256SUMS'}, "
@@ -1194,12 +1199,7 @@ def deliver_command(
         "manifest_sha256": file_sha256(d.path / "manifest.json"),
         "project_key_check": json.loads((d.path / "manifest.json").read_text(encoding="utf-8")).get("project_key_check")},
         by=actor)
-    t = Table(title=f"Package {d.path.name} for project {d.project} (release {d.release})")
-    t.add_column("table")
-    t.add_column("rows", justify="right")
-    for name, rows in d.tables.items():
-        t.add_row(name, f"{rows:,}")
-    console.print(t)
+    console.print(_rows_table(f"Package {d.path.name} for project {d.project} (release {d.release})", d.tables))
     console.print(f"Package: {d.path} ({', '.join(d.formats)}; README.md, dictionary, manifest.json, SHA256SUMS). "
                   f"Approved sources: {', '.join(d.sources) or 'none'}.", soft_wrap=True, highlight=False)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from ..engine import Engine
-from .projects import Band, Coarsen, Disclosure, Project, Treatment
+from .projects import Band, Coarsen, Disclosure, Project, TopCode, Treatment
 from .risk import coarsened, measure
 
 COARSE_CODES = 20  # a code with more values than this singles people out (62 courts, 92 offences)
@@ -181,6 +181,8 @@ def fit_template(engine: Engine, release_dir: Path, project: Project) -> tuple[P
 def _label(treatment: Treatment) -> str:
     if isinstance(treatment, Coarsen):
         return f"{treatment.width}-year age bands" if treatment.coarsen == "age_band" else treatment.coarsen
+    if isinstance(treatment, (Band, TopCode)):
+        return ", ".join(f"{k} {v}" for k, v in _written(treatment.model_dump()).items())
     return str(treatment)
 
 
