@@ -310,6 +310,15 @@ def test_derived_tables_are_made_from_the_approved_sources_only(ws):
     # The first and last events are the approved source's: the magistrates' dates.
     assert _rows(person, "SELECT min(first_event), max(last_event) FROM {T}") == _rows(
         _release_table(ws, "magistrates__defendants"), "SELECT min(first_hearing_date), max(first_hearing_date) FROM {T}")
+    # The case journeys tell of the Crown Court as well: not for a project approved for magistrates only.
+    journeys = {"case_journeys": {"crown_row_id_hash": "keep", "magistrates_row_id_hash": "keep"}}
+    _approved(ws, "MAGS2", {"magistrates__defendants": {"row_id_hash": "keep"}, **journeys})
+    with pytest.raises(pkg.DeliveryError, match="case_journeys links each Crown Court case .* both sources "
+                                                "\\(crown, magistrates\\); approve a table of each"):
+        _deliver(ws, "MAGS2")
+    _approved(ws, "BOTH", {"magistrates__defendants": {"row_id_hash": "keep"},
+                           "crown__defendants": {"row_id_hash": "keep"}, **journeys})
+    assert _deliver(ws, "BOTH").tables["case_journeys"] > 0
 
 
 def test_the_package_holds_its_files_and_checksums_that_verify(ws):

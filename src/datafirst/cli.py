@@ -1005,7 +1005,7 @@ def project_add(file: Path = typer.Argument(..., metavar="FILE", help="The proje
     try:
         project = load_project(file)
         releases = published(ws)
-        problems = check_against_release(project, releases[-1]) if releases else []
+        problems = check_against_release(project, releases[-1], ws.config().link.journey) if releases else []
         if problems:
             _fail(f"{file} does not fit release {releases[-1].name}:\n  " + "\n  ".join(problems))
         with _holding(ws):

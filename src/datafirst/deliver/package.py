@@ -37,7 +37,7 @@ from ..files import file_sha256
 from ..release.chain import MANIFEST, RELEASES, anchor_file, misplaced, published, release_problems
 from ..release.signing import public_key_files, trusted_public_keys
 from ..sources.contract import load_contracts
-from ..workspace import Workspace, remove_tree
+from ..workspace import JourneySpec, Workspace, remove_tree
 from . import derived
 from .project_keys import PROJECT_HASH_CHARS, forget_project_hash, install_project_hash, load_project_key
 from .risk import RiskError, assess
@@ -49,6 +49,7 @@ DELIVERIES = "deliveries"
 SUMS = "SHA256SUMS"
 KEY_CHECK = "datafirst project key check"
 FORMATS = ("parquet", "csv", "dta")
+CASE_JOURNEYS = "case_journeys"  # spans two sources (the journey config's Crown Court and magistrates' tables)
 REKEYED = "re-keyed with the project's key (joins within this project's packages only)"
 
 
@@ -119,7 +120,8 @@ def _suggest(word: str, known: list[str]) -> str:
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
-def plan(project: Project, release_dir: Path, dictionary: dict) -> tuple[list[TablePlan], list[str]]:
+def plan(project: Project, release_dir: Path, dictionary: dict,
+         journey: JourneySpec | None = None) -> tuple[list[TablePlan], list[str]]:
     """Each approved table's columns and their SQL, and the approved sources; DeliveryError listing
     every problem (a table or column the release does not have, a treatment its column cannot take)."""
     tables = {t["name"]: t for t in dictionary["tables"]}
@@ -128,6 +130,8 @@ def plan(project: Project, release_dir: Path, dictionary: dict) -> tuple[list[Ta
     source_values = next((c.get("declared", {}).get("values", []) for c in release_sources
                           if c["name"] == "source_dataset"), [])
     sources = derived.approved_sources(list(project.tables), source_values)
+    journey = journey or JourneySpec()
+    journey_sources = sorted({t.split("__")[0] for t in (journey.crown_table, journey.mags_table)})
     problems, plans = [], []
     where = f"project {project.id}"
     for name in project.tables:
@@ -138,6 +142,11 @@ def plan(project: Project, release_dir: Path, dictionary: dict) -> tuple[list[Ta
         table = tables[name]
         released = {c["name"]: c for c in table["columns"]}
         is_derived = name in derived.DERIVED
+        if name == CASE_JOURNEYS and not set(journey_sources) <= set(sources):
+            problems.append(f"{where}: {name} links each Crown Court case to its magistrates' case, so it tells of "
+                            f"both sources ({', '.join(journey_sources)}); approve a table of each, or leave it out "
+                            f"(approved sources: {', '.join(sources) or 'none'})")
+            continue
         if is_derived and not sources:
             problems.append(f"{where}: {name} is made again from the records of the approved sources, and no source "
                             f"table (source__table) is approved: approve one (its records are what {name} summarises)")
@@ -165,12 +174,12 @@ def plan(project: Project, release_dir: Path, dictionary: dict) -> tuple[list[Ta
     return plans, sources
 
 
-def check_against_release(project: Project, release_dir: Path) -> list[str]:
+def check_against_release(project: Project, release_dir: Path, journey: JourneySpec | None = None) -> list[str]:
     """What would stop `project` being delivered from `release_dir` (empty: nothing); for
     `datafirst project add`, which checks a project against the newest release."""
     dictionary = json.loads((release_dir / "dictionary.json").read_text(encoding="utf-8"))
     try:
-        plan(project, release_dir, dictionary)
+        plan(project, release_dir, dictionary, journey)
     except DeliveryError as exc:
         return str(exc).splitlines()[1:]
     return []
@@ -223,7 +232,7 @@ def deliver(ws: Workspace, project_id: str, engine: Engine, *, by: str, release:
     project = record.project
     release_dir = verified_release(ws, release, public_keys)
     dictionary = json.loads((release_dir / "dictionary.json").read_text(encoding="utf-8"))
-    plans, sources = plan(project, release_dir, dictionary)
+    plans, sources = plan(project, release_dir, dictionary, ws.config().link.journey)
     key = load_project_key(ws.root, project_id)
     folder = Path(out or deliveries_dir(ws)) / project_id
     folder.mkdir(parents=True, exist_ok=True)
