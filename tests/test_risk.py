@@ -259,7 +259,9 @@ def _release(engine: Engine, folder: Path) -> Path:
 def test_the_research_template_from_a_dictionary_alone(engine, tmp_path):
     release = _release(engine, tmp_path / "v0001")
     p = research_template(release, "P9", reference_date=date(2026, 1, 1))
-    assert isinstance(p, Project) and list(p.tables) == ["src__people"]  # code lists are reference data
+    # code lists, reference data about codes, are delivered as they are
+    assert isinstance(p, Project) and list(p.tables) == ["src__people", "code_list__sites"]
+    assert set(p.tables["code_list__sites"].values()) == {"keep"} and "code_list__sites" not in p.disclosure.quasi_identifiers
     t = p.tables["src__people"]
     assert t["row_id_hash"] == "keep" and t["sex"] == "keep" and t["flag"] == "keep"
     assert t["event_date"] == Coarsen(coarsen="month")
