@@ -14,7 +14,8 @@ from ..sources.contract import Contract
 from ..sources.declared_sql import parse_check, rewrite_check
 from ..sources.research_queries import QUERIES_FILE, ResearchQueryError, load_research_queries
 from ..synth.constraints import CONSTRAINTS_FILE, count_sql
-from ..synth.queries import QUERIES_FILE as RELEASED_QUERIES_FILE, QueryError, query_sql, result_columns
+from ..synth.queries import QUERIES_FILE as RELEASED_QUERIES_FILE
+from ..synth.queries import QueryError, query_sql, result_columns
 from .chain import ReleaseError
 from .products import Product
 

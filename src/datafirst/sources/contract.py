@@ -301,6 +301,14 @@ class ConstraintJoin(BaseModel):
     keys: dict[str, str] = Field(description="this table's column -> the joined table's column, for each column of "
                                              "the joined table's record_id (so a row joins at most one row)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_on(cls, value: object) -> object:
+        if isinstance(value, dict) and True in value:
+            raise ValueError("write the join's columns under `keys:` ({this column: joined column}); YAML reads a "
+                             "bare `on:` as true")
+        return value
+
 
 class Constraint(BaseModel):
     """A rule the table's rows always keep (dates in order, a sentence only with a conviction),
@@ -571,8 +579,8 @@ def _column_problem(table: str, spec: Table, column: str) -> str | None:
         return None
     col = spec.columns.get(column)
     if col is not None and (col.role is not None or col.compare is not None):
-        return (f"column {column!r} of {table} is an identifier ({col.role or 'compared in linkage'}) that no release "
-                "holds as it is, so a constraint cannot use it")
+        return (f"column {column!r} of {table} is an identifier ({col.role or 'compared in linkage'}) that no "
+                "release holds as it is, so a constraint cannot use it")
     return f"{column!r} is not a column of {table}" + _close(column, list(usable), "columns it can use")
 
 

@@ -22,8 +22,8 @@ _CHECK_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, 
                 exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Is, exp.Between,
                 exp.Case, exp.If, exp.Neg, exp.Tuple)
 # What a check's outermost expression may be: something true or false.
-_CONDITIONS = (exp.Column, exp.Paren, exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In,
-               exp.Is, exp.Between, exp.Case, exp.Boolean)
+_CONDITIONS = (exp.Column, exp.Paren, exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE,
+               exp.In, exp.Is, exp.Between, exp.Case, exp.Boolean)
 
 
 _FILE_READER = re.compile(r"^(read_|glob$|parquet_|sniff_)", re.IGNORECASE)

@@ -19,6 +19,10 @@ from ..sources.declared_sql import DIALECT
 CONSTRAINTS_FILE = "constraints.json"
 
 
+class ConstraintError(Exception):
+    """A constraint that cannot be checked on the tables given; the message names it."""
+
+
 def load_constraints(release_dir: Path) -> list[dict]:
     """The constraints a release declares (none for a release made before releases held them)."""
     path = Path(release_dir) / CONSTRAINTS_FILE
@@ -29,8 +33,8 @@ def load_constraints(release_dir: Path) -> list[dict]:
 
 def _relation(engine: Engine, tables: dict[str, Path], name: str, constraint: dict) -> str:
     if name not in tables:
-        raise KeyError(f"constraint {constraint['name']!r} reads table {name!r}, which is not among the tables "
-                       f"given ({', '.join(sorted(tables)) or 'none'})")
+        raise ConstraintError(f"constraint {constraint['name']!r} reads table {name}: not among the tables given "
+                              f"({', '.join(sorted(tables)) or 'none'})")
     return engine.parquet(Path(tables[name]))
 
 

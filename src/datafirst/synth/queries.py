@@ -39,11 +39,11 @@ def query_sql(engine: Engine, tables: dict[str, Path], query: dict) -> str:
     tree = parse_query(query["sql"])
     missing = [t for t in query_tables(tree) if t not in tables]
     if missing:
-        raise QueryError(f"research query {query['name']!r} reads {', '.join(missing)}, which is not among the "
-                         f"tables given ({', '.join(sorted(tables)) or 'none'})")
+        raise QueryError(f"research query {query['name']!r} reads {', '.join(missing)}: not among the tables "
+                         f"given ({', '.join(sorted(tables)) or 'none'})")
     # Each table as a WITH clause around the query (which may have WITH clauses of its own).
-    reads = ", ".join(f"{exp.to_identifier(t).sql(dialect=DIALECT)} AS (SELECT * FROM {engine.parquet(Path(tables[t]))})"
-                      for t in query_tables(tree))
+    reads = ", ".join(f"{exp.to_identifier(t).sql(dialect=DIALECT)} AS (SELECT * FROM "
+                      f"{engine.parquet(Path(tables[t]))})" for t in query_tables(tree))
     return f"WITH {reads} SELECT * FROM ({tree.sql(dialect=DIALECT)}) AS query" if reads else tree.sql(dialect=DIALECT)
 
 
