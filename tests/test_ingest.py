@@ -659,7 +659,8 @@ def test_two_tables_stored_under_one_name_are_refused(tmp_path):
 def test_world_contracts_ship_with_init(tmp_path, world):
     ws = Workspace.init(tmp_path / "ws", world / "extracts")
     names = sorted(p.stem for p in (ws.root / "contracts").glob("*.yaml") if not p.name.endswith(".codelist.yaml"))
-    assert names == ["civil", "crown", "family", "magistrates", "prison", "probation"]
+    # The world's research queries (docs/synth.md) ship beside its contracts.
+    assert names == ["civil", "crown", "family", "magistrates", "prison", "probation", "research_queries"]
     shutil.rmtree(ws.root)
 
 

@@ -27,6 +27,7 @@ from datafirst.engine import Engine
 from datafirst.release.products import forget_keyed_hash, install_keyed_hash
 from datafirst.release.stage import ReleaseError, published, release
 from datafirst.sources.contract import load_contracts
+from datafirst.sources.research_queries import QUERIES_FILE
 from datafirst.workspace import Workspace
 
 from .conftest import TEST_SALT, run_pipeline
@@ -235,7 +236,7 @@ FREE_TEXT = {("magistrates", "defendants", "sentence_type"), ("magistrates", "of
 
 def _declare_free_text(folder: Path) -> None:
     for path in folder.glob("*.yaml"):
-        if path.name.endswith(".codelist.yaml"):  # a code list's declaration, not a contract
+        if path.name.endswith(".codelist.yaml") or path.name == QUERIES_FILE:  # not contracts
             continue
         doc = yaml.safe_load(path.read_text())
         for table, spec in doc["tables"].items():

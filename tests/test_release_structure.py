@@ -32,6 +32,9 @@ def _tribunal_contract() -> dict:
     hearings, people = family["tables"]["cases"], family["tables"]["parties"]
     hearings["event_type"] = "tribunal_hearing"
     hearings["unit"] = "one row per hearing"
+    for constraint in people["constraints"]:  # its constraints name the table it joins, renamed here
+        constraint["join"]["table"] = "hearings"
+        constraint["check"] = constraint["check"].replace("cases.", "hearings.")
     people["columns"]["party_role"]["harmonise"] = {
         "file": "sides.csv", "match": "role",
         "columns": {"side": {"column": "side", "description": "which side of the hearing the person is on"}}}

@@ -33,7 +33,7 @@ from ..sources.code_lists import CodeListError
 from ..sources.contract import load_contracts
 from ..standardise.stage import IDENTIFIERS, PROVENANCE
 from ..workspace import Workspace, holding_lock, remove_tree
-from . import allowlist, documentation, joins, person_ids, site
+from . import allowlist, declarations, documentation, joins, person_ids, site
 from .chain import ANCHOR_FILE_ENV, MANIFEST, RELEASES, SIGNATURE, SUMS, VERSION, Head, ReleaseError, anchor_file, \
     check_series, misplaced, settle_pending, write_anchor, write_ledger
 from .chain import published as published_in, read_ledger as read_ledger_in
@@ -258,6 +258,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
                       for p in products if p.suppressing or p.harmonised}
         digests = {f"tables/{p.name}.parquet": written[p.name][2] for p in products}
         table_joins = joins.check(engine, joins.candidates(products, contracts), paths, facts)
+        # The contracts' constraints and the research queries, for checking this release and its twins.
+        declarations.write(tmp, engine, contracts, products, paths, ws.contracts)
         # The chain: the previous manifest's hash (its version is `previous`), and the key that signs.
         documentation.write_all(ws, tmp, version, products, rows, facts, previous, digests,
                                 {"previous_manifest_sha256": file_sha256(previous / MANIFEST) if previous else None,
@@ -337,7 +339,8 @@ def _same_as(previous: Path, new: Path, digests: dict[str, str], rows: dict[str,
             data["tables"] = [t for t in data["tables"] if t["name"] != person_ids.CHANGES]
         return data
 
-    documents = ["dictionary.json", *(f"quality/{p.name}" for p in sorted((new / "quality").glob("*.json")))]
+    documents = ["dictionary.json", "constraints.json", "research_queries.json",
+                 *(f"quality/{p.name}" for p in sorted((new / "quality").glob("*.json")))]
     return sorted(p.name for p in (previous / "quality").glob("*.json")) == sorted(
         p.name for p in (new / "quality").glob("*.json")) and all(
         (previous / d).is_file() and comparable(previous / d) == comparable(new / d) for d in documents)

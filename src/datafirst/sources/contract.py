@@ -10,6 +10,7 @@ file and the place in it.
 from __future__ import annotations
 
 import csv
+import difflib
 import re
 import threading
 from datetime import date
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..files import parse_yaml
 from .code_lists import DECLARATION_SUFFIX, CodeList, CodeListError, read_code_list
+from .declared_sql import DeclaredSqlError, check_columns, parse_check
+from .research_queries import QUERIES_FILE
 from ..validation import describe
 
 # Identifier roles: columns with one of these roles go to the identifiers table (the linkage
@@ -288,6 +291,65 @@ class Column(BaseModel):
         return self
 
 
+class ConstraintJoin(BaseModel):
+    """The one row of another table of the same contract that a constraint's check also reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(description="a table of the same contract; the check names its columns `table.column`")
+    # Not `on`: YAML reads a bare `on` as true.
+    keys: dict[str, str] = Field(description="this table's column -> the joined table's column, for each column of "
+                                             "the joined table's record_id (so a row joins at most one row)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_on(cls, value: object) -> object:
+        if isinstance(value, dict) and True in value:
+            raise ValueError("write the join's columns under `keys:` ({this column: joined column}); YAML reads a "
+                             "bare `on:` as true")
+        return value
+
+
+class Constraint(BaseModel):
+    """A rule the table's rows always keep (dates in order, a sentence only with a conviction),
+    declared once and checked on a release and on its synthetic twin alike. A row breaks it when
+    `check` is false; true or unknown (NULL) keeps it, as SQL's CHECK does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the constraint's name: lower case letters, digits and underscores")
+    description: str = Field(description="the rule in words, for researchers")
+    check: str = Field(description="a SQL condition over the table's released columns (and the joined table's, "
+                                   "as `table.column`); see docs/contracts.md for what it may use")
+    join: ConstraintJoin | None = Field(None, description="another table of the same contract the check reads")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"a constraint's name must be lower case letters, digits and underscores, got {value!r}")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _described(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("write what the rule means in words: researchers read it beside the check")
+        return value
+
+    @model_validator(mode="after")
+    def _safe(self) -> "Constraint":
+        try:
+            parse_check(self.check)
+        except DeclaredSqlError as exc:
+            raise ValueError(f"constraint {self.name!r}: {exc}") from exc
+        return self
+
+    def columns(self) -> list[tuple[str | None, str]]:
+        """Each column the check names, as (table qualifier or None, column)."""
+        return check_columns(parse_check(self.check))
+
+
 class Table(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -305,6 +367,8 @@ class Table(BaseModel):
     parent_id: str | None = Field(None, description="jsonl with unnest: the parent's id column, kept on each element")
     columns: dict[str, Column]
     description: str = ""
+    constraints: list[Constraint] = Field(default_factory=list, description="rules every row keeps, checked on "
+                                                                            "releases and their synthetic twins")
 
     @field_validator("columns")
     @classmethod
@@ -404,6 +468,17 @@ class Table(BaseModel):
         """The name a `compare` column has in the identifiers zone and the model."""
         return self.columns[column].compare_as or column
 
+    def release_columns(self) -> dict[str, str]:
+        """The columns a constraint may name (content columns and the columns `harmonise` adds),
+        each with its name in a release: a native id is released as its keyed hash, `<name>_hash`."""
+        names: dict[str, str] = {}
+        for name in self.content_columns:
+            released = name.lower().replace(" ", "_")
+            names[name] = released + "_hash" if self.columns[name].native_id else released
+            for added in (self.columns[name].harmonise.columns if self.columns[name].harmonise else {}):
+                names[added] = added
+        return names
+
 
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -455,7 +530,65 @@ def load_contract(path: Path) -> Contract:
         raise ContractError(f"contract {path} is not valid:\n{problems}\nSee docs/contracts.md.") from exc
     contract.path = path
     _read_code_lists(contract, path)
+    _check_constraints(contract, path)
     return contract
+
+
+def _check_constraints(contract: Contract, path: Path) -> None:
+    """Each constraint names columns its tables release, and joins another table of the contract
+    by all of that table's record id (so each row is checked once, against one row)."""
+    for table, spec in contract.tables.items():
+        seen: set[str] = set()
+        for constraint in spec.constraints:
+            where = f"contract {path}, tables.{table}.constraints.{constraint.name}"
+            if constraint.name in seen:
+                raise ContractError(f"{where}: the name is used twice in this table; give each constraint its own")
+            seen.add(constraint.name)
+            tables = {None: (table, spec), table: (table, spec)}
+            join = constraint.join
+            if join is not None:
+                other = contract.tables.get(join.table)
+                if other is None or join.table == table:
+                    raise ContractError(f"{where}.join.table: {join.table!r} is not another table of this contract"
+                                        + _close(join.table, [t for t in contract.tables if t != table], "tables"))
+                tables[join.table] = (join.table, other)
+                if sorted(join.keys.values()) != sorted(other.record_id_columns):
+                    raise ContractError(f"{where}.join.keys: the joined columns must be {join.table}'s record_id "
+                                        f"({', '.join(other.record_id_columns)}), so a row joins at most one row; "
+                                        f"got {', '.join(join.keys.values()) or 'none'}")
+                for mine, theirs in join.keys.items():
+                    for name, (tname, tspec) in ((mine, (table, spec)), (theirs, (join.table, other))):
+                        problem = _column_problem(tname, tspec, name)
+                        if problem:
+                            raise ContractError(f"{where}.join.keys: {problem}")
+            for qualifier, column in constraint.columns():
+                if qualifier not in tables:
+                    raise ContractError(f"{where}.check: `{qualifier}.{column}` names table {qualifier!r}; a check "
+                                        f"reads {table}" + (f" and the joined {join.table}" if join else "")
+                                        + " (another table of the contract needs `join:`)")
+                tname, tspec = tables[qualifier]
+                problem = _column_problem(tname, tspec, column)
+                if problem:
+                    raise ContractError(f"{where}.check: {problem}")
+
+
+def _column_problem(table: str, spec: Table, column: str) -> str | None:
+    """Why a constraint cannot use `column` of `table` (None when it can)."""
+    usable = spec.release_columns()
+    if column in usable:
+        return None
+    col = spec.columns.get(column)
+    if col is not None and (col.role is not None or col.compare is not None):
+        return (f"column {column!r} of {table} is an identifier ({col.role or 'compared in linkage'}) that no "
+                "release holds as it is, so a constraint cannot use it")
+    return f"{column!r} is not a column of {table}" + _close(column, list(usable), "columns it can use")
+
+
+def _close(word: str, known: list[str], what: str) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean `{close[0]}`?"
+    return f"; the {what}: {', '.join(known)}" if known else ""
 
 
 def _read_code_lists(contract: Contract, path: Path) -> None:
@@ -533,9 +666,10 @@ def _read_mapping(harmonise: Harmonise, rows: list[dict[str, str]], where: str, 
 
 def load_contracts(folder: Path) -> list[Contract]:
     folder = Path(folder)
-    # A code list's declaration (`<stem>.codelist.yaml`) sits beside its CSV file, and is not a contract.
+    # A code list's declaration (`<stem>.codelist.yaml`) sits beside its CSV file, and the research
+    # queries (research_queries.yaml) beside the contracts: neither is a contract.
     files = [f for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
-             if not f.name.endswith(DECLARATION_SUFFIX)]
+             if not f.name.endswith(DECLARATION_SUFFIX) and f.name != QUERIES_FILE]
     if not files:
         raise ContractError(f"no contracts (*.yaml) in {folder}; write one per source (see docs/contracts.md)")
     contracts = [load_contract(f) for f in files]
