@@ -35,7 +35,7 @@ from .models import Feature, Fitter, SynthError, features_for, q
 from .structure import CASE_JOURNEYS, PERSON, PERSON_ID, PERSON_IDS, Column, Structure, TableInfo
 
 CATEGORY_LIMIT = 50  # a number or date with at most this many distinct values is drawn as a category
-MAX_FEATURES = 40
+MAX_FEATURES = 60
 REFERENCE = "reference"  # release.products.case_journeys: the Crown Court record names the magistrates' case
 PEOPLE = "synth_people"
 PEOPLE_REAL = "synth_real_people"
@@ -114,7 +114,10 @@ class Generator:
             return []
         kinds = dict(self.context_columns[table])
         out: list[Feature] = []
-        for c in columns:
+        # Numbers first (one feature each), then categories, the most recently drawn first: when
+        # the limit bites, what goes is what lies furthest from the column drawn.
+        numbers = [c for c in columns if kinds.get(c) in ("number", "date")]
+        for c in [*numbers, *reversed([c for c in columns if c not in numbers])]:
             if kinds.get(c, "skip") != "skip":
                 out += features_for(self.engine, real_ctx(table), c, kinds[c], self.fitter.small_count)
         return out[:MAX_FEATURES]
@@ -382,9 +385,16 @@ class Generator:
         e = self.engine
         if not dates:
             return {}
-        medians = e.execute("SELECT " + ", ".join(f"CAST(date_diff('day', DATE '1970-01-01', quantile_disc({q(d.name)}, 0.5)) "
-                                                   f"AS DOUBLE)" for d in dates) + f" FROM {real_view(t.name)}")[0]
-        order = sorted(range(len(dates)), key=lambda i: (medians[i] is None, medians[i] or 0, dates[i].name))
+        # Drawn in the order the release keeps: a date after every date it always follows.
+        pairs = [(a, b) for a in dates for b in dates if a is not b]
+        stats = e.execute("SELECT " + ", ".join(
+            f"count(*) FILTER (WHERE {q(a.name)} < {q(b.name)}), count(*) FILTER (WHERE {q(a.name)} IS NOT NULL "
+            f"AND {q(b.name)} IS NOT NULL)" for a, b in pairs) + f" FROM {real_view(t.name)}")[0] if pairs else []
+        follows = {d.name: 0 for d in dates}
+        for k, (a, b) in enumerate(pairs):
+            if stats[2 * k] == 0 and stats[2 * k + 1] >= self.fitter.small_count:
+                follows[a.name] += 1
+        order = sorted(range(len(dates)), key=lambda i: (follows[dates[i].name], dates[i].name))
         parent_dates = ["_parent_" + c.name for c in self.s.tables[t.parent].columns if c.is_date] \
             if t.role == "child" else []
         out: dict[str, tuple] = {}
@@ -440,7 +450,8 @@ class Generator:
     def case_journeys(self) -> bool:
         """Link twin Crown Court records to a magistrates' record of the same person, as often as
         the release links those whose person has one; the Crown record then names the case it
-        came from when linked by reference, and the magistrates' record is flagged as sent up."""
+        came from when linked by reference. A magistrates' record flagged as sent to the Crown Court
+        is chosen first, then the latest before the Crown Court's date."""
         e, s, j = self.engine, self.s, self.journey
         crown, mags = s.tables.get(j.crown_table), s.tables.get(j.mags_table)
         needed = [(crown, [f"{j.crown_case}_hash", j.crown_date]), (mags, [f"{j.mags_case}_hash", j.mags_date])]
@@ -480,9 +491,6 @@ class Generator:
         if ref in crown.names and "link_method" in info.names:
             self._add(crown.name, ref, f"(SELECT x.magistrates_case_hash FROM {syn(CASE_JOURNEYS)} x WHERE "
                       f"x.crown_row_id_hash = {syn(crown.name)}.row_id_hash AND x.link_method = {sql_string(REFERENCE)})")
-        if flag:
-            self._add(mags.name, flag, f"{syn(mags.name)}.row_id_hash IN (SELECT magistrates_row_id_hash FROM "
-                      f"{syn(CASE_JOURNEYS)})")
         return True
 
 

@@ -20,7 +20,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 
 QUANTILES = [round(0.005 + i * 0.99 / 40, 6) for i in range(41)]  # 0.5% to 99.5%: no real extreme is drawn
-TOP_VALUES = 15  # the categories of a feature one-hot encoded for the trees
+TOP_VALUES = 12  # the categories of a feature one-hot encoded for the trees
 MISSING_NUMBER = -1e9  # a missing number or date as a tree feature (below every real value)
 HASH_CHARS = 20  # as the release's keyed hashes (release.products.HASH_CHARS)
 
@@ -116,12 +116,14 @@ class Fitter:
                 SELECT m.leaf, coalesce(m.missing, 0) AS missing, v.q FROM m LEFT JOIN v USING (leaf)""")
         else:
             counted = _counts(self.engine, rows, ["leaf", "value"], self.epsilon, self.seed)
-            # A value held by fewer than small_count rows of its leaf is never drawn (unless the leaf
-            # has no other), so a twin reproduces no small count.
+            # A value held by fewer than small_count rows of the release is never drawn (unless no
+            # value is that common), so a twin reproduces no small count; a leaf holds at least
+            # small_count rows of the tree's sample.
             self.engine.execute(f"""CREATE OR REPLACE TEMP TABLE {dist} AS
                 WITH c AS (SELECT leaf, value, n FROM ({counted}) WHERE n > 0
-                           QUALIFY {'true' if structural else 'false'} OR n >= {self.small_count}
-                                   OR max(n) OVER (PARTITION BY leaf) < {self.small_count})
+                           QUALIFY {'true' if structural else 'false'}
+                                   OR sum(n) OVER (PARTITION BY value) >= {self.small_count}
+                                   OR max(n) OVER () < {self.small_count})
                 SELECT leaf, value,
                        CAST(sum(n) OVER (PARTITION BY leaf ORDER BY value NULLS FIRST) - n AS DOUBLE)
                          / sum(n) OVER (PARTITION BY leaf) AS lo
