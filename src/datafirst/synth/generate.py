@@ -31,7 +31,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..release.products import LOOKUP
 from ..workspace import JourneySpec
-from .models import Feature, Fitter, SynthError, features_for, q
+from .models import Feature, Fitter, Model, SynthError, features_for, q
 from .structure import CASE_JOURNEYS, PERSON, PERSON_ID, PERSON_IDS, Column, Structure, TableInfo
 
 CATEGORY_LIMIT = 50  # a number or date with at most this many distinct values is drawn as a category
@@ -129,14 +129,17 @@ class Generator:
                             f"SELECT {', '.join(kept)}, {sql_value} AS {q(column)} FROM {syn(table)}")
 
     def _draw(self, table: str, column: str, target: str, numeric: bool, features: list[str], cast: str,
-              real: str | None = None, when: str | None = None, structural: bool = False) -> None:
+              real: str | None = None, when: str | None = None, structural: bool = False,
+              carry: tuple[str, ...] = ()) -> Model:
         """Fit `target` on the table's real context (or `real`) and draw it as `column` of the twin's."""
         model = self.fitter.fit(real or real_ctx(table), target, numeric, self._features(table, features),
                                 f"{table}|{column}", structural)
         kept = [f"s.{q(c)}" for c in self.engine.columns(syn(table)) if c != column]
-        value = "s._value" if when is None else f"CASE WHEN {when} THEN s._value END"
+        value = "v._value" if when is None else f"CASE WHEN {when} THEN v._value END"
+        drawn = self.fitter.draw(model, syn(table), f"{table}|{column}", cast, carry)
         self.engine.execute(f"CREATE OR REPLACE TEMP TABLE {syn(table)} AS SELECT {', '.join(kept)}, {value} AS "
-                            f"{q(column)} FROM ({self.fitter.draw(model, syn(table), f'{table}|{column}', cast)}) s")
+                            f"{q(column)} FROM {syn(table)} s JOIN ({drawn}) v USING (_n)")
+        return model
 
     # --- people ----------------------------------------------------------------------------------
 
@@ -231,13 +234,18 @@ class Generator:
                                     self._features(parent.name, [*p_ctx, *parent_features]), f"{t.name}|rows",
                                     structural=True)
             counted = self.fitter.draw(model, syn(parent.name), f"{t.name}|rows", "{v}")
+            # The parent's columns a child row needs: the ids it shares, the dates it may follow,
+            # and (mid) the values its columns are drawn given.
+            carried = [c for c in parent.columns if (c.is_id and c.name in t.names and c.name != "row_id_hash")
+                       or c.is_date or (self.fitter.fidelity == "mid" and feature_kind(c) != "skip")]
             e.execute(f"""CREATE OR REPLACE TEMP TABLE {syn(t.name)} AS
                 SELECT row_number() OVER (ORDER BY _pn, _k) AS _n, * FROM (
-                  SELECT _n AS _pn, unnest(range(coalesce(_value, 0))) AS _k,
-                         {', '.join([*(f'{q(c)} AS {q("_parent_" + c)}' for c in parent.names), *map(q, p_ctx)])}
-                  FROM ({counted}))""")
+                  SELECT s._n AS _pn, unnest(range(coalesce(v._value, 0))) AS _k,
+                         {', '.join([*(f's.{q(c.name)} AS {q("_parent_" + c.name)}' for c in carried),
+                                     *(f's.{q(c)}' for c in p_ctx)])}
+                  FROM {syn(parent.name)} s JOIN ({counted}) v USING (_n))""")
             self.context_columns[t.name] = [(c, k) for c, k in self.context_columns[parent.name] if c.startswith("_p_")] + [
-                ("_parent_" + c.name, feature_kind(c)) for c in parent.columns]
+                ("_parent_" + c.name, feature_kind(c)) for c in carried]
         else:  # free: as many rows as the release's, scaled as the people are
             n = round(int(e.scalar(f"SELECT count(*) FROM {real_view(t.name)}")) * self.ratio)
             e.execute(f"CREATE OR REPLACE TEMP TABLE {real_ctx(t.name)} AS SELECT {own}, t.{q(key_of(t))} AS _key "
@@ -316,6 +324,7 @@ class Generator:
         others = [c for c in todo if c not in dates]
         anchors = self._anchors(t, dates)
         done = [c for c, _ in self.context_columns[t.name]]
+        redraw: list[tuple] = []  # (distinct values, column, model, cast) of the columns drawn by a model
         for c in [*others, *sorted(dates, key=lambda d: anchors[d.name][3])]:
             stream = sql_string(f"{t.name}|{c.name}")
             if c.name in attributes:
@@ -336,14 +345,41 @@ class Generator:
                 anchor, sign, _, _ = anchors[c.name]
                 target = f"CAST(date_diff('day', {q(anchor)}, {q(c.name)}) AS DOUBLE) * {sign}"
                 self._draw(t.name, c.name, target, True, done,
-                           f"{q(anchor)} + CAST(round({{v}}) AS INTEGER) * {sign}")
+                           f"{q(anchor)} + CAST(round({{v}}) AS INTEGER) * {sign}", carry=(q(anchor),))
             else:
                 k = kind_of(c)
                 numeric = k != "category"
-                self._draw(t.name, c.name, _numeric_target(c, c.name) if numeric else q(c.name), numeric, done,
-                           _numeric_cast(c) if numeric else "{v}")
+                cast = _numeric_cast(c) if numeric else "{v}"
+                model = self._draw(t.name, c.name, _numeric_target(c, c.name) if numeric else q(c.name), numeric,
+                                   done, cast)
+                if not c.is_date and c.name not in lookups.values():
+                    redraw.append((c.distinct, c.name, model, cast))
             done.append(c.name)
             self.context_columns[t.name].append((c.name, feature_kind(c)))
+        if redraw:
+            self._no_copies(t, *max(redraw, key=lambda r: (r[0], r[1]))[1:])
+
+    def _no_copies(self, t: TableInfo, column: str, model: Model, cast: str) -> None:
+        """No twin row repeats a rare row of the release: a twin row equal on every non-id column
+        to a combination fewer than small_count release rows hold has one column (the drawn one
+        with the most values, on which no other is looked up) drawn again, up to five times."""
+        e = self.engine
+        cols = [c.name for c in t.columns if not c.is_id and not c.type.endswith("[]")]
+        if not cols:
+            return
+        sig = "md5(concat_ws('|', " + ", ".join(f"coalesce(CAST({q(c)} AS VARCHAR), '\x01')" for c in cols) + "))"
+        rare = q(f"synth_rare_{t.name}")
+        e.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS SELECT {sig} AS sig FROM {real_view(t.name)} "
+                  f"GROUP BY 1 HAVING count(*) < {self.fitter.small_count}")
+        for attempt in range(5):
+            if not e.scalar(f"SELECT count(*) FROM {syn(t.name)} WHERE {sig} IN (SELECT sig FROM {rare})"):
+                return
+            kept = [f"s.{q(c)}" for c in e.columns(syn(t.name)) if c != column]
+            drawn = self.fitter.draw(model, syn(t.name), f"{t.name}|{column}|again{attempt}", cast)
+            e.execute(f"CREATE OR REPLACE TEMP TABLE {syn(t.name)} AS SELECT {', '.join(kept)}, "
+                      f"CASE WHEN {sig.replace('coalesce(CAST(', 'coalesce(CAST(s.')} IN (SELECT sig FROM {rare}) "
+                      f"THEN v._value ELSE s.{q(column)} END AS {q(column)} FROM {syn(t.name)} s JOIN ({drawn}) v "
+                      "USING (_n)")
 
     def _sequences(self, t: TableInfo, columns: list[Column]) -> set[str]:
         """Integer columns that number a parent's rows 1, 2, ... in the release."""

@@ -157,20 +157,22 @@ class Fitter:
                                           random_state=self.seed % (2 ** 32)).fit(x, y)
         return compile_tree(tree, [f.sql for f in features])
 
-    def draw(self, model: Model, syn: str, stream: str, cast: str) -> str:
-        """SQL of `syn` with its drawn value as `_value` (cast by `cast`, a template over `v`): each
-        row's leaf, then the value its uniform falls on."""
+    def draw(self, model: Model, syn: str, stream: str, cast: str, carry: tuple[str, ...] = ()) -> str:
+        """SQL of (`_n`, `_value`): each row of `syn` with its drawn value (cast by `cast`, a template
+        over `v` that may name the columns `carry`): its leaf, then the value its uniform falls on.
+        Only the row number, the leaf and the uniform go through the join (a narrow sort)."""
         s = sql_string(stream)
+        carried = "".join(f", {c}" for c in carry)
         if model.numeric:
             n = len(QUANTILES) - 1
             pos = f"(synth_u({s} || '|q', s._n) * {n})"
             value = (f"CASE WHEN d.q IS NULL OR synth_u({s} || '|m', s._n) < d.missing THEN NULL ELSE "
                      f"d.q[CAST(floor({pos}) AS INTEGER) + 1] + (d.q[CAST(floor({pos}) AS INTEGER) + 2] - "
                      f"d.q[CAST(floor({pos}) AS INTEGER) + 1]) * ({pos} - floor({pos})) END")
-            return (f"SELECT s.*, {cast.format(v=value)} AS _value FROM (SELECT *, {model.leaf} AS _leaf FROM {syn}) s "
-                    f"LEFT JOIN {model.dist} d ON d.leaf = s._leaf")
-        return (f"SELECT s.*, {cast.format(v='d.value')} AS _value FROM "
-                f"(SELECT *, {model.leaf} AS _leaf, synth_u({s}, _n) AS _u FROM {syn}) s "
+            return (f"SELECT s._n, {cast.format(v=value)} AS _value FROM (SELECT _n{carried}, {model.leaf} AS _leaf "
+                    f"FROM {syn}) s LEFT JOIN {model.dist} d ON d.leaf = s._leaf")
+        return (f"SELECT s._n, {cast.format(v='d.value')} AS _value FROM "
+                f"(SELECT _n{carried}, {model.leaf} AS _leaf, synth_u({s}, _n) AS _u FROM {syn}) s "
                 f"ASOF LEFT JOIN {model.dist} d ON s._leaf = d.leaf AND s._u >= d.lo")
 
 
