@@ -34,7 +34,7 @@ from ..workspace import JourneySpec
 from .models import Feature, Fitter, Model, SynthError, features_for, q
 from .structure import CASE_JOURNEYS, PERSON, PERSON_ID, PERSON_IDS, Column, Structure, TableInfo
 
-CATEGORY_LIMIT = 50  # a number or date with at most this many distinct values is drawn as a category
+CATEGORY_LIMIT = 12  # a number or date with at most this many distinct values is drawn as a category
 MAX_FEATURES = 60
 REFERENCE = "reference"  # release.products.case_journeys: the Crown Court record names the magistrates' case
 PEOPLE = "synth_people"
@@ -324,7 +324,7 @@ class Generator:
         others = [c for c in todo if c not in dates]
         anchors = self._anchors(t, dates)
         done = [c for c, _ in self.context_columns[t.name]]
-        redraw: list[tuple] = []  # (distinct values, column, model, cast) of the columns drawn by a model
+        redraw: list[tuple] = []  # (column, model, cast, carried columns) of the columns drawn by a model
         for c in [*others, *sorted(dates, key=lambda d: anchors[d.name][3])]:
             stream = sql_string(f"{t.name}|{c.name}")
             if c.name in attributes:
@@ -344,25 +344,30 @@ class Generator:
             elif c.is_date and anchors[c.name][0] is not None:
                 anchor, sign, _, _ = anchors[c.name]
                 target = f"CAST(date_diff('day', {q(anchor)}, {q(c.name)}) AS DOUBLE) * {sign}"
-                self._draw(t.name, c.name, target, True, done,
-                           f"{q(anchor)} + CAST(round({{v}}) AS INTEGER) * {sign}", carry=(q(anchor),))
+                cast = f"{q(anchor)} + CAST(round({{v}}) AS INTEGER) * {sign}"
+                model = self._draw(t.name, c.name, target, True, done, cast, carry=(q(anchor),))
+                redraw.append((c, model, cast, (q(anchor),)))
             else:
                 k = kind_of(c)
                 numeric = k != "category"
                 cast = _numeric_cast(c) if numeric else "{v}"
                 model = self._draw(t.name, c.name, _numeric_target(c, c.name) if numeric else q(c.name), numeric,
                                    done, cast)
-                if not c.is_date and c.name not in lookups.values():
-                    redraw.append((c.distinct, c.name, model, cast))
+                redraw.append((c, model, cast, ()))
             done.append(c.name)
             self.context_columns[t.name].append((c.name, feature_kind(c)))
-        if redraw:
-            self._no_copies(t, *max(redraw, key=lambda r: (r[0], r[1]))[1:])
+        # Drawn again where a row repeats a rare release row: the drawn column with the most values
+        # that no other column is looked up from or dated after.
+        fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
+        free = [r for r in redraw if r[0].name not in fixed]
+        if free:
+            c, model, cast, carry = max(free, key=lambda r: (r[0].distinct, r[0].name))
+            self._no_copies(t, c.name, model, cast, carry)
 
-    def _no_copies(self, t: TableInfo, column: str, model: Model, cast: str) -> None:
+    def _no_copies(self, t: TableInfo, column: str, model: Model, cast: str, carry: tuple[str, ...]) -> None:
         """No twin row repeats a rare row of the release: a twin row equal on every non-id column
-        to a combination fewer than small_count release rows hold has one column (the drawn one
-        with the most values, on which no other is looked up) drawn again, up to five times."""
+        to a combination fewer than small_count release rows hold has one column drawn again (with
+        another stream), up to five times."""
         e = self.engine
         cols = [c.name for c in t.columns if not c.is_id and not c.type.endswith("[]")]
         if not cols:
@@ -375,7 +380,7 @@ class Generator:
             if not e.scalar(f"SELECT count(*) FROM {syn(t.name)} WHERE {sig} IN (SELECT sig FROM {rare})"):
                 return
             kept = [f"s.{q(c)}" for c in e.columns(syn(t.name)) if c != column]
-            drawn = self.fitter.draw(model, syn(t.name), f"{t.name}|{column}|again{attempt}", cast)
+            drawn = self.fitter.draw(model, syn(t.name), f"{t.name}|{column}|again{attempt}", cast, carry)
             e.execute(f"CREATE OR REPLACE TEMP TABLE {syn(t.name)} AS SELECT {', '.join(kept)}, "
                       f"CASE WHEN {sig.replace('coalesce(CAST(', 'coalesce(CAST(s.')} IN (SELECT sig FROM {rare}) "
                       f"THEN v._value ELSE s.{q(column)} END AS {q(column)} FROM {syn(t.name)} s JOIN ({drawn}) v "
@@ -501,15 +506,16 @@ class Generator:
         flag = j.mags_sent_flag if j.mags_sent_flag in mags.names else None
         prefer = f"m.{q(flag)} DESC NULLS LAST, " if flag else ""
         e.execute(f"""CREATE OR REPLACE TEMP TABLE {syn(CASE_JOURNEYS)} AS
-            SELECT row_number() OVER (ORDER BY c._n) AS _n, c.{q(j.crown_case + '_hash')} AS crown_case_hash,
-                   c.row_id_hash AS crown_row_id_hash, m.{q(j.mags_case + '_hash')} AS magistrates_case_hash,
-                   m.row_id_hash AS magistrates_row_id_hash,
-                   date_diff('day', m.{q(j.mags_date)}, c.{q(j.crown_date)}) AS days_between
-            FROM {syn(crown.name)} c JOIN {syn(mags.name)} m ON m.{PERSON_ID} = c.{PERSON_ID}
-            WHERE synth_u('case_journeys|link', c._n) < {share!r}
-            QUALIFY row_number() OVER (PARTITION BY c._n ORDER BY {prefer}
-                    (m.{q(j.mags_date)} <= c.{q(j.crown_date)}) DESC NULLS LAST, m.{q(j.mags_date)} DESC NULLS LAST,
-                    m._n) = 1""")
+            SELECT row_number() OVER (ORDER BY _crown) AS _n, * EXCLUDE (_crown) FROM (
+              SELECT c._n AS _crown, c.{q(j.crown_case + '_hash')} AS crown_case_hash,
+                     c.row_id_hash AS crown_row_id_hash, m.{q(j.mags_case + '_hash')} AS magistrates_case_hash,
+                     m.row_id_hash AS magistrates_row_id_hash,
+                     date_diff('day', m.{q(j.mags_date)}, c.{q(j.crown_date)}) AS days_between
+              FROM {syn(crown.name)} c JOIN {syn(mags.name)} m ON m.{PERSON_ID} = c.{PERSON_ID}
+              WHERE synth_u('case_journeys|link', c._n) < {share!r}
+              QUALIFY row_number() OVER (PARTITION BY c._n ORDER BY {prefer}
+                      (m.{q(j.mags_date)} <= c.{q(j.crown_date)}) DESC NULLS LAST, m.{q(j.mags_date)} DESC NULLS LAST,
+                      m._n) = 1)""")
         e.execute(f"CREATE OR REPLACE TEMP TABLE {real_ctx(CASE_JOURNEYS)} AS SELECT *, crown_row_id_hash AS _key "
                   f"FROM {real_view(CASE_JOURNEYS)}")
         info = s.tables[CASE_JOURNEYS]

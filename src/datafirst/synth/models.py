@@ -117,13 +117,14 @@ class Fitter:
         else:
             counted = _counts(self.engine, rows, ["leaf", "value"], self.epsilon, self.seed)
             # A value held by fewer than small_count rows of the release is never drawn (unless no
-            # value is that common), so a twin reproduces no small count; a leaf holds at least
+            # value is that common; a missing value is no value), so a twin reproduces no small count; a leaf holds at least
             # small_count rows of the tree's sample.
             self.engine.execute(f"""CREATE OR REPLACE TEMP TABLE {dist} AS
-                WITH c AS (SELECT leaf, value, n FROM ({counted}) WHERE n > 0
-                           QUALIFY {'true' if structural else 'false'}
-                                   OR sum(n) OVER (PARTITION BY value) >= {self.small_count}
-                                   OR max(n) OVER () < {self.small_count})
+                WITH t AS (SELECT leaf, value, n, sum(n) OVER (PARTITION BY value) AS total FROM ({counted})
+                           WHERE n > 0),
+                     c AS (SELECT leaf, value, n FROM t
+                           QUALIFY {'true' if structural else 'false'} OR value IS NULL OR total >= {self.small_count}
+                                   OR max(CASE WHEN value IS NOT NULL THEN total END) OVER () < {self.small_count})
                 SELECT leaf, value,
                        CAST(sum(n) OVER (PARTITION BY leaf ORDER BY value NULLS FIRST) - n AS DOUBLE)
                          / sum(n) OVER (PARTITION BY leaf) AS lo
