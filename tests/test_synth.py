@@ -195,12 +195,12 @@ def test_dates_keep_the_releases_order_and_sentences_only_follow_convictions(mad
     checks = [f"SELECT count(*) FROM {_t(folder, 'prison__bookings')} WHERE release_date < reception_date"]
     if twin == "mid":
         checks += [
-            f"SELECT count(*) FROM {_t(folder, 'magistrates__offences')} o JOIN {_t(folder, 'magistrates__defendants')} d "
-            "USING (defendant_id_hash) WHERE o.offence_date > d.first_hearing_date",
+            (f"SELECT count(*) FROM {_t(folder, 'magistrates__offences')} o JOIN {_t(folder, 'magistrates__defendants')} d "
+             "USING (defendant_id_hash) WHERE o.offence_date > d.first_hearing_date"),
             f"SELECT count(*) FROM {_t(folder, 'magistrates__defendants')} WHERE sentence_date < first_hearing_date",
             f"SELECT count(*) FROM {_t(folder, 'crown__defendants')} WHERE sentence_date < receipt_date",
-            f"SELECT count(*) FROM {_t(folder, 'magistrates__defendants')} WHERE (sentence_type IS NOT NULL) <> "
-            "(outcome = 'guilty')"]
+            (f"SELECT count(*) FROM {_t(folder, 'magistrates__defendants')} WHERE (sentence_type IS NOT NULL) <> "
+             "(outcome = 'guilty')")]
     for sql in checks:
         assert con.execute(sql).fetchone()[0] == 0, sql
     assert con.execute(f"SELECT count(*) FROM {_t(folder, 'prison__bookings')} WHERE release_date IS NOT NULL"

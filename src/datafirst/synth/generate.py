@@ -356,29 +356,31 @@ class Generator:
                 redraw.append((c, model, cast, ()))
             done.append(c.name)
             self.context_columns[t.name].append((c.name, feature_kind(c)))
-        # Drawn again where a row repeats a rare release row: the drawn column with the most values
-        # that no other column is looked up from or dated after.
+        # Drawn again where a row repeats a rare release row: the drawn columns that no other column
+        # is looked up from or dated after, the one with the most values first.
         fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
-        free = [r for r in redraw if r[0].name not in fixed]
+        free = sorted((r for r in redraw if r[0].name not in fixed), key=lambda r: (-r[0].distinct, r[0].name))
         if free:
-            c, model, cast, carry = max(free, key=lambda r: (r[0].distinct, r[0].name))
-            self._no_copies(t, c.name, model, cast, carry)
+            self._no_copies(t, free)
 
-    def _no_copies(self, t: TableInfo, column: str, model: Model, cast: str, carry: tuple[str, ...]) -> None:
+    def _no_copies(self, t: TableInfo, free: list[tuple]) -> None:
         """No twin row repeats a rare row of the release: a twin row equal on every non-id column
-        to a combination fewer than small_count release rows hold has one column drawn again (with
-        another stream), up to five times."""
+        to a combination fewer than small_count release rows hold has one of the `free` columns
+        (column, model, cast, carried columns) drawn again with another stream, each in turn, up
+        to ten times."""
         e = self.engine
         cols = [c.name for c in t.columns if not c.is_id and not c.type.endswith("[]")]
         if not cols:
             return
-        sig = "md5(concat_ws('|', " + ", ".join(f"coalesce(CAST({q(c)} AS VARCHAR), '\x01')" for c in cols) + "))"
+        sig = "md5(concat_ws('|', " + ", ".join(f"coalesce(CAST({q(c)} AS VARCHAR), '\\x01')" for c in cols) + "))"
         rare = q(f"synth_rare_{t.name}")
         e.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS SELECT {sig} AS sig FROM {real_view(t.name)} "
                   f"GROUP BY 1 HAVING count(*) < {self.fitter.small_count}")
-        for attempt in range(5):
+        for attempt in range(10):
             if not e.scalar(f"SELECT count(*) FROM {syn(t.name)} WHERE {sig} IN (SELECT sig FROM {rare})"):
                 return
+            column, model, cast, carry = free[attempt % len(free)]
+            column = column.name
             kept = [f"s.{q(c)}" for c in e.columns(syn(t.name)) if c != column]
             drawn = self.fitter.draw(model, syn(t.name), f"{t.name}|{column}|again{attempt}", cast, carry)
             e.execute(f"CREATE OR REPLACE TEMP TABLE {syn(t.name)} AS SELECT {', '.join(kept)}, "

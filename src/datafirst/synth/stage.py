@@ -32,7 +32,7 @@ from ..release.site import small_count_of
 from ..sources.contract import load_contracts
 from ..workspace import Workspace, remove_tree
 from .generate import Generator, real_view, syn
-from .models import Fitter, SynthError, q
+from .models import Fitter, SynthError, install_random, q
 from .structure import CASE_JOURNEYS, PERSON_ID_CHANGES, Structure, StructureError, read_structure
 
 FIDELITIES = ("low", "mid")
@@ -103,8 +103,6 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
     (tmp / "tables").mkdir(parents=True)
     say = progress or (lambda _: None)
     fitter = Fitter(engine, fidelity, seed, small_count_of(release_dir, manifest), fit_rows or FIT_ROWS, epsilon)
-    from .models import install_random
-
     try:
         install_random(engine, seed)
         gen = Generator(engine, structure, fitter, ws.config().link.journey, train_people)
@@ -247,9 +245,9 @@ def _readme(version: str, name: str, fidelity: str, seed: int, epsilon: float | 
                   "(decision-tree models fitted on the release), so patterns across columns and tables are roughly "
                   "those of the release"}[fidelity]
     lines = [f"SYNTHETIC DATA: twin {name} of release {version}", "",
-             "Every row of every table here is SYNTHETIC. No row is a real person's, no id is a real id or hash, "
-             "and nothing here may be used as evidence about anyone. It is for writing and testing code before "
-             "access to the real release: the same tables, columns, types, code lists and joins.", "",
+             ("Every row of every table here is SYNTHETIC. No row is a real person's, no id is a real id or hash, "
+              "and nothing here may be used as evidence about anyone. It is for writing and testing code before "
+              "access to the real release: the same tables, columns, types, code lists and joins."), "",
              f"Fidelity **{fidelity}**: {how}. Seed {seed}"
              + (f"; epsilon {epsilon:g}" if epsilon is not None else "") + ". See docs/synth.md.", "",
              "| table | rows |", "|---|---:|"]
