@@ -1160,6 +1160,50 @@ def project_key_new(project: str = typer.Argument(..., metavar="PROJECT", help="
                   soft_wrap=True, highlight=False)
 
 
+@app.command("synth")
+def synth_command(
+    release_dir: Path = typer.Argument(..., metavar="RELEASE", help="The release folder, for example releases/v0001."),
+    fidelity: str = typer.Option(..., "--fidelity", metavar="low|mid", help="low: each column by its own "
+                                 "distribution on the release's key structure; mid: each person's records drawn in "
+                                 "turn, each column given the person and the columns before it (docs/synth.md)."),
+    seed: int = typer.Option(0, "--seed", metavar="S", help="The same release, fidelity and seed give byte-identical "
+                             "twins."),
+    epsilon: float | None = typer.Option(None, "--epsilon", metavar="E", help="Differential privacy budget (not "
+                                         "available yet: refused)."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Where the twin's folder (vNNNN-FIDELITY) goes; "
+                                    "default: the workspace's synthetic folder."),
+    workspace: Path | None = typer.Option(None, "--workspace", "-w", metavar="DIR", help="The workspace the release was "
+                                          "made in (its contracts give the derived tables' SQL). Default: the "
+                                          "workspace the release sits in."),
+    public_key: list[Path] | None = PUBLIC_KEY_OPTION,
+) -> None:
+    """Write a synthetic twin of a verified release: every table with the same columns, types, code
+    lists and joins, new ids, generated rows, everything marked SYNTHETIC (docs/synth.md)."""
+    from .engine import Engine
+    from .synth.models import SynthError
+    from .synth.stage import synthesise
+
+    if not release_dir.is_dir():
+        _fail(f"{release_dir} is not a folder; give a release folder, for example releases/v0001")
+    ws = _workspace(workspace if workspace is not None else _workspace_of(release_dir))
+    config = ws.config()
+    try:
+        # The generator's SQL is DuckDB's (ASOF joins, hash functions): it runs in DuckDB whatever
+        # the workspace's engine, with the workspace's threads and memory limit.
+        with _holding(ws), Engine(threads=config.threads, memory_limit=config.memory_limit,
+                                  temp_directory=ws.scratch) as db, _progress() as progress:
+            task = progress.add_task("Synthesise", total=None)
+            twin = synthesise(ws, release_dir, fidelity, seed, db, epsilon=epsilon, out=out, public_keys=public_key,
+                              progress=lambda step: progress.update(task, description=f"Synthesise: {step}"))
+    except SynthError as exc:
+        _fail(f"{exc}\nNo twin was written.")
+    _audit(ws.root, "synth", release_dir.resolve().name, {"fidelity": fidelity, "seed": seed, "twin": twin.path.name,
+                                                          "rows": sum(twin.rows.values())}, required=False)
+    console.print(_rows_table(f"SYNTHETIC twin {twin.path.name} of release {release_dir.resolve().name}", twin.rows))
+    console.print(f"Twin: {twin.path} (SYNTHETIC data; dictionary.json, manifest.json, README.md, SHA256SUMS).",
+                  soft_wrap=True, highlight=False)
+
+
 @app.command("deliver")
 def deliver_command(
     project: str = typer.Option(..., "--project", metavar="PROJECT", help="The approved project to deliver to."),
