@@ -1180,8 +1180,9 @@ def synth_command(
     """Write a synthetic twin of a verified release: every table with the same columns, types, code
     lists and joins, new ids, generated rows, everything marked SYNTHETIC (docs/synth.md)."""
     from .engine import Engine
+    from .synth.evaluate import twin_with_report
+    from .synth.report import ReportError
     from .synth.models import SynthError
-    from .synth.stage import synthesise
 
     if not release_dir.is_dir():
         _fail(f"{release_dir} is not a folder; give a release folder, for example releases/v0001")
@@ -1193,14 +1194,15 @@ def synth_command(
         with _holding(ws), Engine(threads=config.threads, memory_limit=config.memory_limit,
                                   temp_directory=ws.scratch) as db, _progress() as progress:
             task = progress.add_task("Synthesise", total=None)
-            twin = synthesise(ws, release_dir, fidelity, seed, db, epsilon=epsilon, out=out, public_keys=public_key,
-                              progress=lambda step: progress.update(task, description=f"Synthesise: {step}"))
-    except SynthError as exc:
+            twin = twin_with_report(ws, release_dir, fidelity, seed, db, epsilon=epsilon, out=out, public_keys=public_key,
+                                    progress=lambda step: progress.update(task, description=f"Synthesise: {step}"))
+    except (SynthError, ReportError) as exc:
         _fail(f"{exc}\nNo twin was written.")
     _audit(ws.root, "synth", release_dir.resolve().name, {"fidelity": fidelity, "seed": seed, "twin": twin.path.name,
                                                           "rows": sum(twin.rows.values())}, required=False)
     console.print(_rows_table(f"SYNTHETIC twin {twin.path.name} of release {release_dir.resolve().name}", twin.rows))
-    console.print(f"Twin: {twin.path} (SYNTHETIC data; dictionary.json, manifest.json, README.md, SHA256SUMS).",
+    console.print(f"Twin: {twin.path} (SYNTHETIC data; dictionary.json, manifest.json, README.md, the utility and "
+                  f"privacy report in report/report.html and report.json, SHA256SUMS).",
                   soft_wrap=True, highlight=False)
 
 
