@@ -35,6 +35,11 @@ cli = CliRunner()
 
 def _tribunal_contract() -> dict:
     family = yaml.safe_load((CONTRACTS / "family.yaml").read_text())
+    for table in family["tables"].values():
+        for constraint in table.get("constraints", []):  # joined by the family tables' names
+            if "join" in constraint:
+                constraint["join"]["table"] = {"cases": "hearings", "parties": "people"}[constraint["join"]["table"]]
+            constraint["check"] = constraint["check"].replace("cases.", "hearings.").replace("parties.", "people.")
     return {"source": "tribunal", "description": "A tribunal's hearings and the people named in them.",
             "tables": {"hearings": family["tables"]["cases"], "people": family["tables"]["parties"]}}
 
