@@ -1,0 +1,1 @@
+"""Synthetic twins of a release (issue 27): structure, generation, constraints, report, privacy."""
