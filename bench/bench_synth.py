@@ -39,9 +39,10 @@ TARGETS = {"low_seconds": 60.0, "mid_seconds": 600.0, "peak_rss_gb": 8.0, "pmse_
 
 def _make_twin(workspace: Path, fidelity: str, seed: int, out: Path, train_people: Path | None) -> dict:
     """In the child process: one twin, timed; its folder and table paths as JSON."""
+    from datafirst.synth.generate import synthesise
+
     from datafirst.engine import open_engine
     from datafirst.release.stage import published
-    from datafirst.synth.generate import synthesise
     from datafirst.workspace import Workspace
 
     ws = Workspace(workspace)
@@ -146,12 +147,13 @@ def main() -> int:
         args.child_out.with_suffix(".json").write_text(json.dumps(made))
         return 0
 
-    from datafirst.engine import open_engine
-    from datafirst.release.site import small_count_of
-    from datafirst.release.stage import published
     from datafirst.synth.constraints import check
     from datafirst.synth.queries import run_queries
     from datafirst.synth.report import write_report
+
+    from datafirst.engine import open_engine
+    from datafirst.release.site import small_count_of
+    from datafirst.release.stage import published
     from datafirst.workspace import Workspace
 
     ws = Workspace(args.workspace)

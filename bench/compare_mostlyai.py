@@ -83,9 +83,10 @@ def run_mostlyai(python: Path, sample: Path, out: Path, minutes: float) -> dict:
 def run_datafirst_low(workspace: Path, sample: Path, out: Path, seed: int = 1) -> dict | None:
     """A datafirst low twin fitted on the sampled people only (None when the generator is absent)."""
     try:
+        from datafirst.synth.generate import synthesise
+
         from datafirst.engine import open_engine
         from datafirst.release.stage import published
-        from datafirst.synth.generate import synthesise
         from datafirst.workspace import Workspace
     except ImportError:
         return None
@@ -240,8 +241,8 @@ def figures(real_dir: Path, synthetic_dir: Path) -> dict:
     rp, re_ = _load(real_dir)
     sp, se = _load(synthetic_dir)
     allowed = set(zip(re_["source_dataset"], re_["source_table"], re_["event_type"]))
-    per_person = lambda e, p: e.groupby("person_id").size().reindex(p["person_id"], fill_value=0)  # noqa: E731
-    with_person = lambda e, p: e.merge(p[["person_id", "sex", "year_of_birth"]], on="person_id", how="left")  # noqa: E731
+    per_person = lambda e, p: e.groupby("person_id").size().reindex(p["person_id"], fill_value=0)
+    with_person = lambda e, p: e.merge(p[["person_id", "sex", "year_of_birth"]], on="person_id", how="left")
     real_q, syn_q = reoffending_by_sex(rp, re_), reoffending_by_sex(sp, se)
     return {
         "rows": {"people": len(sp), "events": len(se)},

@@ -12,7 +12,13 @@ from datetime import date
 import pytest
 
 from datafirst.engine import Engine
-from datafirst.synth.dp import BudgetError, laplace_scale, laplace_variance, noisy_counts, split_budget
+from datafirst.synth.dp import (
+    BudgetError,
+    laplace_scale,
+    laplace_variance,
+    noisy_counts,
+    split_budget,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,7 @@ def test_counts_keep_the_source_types(engine):
 
 def test_kept_counts_are_read_back_not_drawn_again(engine, tmp_path):
     store = tmp_path / "dp" / "hearings__court.parquet"
-    args = dict(domains={"court": "SELECT code FROM courts"}, person="person_id", store=store)
+    args = {"domains": {"court": "SELECT code FROM courts"}, "person": "person_id", "store": store}
     first = _rows(engine, noisy_counts(engine, "SELECT * FROM hearings", ["court"], 0.1, 1, **args))
     again = [_rows(engine, noisy_counts(engine, "SELECT * FROM hearings", ["court"], 0.1, 1, **args))
              for _ in range(5)]
@@ -122,7 +128,7 @@ def test_epsilon_is_validated(engine, epsilon):
 
 
 def test_bad_arguments_are_named(engine):
-    base = dict(sql="SELECT * FROM hearings", epsilon=1.0, seed=1, person="person_id")
+    base = {"sql": "SELECT * FROM hearings", "epsilon": 1.0, "seed": 1, "person": "person_id"}
     with pytest.raises(BudgetError, match="no declared domain for column.*outcome"):
         noisy_counts(engine, columns=["court", "outcome"], domains={"court": ["C01"]}, **base)
     with pytest.raises(BudgetError, match="courtroom not in the rows to count"):
