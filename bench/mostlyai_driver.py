@@ -16,7 +16,7 @@ person's events, context key person_id). The engine's usual two-table recipe: a 
 the people, then a sequential model of each person's events given the person; the synthetic
 people are generated first and their events generated from them. OUT_DIR gets person.parquet,
 events.parquet and timing.json (seconds to train and to generate, each model).
-This file imports only pandas and mostlyai, never datafirst.
+This file imports only pyarrow and mostlyai, never datafirst.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 from mostlyai.engine import TabularARGN
 
 
@@ -37,8 +37,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="training time cap per model (minutes)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    people = pd.read_parquet(args.sample / "person.parquet")
-    events = pd.read_parquet(args.sample / "events.parquet")
+    # Dates as datetime64, not Python date objects: mostlyai takes an object column for a category,
+    # and would learn each date as a label (rare ones replaced by `_RARE_`).
+    people = pq.read_table(args.sample / "person.parquet").to_pandas(date_as_object=False)
+    events = pq.read_table(args.sample / "events.parquet").to_pandas(date_as_object=False)
     args.out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
 
