@@ -320,3 +320,14 @@ def test_sample_sizes_bound_the_work(monkeypatch, real, dictionary, tmp_path):
         report = write_report(engine, small, twin, tmp_path / "report", small_count=SMALL)
     pmse = _utility(report, "magistrates__offences")["pmse"]
     assert pmse["rows_real"] == pmse["rows_twin"] == 300
+
+
+def test_a_share_resting_on_fewer_than_the_small_count_is_shown_but_not_compared():
+    from datafirst.synth.report import compare_queries
+
+    real = {"q": [{"band": "a", "n": 56, "value": 0.0}, {"band": "b", "n": 400, "value": 0.25}]}
+    twin = {"q": [{"band": "a", "n": 120, "value": 0.05}, {"band": "b", "n": 410, "value": 0.27}]}
+    (query,) = compare_queries(real, twin, 10)
+    cells = {c["group"]["band"]: c for c in query["cells"]}
+    assert cells["a"]["within"] is None and cells["a"]["real"] == 0.0  # 0 of 56: 20% of it is nobody
+    assert cells["b"]["within"] is True and query["compared"] == 1 and query["within"] == 1

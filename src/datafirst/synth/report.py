@@ -125,6 +125,16 @@ def _cell_shown(cell: dict, small: int) -> bool:
     return True
 
 
+def _comparable(cell: dict, small: int) -> bool:
+    """Whether a real cell's figure is one a relative difference means something for: a share
+    rests on at least `small` rows in its numerator (a share of 0 or of 3 in 90 is not compared:
+    20% of it is less than one person)."""
+    value, n = cell["value"], cell["n"]
+    if n is not None and isinstance(value, float) and 0.0 <= value <= 1.0:
+        return round(value * n) >= small
+    return True
+
+
 def _within(real: float, twin: float) -> bool:
     return abs(twin - real) <= QUERY_TOLERANCE * abs(real) if real else twin == 0
 
@@ -133,7 +143,8 @@ def compare_queries(real: Mapping[str, list], twin: Mapping[str, list], small: i
                     descriptions: Mapping[str, str] | None = None) -> list[dict]:
     """Each research query's cells, real against twin, with the relative difference. A real cell
     that may not be shown (`_cell_shown`) is neither shown nor compared; a twin cell that may not
-    be shown is compared, but only whether it is within the tolerance is shown."""
+    be shown is compared, but only whether it is within the tolerance is shown; a share with fewer
+    than `small` rows in its numerator is shown but not compared (`_comparable`)."""
     out = []
     for name in sorted(real.keys() | twin.keys()):
         r_cells, t_cells = _cells(real.get(name, [])), _cells(twin.get(name, []))
@@ -142,7 +153,10 @@ def compare_queries(real: Mapping[str, list], twin: Mapping[str, list], small: i
             r, t = r_cells.get(group), t_cells.get(group)
             r_ok, t_ok = r is not None and _cell_shown(r, small), t is not None and _cell_shown(t, small)
             numeric = r_ok and t is not None and all(isinstance(c["value"], (int, float)) for c in (r, t))
-            within = _within(float(r["value"]), float(t["value"])) if numeric else (False if r_ok else None)
+            if r_ok and not _comparable(r, small):
+                within = None
+            else:
+                within = _within(float(r["value"]), float(t["value"])) if numeric else (False if r_ok else None)
             difference = (round(abs(t["value"] - r["value"]) / abs(r["value"]), 4)
                           if numeric and t_ok and r["value"] else None)
             rows.append({"group": {k: v for k, v in group},
