@@ -221,8 +221,10 @@ def test_the_release_is_untouched(made):
 def test_refusals_name_the_problem_and_write_nothing(made, tmp_path):
     ws, release = made["ws"], made["release"]
     with Engine() as engine:
-        with pytest.raises(SynthError, match="--epsilon"):
-            synthesise(ws, release, "low", 1, engine, epsilon=1.0, out=tmp_path)
+        with pytest.raises(SynthError, match="--epsilon applies to the low fidelity only"):
+            synthesise(ws, release, "mid", 1, engine, epsilon=1.0, out=tmp_path)
+        with pytest.raises(SynthError, match="epsilon must be a finite number above 0"):
+            synthesise(ws, release, "low", 1, engine, epsilon=0.0, out=tmp_path)
         with pytest.raises(SynthError, match="choose one of low, mid"):
             synthesise(ws, release, "high", 1, engine, out=tmp_path)
         with pytest.raises(SynthError, match="exists already"):

@@ -157,3 +157,101 @@ def test_budget_split_adds_up():
         split_budget(1, ["a"], weights={"c": 1})
     with pytest.raises(BudgetError, match="weight of marginal 'a'"):
         split_budget(1, ["a"], weights={"a": -1})
+
+
+# --- the differentially private low twin (datafirst synth --fidelity low --epsilon E) -----------
+
+def _twin_sums(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dp_release(tmp_path_factory):
+    from datafirst.release.chain import published
+    from datafirst.world import generate_world
+
+    from .conftest import build_pipeline
+
+    root = tmp_path_factory.mktemp("synth_dp")
+    generate_world(root / "world", 600, seed=5)
+    ws = build_pipeline(root / "world", root, "release")
+    return ws, published(ws.root / "releases")[-1], root
+
+
+def test_a_low_twin_with_epsilon_is_drawn_from_kept_noisy_counts_and_made_again_byte_for_byte(dp_release):
+    import json
+    import shutil
+
+    from datafirst.synth.stage import synthesise
+
+    ws, release, root = dp_release
+    with Engine(threads=2) as e:
+        twin = synthesise(ws, release, "low", 3, e, epsilon=1.0)
+    manifest = json.loads((twin.path / "manifest.json").read_text())
+    dp = manifest["differential_privacy"]
+    assert manifest["epsilon"] == 1.0 and dp["epsilon"] == 1.0 and twin.path.name == f"{release.name}-low-e1"
+    assert sum(dp["budget_split"].values()) == pytest.approx(1.0) and 0 < dp["spent"] <= 1.0 + 1e-9
+    assert "person|_p_pattern" in dp["budget_split"] and "crown__defendants|outcome" in dp["budget_split"]
+    # postcode districts are declared by a pattern only, year of birth has no maximum: not counted
+    assert "crown__defendants|postcode_district" in dp["not_counted_drawn_missing"]
+    kept = ws.root / "synthetic" / ".dp" / twin.path.name
+    assert (kept / "crown__defendants_outcome.parquet").is_file()
+    first = _twin_sums(twin.path)
+    stored = _twin_sums(kept)
+    with Engine(threads=2) as e:  # the same command again: the kept counts are read, nothing is drawn
+        again = synthesise(ws, release, "low", 3, e, epsilon=1.0, out=root / "again")
+    assert _twin_sums(again.path) == first and _twin_sums(kept) == stored
+    shutil.rmtree(kept)  # without the kept counts, the noise is drawn afresh: another twin
+    with Engine(threads=2) as e:
+        fresh = synthesise(ws, release, "low", 3, e, epsilon=1.0, out=root / "fresh")
+    assert _twin_sums(fresh.path) != first
+
+
+def test_no_value_outside_the_declared_domain_reaches_the_twin(dp_release, monkeypatch):
+    """A release whose dictionary declares fewer outcomes than occur: the undeclared one is never
+    counted, so never drawn (the exact twin draws it, from the data's own values)."""
+    import json
+    import shutil
+
+    import duckdb
+
+    from datafirst.synth import stage
+    from datafirst.synth.stage import synthesise
+
+    ws, release, root = dp_release
+    edited = root / "edited" / "v0099"  # a version of its own: its noisy counts are kept apart
+    shutil.copytree(release, edited)
+    for p in [edited, *edited.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    d = json.loads((edited / "dictionary.json").read_text())
+    table = next(t for t in d["tables"] if t["name"] == "crown__defendants")
+    outcome = next(c for c in table["columns"] if c["name"] == "outcome")
+    real = duckdb.sql(f"SELECT outcome, count(*) FROM read_parquet('{edited / table['path']}') "
+                      "WHERE outcome IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    dropped = real[0][0]  # the commonest outcome: the exact twin always draws it
+    outcome["declared"]["values"] = [v for v in outcome["declared"]["values"] if v != dropped]
+    (edited / "dictionary.json").write_text(json.dumps(d))
+    monkeypatch.setattr(stage, "verified", lambda *a: None)  # the edit breaks its checksums, on purpose
+    path = lambda twin: twin.path / "tables" / "crown__defendants.parquet"  # noqa: E731
+    with Engine(threads=2) as e:
+        private = synthesise(ws, edited, "low", 1, e, epsilon=1.0, out=root / "edited_dp")
+        exact = synthesise(ws, edited, "low", 1, e, out=root / "edited_exact")
+    drawn = lambda twin: {v for (v,) in duckdb.sql(f"SELECT DISTINCT outcome FROM read_parquet('{path(twin)}')").fetchall()}  # noqa: E731
+    assert dropped in drawn(exact)
+    assert dropped not in drawn(private)
+    assert drawn(private) - {None} <= set(outcome["declared"]["values"])
+
+
+def test_epsilon_with_mid_fidelity_is_refused(dp_release):
+    from typer.testing import CliRunner
+
+    from datafirst.cli import app
+
+    ws, release, _ = dp_release
+    result = CliRunner().invoke(app, ["synth", str(release), "--fidelity", "mid", "--epsilon", "1"])
+    assert result.exit_code != 0
+    assert "--epsilon applies to the low fidelity only" in result.output
+    assert not (ws.root / "synthetic" / f"{release.name}-mid-e1").exists()

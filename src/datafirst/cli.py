@@ -1168,8 +1168,9 @@ def synth_command(
                                  "turn, each column given the person and the columns before it (docs/synth.md)."),
     seed: int = typer.Option(0, "--seed", metavar="S", help="The same release, fidelity and seed give byte-identical "
                              "twins."),
-    epsilon: float | None = typer.Option(None, "--epsilon", metavar="E", help="Differential privacy budget (not "
-                                         "available yet: refused)."),
+    epsilon: float | None = typer.Option(None, "--epsilon", metavar="E", help="Differential privacy budget: the "
+                                         "low twin is drawn from noisy counts over declared domains, E split across "
+                                         "them (low fidelity only; docs/synth.md)."),
     out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Where the twin's folder (vNNNN-FIDELITY) goes; "
                                     "default: the workspace's synthetic folder."),
     workspace: Path | None = typer.Option(None, "--workspace", "-w", metavar="DIR", help="The workspace the release was "

@@ -360,7 +360,7 @@ class Generator:
         # is looked up from or dated after, the one with the most values first.
         fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
         free = sorted((r for r in redraw if r[0].name not in fixed), key=lambda r: (-r[0].distinct, r[0].name))
-        if free:
+        if free and self.fitter.private is None:  # with --epsilon nothing but the noisy counts is read
             self._no_copies(t, free)
 
     def _no_copies(self, t: TableInfo, free: list[tuple]) -> None:
@@ -407,6 +407,8 @@ class Generator:
         value of which is common enough to tell): column -> the column it is looked up from."""
         out: dict[str, str] = {}
         small = self.fitter.small_count
+        if self.fitter.private is not None:  # pairs read from the release would reveal which values occur
+            return out
         for i, a in enumerate(columns):
             later = [b for b in columns[i + 1:] if b.name not in out]
             if not later or a.name in out or a.distinct == 0 or t.rows / max(a.distinct, 1) < small:

@@ -6,13 +6,14 @@ uniform (`synth_u`): categories by their leaf frequencies, numbers and dates by 
 quantiles (interpolated). Low fidelity is one leaf per column (the marginal); mid fidelity fits
 a CART classifier (scikit-learn) on a bounded sample of the release and compiles the tree to a
 nested SQL CASE, so that drawing runs in the engine at any size. Every count read from the
-release goes through `_counts` (the one place a differentially private version replaces).
+release goes through `_counts` (exact), or with `--epsilon` through `private.PrivateCounts`.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from ..engine.sql import sql_string
 QUANTILES = [round(0.005 + i * 0.99 / 40, 6) for i in range(41)]  # 0.5% to 99.5%: no real extreme is drawn
 TOP_VALUES = 12  # the categories of a feature one-hot encoded for the trees
 MISSING_NUMBER = -1e9  # a missing number or date as a tree feature (below every real value)
+if TYPE_CHECKING:  # private.py builds on this module's QUANTILES
+    from .private import PrivateCounts
+
 HASH_CHARS = 20  # as the release's keyed hashes (release.products.HASH_CHARS)
 
 
@@ -29,13 +33,9 @@ class SynthError(Exception):
     """A twin that cannot be made; nothing was written. The message says why and what to do."""
 
 
-def _counts(engine: Engine, sql: str, columns: list[str], epsilon: float | None, seed: int) -> str:
-    """SQL of the relation (`columns`..., n): the rows of `sql` counted by `columns`. Every count a
-    twin reads from the release comes through here, so that a differentially private version
-    (noisy counts over the columns' declared domain) can take its place. Exact for now."""
-    if epsilon is not None:
-        raise SynthError("--epsilon: differentially private twins are not available yet; make the twin without "
-                         "--epsilon (its counts are exact, and its report states what that protects)")
+def _counts(engine: Engine, sql: str, columns: list[str]) -> str:
+    """SQL of the relation (`columns`..., n): the rows of `sql` counted by `columns`, exactly. With
+    `--epsilon` the fitter reads `private.PrivateCounts` instead (noisy counts over declared domains)."""
     cols = ", ".join(columns)
     return f"SELECT {cols}, count(*) AS n FROM ({sql}) GROUP BY {cols}"
 
@@ -89,9 +89,10 @@ class Fitter:
     """Fits the models of one twin: the engine, the fidelity, and how big a sample a tree sees."""
 
     def __init__(self, engine: Engine, fidelity: str, seed: int, small_count: int, fit_rows: int,
-                 epsilon: float | None):
+                 epsilon: float | None, private: PrivateCounts | None = None):
         self.engine, self.fidelity, self.seed = engine, fidelity, seed
         self.small_count, self.fit_rows, self.epsilon = max(1, small_count), fit_rows, epsilon
+        self.private = private
         self.made = 0
 
     def fit(self, real: str, target: str, numeric: bool, features: list[Feature], stream: str,
@@ -105,9 +106,14 @@ class Fitter:
         if self.fidelity == "mid" and features:
             leaf = self._tree(real, target, numeric, features, stream)
         rows = f"SELECT {leaf} AS leaf, {target} AS value FROM {real}"
-        if numeric:
-            missing = _counts(self.engine, f"SELECT leaf, value IS NULL AS missing FROM ({rows})", ["leaf", "missing"],
-                              self.epsilon, self.seed)
+        if self.private is not None:
+            relation = self.private.relation(real, target, numeric, stream)
+            if numeric:
+                self.engine.execute(f"CREATE OR REPLACE TEMP TABLE {dist} AS {relation}")
+                return Model(leaf, dist, numeric)
+            counted = f"SELECT 0 AS leaf, value, n FROM ({relation})"
+        elif numeric:
+            missing = _counts(self.engine, f"SELECT leaf, value IS NULL AS missing FROM ({rows})", ["leaf", "missing"])
             quantiles = ", ".join(str(x) for x in QUANTILES)
             self.engine.execute(f"""CREATE OR REPLACE TEMP TABLE {dist} AS
                 WITH m AS (SELECT leaf, sum(n) FILTER (WHERE missing) / sum(n) AS missing FROM ({missing}) GROUP BY leaf),
@@ -115,7 +121,8 @@ class Fitter:
                            GROUP BY leaf)
                 SELECT m.leaf, coalesce(m.missing, 0) AS missing, v.q FROM m LEFT JOIN v USING (leaf)""")
         else:
-            counted = _counts(self.engine, rows, ["leaf", "value"], self.epsilon, self.seed)
+            counted = _counts(self.engine, rows, ["leaf", "value"])
+        if not numeric:
             # A value held by fewer than small_count rows of the release is never drawn (unless no
             # value is that common; a missing value is no value), so a twin reproduces no small count; a leaf holds at least
             # small_count rows of the tree's sample.

@@ -32,7 +32,9 @@ from ..release.site import small_count_of
 from ..sources.contract import load_contracts
 from ..workspace import Workspace, remove_tree
 from .generate import Generator, real_view, syn
+from .dp import BudgetError
 from .models import Fitter, SynthError, install_random, q
+from .private import PrivateCounts
 from .structure import CASE_JOURNEYS, PERSON_ID_CHANGES, Structure, StructureError, read_structure
 
 FIDELITIES = ("low", "mid")
@@ -79,6 +81,10 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
     utility and privacy report into the twin before its checksums."""
     if fidelity not in FIDELITIES:
         raise SynthError(f"fidelity {fidelity!r}: choose one of {', '.join(FIDELITIES)}")
+    if epsilon is not None and fidelity != "low":
+        raise SynthError(f"--epsilon applies to the low fidelity only (the {fidelity} fidelity's models are fitted on "
+                         "real rows and have no differential privacy): use --fidelity low --epsilon E, or "
+                         f"--fidelity {fidelity} without --epsilon (docs/synth.md, Differential privacy)")
     release_dir = Path(release_dir).resolve()
     if not (release_dir / MANIFEST).is_file():
         raise SynthError(f"{release_dir} is not a release (no {MANIFEST}); give a release folder such as "
@@ -93,6 +99,10 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
     manifest = json.loads((release_dir / MANIFEST).read_text(encoding="utf-8"))
     folder = Path(out or ws.root / SYNTHETIC)
     name = twin_name(release_dir.name, fidelity, epsilon)
+    private = None
+    if epsilon is not None:
+        private = _private(ws, engine, structure, epsilon, seed, name, train_people)
+        structure = private.structure()
     final = folder / name
     if final.exists():
         raise SynthError(f"{final} exists already (twins are read-only once made): give another --out, or remove it "
@@ -102,9 +112,12 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
     remove_tree(tmp)
     (tmp / "tables").mkdir(parents=True)
     say = progress or (lambda _: None)
-    fitter = Fitter(engine, fidelity, seed, small_count_of(release_dir, manifest), fit_rows or FIT_ROWS, epsilon)
+    fitter = Fitter(engine, fidelity, seed, small_count_of(release_dir, manifest), fit_rows or FIT_ROWS, epsilon,
+                    private)
     try:
         install_random(engine, seed)
+        if private is not None:
+            private.people()
         gen = Generator(engine, structure, fitter, ws.config().link.journey, train_people)
         gen.real_views()
         say("people")
@@ -120,8 +133,10 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
         for declared in DECLARATIONS:
             if (release_dir / declared).is_file():
                 shutil.copyfile(release_dir / declared, tmp / declared)
-        (tmp / MANIFEST).write_text(json.dumps(_manifest(release_dir, fidelity, seed, epsilon, fitter, train_people,
-                                                         rows), indent=2), encoding="utf-8")
+        made = _manifest(release_dir, fidelity, seed, epsilon, fitter, train_people, rows)
+        if private is not None:
+            made["differential_privacy"] = private.manifest()
+        (tmp / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(_readme(release_dir.name, name, fidelity, seed, epsilon, rows), encoding="utf-8")
         tables = {t: final / "tables" / f"{t}.parquet" for t in rows}
         if report is not None:
@@ -136,6 +151,17 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
         _drop(engine)
         derived.drop_inputs(engine)
     return Twin(final, tables, rows)
+
+
+def _private(ws: Workspace, engine: Engine, structure: Structure, epsilon: float, seed: int, name: str,
+             train_people: Path | None) -> PrivateCounts:
+    """The noisy counts of a low twin with --epsilon, kept under `<ws>/synthetic/.dp/<twin>/` (an
+    evaluation twin's, fitted on some people, under a name of those people) so a rerun spends nothing."""
+    kept = name if train_people is None else f"{name}-people-{file_sha256(Path(train_people))[:16]}"
+    try:
+        return PrivateCounts(engine, structure, epsilon, seed, ws.root / SYNTHETIC / ".dp" / kept)
+    except BudgetError as exc:
+        raise SynthError(f"--epsilon: {exc}") from None
 
 
 def _drop(engine: Engine) -> None:
