@@ -24,8 +24,12 @@ removes them with the report's own definition (`metrics.record_level`, `metrics.
    is looked up from or dated after, named in no declared constraint, not a person's attribute)
    given the value of another twin row of its table, chosen by a hash: a draw from the twin's own
    distribution of that column. Up to REDRAW_ROUNDS rounds, the free columns in turn.
-3. **Suppress one cell.** A row still copying has the first of those columns whose absence makes it
-   no copy set missing. The cells suppressed are counted (in the manifest; a handful on the
+   A person whose person-table row still copies (no date to move) and who has no value of an
+   attribute (sex, year of birth) is given one drawn from another twin person, on all their
+   records and in the person tables alike.
+3. **Suppress one cell.** A row of a person's record lacking the person's attribute (sex, year of
+   birth) is given it; a row still copying has the first of those columns whose absence makes it
+   no copy set missing (then a person's attribute, where another of their records keeps it). The cells suppressed are counted (in the manifest; a handful on the
    1M-world's release).
 
 Everything is SQL over the twin's tables; every draw is a hash of the seed and a row's key, so the
@@ -46,7 +50,7 @@ from ..release.products import LOOKUP
 from ..sources.declared_sql import DIALECT
 from . import metrics
 from .models import q
-from .structure import MADE_AGAIN, PERSON_ID, PERSON_IDS, Structure, TableInfo
+from .structure import MADE_AGAIN, PERSON, PERSON_ID, PERSON_IDS, Structure, TableInfo
 
 SHIFT_ROUNDS = 8
 OPEN_ROUNDS = 2  # rounds in which the rows of every table move their unit (then only the person tables')
@@ -290,6 +294,20 @@ class CopyRepair:
             e.execute(f"UPDATE {work(name)} SET {q(column)} = NULL WHERE {key} IN (SELECT k FROM synth_fix_nulled)")
             self.changed.add(name)
 
+    def restore(self, name: str, column: str) -> None:
+        """Give the rows still copying that lack a person's attribute the person's own value (a
+        record's attribute is the person's, or missing): the person tables stay as they are."""
+        e, key = self.e, q(self.key[name])
+        person = work(PERSON)
+        e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_restored AS
+            SELECT t.{key} AS k, p.{q(column)} AS v FROM ({self.copying(name, f't.{q(column)} IS NULL')}) t
+            JOIN {person} p ON p.{PERSON_ID} = t.{PERSON_ID} WHERE p.{q(column)} IS NOT NULL""")
+        done = int(e.scalar("SELECT count(*) FROM synth_fix_restored"))
+        if done:
+            self.summary["cells_redrawn"] += done
+            e.execute(f"UPDATE {work(name)} SET {q(column)} = r.v FROM synth_fix_restored r WHERE {work(name)}.{key} = r.k")
+            self.changed.add(name)
+
     def keeps_attribute(self, name: str, column: str) -> str:
         """SQL condition on a row t of a record table: another of the person's records holds the
         attribute, so the person's own value (their records' most common) stays as it is."""
@@ -298,8 +316,40 @@ class CopyRepair:
             f"EXISTS (SELECT 1 FROM {work(o)} x WHERE x.{PERSON_ID} = t.{PERSON_ID} AND x.{q(column)} IS NOT NULL"
             + (f" AND x.{q(self.key[name])} <> t.{q(self.key[name])})" if o == name else ")") for o in others) + ")"
 
+    def fill_person(self, column: str) -> None:
+        """A person whose row of a person table still copies (one with no date to move) and who
+        has no value of an attribute is given one, drawn from another twin person by a hash, on
+        all their records and in the person tables alike (their records' most common value)."""
+        e = self.e
+        people = [n for n in self.columns if not self.fallback(n) and column in self.e.columns(work(n))]
+        if not people:
+            return
+        pairs = f"(SELECT DISTINCT {', '.join(PERSON_IDS)} FROM {work(LOOKUP)})"
+        stuck = " UNION ".join(
+            f"SELECT p.{PERSON_ID} AS person FROM ({self.copying(n, f't.{q(column)} IS NULL')}) t "
+            f"JOIN {pairs} p ON p.{q(self.key[n])} = t.{q(self.key[n])}" for n in people)
+        e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_donor AS
+            SELECT row_number() OVER (ORDER BY {PERSON_ID}) AS i, {q(column)} AS v FROM {work(PERSON)}
+            WHERE {q(column)} IS NOT NULL""")
+        n = int(e.scalar("SELECT count(*) FROM synth_fix_donor"))
+        if not n:
+            return
+        e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_filled AS
+            SELECT s.person, d.v FROM ({stuck}) s JOIN synth_fix_donor d
+            ON d.i = 1 + CAST(floor(synth_u({sql_string('copies|person|' + column)}, s.person) * {n}) AS BIGINT)""")
+        for t in [*(r.name for r in self.s.record_tables if r.name in self.loaded and column in r.names), *people]:
+            pid = PERSON_ID if PERSON_ID in e.columns(work(t)) else self.key[t]
+            via = (f"(SELECT p.{q(pid)} AS id, f.v FROM synth_fix_filled f JOIN {pairs} p ON p.{PERSON_ID} = f.person)")
+            done = int(e.scalar(f"SELECT count(*) FROM {work(t)} WHERE {q(pid)} IN (SELECT id FROM {via})"))
+            if done:
+                self.summary["cells_redrawn"] += done
+                e.execute(f"UPDATE {work(t)} SET {q(column)} = x.v FROM {via} x WHERE {work(t)}.{q(pid)} = x.id")
+                self.changed.add(t)
+
     def last_resorts(self, constraints: dict[str, set[str]]) -> None:
         attributes = sorted(self.s.person_attributes, key=lambda a: (-a.distinct, a.name))
+        for a in attributes:
+            self.fill_person(a.name)
         for name in self.columns:
             if not self.count(name):
                 continue
@@ -316,6 +366,9 @@ class CopyRepair:
                 if self.count(name):
                     self.suppress(name, column)
             record = self.s.tables[name].role == "record"
+            for a in attributes:  # a person's attribute missing on the record: the person's
+                if record and a.name in content and a.name not in constrained and self.count(name):
+                    self.restore(name, a.name)
             for a in attributes:  # a person's attribute, where another of their records keeps it
                 if record and a.name in content and a.name not in constrained and self.count(name):
                     self.suppress(name, a.name, self.keeps_attribute(name, a.name))
