@@ -21,16 +21,16 @@ import yaml
 from typer.testing import CliRunner
 
 from datafirst.cli import app
+from datafirst.deliver import derived
 from datafirst.engine import Engine
 from datafirst.release.chain import published
-from datafirst.deliver import derived
 from datafirst.release.products import LOOKUP
 from datafirst.sources.contract import load_contracts
 from datafirst.synth import metrics, stage
 from datafirst.synth.constraints import check, load_constraints
 from datafirst.synth.models import SynthError
-from datafirst.synth.structure import read_structure
 from datafirst.synth.stage import synthesise
+from datafirst.synth.structure import read_structure
 from datafirst.workspace import Workspace
 from datafirst.world import generate_world
 

@@ -200,7 +200,7 @@ class CopyRepair:
                 break
             # The room each flagged unit has below and above, within each date column's real range.
             room = " UNION ALL ".join(
-                f"SELECT _unit AS unit, " + (f"least({', '.join(self._gap(lo, d) for d, (lo, _) in bounds[n].items() if lo)})"
+                "SELECT _unit AS unit, " + (f"least({', '.join(self._gap(lo, d) for d, (lo, _) in bounds[n].items() if lo)})"
                                             if any(lo for lo, _ in bounds[n].values()) else "NULL") + " AS below, "
                 + (f"least({', '.join(self._gap(d, hi) for d, (_, hi) in bounds[n].items() if hi)})"
                    if any(hi for _, hi in bounds[n].values()) else "NULL")
