@@ -95,6 +95,7 @@ class CopyRepair:
         self.key = {n: self.entries[n]["keys"][0] for n in self.columns}
         self.dates = {n: [c for c, t in engine.schema(work(n)) if t == "DATE"] for n in self.loaded}
         self.changed: set[str] = set()
+        self.counted: dict[str, int] = {}
         self.summary = {"units_shifted": 0, "shift_rounds": 0, "cells_redrawn": 0, "cells_suppressed": 0}
 
     # --- which rows copy -------------------------------------------------------------------------
@@ -105,7 +106,14 @@ class CopyRepair:
                 f"{metrics.copies_unique(self.columns[name], 't', unique(name))}")
 
     def count(self, name: str) -> int:
-        return int(self.e.scalar(f"SELECT count(*) FROM ({self.copying(name)})"))
+        """The rows of `name` copying a real unique row (counted again only once the table changed)."""
+        if name not in self.counted:
+            self.counted[name] = int(self.e.scalar(f"SELECT count(*) FROM ({self.copying(name)})"))
+        return self.counted[name]
+
+    def touch(self, name: str) -> None:
+        self.changed.add(name)
+        self.counted.pop(name, None)
 
     # --- units: people, and the people who share a group row ------------------------------------
 
@@ -133,42 +141,37 @@ class CopyRepair:
                 e.execute(f"CREATE OR REPLACE TEMP TABLE {UNITS} AS SELECT * FROM synth_fix_next")
                 if not moved:
                     break
-        by_person = {t: f"(SELECT DISTINCT {t}, {PERSON_ID} FROM {work(LOOKUP)})" for t in PERSON_IDS if t != PERSON_ID}
         done: set[str] = set()
-        pending = [n for n in self.loaded]
+        pending = list(self.loaded)
         while pending:
-            progressed = False
-            for name in list(pending):
-                unit = self._unit_sql(name, done, by_person)
-                if unit is None:
-                    continue
-                e.execute(f"CREATE OR REPLACE TEMP TABLE {work(name)} AS SELECT t.*, {unit} AS _unit FROM {work(name)} t")
+            ready = [(n, m) for n in pending if (m := self._unit_of(n, done)) is not None]
+            for name, (mapping, column) in ready:
+                e.execute(f"CREATE OR REPLACE TEMP TABLE {work(name)} AS SELECT t.*, m.unit AS _unit FROM {work(name)} t "
+                          f"LEFT JOIN ({mapping}) m ON m.id = t.{q(column)}" if mapping else
+                          f"CREATE OR REPLACE TEMP TABLE {work(name)} AS SELECT *, NULL::VARCHAR AS _unit FROM {work(name)}")
                 done.add(name)
                 pending.remove(name)
-                progressed = True
-            if not progressed:
-                for name in pending:  # rows of nobody: a free table's
-                    e.execute(f"CREATE OR REPLACE TEMP TABLE {work(name)} AS SELECT *, NULL::VARCHAR AS _unit "
-                              f"FROM {work(name)}")
-                break
+            if not ready:
+                raise RuntimeError(f"tables {', '.join(pending)} join in a circle")  # structure.in_order refuses these
 
-    def _unit_sql(self, name: str, done: set[str], by_person: dict[str, str]) -> str | None:
-        """The expression of a row's unit, or None while the table it comes through has none yet."""
+    def _unit_of(self, name: str, done: set[str]) -> tuple[str | None, str] | None:
+        """(a relation of (id, unit), the table's column it is joined by) giving a row's unit; (None,
+        "") for rows of nobody (a free table's, a table made from none of the people); None while
+        the table it comes through has no unit yet."""
         columns = self.e.columns(work(name))
         info: TableInfo | None = self.s.tables.get(name)
         if PERSON_ID in columns:
-            return f"(SELECT u.unit FROM {UNITS} u WHERE u.person = t.{PERSON_ID})"
-        for pid, pairs in by_person.items():
+            return f"SELECT person AS id, unit FROM {UNITS}", PERSON_ID
+        for pid in PERSON_IDS:
             if pid in columns:
-                return (f"(SELECT u.unit FROM {pairs} p JOIN {UNITS} u ON u.person = p.{PERSON_ID} "
-                        f"WHERE p.{q(pid)} = t.{q(pid)})")
+                return (f"SELECT DISTINCT p.{q(pid)} AS id, u.unit FROM {work(LOOKUP)} p "
+                        f"JOIN {UNITS} u ON u.person = p.{PERSON_ID}"), pid
         if info is not None and info.role in ("child", "group") and info.join:
-            through = info.parent
-            if through not in done:
+            if info.parent not in done:
                 return None
             # A child's parent row, or a group's member rows (all of one unit).
-            return f"(SELECT min(p._unit) FROM {work(through)} p WHERE p.{q(info.join)} = t.{q(info.join)})"
-        return "NULL::VARCHAR"
+            return f"SELECT {q(info.join)} AS id, min(_unit) AS unit FROM {work(info.parent)} GROUP BY 1", info.join
+        return None, ""
 
     # --- 1. shifting a unit's dates --------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class CopyRepair:
             for n in shiftable:
                 sets = ", ".join(f"{q(d)} = {q(d)} + o.days" for d in self.dates[n])
                 e.execute(f"UPDATE {work(n)} SET {sets} FROM synth_fix_offsets o WHERE {work(n)}._unit = o.unit")
-                self.changed.add(n)
+                self.touch(n)
             last = "t._unit IN (SELECT unit FROM synth_fix_offsets)"  # only the moved rows can copy anew
 
     def fallback(self, name: str) -> bool:
@@ -278,7 +281,7 @@ class CopyRepair:
                 JOIN synth_fix_donor d ON d.i = 1 + CAST(floor(synth_u({stream}, c.{key}) * {n}) AS BIGINT)""")
             self.summary["cells_redrawn"] += int(e.scalar("SELECT count(*) FROM synth_fix_redrawn"))
             e.execute(f"UPDATE {work(name)} SET {column} = r.v FROM synth_fix_redrawn r WHERE {work(name)}.{key} = r.k")
-            self.changed.add(name)
+            self.touch(name)
 
     def suppress(self, name: str, column: str, only: str = "true") -> None:
         """Set `column` missing in the rows still copying (those meeting `only` too) whose copy ends so."""
@@ -292,7 +295,7 @@ class CopyRepair:
         if done:
             self.summary["cells_suppressed"] += done
             e.execute(f"UPDATE {work(name)} SET {q(column)} = NULL WHERE {key} IN (SELECT k FROM synth_fix_nulled)")
-            self.changed.add(name)
+            self.touch(name)
 
     def restore(self, name: str, column: str) -> None:
         """Give the rows still copying that lack a person's attribute the person's own value (a
@@ -306,7 +309,7 @@ class CopyRepair:
         if done:
             self.summary["cells_redrawn"] += done
             e.execute(f"UPDATE {work(name)} SET {q(column)} = r.v FROM synth_fix_restored r WHERE {work(name)}.{key} = r.k")
-            self.changed.add(name)
+            self.touch(name)
 
     def keeps_attribute(self, name: str, column: str) -> str:
         """SQL condition on a row t of a record table: another of the person's records holds the
@@ -344,7 +347,7 @@ class CopyRepair:
             if done:
                 self.summary["cells_redrawn"] += done
                 e.execute(f"UPDATE {work(t)} SET {q(column)} = x.v FROM {via} x WHERE {work(t)}.{q(pid)} = x.id")
-                self.changed.add(t)
+                self.touch(t)
 
     def last_resorts(self, constraints: dict[str, set[str]]) -> None:
         attributes = sorted(self.s.person_attributes, key=lambda a: (-a.distinct, a.name))
