@@ -1,6 +1,7 @@
 """Synthetic twins of a release (issue 27, Y2 the generator): the twin keeps the release's tables,
 columns, types, code lists and joins with new ids, the cardinalities of its people and records,
-the release's date orders, no real id and no rare real row; the same seed gives the same bytes;
+the release's date orders and declared constraints, no real id and no copy of a unique real row
+in any table of people or records (the report's measure); the same seed gives the same bytes;
 everything is marked SYNTHETIC; the release is untouched. One small world (1,000 people) through
 the real pipeline twice: with the world's contracts, and with contracts of the test's own (the
 family court's extracts as a "tribunal", and the prisons; no magistrates' or Crown Court)."""
@@ -20,10 +21,16 @@ import yaml
 from typer.testing import CliRunner
 
 from datafirst.cli import app
+from datafirst.deliver import derived
 from datafirst.engine import Engine
 from datafirst.release.chain import published
+from datafirst.release.products import LOOKUP
+from datafirst.sources.contract import load_contracts
+from datafirst.synth import metrics, stage
+from datafirst.synth.constraints import check, load_constraints
 from datafirst.synth.models import SynthError
 from datafirst.synth.stage import synthesise
+from datafirst.synth.structure import read_structure
 from datafirst.workspace import Workspace
 from datafirst.world import generate_world
 
@@ -41,7 +48,7 @@ def _tribunal_contract() -> dict:
                 constraint["join"]["table"] = {"cases": "hearings", "parties": "people"}[constraint["join"]["table"]]
             constraint["check"] = constraint["check"].replace("cases.", "hearings.").replace("parties.", "people.")
     return {"source": "tribunal", "description": "A tribunal's hearings and the people named in them.",
-            "tables": {"hearings": family["tables"]["cases"], "people": family["tables"]["parties"]}}
+            "tables": {"hearings": family["tables"]["cases"], "people": people}}
 
 
 def _sums(folder: Path) -> dict[str, str]:
@@ -68,6 +75,11 @@ def made(tmp_path_factory) -> dict:
                  "mid": synthesise(ws, release, "mid", 1, engine),
                  "mid again": synthesise(ws, release, "mid", 1, engine, out=root / "again"),
                  "low seed 2": synthesise(ws, release, "low", 2, engine, out=root / "seed2")}
+        with pytest.MonkeyPatch.context() as patch:  # the same twin as it was before its copies were repaired
+            patch.setattr(stage, "remove_copies", lambda *_, **__: {
+                "units_shifted": 0, "shift_rounds": 0, "cells_redrawn": 0, "cells_suppressed": 0,
+                "replicated_uniques_left": {}})
+            twins["mid unrepaired"] = synthesise(ws, release, "mid", 1, engine, out=root / "unrepaired")
     result = cli.invoke(app, ["synth", str(own_release), "--fidelity", "mid", "--seed", "1"])
     assert result.exit_code == 0, result.output
     twins["own"] = own.root / "synthetic" / f"{own_release.name}-mid"
@@ -177,21 +189,63 @@ def test_no_real_id_or_hash_appears(made, twin, release):
 
 
 @pytest.mark.parametrize("twin, release", CASES)
-def test_no_twin_record_repeats_a_real_record(made, twin, release):
-    """No row of a table of people's records (or of their children) equals, on every column that
-    is not an id, a row the release holds once: no person's record is copied whole."""
+def test_no_twin_row_copies_a_unique_real_row_in_any_table_of_people_or_records(made, twin, release):
+    """Measured with the report's own definition (its tables of one row per person or per record,
+    their content columns, a real row no other real row equals): none copied, in the records, their
+    children, the groups, the lookup and the person tables made from them alike."""
     folder, real = made["twins"][twin], made[release]
-    con = duckdb.connect()
-    checked = 0
-    for name, t in _dictionary(real).items():
-        cols = [c["name"] for c in t["columns"] if c.get("declared", {}).get("kind") != "hashed_id"]
-        if "__" not in name or name.startswith("code_list__") or not any(c["type"] == "DATE" for c in t["columns"]):
-            continue
-        sig = "md5(concat_ws('|', " + ", ".join(f"coalesce(CAST({c} AS VARCHAR), '-')" for c in cols) + "))"
-        unique = f"SELECT {sig} AS s FROM {_t(real, name)} GROUP BY 1 HAVING count(*) = 1"
-        assert con.execute(f"SELECT count(*) FROM {_t(folder, name)} WHERE {sig} IN ({unique})").fetchone()[0] == 0, name
-        checked += 1
-    assert checked >= 2
+    checked = []
+    with Engine() as engine:
+        for name, entry in _dictionary(real).items():
+            if not metrics.record_level(entry):
+                continue
+            r, t = engine.parquet(real / "tables" / f"{name}.parquet"), engine.parquet(folder / "tables" / f"{name}.parquet")
+            columns = metrics.content_columns(engine, r, metrics.id_columns(entry))
+            if columns:
+                assert metrics.copies(engine, r, t, columns)["unique_copies"] == 0, name
+                checked.append(name)
+    assert {"person", "person_high", "person_link_lookup", "prison__bookings"} <= set(checked)
+    repaired = json.loads((folder / "manifest.json").read_text())["copies_repaired"]
+    assert repaired["replicated_uniques_left"] == {}
+
+
+def test_the_repair_breaks_no_declared_constraint(made):
+    """The repair moves a person's dates together and draws again or suppresses only columns no
+    constraint names: every declared constraint holds in the repaired twin wherever it held in the
+    same twin before the repair (the mid generator itself keeps most, not yet all, on this small
+    release), and the repair changed some rows."""
+    real, folder, unrepaired = made["release"], made["twins"]["mid"], made["twins"]["mid unrepaired"]
+    declared = load_constraints(real)
+    assert declared
+    with Engine() as engine:
+        before = {(c["table"], c["name"]): c["violations"] for c in check(engine, _paths(unrepaired), declared)}
+        for c in check(engine, _paths(folder), declared):
+            assert c["violations"] <= before[(c["table"], c["name"])], c
+    assert _sums(folder) != _sums(unrepaired)
+
+
+@pytest.mark.parametrize("twin, release", CASES)
+def test_the_person_tables_and_journey_are_what_the_records_make(made, twin, release):
+    """The repair shifts the person tables and the journey with the records, in place: they are
+    what the release's SQL makes again from the twin's records."""
+    folder, real = made["twins"][twin], made[release]
+    with Engine() as engine:
+        ws = made["ws"] if release == "release" else made["own"]
+        contracts = load_contracts(ws.contracts)
+        structure = read_structure(real)
+        sources = sorted({c.source for c in contracts})
+        made_again = derived.derived_sql(contracts, folder, sources, structure.tables[LOOKUP].names)
+        derived.build_inputs(engine, folder, {n: set(t.names) for n, t in structure.tables.items()}, contracts, sources)
+        for name in ("person", "person_high", "person_low", "person_journey"):
+            twin_rows = f"SELECT * FROM {engine.parquet(folder / 'tables' / f'{name}.parquet')}"
+            again = f"SELECT * FROM ({made_again[name]})"
+            for a, b in ((twin_rows, again), (again, twin_rows)):
+                assert engine.scalar(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})") == 0, name
+        derived.drop_inputs(engine)
+
+
+def _paths(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in (folder / "tables").glob("*.parquet")}
 
 
 @pytest.mark.parametrize("twin", ["mid", "own"])

@@ -74,6 +74,10 @@ class Generator:
         self.engine, self.s, self.fitter, self.journey = engine, structure, fitter, journey
         self.train_people = train_people
         self.context_columns: dict[str, list[tuple[str, str]]] = {}  # table -> (context column, feature kind)
+        # table -> the columns drawn freely (no other column looked up from or dated after them):
+        # what the repair of copies (`copies`) may draw again
+        self.free: dict[str, list[str]] = {}
+        self.repaired: dict = {}  # what the repair of copies took (`copies.remove_copies`)
         self.ratio = 1.0
 
     # --- the release's rows, as the models see them ---------------------------------------------
@@ -360,6 +364,7 @@ class Generator:
         # is looked up from or dated after, the one with the most values first.
         fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
         free = sorted((r for r in redraw if r[0].name not in fixed), key=lambda r: (-r[0].distinct, r[0].name))
+        self.free[t.name] = [r[0].name for r in free]
         if free and self.fitter.private is None:  # with --epsilon nothing but the noisy counts is read
             self._no_copies(t, free)
 
@@ -491,6 +496,7 @@ class Generator:
                        _numeric_cast(c) if numeric else "{v}")
             done.append(c.name)
             self.context_columns[LOOKUP].append((c.name, feature_kind(c)))
+        self.free[LOOKUP] = done[2:]
 
     def case_journeys(self) -> bool:
         """Link twin Crown Court records to a magistrates' record of the same person, as often as
@@ -533,6 +539,7 @@ class Generator:
                        _numeric_cast(c) if numeric else "{v}")
             done.append(c.name)
             self.context_columns[CASE_JOURNEYS].append((c.name, feature_kind(c)))
+        self.free[CASE_JOURNEYS] = [c for c in done[1:] if c != "link_method"]  # the link method names the case
         ref = f"{j.crown_reference}_hash"
         if ref in crown.names and "link_method" in info.names:
             self._add(crown.name, ref, f"(SELECT x.magistrates_case_hash FROM {syn(CASE_JOURNEYS)} x WHERE "

@@ -82,6 +82,25 @@ class Column:
         return f"CAST({ref} AS VARCHAR)"
 
 
+CODE_LIST_PREFIX = "code_list__"  # public reference tables: a twin copies them as they are
+
+
+def id_columns(table: dict) -> set[str]:
+    """A table's keys and hashed ids (declared `hashed_id`, or named as datafirst names them): a twin
+    makes them anew, so they are no part of its content. `table` is the table's dictionary entry."""
+    return set(table.get("keys") or []) | {
+        c["name"] for c in table.get("columns", [])
+        if (c.get("declared") or {}).get("kind") == "hashed_id" or c["name"].endswith("_hash")
+        or c["name"].startswith("person_id_")}
+
+
+def record_level(table: dict) -> bool:
+    """One row per person or per record: the table's key is a single hashed id (a person id, a
+    record's `row_id_hash`), as the dictionary declares it. A twin must copy no unique row of these."""
+    keys = table.get("keys") or []
+    return len(keys) == 1 and keys[0] in id_columns(table) and not table["name"].startswith(CODE_LIST_PREFIX)
+
+
 def content_columns(engine: Engine, relation: str, ids: set[str]) -> list[Column]:
     """The columns of `relation` that are not in `ids` (its keys and hashed ids), each with its kind."""
     columns = []
@@ -248,6 +267,20 @@ def pmse_ratio(engine: Engine, real: str, twin: str, columns: list[Column]) -> d
 
 def _match(columns: list[Column], a: str, b: str) -> str:
     return " AND ".join(f"{a}.{_q(c.name)} IS NOT DISTINCT FROM {b}.{_q(c.name)}" for c in columns)
+
+
+def unique_rows_sql(real: str, columns: list[Column]) -> str:
+    """The real rows no other real row equals on `columns` (missing equals missing): a twin row
+    equal to one of them copies that record (synthpop's replicated uniques)."""
+    cols = ", ".join(_q(c.name) for c in columns)
+    return f"SELECT {cols} FROM {real} GROUP BY ALL HAVING count(*) = 1"
+
+
+def copies_unique(columns: list[Column], twin: str, unique: str) -> str:
+    """SQL condition: the twin row (alias `twin`) equals a row of `unique` (a relation of
+    `unique_rows_sql`) on every content column. The one definition of a replicated unique, shared
+    by the report and by the generator's repair of copies (`synth.copies`)."""
+    return f"EXISTS (SELECT 1 FROM {unique} u WHERE {_match(columns, twin, 'u')})"
 
 
 def copies(engine: Engine, real: str, twin: str, columns: list[Column]) -> dict:

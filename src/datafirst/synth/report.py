@@ -25,10 +25,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from .. import __version__
 from ..engine import Engine
 from . import metrics
-from .metrics import Column
+from .metrics import CODE_LIST_PREFIX, Column, id_columns, record_level
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-CODE_LIST_PREFIX = "code_list__"  # public reference tables: a twin copies them as they are
 # The bars (issue 27, docs/synth.md): synthpop's usual bar for a useful twin; each research query
 # cell within 20% (relative) of the real figure; no copy of a unique real row in a table of people
 # or records; the twin no closer to its training rows than real people it never saw.
@@ -52,22 +51,6 @@ def _read_dictionary(real: Mapping[str, Path]) -> dict:
         raise ReportError(f"{path} is missing: the report reads the release's dictionary (each table's unit, keys and "
                           "hashed ids); give the tables of a datafirst release, or pass dictionary=")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def id_columns(table: dict) -> set[str]:
-    """A table's keys and hashed ids (declared `hashed_id`, or named as datafirst names them): a twin
-    makes them anew, so they are no part of its content."""
-    return set(table.get("keys") or []) | {
-        c["name"] for c in table.get("columns", [])
-        if (c.get("declared") or {}).get("kind") == "hashed_id" or c["name"].endswith("_hash")
-        or c["name"].startswith("person_id_")}
-
-
-def record_level(table: dict) -> bool:
-    """One row per person or per record: the table's key is a single hashed id (a person id, a
-    record's `row_id_hash`), as the dictionary declares it. A twin must copy no unique row of these."""
-    keys = table.get("keys") or []
-    return len(keys) == 1 and keys[0] in id_columns(table) and not table["name"].startswith(CODE_LIST_PREFIX)
 
 
 def shown_count(n: int | None, small: int) -> int | str | None:
