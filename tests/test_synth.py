@@ -48,7 +48,7 @@ def _tribunal_contract() -> dict:
                 constraint["join"]["table"] = {"cases": "hearings", "parties": "people"}[constraint["join"]["table"]]
             constraint["check"] = constraint["check"].replace("cases.", "hearings.").replace("parties.", "people.")
     return {"source": "tribunal", "description": "A tribunal's hearings and the people named in them.",
-            "tables": {"hearings": family["tables"]["cases"], "people": people}}
+            "tables": {"hearings": family["tables"]["cases"], "people": family["tables"]["parties"]}}
 
 
 def _sums(folder: Path) -> dict[str, str]:
