@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,15 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_checksums(root: Path, name: str = "SHA256SUMS") -> None:
+    """`name` in `root`: the SHA-256 of every file under it (`sha256sum -c` reads it), sorted by path."""
+    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
+    (root / name).write_text("".join(f"{file_sha256(root / n)}  {n}\n" for n in names), encoding="utf-8")
+
+
+def make_read_only(root: Path) -> None:
+    """Take write permission away from `root` and everything under it (a finished package or twin)."""
+    for p in [*root.rglob("*"), root]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

@@ -24,7 +24,6 @@ import difflib
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Callable
 from .. import __version__
 from ..engine import Engine
 from ..engine.sql import sql_string
-from ..files import file_sha256
+from ..files import file_sha256, make_read_only, write_checksums
 from ..release.chain import MANIFEST, RELEASES, anchor_file, misplaced, published, release_problems
 from ..release.signing import public_key_files, trusted_public_keys
 from ..sources.contract import load_contracts
@@ -267,8 +266,8 @@ def deliver(ws: Workspace, project_id: str, engine: Engine, *, by: str, release:
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(_readme(record, release_dir.name, name, plans, rows, sources, formats,
                                                stata_names), encoding="utf-8")
-        _write_checksums(tmp)
-        _make_read_only(tmp)
+        write_checksums(tmp, SUMS)
+        make_read_only(tmp)
         os.rename(tmp, folder / name)
     except BaseException:
         remove_tree(tmp)
@@ -470,16 +469,6 @@ def _readme(record: ProjectRecord, release: str, name: str, plans: list[TablePla
         lines.append(f"| {p.name} | {rows[p.name]:,} | {treated} |")
     lines += ["", "Outputs leave the environment only after output checking (docs/deliver.md).", ""]
     return "\n".join(lines)
-
-
-def _write_checksums(root: Path) -> None:
-    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
-    (root / SUMS).write_text("".join(f"{file_sha256(root / n)}  {n}\n" for n in names), encoding="utf-8")
-
-
-def _make_read_only(root: Path) -> None:
-    for p in [*root.rglob("*"), root]:
-        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
 def verify_package(path: Path) -> list[str]:

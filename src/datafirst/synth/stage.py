@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from .. import __version__
 from ..deliver import derived
 from ..engine import Engine
 from ..engine.sql import sql_string
-from ..files import file_sha256
+from ..files import file_sha256, make_read_only, write_checksums
 from ..release.chain import MANIFEST, anchor_file, misplaced, release_problems
 from ..release.products import LOOKUP
 from ..release.signing import SigningKeyError, public_key_files, trusted_public_keys
@@ -143,8 +142,8 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
         tables = {t: final / "tables" / f"{t}.parquet" for t in rows}
         if report is not None:
             report(tmp, {t: tmp / "tables" / f"{t}.parquet" for t in rows})
-        _checksums(tmp)
-        _read_only(tmp)
+        write_checksums(tmp, SUMS)
+        make_read_only(tmp)
         os.rename(tmp, final)
     except BaseException:
         remove_tree(tmp)
@@ -301,11 +300,3 @@ def _readme(version: str, name: str, fidelity: str, seed: int, epsilon: float | 
     return "\n".join(lines)
 
 
-def _checksums(root: Path) -> None:
-    names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
-    (root / SUMS).write_text("".join(f"{file_sha256(root / n)}  {n}\n" for n in names), encoding="utf-8")
-
-
-def _read_only(root: Path) -> None:
-    for p in [*root.rglob("*"), root]:
-        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
