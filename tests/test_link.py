@@ -16,7 +16,7 @@ from datafirst.link.stage import link
 from datafirst.link.train import correct_u_for_matches, train
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise
-from datafirst.workspace import Workspace
+from datafirst.workspace import ComparisonBudget, Workspace
 
 from .conftest import build_pipeline
 
@@ -119,8 +119,8 @@ def test_u_correction_removes_the_matches_share_of_random_agreements():
 
 def test_blocking_guard_refuses_an_exploding_rule(linked_ws):
     before = _clusters(linked_ws)
-    with Engine() as engine, pytest.raises(LinkError, match="would generate about") as exc:
-        link(linked_ws, engine, blocking_rules=[block_on("sex")], max_comparisons_per_rule=50_000_000)
+    with Engine() as engine, pytest.raises(LinkError, match="break the comparison budget") as exc:
+        link(linked_ws, engine, blocking_rules=[block_on("sex")])
     assert "sex" in str(exc.value) and "stricter" in str(exc.value)
     assert _clusters(linked_ws) == before  # nothing written
 
@@ -536,17 +536,17 @@ def test_an_address_does_not_count_as_a_linking_role_where_the_model_will_not_co
             train(ws, engine)
 
 
-def test_a_new_limit_on_comparisons_links_in_full_and_estimates_again(linked_ws, tmp_path):
+def test_a_new_comparison_budget_links_in_full_and_estimates_again(linked_ws, tmp_path):
     import shutil
 
     ws = Workspace(shutil.copytree(linked_ws.root, tmp_path / "ws"))
     with Engine() as engine:
         assert link(ws, engine).mode == "incremental"  # nothing changed: built on the last link
-        assert link(ws, engine, max_comparisons_per_rule=10**12).mode == "full"
-        with pytest.raises(LinkError, match="would generate about"):
-            link(ws, engine, max_comparisons_per_rule=10)
+        assert link(ws, engine, comparison_budget=ComparisonBudget(pairs_per_record=1000)).mode == "full"
+        with pytest.raises(LinkError, match="break the comparison budget"):
+            link(ws, engine, comparison_budget=ComparisonBudget(max_pairs=10))
     meta = json.loads((ws.zone("links") / "link.json").read_text())
-    assert meta["why_full"] == "the limit on comparisons per blocking rule changed since the last link"
+    assert meta["why_full"] == "the comparison budget changed since the last link"
 
 
 def test_a_prisoner_number_declared_a_person_key_links_an_alias_to_its_booking(linked_ws, world):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from . import __version__
@@ -73,7 +74,7 @@ def _fail(message: str) -> None:
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
+                    TextColumn("left"), TimeRemainingColumn(), console=console, transient=False)
 
 
 @app.callback(invoke_without_command=True)
@@ -398,8 +399,10 @@ def _run_link(ws, labels: Path | None = None, full: bool = False) -> dict:
         with _engine(ws) as engine:
             if labels is not None and any(ws.zone("identifiers").glob("*.parquet")):
                 load_labels(ws, engine, labels)  # its keys checked against the records before linking
-            with console.status("Linking: blocking check, scoring pairs, clustering"):
-                summary = link(ws, engine, full=full)
+            with _progress() as progress:
+                task = progress.add_task("Linking: blocking check", total=None)
+                summary = link(ws, engine, full=full, progress=lambda step, done, total: progress.update(
+                    task, description=f"Linking: {step}", completed=done, total=total))
             linked = True
             _, html_path, report = write_report(ws, engine, labels)
     except LabelsError as exc:

@@ -101,6 +101,23 @@ class JourneySpec(BaseModel):
     offences_code: str = "offence_code"
 
 
+class ComparisonBudget(BaseModel):
+    """How many candidate pairs a link may score (link/blocking.py): checked before scoring, on
+    Splink's sampled per-rule counts, at training (rules over it are narrowed or left out) and at
+    linking (refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs_per_record: float = Field(20.0, gt=0, description="candidate pairs per record, now and at `growth` times "
+                                    "the records (pairs of a rule on keys that do not grow with the data grow with "
+                                    "the square of the records)")
+    max_pairs: int | None = Field(None, gt=0, description="candidate pairs a run may score at most, whatever the "
+                                  "records (e.g. what the machine scores in the time you have); default: no cap")
+    growth: float = Field(10.0, ge=1, description="how many times the records the rules must still fit the budget "
+                          "at (projected from the model: true pairs grow with the records, the others with their "
+                          "square)")
+
+
 class LinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,7 +126,8 @@ class LinkConfig(BaseModel):
     blocking_rules: list[list[str]] | None = Field(
         None, description="prediction blocking rules, each a list of identifier columns that must be equal; "
                           "default: rules chosen from the roles present")
-    max_comparisons_per_rule: int = Field(2_000_000_000, description="a rule generating more is refused")
+    comparison_budget: ComparisonBudget = Field(default_factory=ComparisonBudget,
+                                                description="candidate pairs a run may score (docs/linkage.md)")
     settings_file: Path | None = Field(
         None, description="a Splink settings JSON (comparisons, blocking_rules_to_generate_predictions) to train "
                           "instead of the default model built from the roles; relative to the workspace")
@@ -205,6 +223,9 @@ class Config(BaseModel):
                                                "(one machine) or spark (see docs/spark.md)")
     threads: int | None = Field(None, ge=1, description="engine threads (default: all cores)")
     memory_limit: str | None = Field(None, pattern=MEMORY_SIZE, description="engine memory limit, e.g. '8GB' or '512MB'")
+    database: Literal["auto", "memory", "disk"] = Field(
+        "auto", description="where DuckDB keeps its working tables: memory, or a file in the workspace's scratch "
+                            "folder that pages out to disk under memory_limit; auto: a file past 2M identifier records")
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     standardise: StandardiseConfig = Field(default_factory=StandardiseConfig)

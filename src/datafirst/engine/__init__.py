@@ -3,10 +3,25 @@ data outgrows one machine. Stages write DuckDB-dialect SQL; `SparkEngine` transl
 
 from __future__ import annotations
 
+import os
+
+import pyarrow.parquet as pq
+
 from .duckdb_engine import Engine
 from .sql import sql_string
 
 ENGINES = ("duckdb", "spark")
+
+
+# With `database: auto`, past this many identifier records the DuckDB engine keeps its working
+# tables in a file (see Engine): the link's candidate pairs and edges at 10M records are larger
+# than a laptop's memory.
+DISK_ABOVE_RECORDS = 2_000_000
+
+
+def _identifier_rows(ws) -> int:
+    """Records in the identifiers zone, from the Parquet footers (no data read)."""
+    return sum(pq.read_metadata(p).num_rows for p in ws.zone("identifiers").glob("*.parquet"))
 
 
 def open_engine(ws):
@@ -14,7 +29,9 @@ def open_engine(ws):
     config = ws.config()
     name = ws.engine_override or config.engine
     if name == "duckdb":
-        return Engine(threads=config.threads, memory_limit=config.memory_limit, temp_directory=ws.scratch)
+        on_disk = config.database == "disk" or (config.database == "auto" and _identifier_rows(ws) > DISK_ABOVE_RECORDS)
+        return Engine(threads=config.threads, memory_limit=config.memory_limit, temp_directory=ws.scratch,
+                      database=ws.scratch / f"engine-{os.getpid()}.duckdb" if on_disk else None)
     if name == "spark":
         try:
             from .spark_engine import SparkEngine

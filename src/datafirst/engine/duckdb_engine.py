@@ -27,8 +27,16 @@ class Engine:
     dialect = "duckdb"
 
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
-                 temp_directory: Path | None = None):
-        self.con = duckdb.connect()  # in memory: every stage reads and writes Parquet zones
+                 temp_directory: Path | None = None, database: Path | None = None):
+        # In memory by default: every stage reads and writes Parquet zones. With `database`, the
+        # working tables live in that file instead (deleted on close), so that on data larger
+        # than memory DuckDB pages them out to disk under `memory_limit`, as it spills a query's
+        # intermediate results to `temp_directory`.
+        self.database = Path(database) if database else None
+        if self.database:
+            self.database.parent.mkdir(parents=True, exist_ok=True)
+            _remove_database(self.database)  # a crashed run's file: working tables only
+        self.con = duckdb.connect(str(self.database) if self.database else ":memory:")
         self.threads = threads or os.cpu_count() or 1
         self.execute(f"SET threads = {self.threads}")
         if memory_limit:
@@ -42,7 +50,7 @@ class Engine:
     def _sibling(cls, con: duckdb.DuckDBPyConnection, threads: int) -> "Engine":
         """An engine on another connection to the same database (settings are the database's)."""
         engine = cls.__new__(cls)
-        engine.con, engine.threads = con, threads
+        engine.con, engine.threads, engine.database = con, threads, None  # the database is the parent's to remove
         return engine
 
     def concurrently(self, jobs: Sequence[Callable[["Engine"], T]], sizes: Sequence[float] | None = None) -> list[T]:
@@ -123,9 +131,16 @@ class Engine:
 
     def close(self) -> None:
         self.con.close()
+        if self.database:
+            _remove_database(self.database)
 
     def __enter__(self) -> "Engine":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove_database(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)

@@ -84,7 +84,7 @@ def reusable(links: Path, run: dict) -> str | None:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     for key, what in (("model", "the model"), ("model_sha256", "the model file"), ("thresholds", "the thresholds"),
                       ("edge_floor", "the edge floor"), ("prediction_rules", "the blocking rules"),
-                      ("max_comparisons_per_rule", "the limit on comparisons per blocking rule"),
+                      ("comparison_budget", "the comparison budget"),
                       ("record_digest", "the record digest")):
         if meta.get(key) != run.get(key):
             return f"{what} changed since the last link"

@@ -256,8 +256,17 @@ def render_html(r: dict) -> str:
     out.append("<h2 id='sources'>Match rates between sources</h2><p>Of the records of a source, the share whose person "
                "(medium) also has a record in the other source (or another record in the same source).</p>")
     out.append(_table(["source", "found in", "share"], [[m["source"], m["found_in"], pct(m["share"])] for m in r["match_rates"]]))
-    out.append("<h2 id='blocking'>Blocking rules</h2>")
-    out.append(_table(["rule", "comparisons added"], [[b["rule"], f"{b['comparisons']:,}"] for b in r["blocking"]]))
+    out.append("<h2 id='blocking'>Blocking rules</h2><p>Each rule's candidate pairs beyond the rules before it (Splink's "
+               "sampled estimate), the pairs of one person's records among them by the model, the pairs projected to "
+               "the comparison budget's growth (true pairs grow with the records, the others with their square), and "
+               "the records in its largest blocks (sizes only; the costliest rules).</p>")
+    out.append(_table(["rule", "comparisons added", "one person's (model)", "projected", "growth exponent",
+                       "largest blocks"],
+                      [[b["rule"], f"{b['comparisons']:,}",
+                        "" if b.get("true_pairs") is None else f"{b['true_pairs']:,}",
+                        "" if b.get("projected") is None else f"{b['projected']:,}",
+                        "" if b.get("growth_exponent") is None else f"{b['growth_exponent']:.2f}",
+                        ", ".join(str(x) for x in b.get("largest_blocks") or [])] for b in r["blocking"]]))
     out.append("<h2 id='weights'>Match weight histogram</h2>")
     out.append(bar_chart([(f"{h['weight_from']} to {h['weight_from'] + 1}", h["edges"]) for h in r["match_weight_histogram"]],
                          "Scored edges by match weight", percent=False))

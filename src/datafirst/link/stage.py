@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +24,11 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 from ..engine import Engine
 from ..files import file_sha256
 from ..engine.sql import sql_string
-from ..workspace import Workspace, holding_lock, replace_folder
+from ..workspace import ComparisonBudget, Workspace, holding_lock, replace_folder
 from . import incremental
 from .inputs import (INPUT_TABLE, LinkError, check_linkable, check_rule_columns, current_model, identifier_files,
                      linker as make_linker, load_input)
-from .blocking import check_blocking
+from .blocking import check_blocking, expected_true_pairs
 from .journeys import link_journeys
 from .settings import Thresholds
 
@@ -89,19 +90,20 @@ def check_model_fits(model: dict, present: set[str], path: Path) -> None:
 
 @holding_lock
 def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None, model_path: Path | None = None,
-         blocking_rules: list | None = None, max_comparisons_per_rule: int | None = None,
-         full: bool = False) -> LinkSummary:
+         blocking_rules: list | None = None, comparison_budget: ComparisonBudget | None = None,
+         full: bool = False, progress: Callable[[str, int, int], None] | None = None) -> LinkSummary:
     """Score candidate pairs with a saved model and cluster them; writes the links zone.
-    Thresholds, blocking rules and the comparison limit default to the workspace config.
+    Thresholds, blocking rules and the comparison budget default to the workspace config.
 
     When the last link used the same model, thresholds and rules, only the records that
     changed since are scored and only the people they touch are clustered again (see
-    `incremental`); `full` scores everything."""
+    `incremental`); `full` scores everything. `progress(step, done, total)` hears of each slice of
+    records scored (the CLI's bar and time estimate)."""
     cfg = ws.config().link
     thresholds = thresholds or Thresholds(**cfg.thresholds.model_dump())
     if blocking_rules is None and cfg.blocking_rules:
         blocking_rules = [block_on(*cols) for cols in cfg.blocking_rules]
-    max_comparisons_per_rule = max_comparisons_per_rule or cfg.max_comparisons_per_rule
+    budget = comparison_budget or cfg.comparison_budget
     files = identifier_files(ws)
     check_linkable(engine, files)
     present = load_input(engine, files)
@@ -123,7 +125,7 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
     run = {"model": path.name, "model_sha256": file_sha256(path), "term_frequencies_saved": frozen_tf,
            "thresholds": thresholds.named(), "edge_floor": edge_floor,
            "prediction_rules": model["blocking_rules_to_generate_predictions"],
-           "max_comparisons_per_rule": max_comparisons_per_rule, "record_digest": incremental.DIGEST_SCHEME}
+           "comparison_budget": budget.model_dump(), "record_digest": incremental.DIGEST_SCHEME}
     previous = ws.zone(LINKS)
     why_full = "asked for a full link" if full else incremental.reusable(previous, run)
     changes = None
@@ -143,9 +145,10 @@ def link(ws: Workspace, engine: Engine, *, thresholds: Thresholds | None = None,
             incremental.link_changes(engine, db_api, linker, previous, INPUT_TABLE, thresholds.named(),
                                      edge_floor, changes)
         else:
-            blocking = check_blocking(linker, n_records, max_comparisons_per_rule)
+            blocking = check_blocking(linker, engine, INPUT_TABLE, n_records, budget, model,
+                                      true_pairs_of(model, path, n_records))
             _link_all(engine, db_api, linker, thresholds, edge_floor,
-                      chunks=max(1, -(-n_records // cfg.predict_chunk_records)))
+                      chunks=max(1, -(-n_records // cfg.predict_chunk_records)), progress=progress)
             engine.execute("CREATE OR REPLACE TABLE link_strongest AS "
                            + incremental.strongest_links("link_edges", thresholds.medium))
         clusters = {name: int(engine.scalar(f"SELECT count(DISTINCT person_id) FROM clusters_{name}"))
@@ -196,6 +199,14 @@ RELIABILITY = {"not_linked": "no other record shares its person id at this thres
                                         "with care"}
 
 
+def true_pairs_of(model: dict, path: Path, records: int) -> float:
+    """Pairs of one person's records expected among `records`, from the model's prior and the
+    records it was trained on (its metadata; without it, taken as today's)."""
+    meta_path = path.with_suffix(".meta.json")
+    trained = json.loads(meta_path.read_text(encoding="utf-8")).get("records", records) if meta_path.is_file() else records
+    return expected_true_pairs(model.get("probability_two_random_records_match"), trained, records)
+
+
 def reliability_sql(record: str, *clusters: str) -> str:
     """The columns `link_reliability_high`, `_medium`, `_low` (see RELIABILITY), from the input
     record's alias and the aliases of its high, medium and low clusters."""
@@ -231,17 +242,23 @@ def use_term_frequencies(engine: Engine, db_api: DatabaseAPI, linker: Linker, mo
 
 
 def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: Thresholds, edge_floor: float,
-              chunks: int) -> None:
+              chunks: int, progress: Callable[[str, int, int], None] | None = None) -> None:
     """`link_edges` and `clusters_<threshold>` from scoring every candidate pair.
 
     With more than one chunk, pairs are scored a slice of left-hand records at a time
     (Splink's `predict_chunk`): each pair still once, but the engine holds and spills only
     one slice's blocked pairs at a time. Unchunked, 10M records filled 70 GB of disk."""
+    report = progress or (lambda step, done, total: None)
+    steps = chunks + len(thresholds.named())
+    report("scoring pairs", 0, steps)
     if chunks <= 1:
         parts = [linker.inference.predict(threshold_match_probability=edge_floor)]
+        report("scoring pairs", 1, steps)
     else:
-        parts = [linker.inference.predict_chunk(left_chunk=(i, chunks), threshold_match_probability=edge_floor)
-                 for i in range(1, chunks + 1)]
+        parts = []
+        for i in range(1, chunks + 1):
+            parts.append(linker.inference.predict_chunk(left_chunk=(i, chunks), threshold_match_probability=edge_floor))
+            report(f"scoring pairs: slice {i} of {chunks}", i, steps)
     engine.execute("CREATE OR REPLACE TABLE link_edges AS " + " UNION ALL ".join(
         f"SELECT record_key_l, record_key_r, source_l, source_r, match_weight, match_probability "
         f"FROM {p.physical_name}" for p in parts) + " ORDER BY record_key_l, record_key_r")
@@ -249,7 +266,8 @@ def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: T
         p.drop_table_from_database_and_remove_from_cache()
     nodes = db_api.register(INPUT_TABLE, dataset_display_name="records to cluster")
     edges = db_api.register("link_edges", dataset_display_name="scored edges")
-    for name, p in thresholds.named().items():
+    for k, (name, p) in enumerate(thresholds.named().items()):
+        report(f"clustering at {name}", chunks + k, steps)
         result = cluster_pairwise_predictions_at_threshold(
             nodes, edges, db_api, "record_key", "record_key_l", "record_key_r", threshold_match_probability=p)
         engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
@@ -257,3 +275,4 @@ def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: T
                    count(*) OVER (PARTITION BY cluster_id) AS cluster_size
             FROM {result.physical_name}""")
         result.drop_table_from_database_and_remove_from_cache()
+    report("clustered", steps, steps)

@@ -27,7 +27,7 @@ from ..workspace import Workspace, holding_lock
 from . import incremental
 from .inputs import (INPUT_TABLE, MODELS, LinkError, check_linkable, check_rule_columns, fingerprint,
                      identifier_files, linker as make_linker, load_input)
-from .blocking import choose_prediction_rules
+from .blocking import expected_true_pairs, plan_blocking
 from .families import calibrate as calibrate_families, shared_surname_u
 from .settings import model_spec, settings
 
@@ -271,8 +271,12 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     sessions = cleanest_sessions(linker) if not cfg.settings_file else {}
     blocking_measured = None
     if not cfg.settings_file:
-        chosen, blocking_measured, dropped = choose_prediction_rules(
-            linker, spec.prediction_rules, records, min(records, cfg.training_records))
+        sampled_records = min(records, cfg.training_records)
+        prior = linker._settings_obj._probability_two_random_records_match
+        chosen, blocking_measured, dropped = plan_blocking(
+            linker, engine, spec.prediction_rules, table=table, records=records, sampled=sampled_records,
+            budget=cfg.comparison_budget, model=linker.misc.save_model_to_json(),
+            true_pairs=expected_true_pairs(prior, records, records))
         spec.notes += dropped
         linker._settings_obj._blocking_rules_to_generate_predictions = BlockingRule._add_preceding_rules_to_each_blocking_rule(
             [r.get_blocking_rule(linker._db_api.sql_dialect.sql_dialect_str) for r in chosen])
