@@ -406,3 +406,20 @@ def test_the_docs_show_the_site():
         size = (root / "docs" / "images" / shot).stat().st_size
         assert 10_000 < size < 400_000
     assert "datafirst site" in (root / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_guard_ignores_source_fields_named_by_the_data_quality_summary(tmp_path):
+    """A source field `town` on the quality page is no person surnamed Town (a real surname, and
+    one the world's long name tail holds): the field names of quality/data_quality.json are the
+    release's own schema, like its column names, and the guard ignores them; other passages are
+    still checked."""
+    from datafirst.release.site import guard_passages
+
+    (tmp_path / "quality").mkdir()
+    (tmp_path / "dictionary.json").write_text(json.dumps({"tables": []}))
+    (tmp_path / "quality" / "data_quality.json").write_text(json.dumps(
+        {"tables": [{"source": "court", "table": "people", "fields": [{"field": "town", "role": "address"}]}]}))
+    pages = {"quality.html": "<table><tr><td><code>town</code></td><td>address</td></tr></table>"}
+    passages, ignore = guard_passages(pages, tmp_path)
+    assert ("quality.html", "town") in passages and "town" in ignore
+    assert "address" not in ignore

@@ -362,7 +362,8 @@ def _template_text() -> set[str]:
 def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str, str]], set[str]]:
     """The pages' text as (page, passage) for the privacy guard (but for the templates' own
     words), the search index's entries among them, and the values to ignore: the bounds of the
-    dictionary's declared ranges, and its table and column names."""
+    dictionary's declared ranges, its table and column names, and the source fields named by
+    the data quality summary."""
     passages = []
     own = _template_text()
     for path, html in pages.items():
@@ -378,6 +379,9 @@ def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str
     # The release's own names (a table named `person` is no Mr Person), already public in its
     # datapackage.json.
     ignore |= {t["name"] for t in dictionary["tables"]} | {c["name"] for t in dictionary["tables"] for c in t["columns"]}
+    # So are the source fields its data quality summary names: a field `town` is no Mr Town.
+    quality = _read_json(release / "quality" / "data_quality.json") or {}
+    ignore |= {f["field"] for t in quality.get("tables") or [] for f in t.get("fields") or [] if f.get("field")}
     return passages, ignore
 
 
