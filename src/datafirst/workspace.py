@@ -138,6 +138,8 @@ class LinkConfig(BaseModel):
                                        "a time (bounds the engine's memory and spill on large data)")
     training_records: int = Field(1_000_000, gt=1000, description="train on a fixed random sample of at most this "
                                   "many records (EM work grows with their square; the estimates do not need more)")
+    training_pairs: int = Field(5_000_000, gt=1000, description="an EM session scores at most about this many pairs "
+                                "of its block (Splink's hash sample of the block's records past it)")
 
 
 class DateOfBirthConfig(BaseModel):

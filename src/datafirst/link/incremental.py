@@ -29,10 +29,10 @@ from pathlib import Path
 
 from splink import Linker
 from splink.internals.database_api import DatabaseAPI
-from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from ..engine import Engine
 from ..engine.sql import sql_string
+from .clusters import cluster
 
 RECORDS = "records.parquet"
 DIGEST_SCHEME = "md5 of identifier columns, v2"
@@ -156,8 +156,6 @@ def link_changes(engine: Engine, db_api: DatabaseAPI, linker: Linker, links: Pat
     engine.execute("""CREATE OR REPLACE TABLE link_affected_edges AS SELECT * FROM link_edges
         WHERE record_key_l IN (SELECT record_key FROM link_affected)
           AND record_key_r IN (SELECT record_key FROM link_affected)""")
-    nodes = db_api.register("link_affected", dataset_display_name="affected records")
-    edges = db_api.register("link_affected_edges", dataset_display_name="their edges")
     # A record outside the affected people keeps its person at every threshold (the higher
     # thresholds' people lie within the lowest's) and so its person's size, and its strongest
     # link: an edge at or above the medium threshold joins both its records into one affected
@@ -165,15 +163,14 @@ def link_changes(engine: Engine, db_api: DatabaseAPI, linker: Linker, links: Pat
     unaffected = f"""SELECT * FROM read_parquet({previous_clusters})
         WHERE record_key IN (SELECT record_key FROM {input_table})
           AND record_key NOT IN (SELECT record_key FROM link_affected)"""
-    for name, p in thresholds.items():
-        result = cluster_pairwise_predictions_at_threshold(
-            nodes, edges, db_api, "record_key", "record_key_l", "record_key_r", threshold_match_probability=p)
+    cluster(engine, db_api, "link_affected", "link_affected_edges", thresholds, cluster_label,
+            into="link_affected_clusters_{name}")
+    for name in thresholds:
         engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
-            SELECT record_key, {cluster_label(name)} AS person_id, count(*) OVER (PARTITION BY cluster_id) AS cluster_size
-            FROM {result.physical_name}
+            SELECT * FROM link_affected_clusters_{name}
             UNION ALL
             SELECT record_key, person_id_{name}, cluster_size_{name} FROM ({unaffected})""")
-        result.drop_table_from_database_and_remove_from_cache()
+        engine.execute(f"DROP TABLE link_affected_clusters_{name}")
     engine.execute(f"""CREATE OR REPLACE TABLE link_strongest AS
         {strongest_links("link_affected_edges", thresholds["medium"])}
         UNION ALL SELECT record_key, strongest_link_medium FROM ({unaffected}) WHERE strongest_link_medium IS NOT NULL""")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from splink import Linker, block_on
 from splink.internals.database_api import DatabaseAPI
-from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from ..engine import Engine
 from ..files import file_sha256
@@ -29,6 +28,7 @@ from . import incremental
 from .inputs import (INPUT_TABLE, LinkError, check_linkable, check_rule_columns, current_model, identifier_files,
                      linker as make_linker, load_input)
 from .blocking import check_blocking, expected_true_pairs
+from .clusters import cluster
 from .journeys import link_journeys
 from .settings import Thresholds
 
@@ -249,7 +249,7 @@ def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: T
     (Splink's `predict_chunk`): each pair still once, but the engine holds and spills only
     one slice's blocked pairs at a time. Unchunked, 10M records filled 70 GB of disk."""
     report = progress or (lambda step, done, total: None)
-    steps = chunks + len(thresholds.named())
+    steps = chunks + 1
     report("scoring pairs", 0, steps)
     if chunks <= 1:
         parts = [linker.inference.predict(threshold_match_probability=edge_floor)]
@@ -264,15 +264,6 @@ def _link_all(engine: Engine, db_api: DatabaseAPI, linker: Linker, thresholds: T
         f"FROM {p.physical_name}" for p in parts) + " ORDER BY record_key_l, record_key_r")
     for p in parts:
         p.drop_table_from_database_and_remove_from_cache()
-    nodes = db_api.register(INPUT_TABLE, dataset_display_name="records to cluster")
-    edges = db_api.register("link_edges", dataset_display_name="scored edges")
-    for k, (name, p) in enumerate(thresholds.named().items()):
-        report(f"clustering at {name}", chunks + k, steps)
-        result = cluster_pairwise_predictions_at_threshold(
-            nodes, edges, db_api, "record_key", "record_key_l", "record_key_r", threshold_match_probability=p)
-        engine.execute(f"""CREATE OR REPLACE TABLE clusters_{name} AS
-            SELECT record_key, {incremental.cluster_label(name)} AS person_id,
-                   count(*) OVER (PARTITION BY cluster_id) AS cluster_size
-            FROM {result.physical_name}""")
-        result.drop_table_from_database_and_remove_from_cache()
+    report("clustering", chunks, steps)
+    cluster(engine, db_api, INPUT_TABLE, "link_edges", thresholds.named(), incremental.cluster_label)
     report("clustered", steps, steps)

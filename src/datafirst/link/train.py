@@ -256,7 +256,10 @@ def train(ws: Workspace, engine: Engine, *, seed: int = 42) -> Path:
     skipped = []
     for rule in training_rules:
         try:
-            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+            # A session's pairs are capped (Splink keeps a hash sample of each side's records):
+            # on the training sample of 1M records a block on the date of birth alone holds about
+            # 14M pairs, and m needs far fewer.
+            linker.training.estimate_parameters_using_expectation_maximisation(rule, max_pairs=cfg.training_pairs)
         except (EMTrainingException, SplinkException, ValueError, ZeroDivisionError) as exc:
             # Splink's EM stops with a math domain error, or SQL with an infinite weight, when a
             # block's pairs drive the share of matches to 0 or 1 (a few records, all of them one
