@@ -71,6 +71,9 @@ class EncodedField(BaseModel):
     hardening: Hardening | None = None  # the schema's default when not given
     dice_levels: list[float] = Field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7])  # the model's levels
     tf: bool = False  # the model's exact level adjusted for how common the encoding is (names)
+    # False: encoded but not a comparison of its own (a salt's filter, which says whether two
+    # records' salted fields can be compared at all; comparing it too would count it twice).
+    compare: bool = True
 
     @field_validator("bits")
     @classmethod
