@@ -103,12 +103,192 @@ def febrl4(data: Path, tmp: Path, schema: Path, secret: str) -> dict:
             "encode_s": enc_s, "training": {k: info["training"][k] for k in ("prior", "deterministic_recall")}}
 
 
+def world_split(ws: Workspace, world: Path, tmp: Path, schema: Path, secret: str) -> dict:
+    """Cross-party F1 at medium, encoded against datafirst's plaintext linkage of the same records."""
+    from datafirst.world.labels import write_labels
+
+    labels = write_labels(world, tmp / "labels.parquet")
+    out: dict = {}
+    with Engine(temp_directory=ws.scratch) as engine:
+        started = time.perf_counter()
+        train(ws, engine)
+        link(ws, engine)
+        out["plaintext_s"] = round(time.perf_counter() - started, 1)
+        clusters = engine.parquet(ws.zone("links") / "clusters.parquet")
+        engine.execute(f"""CREATE OR REPLACE TABLE plain AS SELECT c.record_key,
+            CASE WHEN c.source IN ({', '.join(sql_string(s) for s in COURTS)}) THEN 'courts' ELSE 'custody' END AS party,
+            c.person_id_high, c.person_id_medium, c.person_id_low, t.true_id
+            FROM {clusters} c JOIN {engine.parquet(labels)} t USING (record_key)""")
+        out["plaintext"] = [cross_party_accuracy(engine, "plain", lv) for lv in ("high", "medium", "low")]
+    with Engine(temp_directory=ws.scratch) as engine:
+        info, out["encode_s"] = encode_and_link(engine, ws, {"courts": COURTS, "custody": CUSTODY}, secret, schema,
+                                                tmp / "world-pprl")
+        engine.execute(f"""CREATE OR REPLACE TABLE enc AS SELECT m.*, t.true_id FROM mapped m
+                           JOIN {engine.parquet(labels)} t USING (record_key)""")
+        out["encoded"] = [cross_party_accuracy(engine, "enc", lv) for lv in ("high", "medium", "low")]
+        out["link"] = {k: info[k] for k in ("candidate_pairs", "seconds", "persons", "parties")}
+    return out
+
+
+def schema_variant(tmp: Path, base: Path, hardening: str) -> Path:
+    """The schema with the names (or every field) hardened: `salt` salts the names by the year of
+    birth and encodes the year on its own (the linker then counts names salted apart as no
+    evidence); `balance`, `xor_fold` harden every field; `none` is the schema as it is."""
+    import yaml
+
+    raw = yaml.safe_load(base.read_text())
+    if hardening == "salt":
+        raw["fields"]["year_of_birth"] = {"tokens": "whole", "bits": 64, "hashes": 8, "dice_levels": [1.0],
+                                          "compare": False}
+        for name in ("forename", "surname"):
+            raw["fields"][name]["hardening"] = {"kind": "salt", "salt": "year_of_birth"}
+    elif hardening != "none":
+        raw["hardening"] = {"kind": hardening}
+    path = tmp / f"schema-{hardening}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def public_names(engine: Engine) -> dict:
+    """The public name lists: the world's name frequencies, standardised as datafirst would (the
+    attacker knows the standardisation; it is public code)."""
+    from datafirst.pprl.attack import public_names as make
+    from datafirst.standardise import cleaning
+
+    reference = Path(__import__("datafirst.world", fromlist=["x"]).__file__).parent / "reference"
+    out = {}
+    for field, name, clean in (("forename", "forenames.csv", cleaning.forename_clean),
+                               ("surname", "surnames.csv", cleaning.name_clean)):
+        out[field] = make(engine.execute(f"SELECT {clean('name')}, sum(weight) FROM "
+                                         f"read_csv({sql_string(reference / name)}) GROUP BY 1"))
+    return out
+
+
+def attack(ws: Workspace, tmp: Path, schema: Path, secret: str, hardenings: list[str]) -> dict:
+    """The attack on every world record encoded by one party, per hardening."""
+    from datafirst.pprl.attack import attack_file, reidentification
+    from datafirst.pprl.encode import SECRET_VARIABLE, record_token_sql
+
+    out = {}
+    with Engine(temp_directory=ws.scratch) as engine:
+        public = public_names(engine)
+        engine.execute(f"SET VARIABLE {SECRET_VARIABLE} = ?", [secret])
+        truth = engine.execute(f"""SELECT forename, surname FROM (
+            SELECT {record_token_sql('all', 'record_key')} AS token, forename, surname
+            FROM read_parquet({sql_string(ws.zone('identifiers'))} || '/*.parquet')) ORDER BY token""")
+        engine.execute(f"RESET VARIABLE {SECRET_VARIABLE}")
+        import numpy as np
+        truth = {"forename": np.array([t[0] for t in truth], dtype=object),
+                 "surname": np.array([t[1] for t in truth], dtype=object)}
+        for hardening in hardenings:
+            path = schema_variant(tmp, schema, hardening)
+            loaded = load_schema(path)
+            encoded = tmp / f"attack-{hardening}.parquet"
+            encode(engine, loaded, secret, identifier_inputs(ws.root), encoded, "all")
+            started = time.perf_counter()
+            guesses = attack_file(engine, encoded, loaded.schema, public)
+            out[hardening] = reidentification(guesses, truth)
+            out[hardening]["attack_s"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+CLKHASH_SCRIPT = r"""
+import json, sys, time
+from clkhash import clk
+from clkhash.schema import from_json_dict
+import pandas as pd
+rows = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
+schema = from_json_dict(json.loads(open(sys.argv[2]).read()))
+records = [tuple(r) for r in rows.itertuples(index=False)]
+started = time.perf_counter()
+clks = clk.generate_clks(records, schema, ("secret1", "secret2"))
+print(json.dumps({"records": len(clks), "seconds": time.perf_counter() - started}))
+"""
+
+
+def clkhash_schema(columns: list[str]) -> dict:
+    """A clkhash v3 schema over the same identifiers: bigrams, 1024-bit record CLK (its docs' FEBRL set-up)."""
+    features = [{"identifier": "record_key", "ignored": True}]
+    for c in columns[1:]:
+        features.append({"identifier": c, "format": {"type": "string", "encoding": "utf-8"},
+                         "hashing": {"comparison": {"type": "ngram", "n": 2},
+                                     "strategy": {"bitsPerFeature": 100}, "hash": {"type": "doubleHash"}}})
+    return {"version": 3, "clkConfig": {"l": 1024, "kdf": {"type": "HKDF", "hash": "SHA256",
+                                                           "salt": "SCbL2zHNnmsckfzchsNkZY9XoHk96P/G5nUBrM7ybymlEFsMV6PAeDZCNp3rfNUPCtLDMOGQHG4pCQpfhiHCyA==",
+                                                           "info": "c2NoZW1hX2V4YW1wbGU=", "keySize": 64}},
+            "features": features}
+
+
+def speed(ws: Workspace, tmp: Path, schema: Path, secret: str) -> dict:
+    """Encoding records/s (datafirst against clkhash on the same records) and scoring pairs/s."""
+    out: dict = {}
+    loaded = load_schema(schema)
+    columns = ["record_key", "forename", "surname", "date_of_birth", "sex", "postcode", "address"]
+    with Engine(temp_directory=ws.scratch) as engine:
+        records = int(engine.scalar(f"SELECT count(*) FROM read_parquet({sql_string(ws.zone('identifiers'))} || '/*.parquet')"))
+        started = time.perf_counter()
+        encode(engine, loaded, secret, identifier_inputs(ws.root), tmp / "speed.parquet", "all")
+        seconds = time.perf_counter() - started
+        out["datafirst_encode"] = {"records": records, "seconds": round(seconds, 2),
+                                   "records_per_s": round(records / seconds)}
+        csv = tmp / "speed.csv"
+        engine.execute(f"""COPY (SELECT {', '.join(f"coalesce(CAST({c} AS VARCHAR), '') AS {c}" for c in columns)}
+                           FROM read_parquet({sql_string(ws.zone('identifiers'))} || '/*.parquet'))
+                           TO {sql_string(csv)} (FORMAT csv, HEADER true)""")
+        # Scoring: the trained model over ~1/256 of all cross-party pairs, drawn by token prefix
+        # (random pairs: every comparison runs to its last level), timed in Splink's predict.
+        files = []
+        for party, sources in (("courts", COURTS), ("custody", CUSTODY)):
+            encode(engine, loaded, secret, identifier_inputs(ws.root), tmp / f"speed-{party}.parquet", party, sources)
+            files.append(tmp / f"speed-{party}.parquet")
+        pprl_link(engine, loaded, files, tmp / "speed-link")
+        model = json.loads((tmp / "speed-link" / "model.json").read_text())
+        model["blocking_rules_to_generate_predictions"] = [
+            {"blocking_rule": "l.party <> r.party AND substr(l.token, 1, 2) = substr(r.token, 1, 2)", "sql_dialect": "duckdb"}]
+        import logging
+
+        from splink import Linker
+        linker = Linker(engine.splink_api().register("pprl_input"), model, log_level=logging.ERROR)
+        started = time.perf_counter()
+        scored = linker.inference.predict()
+        pairs = int(engine.scalar(f"SELECT count(*) FROM {scored.physical_name}"))
+        seconds = time.perf_counter() - started
+        out["scoring"] = {"pairs": pairs, "seconds": round(seconds, 2), "pairs_per_s": round(pairs / seconds)}
+    if CLKHASH_PYTHON.is_file():
+        (tmp / "clkhash_schema.json").write_text(json.dumps(clkhash_schema(columns)))
+        (tmp / "clkhash_run.py").write_text(CLKHASH_SCRIPT)
+        run = subprocess.run([str(CLKHASH_PYTHON), str(tmp / "clkhash_run.py"), str(csv),
+                              str(tmp / "clkhash_schema.json")], capture_output=True, text=True, timeout=3600)
+        if run.returncode == 0:
+            got = json.loads(run.stdout.strip().splitlines()[-1])
+            out["clkhash_encode"] = {**got, "records_per_s": round(got["records"] / got["seconds"])}
+        else:
+            out["clkhash_encode"] = {"error": run.stderr.strip().splitlines()[-1:]}
+    else:
+        out["clkhash_encode"] = {"error": f"no {CLKHASH_PYTHON}: python3 -m venv /work/venvs/clkhash && "
+                                          "/work/venvs/clkhash/bin/pip install clkhash anonlink"}
+    return out
+
+
+def world_workspace(args: argparse.Namespace, tmp: Path) -> tuple[Workspace, Path]:
+    """A standardised workspace over the world (--world DIR, or --people generated)."""
+    from worlds import world_for
+
+    world = world_for(args, tmp)
+    ws = Workspace.init(tmp / "ws", world / "extracts")
+    with Engine(temp_directory=ws.scratch) as engine:
+        ingest(ws, engine)
+        standardise(ws, engine)
+    return ws, world
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA)
     parser.add_argument("--only", default="febrl4,world,attack,speed")
-    parser.add_argument("--people", type=int, default=20_000)
+    parser.add_argument("--people", type=int, default=20_000, help="people in the generated world")
+    parser.add_argument("--world", type=Path, help="an existing world folder (`datafirst world`)")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     results: dict = {"schema": str(args.schema)}
@@ -120,6 +300,25 @@ def main() -> None:
             for a in r["accuracy"]:
                 print(f"FEBRL4 encoded {a['threshold']:6} precision {a['precision']:.4f} recall {a['recall']:.4f} "
                       f"F1 {a['f1']:.4f} ({a['true_pairs']:,} true pairs)")
+        if parts & {"world", "attack", "speed"}:
+            ws, world = world_workspace(args, tmp)
+        if "world" in parts:
+            r = results["world"] = world_split(ws, world, tmp, args.schema, secret)
+            for kind in ("plaintext", "encoded"):
+                a = next(x for x in r[kind] if x["threshold"] == "medium")
+                print(f"world courts x custody {kind:9} medium precision {a['precision']:.4f} recall {a['recall']:.4f} "
+                      f"F1 {a['f1']:.4f} ({a['true_pairs']:,} true cross-party pairs)")
+        if "attack" in parts:
+            r = results["attack"] = attack(ws, tmp, args.schema, secret, ["none", "salt", "balance", "xor_fold"])
+            for hardening, a in r.items():
+                print(f"attack on {hardening:8}: surname {a['surname_recovered']:.2%}, forename "
+                      f"{a['forename_recovered']:.2%}, full name {a['full_name_recovered']:.2%} of "
+                      f"{a['records']:,} records")
+        if "speed" in parts:
+            r = results["speed"] = speed(ws, tmp, args.schema, secret)
+            print(f"encode: datafirst {r['datafirst_encode']['records_per_s']:,} records/s; clkhash "
+                  f"{r['clkhash_encode'].get('records_per_s', r['clkhash_encode'].get('error'))} records/s; scoring "
+                  f"{r['scoring']['pairs_per_s']:,} pairs/s ({r['scoring']['pairs']:,} pairs)")
     print(json.dumps(results, indent=2))
 
 

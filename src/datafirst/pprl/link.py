@@ -28,10 +28,12 @@ from splink.internals.exceptions import EMTrainingException, SplinkException
 
 from .. import __version__
 from ..engine import Engine, sql_string
+from ..link.families import shared_surname_u
+from ..link.settings import FORENAME_UNRELATED
 from ..link.train import (ASSUMED_RECALL, CONTAMINATED_RATIO, U_SAMPLE_PAIRS, correct_u_for_matches,
                           fill_untrained)
 from .encode import EncodeError, read_metadata, word_columns
-from .schema import SCHEMA_FORMAT, STANDARDISATION_VERSION, LoadedSchema, Schema
+from .schema import SCHEMA_FORMAT, LoadedSchema, Schema
 
 INPUT = "pprl_input"
 LINKS_FILE = "links.parquet"
@@ -61,7 +63,7 @@ def check_files(engine: Engine, loaded: LoadedSchema, paths: list[Path]) -> list
                 "again and re-encode")
         metas.append(meta)
     first = metas[0]
-    for path, meta in zip(paths[1:], metas[1:]):
+    for i, (path, meta) in enumerate(zip(paths[1:], metas[1:]), start=1):
         if meta.get("standardisation") != first.get("standardisation"):
             raise PprlLinkError(f"{path}: its identifiers were standardised by other code ({meta.get('standardisation')}) "
                                 f"than {paths[0]}'s ({first.get('standardisation')}): equal names would encode apart. "
@@ -69,11 +71,8 @@ def check_files(engine: Engine, loaded: LoadedSchema, paths: list[Path]) -> list
         if meta.get("key_check") != first.get("key_check"):
             raise PprlLinkError(f"{path} and {paths[0]} were encoded with different secrets (their key checks differ): "
                                 "no record could match. The two data holders must encode with one shared secret")
-        if meta.get("party") in {m.get("party") for m in metas[:metas.index(meta)]}:
+        if meta.get("party") in {m.get("party") for m in metas[:i]}:
             raise PprlLinkError(f"{path}: party {meta.get('party')!r} again; each file must come from another party")
-    if first.get("standardisation") != STANDARDISATION_VERSION:
-        # The linker's own standardisation does not matter (it standardises nothing): only said.
-        pass
     return metas
 
 
@@ -100,23 +99,24 @@ def _comparison(schema: Schema, field: str) -> cl.CustomComparison:
                               + (f", or {salt} differs" if salt in schema.fields else "")).configure(is_null_level=True)]
     for d in f.dice_levels:
         if d >= 1.0:
-            if f.tf:  # the words as one text, so that Splink can count how common each filter is
-                level = cll.ExactMatchLevel(f"{field}__tf").configure(tf_adjustment_column=f"{field}__tf",
-                                                                     label_for_charts=f"{field}: filters equal")
-            else:
-                equal = " AND ".join(f'"{w}_l" = "{w}_r"' for w in word_columns(field, words))
-                level = cll.CustomLevel(equal, label_for_charts=f"{field}: filters equal")
+            # On the filter as one text (the column named for the field, see load), so that Splink
+            # can count how common each filter is.
+            level = cll.ExactMatchLevel(field).configure(label_for_charts=f"{field}: filters equal")
+            if f.tf:
+                level = level.configure(tf_adjustment_column=field)
         else:
             level = cll.CustomLevel(f"{_dice(field, words)} >= {d}", label_for_charts=f"{field}: Dice >= {d}")
         levels.append(level)
-    levels.append(cll.ElseLevel())
+    # The forename's last level carries the label link/families.py looks for.
+    levels.append(cll.ElseLevel().configure(label_for_charts=FORENAME_UNRELATED if field == "forename" else "else"))
     return cl.CustomComparison(comparison_levels=levels, output_column_name=field,
                                comparison_description=f"{field}: Dice of keyed Bloom filters at {f.dice_levels}")
 
 
 def load(engine: Engine, schema: Schema, paths: list[Path]) -> tuple[set[str], set[str]]:
-    """The union of the files as INPUT, with each field's popcount (and, for term frequencies, its
-    words as one text key); returns the fields and match keys holding values on more than one party."""
+    """The union of the files as INPUT, with each field's popcount (`<field>__n`) and its words as
+    one text under the field's own name (for exact levels, term frequencies and link/families.py's
+    blocking on equal surnames); returns the fields and match keys holding values on more than one party."""
     cols = ["party", "token"]
     extra = []
     for name, f in schema.fields.items():
@@ -124,8 +124,7 @@ def load(engine: Engine, schema: Schema, paths: list[Path]) -> tuple[set[str], s
         cols += ws
         extra.append(f"CASE WHEN {ws[0]} IS NULL THEN NULL ELSE {' + '.join(f'bit_count({w})' for w in ws)} END "
                      f"AS {name}__n")
-        if f.tf:
-            extra.append(f"concat_ws('-', {', '.join(ws)}) AS {name}__tf")
+        extra.append(f"CASE WHEN {ws[0]} IS NULL THEN NULL ELSE concat_ws('-', {', '.join(ws)}) END AS {name}")
     keys = [f"mk_{k}" for k in schema.match_keys]
     cols += keys
     union = " UNION ALL ".join(f"SELECT {', '.join(cols)} FROM read_parquet({sql_string(p)})" for p in paths)
@@ -211,7 +210,13 @@ def independent_sessions(linker: Linker, schema: Schema) -> dict:
 
 def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str], seed: int = 42) -> tuple[dict, dict]:
     """A trained Splink model (as JSON) over the encodings, and what training did."""
-    comparisons = [_comparison(schema, f) for f, spec in schema.fields.items() if f in fields and spec.compare]
+    compared = [f for f, spec in schema.fields.items() if f in fields and spec.compare]
+    if "postcode" in compared and "address" in compared:
+        # As datafirst's plaintext model (link/settings.py): an address and a postcode say the same
+        # thing, and comparing both counted living together twice (the world: household members
+        # linked on place alone, precision 0.63 at medium).
+        compared.remove("address")
+    comparisons = [_comparison(schema, f) for f in compared]
     rules = [block_on(f"mk_{k}") for k in schema.match_keys if k in keys]
     if not comparisons or not rules:
         raise PprlLinkError("the files share no encoded field or no match key with values on both sides: nothing to link on")
@@ -251,7 +256,10 @@ def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str]
     sampled = min(U_SAMPLE_PAIRS, pairs)
     corrected = correct_u_for_matches(model, p, sampled) if det_rules else {}
     untrained = fill_untrained(model, sampled)
-    return model, {"prior": p, "deterministic_recall": recall, "training_steps_skipped": skipped,
+    # As for plaintext: u of postcodes among pairs sharing a surname but not a forename, date of
+    # birth or id (relatives share a place far more often than strangers do).
+    shared = shared_surname_u(engine, model, INPUT) if {"surname", "forename"} <= fields else None
+    return model, {"shared_surname_u": shared, "prior": p, "deterministic_recall": recall, "training_steps_skipped": skipped,
                    "m_from_session": sessions, "u_corrected_for_matches": corrected, "untrained_levels": untrained}
 
 
