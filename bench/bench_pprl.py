@@ -193,15 +193,14 @@ def attack(ws: Workspace, tmp: Path, schema: Path, secret: str, hardenings: list
 
 
 CLKHASH_SCRIPT = r"""
-import json, sys, time
+import csv, json, sys, time
 from clkhash import clk
 from clkhash.schema import from_json_dict
-import pandas as pd
-rows = pd.read_csv(sys.argv[1], dtype=str, keep_default_na=False)
+with open(sys.argv[1], newline="") as f:
+    records = [tuple(r) for r in list(csv.reader(f))[1:]]
 schema = from_json_dict(json.loads(open(sys.argv[2]).read()))
-records = [tuple(r) for r in rows.itertuples(index=False)]
 started = time.perf_counter()
-clks = clk.generate_clks(records, schema, ("secret1", "secret2"))
+clks = clk.generate_clks(records, schema, "secret")
 print(json.dumps({"records": len(clks), "seconds": time.perf_counter() - started}))
 """
 

@@ -1,4 +1,4 @@
-"""A frequency and pattern-mining attack on encoded names, to measure what the encodings leak.
+"""A frequency and similarity attack on encoded names, to measure what the encodings leak.
 
 The attacker is the linker (or anyone who obtains an encoded file): it holds the encodings, the
 schema (Kerckhoffs: the method is public, only the secret is not) and a public list of names with
@@ -7,21 +7,18 @@ pipeline: the bench and the tests run it, with the world's name lists standing f
 
 1. **Frequency alignment** (Kuzu et al. 2011). A field's filter is a deterministic function of its
    value (and salt), so records with one name share one filter. The filters, most frequent first,
-   are aligned with the public names, most frequent first: the commonest filter is guessed to be
-   the commonest name, and so on.
-2. **Pattern mining** (as Niedermeyer et al. 2014 and Christen et al. 2018): from the aligned
-   filters frequent enough to trust, each q-gram's positions are learnt (the positions set in
-   nearly all trusted filters of names holding that q-gram), and every filter, rare names too, is
-   decoded as the public name whose predicted filter (the OR of its q-grams' learnt positions) is
-   closest by Dice, where that is close enough.
+   are aligned with the public names, most frequent first.
+2. **Similarity (graph) attack** (after Vidanage et al.). Filters keep similarity: each filter's
+   Dice with a few known filters (anchors, first the first ranks of step 1) is a fingerprint to
+   match with each public name's q-gram Dice with the anchors' names (`similarity_attack`).
 3. **Partitioned by the salt.** Salting keys a field's positions by another value (the year of
-   birth), so one name encodes apart in each year and step 1 and 2 across years fail. But the
-   attacker can group records by the salt where the salt's own encoding is deterministic (the year's
-   filter; failing that, the date of birth's): within one group all names share one keying, and
-   steps 1 and 2 run per group, with the group's share of each public name.
+   birth), so one name encodes apart in each year. But where the salt's own encoding is
+   deterministic (the year's filter), the attacker groups records by it and runs 1 and 2 per group.
 
-A record is re-identified on a field when the guess equals its true standardised value; its full
-name when forename and surname both are.
+Mining q-gram positions from bit co-occurrence (Christen et al. 2018) was tried and left out: at
+datafirst's filter sizes each position is shared by about 20 q-grams, and no q-gram's positions
+stood apart (docs/pprl.md). A record is re-identified on a field when the guess equals its true
+standardised value; its full name when forename and surname both are.
 """
 
 from __future__ import annotations
