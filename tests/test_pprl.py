@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from datafirst import pprl
@@ -156,6 +157,16 @@ def test_the_link_finds_the_shared_people_and_no_others(parties):
     links = duckdb.sql(f"SELECT * FROM read_parquet('{parties['linker_out'] / 'links.parquet'}')")
     assert links.columns == ["party", "token", "person_id_high", "person_id_medium", "person_id_low"]
     assert parties["info"]["cross_party_pairs_at_medium"] >= 0.97 * SHARED
+    # Keys whose pairs another key already gives are not blocked on again (they still train).
+    assert parties["info"]["training"]["prediction_keys_left_out"]["surname_dob"].endswith("those of dob")
+
+
+def test_mapping_with_another_secret_is_refused(parties, tmp_path):
+    ws = parties["workspaces"]["courts"]
+    with Engine() as engine, pytest.raises(Exception, match="tokens of party 'courts' match these records"):
+        map_links(engine, secrets.token_hex(32), identifier_inputs(ws.root), parties["linker_out"] / "links.parquet",
+                  "courts", tmp_path / "m.parquet")
+    assert not (tmp_path / "m.parquet").exists()
 
 
 def _plaintext_strings(parties) -> set[bytes]:
@@ -289,3 +300,38 @@ def test_positions_are_independent_keyed_hashes_not_double_hashing(parties):
     assert 4 <= len(positions) <= 8
     steps = {(b - a) % 64 for a, b in zip(positions, positions[1:])}
     assert len(steps) > 1  # not one common difference (sorted positions of a progression would show few)
+
+
+def test_the_frequency_attack_recovers_common_names_unless_salted_apart(parties, tmp_path):
+    """The attack of docs/pprl.md on a file whose surnames follow a public list's frequencies:
+    unhardened, the commonest filters are the commonest names; salted by a year the attacker
+    cannot partition on (no year filter), one name's records scatter over the years' encodings."""
+    from datafirst.pprl.attack import attack_file, public_names, reidentification
+    from datafirst.pprl.encode import SECRET_VARIABLE, record_token_sql
+
+    public = public_names([("smith", 50), ("jones", 30), ("taylor", 20), ("brown", 12), ("evans", 6)])
+    rows = [(f"r{i}", name, 1970 + i % 25) for i, name in enumerate(
+        ["smith"] * 100 + ["jones"] * 60 + ["taylor"] * 40 + ["brown"] * 24 + ["evans"] * 12)]
+    ids = tmp_path / "ids.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES {', '.join(str(r) for r in rows)}) t(record_key, surname, year_of_birth)) "
+               f"TO '{ids}' (FORMAT parquet)")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("format: datafirst-pprl/1\nversion: 1\nfields:\n  surname: {bits: 256}\n"
+                     "match_keys:\n  s: [surname]\n", encoding="utf-8")
+    salted = tmp_path / "salted.yaml"
+    salted.write_text(plain.read_text() + "hardening: {kind: salt, salt: year_of_birth}\n", encoding="utf-8")
+    recovered = {}
+    with Engine() as engine:
+        for name, path in (("plain", plain), ("salted", salted)):
+            loaded = load_schema(path)
+            encode(engine, loaded, parties["secret"], [ids], tmp_path / f"{name}.parquet", "x")
+            guesses = attack_file(engine, tmp_path / f"{name}.parquet", loaded.schema, {"surname": public},
+                                  ("frequency",))
+            # The truth in the file's (token) order, which only a holder of the secret can recompute.
+            engine.execute(f"SET VARIABLE {SECRET_VARIABLE} = ?", [parties["secret"]])
+            truth = [t[0] for t in engine.execute(f"SELECT surname FROM read_parquet('{ids}') "
+                                                  f"ORDER BY {record_token_sql('x', 'record_key')}")]
+            engine.execute(f"RESET VARIABLE {SECRET_VARIABLE}")
+            recovered[name] = reidentification(guesses, {"surname": np.array(truth, dtype=object)})["surname_recovered"]
+    assert recovered["plain"] == 1.0
+    assert recovered["salted"] < 0.5

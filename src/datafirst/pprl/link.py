@@ -208,6 +208,41 @@ def independent_sessions(linker: Linker, schema: Schema) -> dict:
     return used
 
 
+# A match key whose blocks would give more candidate pairs than this per record is not used to
+# predict (as link/blocking.py's budget for plaintext rules): its pairs grow with the square of the records.
+MAX_PAIRS_PER_RECORD = 50
+
+
+def prediction_keys(engine: Engine, schema: Schema, keys: set[str]) -> tuple[list[str], dict[str, str]]:
+    """The match keys to block predictions on, and those left out with why.
+
+    A key over MAX_PAIRS_PER_RECORD pairs per record is left out; so is a key whose columns hold
+    another kept key's (surname + date of birth, beside the date of birth alone): its pairs are
+    all among the other's, and Splink's blocking excludes each rule's pairs from the rules after it,
+    at a cost per rule (the world's 1M candidate pairs: 10 keys' blocking took most of pprl-link's
+    scoring time). Every key still trains: each is an EM session."""
+    records = int(engine.scalar(f"SELECT count(*) FROM {INPUT}"))
+    dropped, kept = {}, []
+    for key in schema.match_keys:
+        if key not in keys:
+            continue
+        pairs = int(engine.scalar(f"SELECT coalesce(sum(n * (n - 1) / 2), 0) FROM (SELECT count(*) AS n FROM {INPUT} "
+                                  f"WHERE mk_{key} IS NOT NULL GROUP BY mk_{key})"))
+        if pairs > MAX_PAIRS_PER_RECORD * records:
+            dropped[key] = f"{pairs:,} pairs, over {MAX_PAIRS_PER_RECORD} per record"
+        else:
+            kept.append(key)
+    cols = {k: set(schema.match_keys[k]) for k in kept}
+    predicting = []
+    for key in kept:
+        within = next((o for o in kept if o != key and cols[o] < cols[key]), None)
+        if within:
+            dropped[key] = f"its pairs are among those of {within}"
+        else:
+            predicting.append(key)
+    return predicting, dropped
+
+
 def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str], seed: int = 42) -> tuple[dict, dict]:
     """A trained Splink model (as JSON) over the encodings, and what training did."""
     compared = [f for f, spec in schema.fields.items() if f in fields and spec.compare]
@@ -217,11 +252,13 @@ def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str]
         # linked on place alone, precision 0.63 at medium).
         compared.remove("address")
     comparisons = [_comparison(schema, f) for f in compared]
-    rules = [block_on(f"mk_{k}") for k in schema.match_keys if k in keys]
+    rules = [block_on(f"mk_{k}") for k in schema.match_keys if k in keys]  # EM sessions: every key
+    predicting, dropped = prediction_keys(engine, schema, keys)
     if not comparisons or not rules:
         raise PprlLinkError("the files share no encoded field or no match key with values on both sides: nothing to link on")
     settings = SettingsCreator(link_type="dedupe_only", unique_id_column_name="record_key", comparisons=comparisons,
-                               blocking_rules_to_generate_predictions=rules, retain_matching_columns=False,
+                               blocking_rules_to_generate_predictions=[block_on(f"mk_{k}") for k in predicting],
+                               retain_matching_columns=False,
                                retain_intermediate_calculation_columns=False, additional_columns_to_retain=["party"])
     api = engine.splink_api()
     linker = Linker(api.register(INPUT, dataset_display_name="encodings"), settings, log_level=logging.ERROR)
@@ -259,7 +296,7 @@ def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str]
     # As for plaintext: u of postcodes among pairs sharing a surname but not a forename, date of
     # birth or id (relatives share a place far more often than strangers do).
     shared = shared_surname_u(engine, model, INPUT) if {"surname", "forename"} <= fields else None
-    return model, {"shared_surname_u": shared, "prior": p, "deterministic_recall": recall, "training_steps_skipped": skipped,
+    return model, {"prediction_keys": predicting, "prediction_keys_left_out": dropped, "shared_surname_u": shared, "prior": p, "deterministic_recall": recall, "training_steps_skipped": skipped,
                    "m_from_session": sessions, "u_corrected_for_matches": corrected, "untrained_levels": untrained}
 
 

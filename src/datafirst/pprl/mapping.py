@@ -31,14 +31,18 @@ def map_links(engine: Engine, secret: str, inputs: list[Path], links: Path, part
             FROM read_parquet({paths}, union_by_name = true) {where}""")
     finally:
         engine.execute(f"RESET VARIABLE {SECRET_VARIABLE}")
+    engine.execute(f"""CREATE OR REPLACE TEMP TABLE pprl_mapped AS
+        SELECT m.record_key, m.source, l.person_id_high, l.person_id_medium, l.person_id_low
+        FROM pprl_mine m JOIN {link_table} l ON l.party = {sql_string(party)} AND l.token = m.token""")
+    found = int(engine.scalar("SELECT count(*) FROM pprl_mapped"))
+    expected = int(engine.scalar(f"SELECT count(*) FROM {link_table} WHERE party = {sql_string(party)}"))
+    engine.execute("DROP TABLE pprl_mine")
+    if found < expected:
+        engine.execute("DROP TABLE pprl_mapped")
+        raise EncodeError(f"only {found:,} of the link table's {expected:,} tokens of party {party!r} match these "
+                          "records: map with the identifiers, sources and secret the party encoded with")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = engine.to_parquet(f"""SELECT m.record_key, m.source, l.person_id_high, l.person_id_medium, l.person_id_low
-        FROM pprl_mine m JOIN {link_table} l ON l.party = {sql_string(party)} AND l.token = m.token
-        ORDER BY m.record_key""", out)
-    expected = engine.scalar(f"SELECT count(*) FROM {link_table} WHERE party = {sql_string(party)}")
-    engine.execute("DROP TABLE pprl_mine")
-    if written < expected:
-        raise EncodeError(f"only {written:,} of the link table's {expected:,} tokens of party {party!r} match these "
-                          "records: map with the identifiers, sources and secret the party encoded")
+    written = engine.to_parquet("SELECT * FROM pprl_mapped ORDER BY record_key", out)
+    engine.execute("DROP TABLE pprl_mapped")
     return {"records": written, "party": party}
