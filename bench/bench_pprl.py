@@ -268,7 +268,8 @@ def speed(ws: Workspace, tmp: Path, schema: Path, secret: str) -> dict:
         (tmp / "clkhash_schema.json").write_text(json.dumps(clkhash_schema(columns)))
         (tmp / "clkhash_run.py").write_text(CLKHASH_SCRIPT)
         run = subprocess.run([str(CLKHASH_PYTHON), str(tmp / "clkhash_run.py"), str(csv),
-                              str(tmp / "clkhash_schema.json")], capture_output=True, text=True, timeout=3600)
+                              str(tmp / "clkhash_schema.json")], capture_output=True, text=True, timeout=3600,
+                             check=False)
         if run.returncode == 0:
             got = json.loads(run.stdout.strip().splitlines()[-1])
             out["clkhash_encode"] = {**got, "records_per_s": round(got["records"] / got["seconds"])}

@@ -139,7 +139,7 @@ def attack_field(filters: np.ndarray, valid: np.ndarray, public: PublicNames, q:
     groups = np.zeros(len(filters), dtype=np.int64) if groups is None else groups
     for g in np.unique(groups[valid]):
         idx = np.flatnonzero(valid & (groups == g))
-        uniq, rank, counts, aligned = _align(filters[idx], public)
+        uniq, rank, _, aligned = _align(filters[idx], public)
         if "frequency" in out:
             out["frequency"][idx] = np.array(aligned, dtype=object)[rank]
         if "similarity" in out:

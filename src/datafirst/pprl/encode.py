@@ -22,12 +22,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__
 from ..engine import Engine, sql_string
-from .schema import SCHEMA_FORMAT, STANDARDISATION_VERSION, EncodedField, LoadedSchema, Schema
+from .schema import (
+    SCHEMA_FORMAT,
+    STANDARDISATION_VERSION,
+    EncodedField,
+    LoadedSchema,
+    Schema,
+)
 
 METADATA_KEY = "datafirst_pprl"
 SECRET_VARIABLE = "datafirst_pprl_secret"
@@ -189,7 +195,7 @@ def encode(engine: Engine, loaded: LoadedSchema, secret: str, inputs: list[Path]
             "format": SCHEMA_FORMAT, "schema_sha256": loaded.sha256, "schema_version": schema.version,
             "standardisation": STANDARDISATION_VERSION, "party": party, "records": records,
             "key_check": key_check, "datafirst": __version__,
-            "encoded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "encoded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "fields": {n: {"bits": schema.encoded_bits(n), "hardening": schema.hardening_of(n).kind}
                        for n in schema.fields},
             "columns_empty": missing,

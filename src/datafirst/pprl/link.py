@@ -13,8 +13,8 @@ clustered at the three thresholds and the link table holds opaque tokens and per
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import time
 from pathlib import Path
 from statistics import median
@@ -30,8 +30,13 @@ from .. import __version__
 from ..engine import Engine, sql_string
 from ..link.families import shared_surname_u
 from ..link.settings import FORENAME_UNRELATED
-from ..link.train import (ASSUMED_RECALL, CONTAMINATED_RATIO, U_SAMPLE_PAIRS, correct_u_for_matches,
-                          fill_untrained)
+from ..link.train import (
+    ASSUMED_RECALL,
+    CONTAMINATED_RATIO,
+    U_SAMPLE_PAIRS,
+    correct_u_for_matches,
+    fill_untrained,
+)
 from .encode import EncodeError, read_metadata, word_columns
 from .schema import SCHEMA_FORMAT, LoadedSchema, Schema
 
@@ -119,7 +124,7 @@ def load(engine: Engine, schema: Schema, paths: list[Path]) -> tuple[set[str], s
     blocking on equal surnames); returns the fields and match keys holding values on more than one party."""
     cols = ["party", "token"]
     extra = []
-    for name, f in schema.fields.items():
+    for name in schema.fields:
         ws = word_columns(name, schema.words(name))
         cols += ws
         extra.append(f"CASE WHEN {ws[0]} IS NULL THEN NULL ELSE {' + '.join(f'bit_count({w})' for w in ws)} END "
@@ -280,7 +285,7 @@ def train_model(engine: Engine, schema: Schema, fields: set[str], keys: set[str]
     for rule in rules:
         try:
             linker.training.estimate_parameters_using_expectation_maximisation(rule)
-        except (EMTrainingException, SplinkException, ValueError, ZeroDivisionError) as exc:
+        except (EMTrainingException, SplinkException, ValueError, ZeroDivisionError):
             skipped.append(rule.get_blocking_rule("duckdb").blocking_rule_sql)
     if len(skipped) == len(rules):
         raise PprlLinkError("no match key found a pair of records to train on: too few records, or none shared")

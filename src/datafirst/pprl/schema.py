@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..standardise.stage import CODE_SHA256, IDENTIFIER_COLUMNS
 from ..validation import describe
@@ -48,7 +55,7 @@ class Hardening(BaseModel):
     salt: str | None = None
 
     @model_validator(mode="after")
-    def _salt_named(self) -> "Hardening":
+    def _salt_named(self) -> Hardening:
         if self.kind == "salt" and not self.salt:
             raise ValueError("kind salt needs `salt`: the column whose value keys the positions (e.g. year_of_birth)")
         if self.kind != "salt" and self.salt:
@@ -142,7 +149,7 @@ class Schema(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Schema":
+    def _consistent(self) -> Schema:
         t = self.thresholds
         if not (0 < t.get("low", 0) <= t.get("medium", 0) <= t.get("high", 0) < 1):
             raise ValueError("thresholds: 0 < low <= medium <= high < 1")
