@@ -1210,6 +1210,111 @@ def synth_command(
                   soft_wrap=True, highlight=False)
 
 
+# De-identified linkage with an outside partner (docs/pprl.md): encode, pprl-link, pprl-map, pprl-schema.
+PPRL_SOURCE_OPTION = typer.Option(None, "--source", metavar="SOURCE", help="Encode only these sources of the "
+                                  "identifiers (repeat for several); default: all.")
+PPRL_SECRET_OPTION = typer.Option(None, "--secret-file", metavar="FILE", help="The secret the two data holders share "
+                                  "(default: the DATAFIRST_PPRL_SECRET environment variable). Never give it to the "
+                                  "linker.")
+
+
+def _pprl_errors():
+    from .pprl.encode import EncodeError
+    from .pprl.link import PprlLinkError
+    from .pprl.schema import SchemaError
+    from .release.hashing_key import SecretError
+
+    return (EncodeError, PprlLinkError, SchemaError, SecretError)
+
+
+@app.command("pprl-schema")
+def pprl_schema_command(out: Path = typer.Argument(..., metavar="FILE", help="Where to write the schema (refused if "
+                                                   "it exists).")) -> None:
+    """Write datafirst's default linkage schema, to share with the partner and the linker (docs/pprl.md)."""
+    from .pprl.schema import DEFAULT_SCHEMA
+
+    if out.exists():
+        _fail(f"{out} already exists; choose another file name")
+    out.write_bytes(DEFAULT_SCHEMA.read_bytes())
+    console.print(f"Linkage schema: {out}. Give this very file to the partner and the linker; a changed copy is "
+                  "refused by pprl-link.", soft_wrap=True, highlight=False)
+
+
+@app.command("encode")
+def encode_command(
+    schema: Path = typer.Option(..., "--schema", metavar="FILE", help="The linkage schema both parties hold."),
+    identifiers: Path = typer.Option(..., "--in", metavar="IDENTIFIERS", help="A datafirst workspace (its "
+                                     "standardised identifiers), its zones/identifiers folder, or a Parquet file."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="The encoded file (Parquet) to send to the linker."),
+    party: str = typer.Option(..., "--party", metavar="NAME", help="This data holder's name, e.g. courts, education."),
+    secret_file: Path | None = PPRL_SECRET_OPTION,
+    source: list[str] | None = PPRL_SOURCE_OPTION,
+) -> None:
+    """Encode standardised identifiers as keyed Bloom filters and match keys, for de-identified linkage."""
+    from .engine import Engine
+    from .pprl.encode import encode, identifier_inputs
+    from .pprl.schema import load_schema
+    from .pprl.secret import load_secret
+
+    try:
+        loaded = load_schema(schema)
+        secret = load_secret(secret_file)
+        with Engine() as engine:
+            meta = encode(engine, loaded, secret, identifier_inputs(identifiers), out, party, source)
+    except _pprl_errors() as exc:
+        _fail(str(exc))
+    console.print(f"Encoded {meta['records']:,} records of {party} into {out} (schema version {meta['schema_version']},"
+                  f" {loaded.sha256[:12]}…). Send it to the linker; keep the secret.", soft_wrap=True, highlight=False)
+
+
+@app.command("pprl-link")
+def pprl_link_command(
+    files: list[Path] = typer.Argument(..., metavar="ENCODED...", help="The parties' encoded files."),
+    schema: Path = typer.Option(..., "--schema", metavar="FILE", help="The linkage schema the parties encoded with."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Where links.parquet, model.json and link.json go."),
+) -> None:
+    """Link encoded files without identifiers or the secret: a link table of opaque tokens and person ids."""
+    from .engine import Engine
+    from .pprl.link import pprl_link
+    from .pprl.schema import load_schema
+
+    try:
+        loaded = load_schema(schema)
+        with Engine() as engine:
+            info = pprl_link(engine, loaded, files, out)
+    except _pprl_errors() as exc:
+        _fail(str(exc))
+    console.print(f"Linked {sum(p['records'] for p in info['parties'].values()):,} records of "
+                  f"{', '.join(info['parties'])}: {info['candidate_pairs']:,} candidate pairs, "
+                  f"{info['cross_party_pairs_at_medium']:,} cross-party pairs at medium, {info['persons']['medium']:,} "
+                  f"people at medium. Link table: {out / 'links.parquet'}", soft_wrap=True, highlight=False)
+
+
+@app.command("pprl-map")
+def pprl_map_command(
+    links: Path = typer.Option(..., "--links", metavar="FILE", help="The linker's links.parquet."),
+    identifiers: Path = typer.Option(..., "--in", metavar="IDENTIFIERS", help="The identifiers this party encoded."),
+    party: str = typer.Option(..., "--party", metavar="NAME", help="This party's name, as given to encode."),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="The party's records with their person ids (Parquet)."),
+    secret_file: Path | None = PPRL_SECRET_OPTION,
+    source: list[str] | None = PPRL_SOURCE_OPTION,
+) -> None:
+    """Map the linker's tokens back to this party's records: record key, source and person ids."""
+    from .engine import Engine
+    from .pprl.encode import identifier_inputs
+    from .pprl.mapping import map_links
+    from .pprl.secret import load_secret
+
+    try:
+        secret = load_secret(secret_file)
+        with Engine() as engine:
+            done = map_links(engine, secret, identifier_inputs(identifiers), links, party, out, source)
+    except _pprl_errors() as exc:
+        _fail(str(exc))
+    console.print(f"Mapped {done['records']:,} records of {party} to their person ids: {out}", soft_wrap=True,
+                  highlight=False)
+
+
 @app.command("deliver")
 def deliver_command(
     project: str = typer.Option(..., "--project", metavar="PROJECT", help="The approved project to deliver to."),
