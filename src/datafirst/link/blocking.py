@@ -40,6 +40,9 @@ EXACT_COUNT_RECORDS = 200_000
 # presence figures say (they take an id's presence as independent between two records, which
 # it is not: a person with a police number has it on all their records).
 ONE_PERSON_KEYS = {"person_key", "pnc", "cro", "other_id"}
+# A rule whose pairs the model expects to hold fewer true pairs than this share of all true
+# pairs (and fewer than one) reaches nothing worth its join.
+NO_TRUE_PAIRS_SHARE = 1e-5
 # How many times a rule may be narrowed before it is left out.
 MAX_NARROWINGS = 2
 
@@ -241,6 +244,26 @@ def plan_blocking(linker: Linker, engine: Engine, rules: list, *, table: str, re
         origins[i] = origins[i] or sqls[i]
         rules[i] = narrowed(rules[i], extra, dialect)
         depth[i] += 1
+    # A rule that finds no pair, or whose pairs the model expects to hold no true pair, still
+    # costs a join over every record when scoring: left out. (On the 1M-record world the first
+    # and last four characters of the other id, 69,000 pairs of different people.)
+    floor = max(1.0, NO_TRUE_PAIRS_SHARE * true_pairs)
+    useless = [i for i, c in enumerate(costs)
+               if c.comparisons == 0 or (c.true_pairs is not None and c.true_pairs < floor)]
+    for i in useless:
+        notes.append(f"blocking rule {costs[i].rule}: left out, " + (
+            "it finds no pair of records" if costs[i].comparisons == 0 else
+            f"about {costs[i].comparisons:,} comparisons, of which the model expects {costs[i].true_pairs:,} to be one "
+            "person's records"))
+    keep = [i for i in range(len(rules)) if i not in useless]
+    if not keep:  # Splink with no prediction rule would score every pair of records
+        raise LinkError("no prediction blocking rule fits the comparison budget and reaches a true pair: "
+                        + "; ".join(notes) + ". Raise `link.comparison_budget` in the workspace config, or give "
+                        "`link.blocking_rules` of your own (docs/linkage.md)")
+    if useless:  # counted again: each rule's marginal pairs depend on the rules before it
+        rules, origins = [rules[i] for i in keep], [origins[i] for i in keep]
+        sqls = [rule_sql(r, dialect) for r in rules]
+        costs = _costs(sqls, _count(linker, rules, records, sampled), model, presence, true_pairs, budget.growth)
     for cost, origin in zip(costs, origins):
         cost.from_rule = origin
         cost.action = "narrowed" if origin else "kept"
