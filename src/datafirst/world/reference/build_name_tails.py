@@ -116,10 +116,18 @@ def _single_word(name: str) -> bool:
     return " " not in name and "-" not in name
 
 
+def _english_words() -> set[str]:
+    """Common English words (english_words.txt): a generated name that is one reads as no name
+    (the n-gram models made 'And', 'When' and 'Merge'), and would collide with every text."""
+    lines = (HERE / "english_words.txt").read_text(encoding="utf-8").splitlines()
+    return {w.strip().casefold() for w in lines if w.strip() and not w.startswith("#")}
+
+
 def main() -> None:
     surnames = _read("surnames.csv")
     forenames = _read("forenames.csv")
-    taken = {r["name"].casefold() for r in surnames}
+    words = _english_words()
+    taken = {r["name"].casefold() for r in surnames} | words
     rows = []
     for origin, n in SURNAME_TAIL.items():
         head = [r["name"] for r in surnames if r["origin"] == origin and _single_word(r["name"])]
@@ -131,7 +139,7 @@ def main() -> None:
         w.writerow(["name", "origin"])
         w.writerows(rows)
 
-    taken = {r["name"].casefold() for r in forenames}
+    taken = {r["name"].casefold() for r in forenames} | words
     rows = []
     for origin in SURNAME_TAIL:
         for sex in ("M", "F"):
