@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -147,3 +148,34 @@ def test_same_release_tables_and_people(runs):
             FROM '{cluster_tables / "person_link_lookup.parquet"}' c
             JOIN '{duckdb_tables / "person_link_lookup.parquet"}' d USING (source_dataset, row_id_hash)""").fetchall()[0]
         assert pairs == left == right and rows > pairs, t  # one-to-one: the same people
+
+
+def test_a_worker_that_fails_to_start_is_reported_and_nothing_is_left_running(tmp_path, monkeypatch):
+    from datafirst.engine import spark_cluster
+
+    started = []
+
+    class Recorded(spark_cluster.subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(spark_cluster.subprocess, "Popen", Recorded)
+    with pytest.raises(spark_cluster.ClusterFailed, match="worker-1 exited") as failed:
+        with standalone_cluster(workers=1, memory_per_worker="lots", log_dir=tmp_path / "logs"):
+            pass  # pragma: no cover - never reached
+    assert "worker-1.log" in str(failed.value)
+    assert len(started) == 2 and all(p.returncode is not None for p in started)  # master and worker
+    deadline = time.monotonic() + 10  # nor anything of their process groups (a zombie shell is reaped soon)
+    while any(_group_alive(p.pid) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_group_alive(p.pid) for p in started)
+    assert (tmp_path / "logs" / "master.log").stat().st_size > 0  # the caller's folder is kept
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

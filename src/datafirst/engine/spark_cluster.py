@@ -15,7 +15,8 @@ Java 17 on the path or in JAVA_HOME), each in a process group of its own, bound 
 on free ports. Their logs, the workers' work folders (each executor's stdout and stderr) and
 their shuffle folders are in one folder (`cluster.log_dir`); it is removed on a clean exit and
 kept when the body raised, for its logs. Leaving the block stops every process (workers, the
-executors they started, the master) however the block ends.
+executors they started, the master) however the block ends; on Linux they also end if the
+calling thread dies without leaving it (killed by a timeout, say).
 
 All processes share this machine's file system, so local absolute paths are shared storage
 here; on a real cluster they are not (see docs/spark.md, "Running on a real cluster").
@@ -139,12 +140,29 @@ def _start(cluster: StandaloneCluster, launcher: Path, env: dict[str, str], name
     try:
         # A session (and process group) of its own: stopping it reaches the JVM and every
         # executor a worker launched, and a Ctrl-C meant for the caller does not hit it first.
-        process = subprocess.Popen([str(launcher), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        # Started through `_ORPHAN_GUARD`, so that it also ends if the caller is killed before
+        # it can stop the cluster (a CI timeout, say) rather than living on as an orphan.
+        process = subprocess.Popen([sys.executable, "-c", _ORPHAN_GUARD, str(os.getpid()), str(launcher), *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
     finally:
         log.close()  # the child holds its own descriptor
     process.name = name  # type: ignore[attr-defined] - for the messages below
     cluster.processes.append(process)
+
+
+# Run in the new process before it becomes Spark's launcher (exec keeps the setting): Linux sends
+# it SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG, option 1 of prctl). A
+# trampoline rather than Popen's preexec_fn, which is unsafe once the caller has threads (a
+# Spark session's). If the caller is already gone, exit at once.
+_ORPHAN_GUARD = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def _wait(cluster: StandaloneCluster, timeout_s: float, what: str, ready) -> None:
