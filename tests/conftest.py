@@ -12,9 +12,10 @@ WORLD_PEOPLE = 20_000
 
 
 def pytest_collection_modifyitems(items):
-    """The Spark module first (the longest by far): with two workers (pyproject.toml's addopts),
-    one takes it at once while the other runs the rest."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_spark.py") else 1)
+    """The Spark modules first (the longest by far; local mode, then the standalone cluster): with
+    two workers (pyproject.toml's addopts), one takes the first at once, the other the second."""
+    spark_first = ("tests/test_spark.py", "tests/test_spark_cluster.py")
+    items.sort(key=lambda item: next((i for i, m in enumerate(spark_first) if item.nodeid.startswith(m)), 2))
 
 
 @pytest.fixture(scope="session")

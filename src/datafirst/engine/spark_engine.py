@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,16 @@ class SparkEngine:
             # even broadcast a 1M-record world's join sides: default to 3/4 of the machine's
             # memory, as DuckDB defaults to most of it.
             settings["spark.driver.memory"] = f"{memory_mb(memory_limit) if memory_limit else _machine_memory_mb() * 3 // 4}m"
-        self.scratch = Path(temp_directory or Path.cwd() / ".spark-scratch")
+        # Absolute (see `_for_spark`); and Spark's warehouse there, not in the working folder.
+        self.scratch = Path(temp_directory or Path.cwd() / ".spark-scratch").absolute()
+        settings["spark.sql.warehouse.dir"] = str(self.scratch / "warehouse")
         if master.startswith("local"):
             settings["spark.local.dir"] = str(self.scratch / "local")
+        elif _on_loopback(master):
+            # A master on this machine's loopback (datafirst.engine.spark_cluster's) has its
+            # executors here too: they reach the driver there, not at the host name, which may
+            # resolve to an address nothing listens on.
+            settings["spark.driver.host"] = settings["spark.driver.bindAddress"] = "127.0.0.1"
         settings.update(conf or {})
         for key, value in settings.items():
             builder = builder.config(key, value)
@@ -92,7 +100,12 @@ class SparkEngine:
         for key, value in ANSWER_SETTINGS.items():  # an existing session keeps its settings otherwise
             self.spark.conf.set(key, value)
         self.spark.sparkContext.setLogLevel("ERROR")
-        checkpoints = os.environ.get("DATAFIRST_SPARK_CHECKPOINT_DIR") or str(self.scratch / "checkpoints")
+        if (master.startswith("local") or _on_loopback(master)) and not os.environ.get("PYSPARK_PYTHON"):
+            # Executors run some Python (they unpickle the rows of a list given to createDataFrame,
+            # as a variable's row is) with PySpark's `python3` from the path unless told: another
+            # Python, perhaps without this one's version. Executors on this machine run this one.
+            self.spark.sparkContext.pythonExec = sys.executable
+        checkpoints = _for_spark(os.environ.get("DATAFIRST_SPARK_CHECKPOINT_DIR") or str(self.scratch / "checkpoints"))
         self.spark.sparkContext.setCheckpointDir(checkpoints)
         self.translator = SparkTranslator(self._parquet_view)
         self._tables: dict[str, Any] = {}
@@ -143,7 +156,7 @@ class SparkEngine:
 
         Spark writes a folder of part files; the query is computed in parallel, then brought
         to one partition (after any ORDER BY, keeping the order) and written as one file."""
-        path = Path(path)
+        path = Path(_for_spark(str(path)))
         path.parent.mkdir(parents=True, exist_ok=True)
         df = self._run(relation_sql)
         tmp = path.parent / f".{path.name}.spark-{uuid.uuid4().hex[:8]}"
@@ -280,7 +293,7 @@ class SparkEngine:
         view = f"_parquet_{key}"
         # A file may be rewritten between statements (zones are replaced whole): read afresh.
         reader = self.spark.read.option("mergeSchema", "true") if union_by_name else self.spark.read
-        reader.parquet(*[self._visible(p) for p in paths]).createOrReplaceTempView(view)
+        reader.parquet(*[self._visible(_for_spark(p)) for p in paths]).createOrReplaceTempView(view)
         self._parquet_views.add(view)
         return view
 
@@ -296,6 +309,22 @@ class SparkEngine:
         if not link.is_symlink():
             link.symlink_to(Path(path).resolve())
         return str(link)
+
+
+def _for_spark(path: str) -> str:
+    """A path as Spark must be given it: absolute. The JVM resolves a relative path against its
+    own working folder, fixed when it started, not the Python process's current one (a
+    notebook or a test that changes folder would write elsewhere); a URI (hdfs://, s3a://) is
+    left as it is."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _on_loopback(master: str) -> bool:
+    """Whether a `spark://host:port` master (or several, for standby masters) is on loopback."""
+    if not master.startswith("spark://"):
+        return False
+    hosts = [h.rsplit(":", 1)[0].strip("[]") for h in master[len("spark://"):].split(",")]
+    return all(h == "localhost" or h == "::1" or h.startswith("127.") for h in hosts)
 
 
 def _machine_memory_mb() -> int:
