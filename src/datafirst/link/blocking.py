@@ -76,7 +76,7 @@ def rule_sql(rule, dialect: str = "duckdb") -> str:
 
 
 def _columns(sql: str) -> set[str]:
-    return set(re.findall(r"\bl\.\"?([A-Za-z_][A-Za-z0-9_]*)\"?", sql))
+    return set(re.findall(r"\bl\.[\"`]?([A-Za-z_][A-Za-z0-9_]*)[\"`]?", sql))
 
 
 def narrowed(rule, column: str, dialect: str = "duckdb"):
@@ -128,7 +128,9 @@ def _key_expressions(sql: str) -> list[str] | None:
         left, right = (x.strip() for x in sides)
         if "r." in left or left.replace("l.", "r.") != right:
             return None
-        keys.append(left.replace("l.", ""))
+        # DuckDB's quoting, whatever the engine's dialect wrote (Spark quotes with backticks):
+        # the engine translates the SQL it is given from DuckDB's.
+        keys.append(left.replace("l.", "").replace("`", '"'))
     return keys or None
 
 
@@ -139,12 +141,11 @@ def block_sizes(engine: Engine, table: str, sql: str) -> tuple[list[int], float 
     if not keys:
         return [], None
     present = " AND ".join(f"({k}) IS NOT NULL" for k in keys)
-    (top, pairs, top10), = engine.execute(f"""
-        WITH b AS (SELECT count(*) AS c FROM {table} WHERE {present} GROUP BY {', '.join(keys)}),
-        t AS (SELECT c FROM b ORDER BY c DESC LIMIT 10)
-        SELECT (SELECT list(c ORDER BY c DESC)[1:5] FROM t), (SELECT sum(c * (c - 1) / 2) FROM b),
-               (SELECT sum(c * (c - 1) / 2) FROM t)""")
-    return [int(c) for c in (top or [])], (round(float(top10) / float(pairs), 4) if pairs else None)
+    blocks = f"SELECT count(*) AS c FROM {table} WHERE {present} GROUP BY {', '.join(keys)}"
+    top = [int(c) for (c,) in engine.execute(f"SELECT c FROM ({blocks}) b ORDER BY c DESC LIMIT 10")]
+    pairs = engine.scalar(f"SELECT sum(c * (c - 1) / 2) FROM ({blocks}) b")
+    top10 = sum(c * (c - 1) / 2 for c in top)
+    return top[:5], (round(top10 / float(pairs), 4) if pairs else None)
 
 
 def _count(linker: Linker, rules: list, records: int, sampled: int) -> list[int]:
@@ -327,8 +328,8 @@ _RULE_COLUMNS = {
 }
 # The presence column of each field (a date of birth's year is there whenever any of it is).
 _PRESENCE = {"date_of_birth": "year_of_birth"}
-_SWAP = re.compile(r"l\.\"?forename\"?\s*=\s*r\.\"?surname\"?", re.IGNORECASE)
-_PART_OF_ID = re.compile(r"(left|right)\s*\(\s*l\.\"?other_id\"?", re.IGNORECASE)
+_SWAP = re.compile(r"l\.[\"`]?forename[\"`]?\s*=\s*r\.[\"`]?surname[\"`]?", re.IGNORECASE)
+_PART_OF_ID = re.compile(r"(left|right)\s*\(\s*l\.[\"`]?other_id[\"`]?", re.IGNORECASE)
 
 
 def _requirements(rule_sql: str) -> dict[str, set[str]] | None:
@@ -339,7 +340,7 @@ def _requirements(rule_sql: str) -> dict[str, set[str]] | None:
     if _PART_OF_ID.search(rule_sql):
         return {"other_id": {"exact", "close"}}
     needs: dict[str, set[str]] = {}
-    for col in set(re.findall(r"\bl\.\"?([A-Za-z_][A-Za-z0-9_]*)\"?", rule_sql)):
+    for col in _columns(rule_sql):
         field, ok = _RULE_COLUMNS.get(col, (col, {"exact"}))
         needs[field] = needs.get(field, ok) & ok
     return needs or None
