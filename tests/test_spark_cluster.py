@@ -3,10 +3,9 @@
 A master and two workers run as separate processes on this machine (datafirst.engine.spark_cluster),
 so the engine's work runs in executor JVMs that are not the driver's: Splink's similarity jar is
 shipped to them, they read and write the workspace's files, and the driver reaches them over the
-network. A small world goes through ingest, standardise, link and release there, with a model
-trained on DuckDB (Spark's training runs in local mode in tests/test_spark.py; `bench_spark.py
---cluster` runs every stage on the cluster); DuckDB takes the same world through the same stages
-with the same model. The people must be the same, record by record.
+network. A small world goes through ingest, standardise, train, link and release there; DuckDB
+takes the same world through the same stages, linking with the model the cluster trained (training
+samples with each engine's own random functions). The people must be the same, record by record.
 The workspaces are given as relative paths, in a folder the test changes to after the session
 started: Spark's JVMs (the driver's and the executors') have working folders of their own.
 """
@@ -68,21 +67,17 @@ def runs(tmp_path_factory, spark):
     try:
         on_cluster = Workspace.init(Path("cluster"), Path("world/extracts"))
         on_duckdb = Workspace.init(Path("duckdb"), Path("world/extracts"))
-        # Trained once, on DuckDB, and both workspaces link with that model: Spark's training is
-        # tested in local mode (tests/test_spark.py), and on the cluster each of its many small
-        # jobs costs about twice local mode's, which took the module past CI's budget.
+        ingest(on_cluster, spark)
+        standardise(on_cluster, spark, as_of="2025-06-30")
+        train(on_cluster, spark)
+        cluster_link = link(on_cluster, spark)
+        release(on_cluster, spark, salt=TEST_SALT)
+        (on_duckdb.root / "models").mkdir(exist_ok=True)
+        for f in (on_cluster.root / "models").iterdir():
+            (on_duckdb.root / "models" / f.name).write_bytes(f.read_bytes())
         with Engine() as engine:
             ingest(on_duckdb, engine)
             standardise(on_duckdb, engine, as_of="2025-06-30")
-            train(on_duckdb, engine)
-        (on_cluster.root / "models").mkdir(exist_ok=True)
-        for f in (on_duckdb.root / "models").iterdir():
-            (on_cluster.root / "models" / f.name).write_bytes(f.read_bytes())
-        ingest(on_cluster, spark)
-        standardise(on_cluster, spark, as_of="2025-06-30")
-        cluster_link = link(on_cluster, spark)
-        release(on_cluster, spark, salt=TEST_SALT)
-        with Engine() as engine:
             duckdb_link = link(on_duckdb, engine)
             release(on_duckdb, engine, salt=TEST_SALT)
     finally:
