@@ -77,7 +77,7 @@ PREDICTION_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("postcode", "surname_soundex"), ("postcode", "forename"),
     ("date_of_birth", "postcode_district"), ("date_of_birth", "forename_soundex"),
     ("forename_group", "surname"), ("forename", "surname", "swapped"),
-    # Last and alone: kept only where the data shows it cheap enough (train.choose_prediction_rules);
+    # Last and alone: kept only where the comparison budget allows it (blocking.plan_blocking);
     # it reaches pairs whose names were both replaced or swapped with a typo (FEBRL's duplicates).
     ("date_of_birth",),
 )
