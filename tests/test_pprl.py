@@ -25,7 +25,7 @@ from datafirst.pprl.encode import encode, identifier_inputs, read_metadata
 from datafirst.pprl.link import PprlLinkError, pprl_link
 from datafirst.pprl.mapping import map_links
 from datafirst.pprl.schema import DEFAULT_SCHEMA, SchemaError, load_schema
-from datafirst.pprl.secret import load_secret
+from datafirst.pprl.shared_key import load_secret
 from datafirst.release.hashing_key import SecretError
 from datafirst.sources.ingest import ingest
 from datafirst.standardise.stage import standardise

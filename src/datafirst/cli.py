@@ -1254,7 +1254,7 @@ def encode_command(
     from .engine import Engine
     from .pprl.encode import encode, identifier_inputs
     from .pprl.schema import load_schema
-    from .pprl.secret import load_secret
+    from .pprl.shared_key import load_secret
 
     try:
         loaded = load_schema(schema)
@@ -1303,7 +1303,7 @@ def pprl_map_command(
     from .engine import Engine
     from .pprl.encode import identifier_inputs
     from .pprl.mapping import map_links
-    from .pprl.secret import load_secret
+    from .pprl.shared_key import load_secret
 
     try:
         secret = load_secret(secret_file)
