@@ -66,13 +66,6 @@ os.environ[SIGNING_KEY_FILE_ENV] = str(make_demo_signing_key(root.parent / "benc
 ws = Workspace.init(root, world / "extracts")
 if memory_limit != "-":
     ws.config_path.write_text(ws.config_path.read_text() + f"memory_limit: {memory_limit}\n")
-# The world's typing errors can make a surname equal to an offence title (a typo of Carson is
-# Arson), which the privacy guard rightly refuses; offence titles are the public code list's,
-# so the benchmark exempts them as a reviewed decision would (docs/release.md, privacy_allow).
-ws.config_path.write_text(ws.config_path.read_text() + (
-    "release:\n  privacy_allow:\n"
-    "    magistrates__offences.offence_title: 'benchmark: the public offence code list'\n"
-    "    code_list__offences.title: 'benchmark: the public offence code list'\n"))
 steps = {"ingest": lambda e: ingest(ws, e), "standardise": lambda e: standardise(ws, e),
          "train": lambda e: train(ws, e), "link": lambda e: link(ws, e, full=True),
          "release": lambda e: release(ws, e)}

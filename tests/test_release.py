@@ -490,6 +490,45 @@ def test_privacy_guard_counts_every_row_holding_an_identifier_in_any_case_or_spa
     assert problems == ["product.note: 3 value(s) equal to an other id from the identifiers zone"]
 
 
+@pytest.mark.parametrize("entries, passes", [
+    (["Smithson"] + [f"Offence {i}" for i in range(29)], True),  # one name in 30 entries: an offence title
+    (["Smithson", "Johnny"] + [f"Offence {i}" for i in range(8)], False),  # a list of which 20% are names
+])
+def test_privacy_guard_excuses_a_name_only_as_an_entry_of_a_code_list_of_few_names(tmp_path, entries, passes):
+    """At ten million records a typo of Carson is Arson, an offence title: a surname equal to an
+    entry of a released code list is public reference data wherever it is released. A code list
+    of names is no excuse (an attacker's list of the zone's names is refused whole), a name outside
+    any code list is still refused, and so is a forename and a surname side by side."""
+    from datafirst.release.privacy import check_tables
+    from datafirst.release.products import forget_keyed_hash, install_keyed_hash
+
+    code_list, product, other = (tmp_path / f"{n}.parquet" for n in ("code_list__offences", "offences", "other"))
+    con = _con()
+    con.execute(f"COPY (SELECT unnest({entries}) AS title) TO '{code_list}' (FORMAT parquet)")
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('a', 'Smithson'), ('b', 'Offence 1'), ('c', 'Smithson'))
+                    t(row_id_hash, offence_title)) TO '{product}' (FORMAT parquet)""")
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('a', 'Johnny Smithson'))
+                    t(row_id_hash, note)) TO '{other}' (FORMAT parquet)""")
+    tables = {"code_list__offences": code_list, "offences": product}
+    with Engine() as engine:
+        install_keyed_hash(engine, SALT)
+        try:
+            sensitive = _sensitive_world(tmp_path, "ID-1")(engine)
+            problems = check_tables(engine, tables, set(), sensitive, code_lists=frozenset({"code_list__offences"}))
+            outside = check_tables(engine, {"offences": product}, set(), sensitive)
+            paired = check_tables(engine, {**tables, "other": other}, set(), sensitive,
+                                  code_lists=frozenset({"code_list__offences"}))
+        finally:
+            forget_keyed_hash(engine)
+    if passes:
+        assert problems == []
+    else:
+        assert "code_list__offences.title: 1 value(s) equal to a surname from the identifiers zone" in problems
+        assert "offences.offence_title: 2 value(s) equal to a surname from the identifiers zone" in problems
+    assert outside == ["offences.offence_title: 2 value(s) equal to a surname from the identifiers zone"]
+    assert any(p.startswith("other.note:") and "forename and a surname" in p for p in paired), paired
+
+
 def test_privacy_guard_finds_identifiers_written_otherwise_or_inside_longer_text(released_ws, tmp_path):
     """A surname with an apostrophe the zone's cleaned form lacks, a postcode inside a JSON object,
     a PNC number with a two-digit year inside a note, an address as the zone holds it."""

@@ -423,3 +423,18 @@ def test_the_guard_ignores_source_fields_named_by_the_data_quality_summary(tmp_p
     passages, ignore = guard_passages(pages, tmp_path)
     assert ("quality.html", "town") in passages and "town" in ignore
     assert "address" not in ignore
+
+
+def test_the_guard_ignores_the_entries_of_the_release_s_code_lists_only(tmp_path):
+    """An offence title that is also somebody's surname (at ten million records a typo of Carson
+    is Arson) is public reference data on the site: the entries of the release's code lists are
+    ignored; the same word in another table's description is still checked."""
+    from datafirst.release.site import guard_passages
+
+    (tmp_path / "dictionary.json").write_text(json.dumps({"tables": [
+        {"name": "code_list__offences", "code_list": {"name": "offences"},
+         "columns": [{"name": "title", "declared": {"kind": "code", "values": ["Arson", "Theft"]}}]},
+        {"name": "notes", "columns": [{"name": "note", "declared": {"kind": "code", "values": ["Walker"]}}]}]}))
+    passages, ignore = guard_passages({"tables/code_list__offences.html": "<td>Arson</td>"}, tmp_path)
+    assert ("tables/code_list__offences.html", "Arson") in passages
+    assert {"Arson", "Theft"} <= ignore and "Walker" not in ignore

@@ -41,6 +41,12 @@ NAME_LIKE_SHARE, NAME_LIKE_MIN = 0.25, 3
 # only once (claimant names: 34% distinct in a 20,000-person world, 3% at 1M), so the test asks
 # for sentences too: offence titles (35 characters, 6 words) and claimant names (25, 3) repeat.
 FREE_TEXT_SHARE, FREE_TEXT_LENGTH, FREE_TEXT_WORDS, FREE_TEXT_MIN = 0.9, 30, 5, 50
+# A code list's entries are public reference data: an entry that is also somebody's name (at ten
+# million records a typo of Carson is Arson, an offence title) discloses nothing, wherever it is
+# released. A list of which more than this share of entries are names is a list of names, and
+# none of its entries is excused.
+NAME_KINDS = ("surname", "forename")
+CODE_LIST_NAME_SHARE = 0.05
 _HASH_SHAPED_LOWER = HASH_SHAPED.replace("P", "p")  # sensitive values are lower case
 
 
@@ -195,7 +201,9 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     """Problems found in product tables (name -> Parquet file); empty when they are clean.
     `profiles`: `profile.table_profile` of each table, when already made. `code_lists`: the tables
     that are code lists (one row per code): every value of theirs is its own by construction, so
-    the free-text test (values nearly all different, and long) does not apply there; every lookup does.
+    the free-text test (values nearly all different, and long) does not apply there; every lookup
+    does, but a surname or forename equal to an entry of a code list (CODE_LIST_NAME_SHARE) is
+    public reference data, not a name taken from the identifiers zone, in any column.
 
     A release holds few distinct values besides its hashes (codes, dates, flags): the profiles
     gather them, and they are looked up in the sensitive values' sources in one scan, rather than
@@ -225,16 +233,20 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                 LEFT JOIN (SELECT lower(trim(v)) AS v FROM guard_release_values
                            UNION SELECT v FROM guard_release_variants) r ON r.v = s.v
                 WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
+            e.execute(f"CREATE OR REPLACE TABLE guard_public_words AS {_public_words_sql(code_lists)}")
             if e.scalar(f"SELECT count(*) FROM guard_sensitive_found "
                         f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
                 e.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
             # A value found in another form is named as released (its count is of that value).
-            hits = e.execute("""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
-                                FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
-                                UNION
-                                SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, lower(trim(p.original))
-                                FROM guard_release_variants p JOIN guard_sensitive_found s ON p.v = s.v
-                                ORDER BY ALL""")
+            excused = f"s.kind IN {NAME_KINDS} AND s.v IN (SELECT v FROM guard_public_words)"
+            hits = e.execute(f"""SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, s.v
+                                 FROM guard_release_values p JOIN guard_sensitive_found s ON lower(trim(p.v)) = s.v
+                                 WHERE NOT ({excused})
+                                 UNION
+                                 SELECT DISTINCT p.tbl, p.col, p.is_list, s.kind, lower(trim(p.original))
+                                 FROM guard_release_variants p JOIN guard_sensitive_found s ON p.v = s.v
+                                 WHERE NOT ({excused})
+                                 ORDER BY ALL""")
             named = _name_like_columns(e, sensitive)
             written = _names_written_in(e, sensitive) + e.execute(
                 f"""SELECT tbl, col, count(DISTINCT v), 'an address (a house number and a street)'
@@ -246,6 +258,7 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
             e.execute("DROP TABLE IF EXISTS guard_release_values")
             e.execute("DROP TABLE IF EXISTS guard_release_variants")
             e.execute("DROP TABLE IF EXISTS guard_sensitive_found")
+            e.execute("DROP TABLE IF EXISTS guard_public_words")
 
     # The lookup and each table's date check are independent: run at once (Engine.concurrently),
     # the lookup first. One after the other, the date checks were a tail that kept one core busy.
@@ -275,6 +288,21 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     for found in dates:
         problems += found
     return problems
+
+
+def _public_words_sql(code_lists: Collection[str]) -> str:
+    """The entries of the released code lists (lower case) that may equal a name: those of each
+    list at most CODE_LIST_NAME_SHARE of whose entries are names of the identifiers zone. Needs
+    `guard_release_values` and `guard_sensitive_found`."""
+    tables = ", ".join(sql_string(t) for t in sorted(code_lists)) or "NULL"
+    return f"""
+        WITH listed AS (SELECT DISTINCT tbl, lower(trim(v)) AS v FROM guard_release_values
+                        WHERE tbl IN ({tables}) AND NOT is_list),
+        named AS (SELECT l.tbl, count(DISTINCT l.v) AS entries,
+                         count(DISTINCT l.v) FILTER (WHERE s.v IS NOT NULL) AS names
+                  FROM listed l LEFT JOIN (SELECT DISTINCT v FROM guard_sensitive_found WHERE kind IN {NAME_KINDS}) s
+                  USING (v) GROUP BY ALL)
+        SELECT DISTINCT l.v FROM listed l JOIN named n USING (tbl) WHERE n.names <= {CODE_LIST_NAME_SHARE} * n.entries"""
 
 
 def check_text(engine: Engine, passages: list[tuple[str, str]], sensitive: SensitiveValues,

@@ -362,8 +362,8 @@ def _template_text() -> set[str]:
 def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str, str]], set[str]]:
     """The pages' text as (page, passage) for the privacy guard (but for the templates' own
     words), the search index's entries among them, and the values to ignore: the bounds of the
-    dictionary's declared ranges, its table and column names, and the source fields named by
-    the data quality summary."""
+    dictionary's declared ranges, its table and column names, the source fields named by the
+    data quality summary, and its code lists' entries."""
     passages = []
     own = _template_text()
     for path, html in pages.items():
@@ -382,6 +382,10 @@ def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str
     # So are the source fields its data quality summary names: a field `town` is no Mr Town.
     quality = _read_json(release / "quality" / "data_quality.json") or {}
     ignore |= {f["field"] for t in quality.get("tables") or [] for f in t.get("fields") or [] if f.get("field")}
+    # And the entries of its code lists: public reference data, which the release's own guard has
+    # looked up already (an offence title that is also somebody's surname is no one's name there).
+    ignore |= {str(v) for t in dictionary["tables"] if t.get("code_list") for c in t["columns"]
+               for v in (c.get("declared") or {}).get("values") or []}
     return passages, ignore
 
 
