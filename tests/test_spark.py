@@ -22,7 +22,7 @@ pytest.importorskip("pyspark")
 
 from datafirst.engine import Engine  # noqa: E402
 from datafirst.engine.spark_sql import (  # noqa: E402
-    SparkTranslator, TranslationError, model_for_dialect, spark_date_format)
+    SparkTranslator, TranslationError, model_for_dialect, spark_date_format, translate_condition)
 from datafirst.link.quality import write_report as link_report  # noqa: E402
 from datafirst.link.stage import link  # noqa: E402
 from datafirst.link.train import train  # noqa: E402
@@ -281,6 +281,20 @@ def test_date_formats_keep_duckdb_leniency_and_widths():
     # Two-digit years pivot differently (DuckDB: 85 is 1985; Spark: 2085): refused, not guessed.
     with pytest.raises(TranslationError, match="two-digit years"):
         spark_date_format("%d/%m/%y")
+
+
+def test_a_duckdb_model_s_list_and_similarity_functions_take_spark_s_names():
+    """Splink's array-intersect level on DuckDB is `array_length(list_intersect(..))`, which
+    sqlglot would pass to Spark as it is (no such function there)."""
+    condition = 'array_length(list_intersect("forename_groups_l", "forename_groups_r")) >= 1'
+    spark_sql = translate_condition(condition, "duckdb", "spark")
+    assert spark_sql == "SIZE(ARRAY_INTERSECT(`forename_groups_l`, `forename_groups_r`)) >= 1"
+    assert translate_condition('jaro_winkler_similarity("a_l", "a_r") >= 0.9', "duckdb", "spark") == \
+        "JARO_WINKLER(`a_l`, `a_r`) >= 0.9"
+    back = translate_condition(spark_sql, "spark", "duckdb")
+    con = duckdb.connect()
+    assert con.execute(f"SELECT {back} FROM (SELECT ['a', 'b'] AS forename_groups_l, ['b'] AS forename_groups_r)"
+                       ).fetchall() == [(True,)]
 
 
 def test_translator_refuses_what_spark_would_answer_differently():

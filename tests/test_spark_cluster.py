@@ -3,9 +3,12 @@
 A master and two workers run as separate processes on this machine (datafirst.engine.spark_cluster),
 so the engine's work runs in executor JVMs that are not the driver's: Splink's similarity jar is
 shipped to them, they read and write the workspace's files, and the driver reaches them over the
-network. A small world goes through ingest, standardise, train, link and release there; DuckDB
-takes the same world through the same stages, linking with the model the cluster trained (training
-samples with each engine's own random functions). The people must be the same, record by record.
+network. A small world goes through ingest, standardise, link and release there, and DuckDB takes
+the same world through the same stages; both link with one model, trained on DuckDB (training
+samples with each engine's own random functions) and so translated to Spark's SQL for the
+cluster. The people must be the same, record by record. Training on the cluster is left to
+`bench/bench_spark.py --cluster` (it takes minutes there; tests/test_spark.py trains on Spark in
+local mode).
 The workspaces are given as relative paths, in a folder the test changes to after the session
 started: Spark's JVMs (the driver's and the executors') have working folders of their own.
 """
@@ -67,19 +70,19 @@ def runs(tmp_path_factory, spark):
     try:
         on_cluster = Workspace.init(Path("cluster"), Path("world/extracts"))
         on_duckdb = Workspace.init(Path("duckdb"), Path("world/extracts"))
-        ingest(on_cluster, spark)
-        standardise(on_cluster, spark, as_of="2025-06-30")
-        train(on_cluster, spark)
-        cluster_link = link(on_cluster, spark)
-        release(on_cluster, spark, salt=TEST_SALT)
-        (on_duckdb.root / "models").mkdir(exist_ok=True)
-        for f in (on_cluster.root / "models").iterdir():
-            (on_duckdb.root / "models" / f.name).write_bytes(f.read_bytes())
         with Engine() as engine:
             ingest(on_duckdb, engine)
             standardise(on_duckdb, engine, as_of="2025-06-30")
+            train(on_duckdb, engine)
             duckdb_link = link(on_duckdb, engine)
             release(on_duckdb, engine, salt=TEST_SALT)
+        (on_cluster.root / "models").mkdir(exist_ok=True)
+        for f in (on_duckdb.root / "models").iterdir():
+            (on_cluster.root / "models" / f.name).write_bytes(f.read_bytes())
+        ingest(on_cluster, spark)
+        standardise(on_cluster, spark, as_of="2025-06-30")
+        cluster_link = link(on_cluster, spark)
+        release(on_cluster, spark, salt=TEST_SALT)
     finally:
         os.chdir(here)
     return {"cluster": Workspace(root / "cluster"), "duckdb": Workspace(root / "duckdb"),
@@ -103,6 +106,14 @@ def test_the_work_ran_on_the_clusters_two_executors(runs, spark, cluster):
     assert [e["totalTasks"] for e in json.load(urllib.request.urlopen(
         f"{context.uiWebUrl}/api/v1/applications/{context.applicationId}/allexecutors", timeout=10))
         if e["id"] == "driver"] == [0]  # nothing ran in the driver's JVM
+
+
+def test_the_cluster_linked_with_the_model_duckdb_trained(runs):
+    """The model is DuckDB's SQL (its list and similarity functions), translated for the cluster."""
+    (meta,) = (runs["cluster"].root / "models").glob("model-*.meta.json")
+    assert json.loads(meta.read_text(encoding="utf-8"))["code"]["engine"] == "duckdb"
+    model = meta.with_name(meta.name.replace(".meta.json", ".json")).read_text(encoding="utf-8")
+    assert "list_intersect(" in model and "jaro_winkler_similarity(" in model
 
 
 def test_same_scored_pairs_and_the_same_people_record_by_record(runs):

@@ -40,6 +40,9 @@ _DATE_DIRECTIVES = {"%Y": "yyyy", "%m": "M", "%d": "d", "%H": "H", "%M": "m", "%
 
 # Similarity functions: DuckDB name -> the Spark name (Splink's similarity jar).
 SIMILARITY_FUNCTIONS = {"jaro_winkler_similarity": "jaro_winkler", "jaro_similarity": "jaro_sim"}
+# DuckDB's functions that sqlglot passes through under their own names, with their Spark names
+# (Splink's array-intersect level is `array_length(list_intersect(..))` on DuckDB).
+SPARK_NAMES = {**SIMILARITY_FUNCTIONS, "list_intersect": "array_intersect"}
 
 
 class TranslationError(ValueError):
@@ -105,7 +108,7 @@ def _fn_name(node: exp.Expression) -> str:
 
 
 def _renamed(node: exp.Expression, names: dict[str, str]) -> exp.Expression:
-    """A similarity function call under the other engine's name."""
+    """A function call (a similarity, a list function) under the other engine's name."""
     name = _fn_name(node)
     if name not in names:
         return node
@@ -253,7 +256,7 @@ class SparkTranslator:
                 else "ordered list" if isinstance(n, exp.ArrayAgg) and n.find(exp.Order) else None)
         if kind:
             raise TranslationError(f"{n.sql('duckdb')} gives another answer on Spark ({different[kind]})")
-        return _renamed(n, SIMILARITY_FUNCTIONS)
+        return _renamed(n, SPARK_NAMES)
 
     def _read_parquet(self, n: exp.ReadParquet) -> exp.Expression:
         paths: list[str] = []
@@ -317,7 +320,7 @@ def translate_condition(sql: str, from_dialect: str, to_dialect: str) -> str:
         return sql
     node = sqlglot.parse_one(sql, read=from_dialect)
     if from_dialect == "duckdb" and to_dialect == "spark":
-        node = node.transform(lambda n: _renamed(n, SIMILARITY_FUNCTIONS))
+        node = node.transform(lambda n: _renamed(n, SPARK_NAMES))
     elif from_dialect == "spark" and to_dialect == "duckdb":
         node = node.transform(lambda n: _renamed(n, {v: k for k, v in SIMILARITY_FUNCTIONS.items()}))
     else:
