@@ -425,16 +425,21 @@ def test_the_guard_ignores_source_fields_named_by_the_data_quality_summary(tmp_p
     assert "address" not in ignore
 
 
-def test_the_guard_ignores_the_entries_of_the_release_s_code_lists_only(tmp_path):
-    """An offence title that is also somebody's surname (at ten million records a typo of Carson
-    is Arson) is public reference data on the site: the entries of the release's code lists are
-    ignored; the same word in another table's description is still checked."""
+def test_the_guard_ignores_the_entries_of_the_release_s_declared_lists(tmp_path):
+    """An offence title or a sentence that is also somebody's surname (at millions of records a
+    typo of Carson is Arson, and some are named Fine) is public reference data on the site: the
+    entries of the release's declared lists (code lists, contracts' `allowed`) are ignored, and
+    its other passages are still checked."""
     from datafirst.release.site import guard_passages
 
     (tmp_path / "dictionary.json").write_text(json.dumps({"tables": [
-        {"name": "code_list__offences", "code_list": {"name": "offences"},
+        {"name": "code_list__offences", "description": "offences", "unit": "one row per code",
+         "code_list": {"name": "offences"},
          "columns": [{"name": "title", "declared": {"kind": "code", "values": ["Arson", "Theft"]}}]},
-        {"name": "notes", "columns": [{"name": "note", "declared": {"kind": "code", "values": ["Walker"]}}]}]}))
-    passages, ignore = guard_passages({"tables/code_list__offences.html": "<td>Arson</td>"}, tmp_path)
+        {"name": "cases", "description": "seen by Walker", "unit": "one row per case",
+         "columns": [{"name": "sentence", "declared": {"kind": "code", "values": ["fine", "custody"]}}]}]}))
+    pages = {"tables/code_list__offences.html": "<td>Arson</td>", "tables/cases.html": "<p>seen by Walker</p>"}
+    passages, ignore = guard_passages(pages, tmp_path)
     assert ("tables/code_list__offences.html", "Arson") in passages
-    assert {"Arson", "Theft"} <= ignore and "Walker" not in ignore
+    assert ("tables/cases.html", "seen by Walker") in passages
+    assert {"Arson", "Theft", "fine", "custody"} <= ignore and not any("Walker" in v for v in ignore)

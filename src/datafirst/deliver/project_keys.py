@@ -12,12 +12,11 @@ writes one.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from ..engine import Engine
 from ..release.chain import inside
-from ..release.hashing_key import SecretError, check_key, write_new_key
+from ..release.hashing_key import SecretError, read_key_file, write_new_key
 from ..release.products import HASH_CHARS
 
 KEYS_DIR_ENV = "DATAFIRST_PROJECT_KEYS_DIR"
@@ -53,25 +52,10 @@ def new_project_key(workspace: Path, project_id: str) -> Path:
 def load_project_key(workspace: Path, project_id: str) -> str:
     """The project's key; refused when missing, weak, or readable or writable by others."""
     path = key_path(workspace, project_id)
-    source = f"file {path} ({KEYS_DIR_ENV})"
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            data = f.read()
-    except FileNotFoundError:
-        raise SecretError(f"project {project_id} has no key ({path} is not there): make one with "
-                          f"`datafirst project key new {project_id}`") from None
-    except OSError as exc:
-        raise SecretError(f"cannot read the key {source} ({exc.strerror or type(exc).__name__})") from None
-    try:
-        key = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise SecretError(f"the key {source} is not text: make a new one with `datafirst project key new`") from None
-    check_key(key, source)
-    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
-        raise SecretError(f"the key {source} can be read or written by group or others (mode "
-                          f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}` so only its owner can")
-    return key
+    return read_key_file(path, "key", f"file {path} ({KEYS_DIR_ENV})",
+                         f"make a new one with `datafirst project key new {project_id}`",
+                         missing=f"project {project_id} has no key ({path} is not there): make one with "
+                                 f"`datafirst project key new {project_id}`")
 
 
 def install_project_hash(engine: Engine, key: str) -> None:

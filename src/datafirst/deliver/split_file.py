@@ -44,7 +44,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..files import file_sha256
 from ..release.chain import release_problems
-from ..release.privacy import build_sensitive_values, check_tables
+from ..release.privacy import build_sensitive_values, check_tables, declared_lists
 from ..release.products import HASH_CHARS, LOOKUP, forget_keyed_hash, install_keyed_hash
 from ..release.signing import trusted_public_keys
 from ..release.stage import KEY_CHECK
@@ -169,7 +169,7 @@ def write_split_files(engine: Engine, ws: Workspace, release: Path, project: Pro
         checked = staging / ".file2_checked"
         rows = {name: _write_file2_table(engine, release, name, entry, columns, person_tables, checked)
                 for name, (entry, columns) in approved.items()}
-        _guard(engine, ws, {n: checked / f"{n}.parquet" for n in approved})
+        _guard(engine, ws, {n: checked / f"{n}.parquet" for n in approved}, release)
         _publish_file2(engine, checked, person_tables, staging / FILE2)
         checked.rmdir()
         _write_readme(staging, project, release, records, rows)
@@ -256,15 +256,18 @@ def _csv_beside(parquet: Path) -> None:
             writer.write_batch(batch)
 
 
-def _guard(engine: Engine, ws: Workspace, tables: dict[str, Path]) -> None:
-    """File 2 through the release's privacy guard, against the identifiers zone; each person
-    record's date of birth is found by its system id (as File 2 holds it)."""
+def _guard(engine: Engine, ws: Workspace, tables: dict[str, Path], release: Path) -> None:
+    """File 2 through the release's privacy guard, against the identifiers zone, with the lists of
+    values `release` declares; each person record's date of birth is found by its system id (as
+    File 2 holds it)."""
     ids = f"read_parquet({sql_string(ws.zone(IDENTIFIERS) / '*.parquet')}, union_by_name = true)"
     system_ids = f"(SELECT record_key, split_key(keyed_hash(record_key)) AS {RECORD_HASH} FROM {ids})"
     sensitive = build_sensitive_values(engine, ws.zone(IDENTIFIERS) / "*.parquet", ws.zone("content"),
                                        load_contracts(ws.contracts), ws.zone("links") / "clusters.parquet", system_ids)
     problems = check_tables(engine, tables, set(ws.config().release.privacy_allow), sensitive,
-                            code_lists=frozenset(n for n in tables if n.startswith("code_list__")))
+                            code_lists=frozenset(n for n in tables if n.startswith("code_list__")),
+                            declared_lists=declared_lists(json.loads((release / "dictionary.json").read_text(
+                                encoding="utf-8"))))
     if problems:
         raise SplitFileError("File 2 failed the privacy guard and was not written:\n  " + "\n  ".join(problems))
 

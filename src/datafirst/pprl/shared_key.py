@@ -9,10 +9,9 @@ strong to guess and must never reach the linker. docs/pprl.md, "Why the secret m
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
-from ..release.hashing_key import SecretError, check_key
+from ..release.hashing_key import SecretError, check_key, read_key_file
 
 SECRET_ENV = "DATAFIRST_PPRL_SECRET"
 MAKE_ONE = ("agree one between the two data holders, e.g. `(umask 077; openssl rand -hex 32 > pprl.secret)` "
@@ -27,19 +26,4 @@ def load_secret(path: Path | None) -> str:
         if not value:
             raise SecretError(f"no shared secret: give --secret-file FILE or set {SECRET_ENV} ({MAKE_ONE})")
         return check_key(value.strip(), f"environment variable {SECRET_ENV}")
-    source = f"file {path}"
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            data = f.read()
-    except OSError as exc:
-        raise SecretError(f"cannot read the secret {source} ({exc.strerror or type(exc).__name__}): {MAKE_ONE}") from None
-    try:
-        value = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise SecretError(f"the secret {source} is not text: {MAKE_ONE}") from None
-    check_key(value, source)
-    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
-        raise SecretError(f"the secret {source} can be read or written by group or others (mode "
-                          f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}`")
-    return value
+    return read_key_file(path, "secret", f"file {path}", MAKE_ONE)

@@ -113,27 +113,34 @@ def check_key(key: str, source: str) -> str:
     return key
 
 
-def _read_key_file(path: Path) -> str:
-    source = f"file {path} (from {SALT_FILE_ENV})"
+def read_key_file(path: Path, what: str, source: str, advice: str, missing: str | None = None,
+                  unreadable: str | None = None) -> str:
+    """The key held in the file at `path`: refused (SecretError, never showing the key) when the
+    file cannot be read (`missing` when it is not there, if given), is not text, is empty, holds a
+    weak key (`check_key`), or can be read or written by group or others. `what` names the key
+    ("salt", "key", "secret"), `source` the file in messages (`unreadable` when it cannot be read),
+    `advice` how to make a good one."""
+    unreadable = unreadable or f"the {what} {source}"
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
             data = f.read()
+    except FileNotFoundError:
+        if missing:
+            raise SecretError(missing) from None
+        raise SecretError(f"cannot read {unreadable} (no such file): {advice}") from None
     except OSError as exc:
-        # The value is not shown: set by mistake to the key itself, it would print the secret.
-        raise SecretError(f"cannot read the salt file named by {SALT_FILE_ENV} ({exc.strerror or type(exc).__name__}): "
-                          "it must hold the path of a readable file holding the salt (not the salt itself; "
-                          f"{MAKE_ONE})") from exc
+        raise SecretError(f"cannot read {unreadable} ({exc.strerror or type(exc).__name__}): {advice}") from None
     try:
         value = data.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise SecretError(f"the salt {source} is not text: write it as text; {MAKE_ONE}") from exc
+    except UnicodeDecodeError:
+        raise SecretError(f"the {what} {source} is not text: write it as text; {advice}") from None
     if not value:
-        raise SecretError(f"the salt {source} is empty: {MAKE_ONE}")
+        raise SecretError(f"the {what} {source} is empty: {advice}")
     check_key(value, source)  # first: a weak key needs replacing, not its permissions fixing
     if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
         # Others who can read it can reverse every hash; others who can write it can swap the key.
-        raise SecretError(f"the salt {source} can be read or written by group or others (mode "
+        raise SecretError(f"the {what} {source} can be read or written by group or others (mode "
                           f"{stat.S_IMODE(mode):04o}): run `chmod 600 {path}` so only its owner can")
     return value
 
@@ -146,7 +153,10 @@ def load_salt() -> str:
         raise SecretError(f"both {SALT_ENV} and {SALT_FILE_ENV} are set: set only one, so which key is used is never "
                           f"in doubt ({SALT_FILE_ENV}, naming a key file, is the safer)")
     if path:
-        return _read_key_file(Path(path))
+        # Not shown when unreadable: set by mistake to the key itself, the path would print the secret.
+        return read_key_file(Path(path), "salt", f"file {path} (from {SALT_FILE_ENV})",
+                             f"{SALT_FILE_ENV} must hold the path of a readable file holding the salt (not the salt "
+                             f"itself); {MAKE_ONE}", unreadable=f"the salt file named by {SALT_FILE_ENV}")
     if not value:
         raise SecretError(
             f"no hashing salt: set {SALT_FILE_ENV} to a file holding a random key ({MAKE_ONE}), or {SALT_ENV} to "

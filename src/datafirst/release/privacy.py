@@ -16,7 +16,7 @@ docs/release.md says what it cannot see.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +41,12 @@ NAME_LIKE_SHARE, NAME_LIKE_MIN = 0.25, 3
 # only once (claimant names: 34% distinct in a 20,000-person world, 3% at 1M), so the test asks
 # for sentences too: offence titles (35 characters, 6 words) and claimant names (25, 3) repeat.
 FREE_TEXT_SHARE, FREE_TEXT_LENGTH, FREE_TEXT_WORDS, FREE_TEXT_MIN = 0.9, 30, 5, 50
-# A code list's entries are public reference data: an entry that is also somebody's name (at ten
-# million records a typo of Carson is Arson, an offence title) discloses nothing, wherever it is
-# released. A list of which more than this share of entries are names is a list of names, and
-# none of its entries is excused.
+# A declared list of values (a code list, a contract's `allowed`) is public reference data: an
+# entry that is also somebody's name (at millions of records some surname is Fine, a sentence, or
+# Arson, an offence title) discloses nothing, wherever it is released. A list more than one of
+# whose entries, and more than this share, are names is a list of names: none of it is excused.
 NAME_KINDS = ("surname", "forename")
-CODE_LIST_NAME_SHARE = 0.05
+LIST_NAME_SHARE = 0.05
 _HASH_SHAPED_LOWER = HASH_SHAPED.replace("P", "p")  # sensitive values are lower case
 
 
@@ -196,14 +196,16 @@ def _hash_shaped_values(tables: dict[str, tuple[str, list[tuple[str, str]]]], al
 
 
 def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensitive: SensitiveValues,
-                 profiles: dict[str, dict[str, dict]] | None = None, code_lists: frozenset[str] = frozenset()) \
+                 profiles: dict[str, dict[str, dict]] | None = None, code_lists: frozenset[str] = frozenset(),
+                 declared_lists: Mapping[str, Collection[str]] | None = None) \
         -> list[str]:
     """Problems found in product tables (name -> Parquet file); empty when they are clean.
     `profiles`: `profile.table_profile` of each table, when already made. `code_lists`: the tables
     that are code lists (one row per code): every value of theirs is its own by construction, so
     the free-text test (values nearly all different, and long) does not apply there; every lookup
-    does, but a surname or forename equal to an entry of a code list (CODE_LIST_NAME_SHARE) is
-    public reference data, not a name taken from the identifiers zone, in any column.
+    does. `declared_lists`: each list of values the release declares (`declared_lists`), by name:
+    a surname or forename equal to an entry of one (LIST_NAME_SHARE) is public reference data, not
+    a name taken from the identifiers zone, in any column.
 
     A release holds few distinct values besides its hashes (codes, dates, flags): the profiles
     gather them, and they are looked up in the sensitive values' sources in one scan, rather than
@@ -218,6 +220,9 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     def lookup(e: Engine) -> tuple[list, list, list]:
         """The release's values looked up in the sensitive values: (text columns' figures, hits,
         name-like columns)."""
+        lists = [(name, v) for name, entries in (declared_lists or {}).items() for v in entries]
+        e.register("guard_listed_values", pa.table({"list": pa.array([x[0] for x in lists], pa.string()),
+                                                    "v": pa.array([x[1] for x in lists], pa.string())}))
         e.register("guard_checked_values", pa.table({
             "tbl": pa.array([x[0] for x in checked], pa.string()), "col": pa.array([x[1] for x in checked], pa.string()),
             "v": pa.array([x[2] for x in checked], pa.string()), "is_list": pa.array([x[3] for x in checked], pa.bool_())}))
@@ -228,12 +233,16 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
                                         avg(array_length(string_split(trim(v), ' ')))
                                  FROM guard_release_values WHERE NOT is_list GROUP BY ALL ORDER BY ALL""")
             e.execute(f"CREATE OR REPLACE TABLE guard_release_variants AS {_variants_sql('guard_release_values')}")
+            e.execute("CREATE OR REPLACE TABLE guard_declared_lists AS "
+                      "SELECT DISTINCT list, lower(trim(v)) AS v FROM guard_listed_values")
+            # The declared lists' entries are looked up in the same scan, to tell a list of names.
             e.execute(f"""CREATE OR REPLACE TABLE guard_sensitive_found AS
                 SELECT DISTINCT s.v, s.kind FROM ({sensitive.union()}) s
                 LEFT JOIN (SELECT lower(trim(v)) AS v FROM guard_release_values
-                           UNION SELECT v FROM guard_release_variants) r ON r.v = s.v
+                           UNION SELECT v FROM guard_release_variants
+                           UNION SELECT v FROM guard_declared_lists) r ON r.v = s.v
                 WHERE r.v IS NOT NULL OR (length(s.v) IN (20, 21) AND regexp_matches(s.v, {sql_string(_HASH_SHAPED_LOWER)}))""")
-            e.execute(f"CREATE OR REPLACE TABLE guard_public_words AS {_public_words_sql(code_lists)}")
+            e.execute(f"CREATE OR REPLACE TABLE guard_public_words AS {_PUBLIC_WORDS}")
             if e.scalar(f"SELECT count(*) FROM guard_sensitive_found "
                         f"WHERE regexp_matches(v, {sql_string(_HASH_SHAPED_LOWER)})"):
                 e.execute(f"INSERT INTO guard_release_values {_hash_shaped_values(read, allow)}")
@@ -255,6 +264,8 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
             return texts, hits, named, written
         finally:
             e.unregister("guard_checked_values")
+            e.unregister("guard_listed_values")
+            e.execute("DROP TABLE IF EXISTS guard_declared_lists")
             e.execute("DROP TABLE IF EXISTS guard_release_values")
             e.execute("DROP TABLE IF EXISTS guard_release_variants")
             e.execute("DROP TABLE IF EXISTS guard_sensitive_found")
@@ -290,19 +301,22 @@ def check_tables(engine: Engine, tables: dict[str, Path], allow: set[str], sensi
     return problems
 
 
-def _public_words_sql(code_lists: Collection[str]) -> str:
-    """The entries of the released code lists (lower case) that may equal a name: those of each
-    list at most CODE_LIST_NAME_SHARE of whose entries are names of the identifiers zone. Needs
-    `guard_release_values` and `guard_sensitive_found`."""
-    tables = ", ".join(sql_string(t) for t in sorted(code_lists)) or "NULL"
-    return f"""
-        WITH listed AS (SELECT DISTINCT tbl, lower(trim(v)) AS v FROM guard_release_values
-                        WHERE tbl IN ({tables}) AND NOT is_list),
-        named AS (SELECT l.tbl, count(DISTINCT l.v) AS entries,
-                         count(DISTINCT l.v) FILTER (WHERE s.v IS NOT NULL) AS names
-                  FROM listed l LEFT JOIN (SELECT DISTINCT v FROM guard_sensitive_found WHERE kind IN {NAME_KINDS}) s
-                  USING (v) GROUP BY ALL)
-        SELECT DISTINCT l.v FROM listed l JOIN named n USING (tbl) WHERE n.names <= {CODE_LIST_NAME_SHARE} * n.entries"""
+# The entries of the declared lists that are not lists of names (LIST_NAME_SHARE), lower case.
+_PUBLIC_WORDS = f"""
+    WITH named AS (SELECT l.list, count(DISTINCT l.v) AS entries, count(DISTINCT l.v) FILTER (WHERE s.v IS NOT NULL) AS names
+                   FROM guard_declared_lists l
+                   LEFT JOIN (SELECT DISTINCT v FROM guard_sensitive_found WHERE kind IN {NAME_KINDS}) s USING (v)
+                   GROUP BY ALL)
+    SELECT DISTINCT l.v FROM guard_declared_lists l JOIN named n USING (list)
+    WHERE n.names <= greatest(1, {LIST_NAME_SHARE} * n.entries)"""
+
+
+def declared_lists(dictionary: dict) -> dict[str, list[str]]:
+    """Each list of values a release's dictionary declares (a code list's column, a contract's
+    `allowed`), as `table.column` -> its entries, for `check_tables` and a site's guard."""
+    return {f"{t['name']}.{c['name']}": [str(v) for v in c["declared"]["values"]]
+            for t in dictionary.get("tables") or [] for c in t.get("columns") or []
+            if (c.get("declared") or {}).get("values")}
 
 
 def check_text(engine: Engine, passages: list[tuple[str, str]], sensitive: SensitiveValues,

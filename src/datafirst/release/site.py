@@ -33,7 +33,7 @@ from ..standardise.stage import IDENTIFIERS
 from ..workspace import ReleaseConfig, Workspace, remove_tree, replace_folder
 from .chain import MANIFEST, ReleaseError, in_series
 from .diff import schema_changes
-from .privacy import SensitiveValues, check_text, sensitive_value_sources
+from .privacy import SensitiveValues, check_text, declared_lists, sensitive_value_sources
 
 SITE = "site"  # the site's folder inside a release
 SYNTHETIC = "synthetic"  # beside `releases/`: a release's synthetic twins, `synthetic/<version>-*`
@@ -363,7 +363,7 @@ def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str
     """The pages' text as (page, passage) for the privacy guard (but for the templates' own
     words), the search index's entries among them, and the values to ignore: the bounds of the
     dictionary's declared ranges, its table and column names, the source fields named by the
-    data quality summary, and its code lists' entries."""
+    data quality summary, and the entries of its declared lists of values."""
     passages = []
     own = _template_text()
     for path, html in pages.items():
@@ -382,10 +382,10 @@ def guard_passages(pages: dict[str, str], release: Path) -> tuple[list[tuple[str
     # So are the source fields its data quality summary names: a field `town` is no Mr Town.
     quality = _read_json(release / "quality" / "data_quality.json") or {}
     ignore |= {f["field"] for t in quality.get("tables") or [] for f in t.get("fields") or [] if f.get("field")}
-    # And the entries of its code lists: public reference data, which the release's own guard has
-    # looked up already (an offence title that is also somebody's surname is no one's name there).
-    ignore |= {str(v) for t in dictionary["tables"] if t.get("code_list") for c in t["columns"]
-               for v in (c.get("declared") or {}).get("values") or []}
+    # And the entries of its declared lists of values (code lists, contracts' `allowed`): public
+    # reference data, which the release's own guard has looked up already (a sentence of a fine is
+    # no Mr Fine, though some are named so).
+    ignore |= {v for entries in declared_lists(dictionary).values() for v in entries}
     return passages, ignore
 
 

@@ -247,7 +247,8 @@ def release(ws: Workspace, engine: Engine, *, salt: str | None = None, new_serie
         paths = {p.name: tmp / "tables" / f"{p.name}.parquet" for p in products}
         problems = [v for p in products for v in allowlist.violations(p.name, facts[p.name], p.declared)]
         problems += check_tables(engine, paths, set(exemptions), found, facts,
-                                 frozenset(p.name for p in products if p.code_list is not None))
+                                 frozenset(p.name for p in products if p.code_list is not None),
+                                 {f"{p.name}.{c}": d.values for p in products for c, d in p.declared.items() if d.values})
         for product in products:
             problems += check_keys(engine, product.name, paths[product.name], product.keys, facts[product.name])
         if problems:
