@@ -16,6 +16,11 @@ most 1.15.
     python bench/bench_scale.py --records 100000 1000000         # some sizes only
     python bench/bench_scale.py --cache /big/disk/worlds         # keep generated worlds for reruns
     python bench/bench_scale.py --memory-limit 10GB              # DuckDB's memory limit per stage
+    python bench/bench_scale.py --records 10000000 --results R   # add one size to the sizes kept in R
+
+`--results FILE` keeps each size's figures as a line of JSON (a size measured again replaces its
+line); the exponents and the curve are drawn over every size the file holds, so sizes can be
+measured in separate runs. A size that fails is reported and the others still run.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ def run_size(records: int, cache: Path, work: Path, memory_limit: str) -> dict:
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise SystemExit(f"size {records:,} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"size {records:,} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(lines[-1][len("RESULT "):])
     out["records"] = _source_records(world)
     out["end_to_end_saved_model_s"] = round(sum(s["seconds"] for n, s in out["stages"].items() if n != "train"), 1)
@@ -157,20 +162,32 @@ def main() -> None:
     parser.add_argument("--records", type=int, nargs="+", default=list(SIZES), help="source records per world")
     parser.add_argument("--cache", type=Path, help="keep generated worlds here (default: a temporary folder)")
     parser.add_argument("--memory-limit", default="-", help="DuckDB memory_limit for every stage, e.g. 10GB")
+    parser.add_argument("--results", type=Path, help="a JSON-lines file keeping each size's figures across runs")
     parser.add_argument("--svg", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "images"
                         / "scale-curve.svg")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         cache = args.cache or Path(tmp) / "worlds"
         cache.mkdir(parents=True, exist_ok=True)
-        results = []
+        kept = {}
+        if args.results and args.results.is_file():
+            kept = {r["people"]: r for r in map(json.loads, args.results.read_text().splitlines()) if r}
+        failed = []
         for n in sorted(args.records):
-            r = run_size(n, cache, Path(tmp), args.memory_limit)
-            results.append(r)
+            try:
+                r = run_size(n, cache, Path(tmp), args.memory_limit)
+            except RuntimeError as exc:
+                print(exc, flush=True)
+                failed.append(n)
+                continue
+            kept[r["people"]] = r
+            if args.results:
+                args.results.write_text("".join(json.dumps(x) + "\n" for x in kept.values()))
             stages = ", ".join(f"{k} {v['seconds']} s / {v['peak_rss_mb']} MB" for k, v in r["stages"].items())
             print(f"{r['records']:>11,} records ({r['identifier_records']:,} linked): {stages}; pairs scored "
                   f"{r['pairs_scored']:,}; end to end with a saved model {r['end_to_end_saved_model_s']} s, "
                   f"peak {r['peak_rss_mb']} MB", flush=True)
+    results = sorted(kept.values(), key=lambda r: r["records"])
     xs = [r["records"] for r in results]
     fits = {}
     for label, subset in (("all sizes", results), ("1M and up", [r for r in results if r["records"] >= 900_000])):
@@ -183,6 +200,8 @@ def main() -> None:
         svg(results, args.svg)
         print(f"curve: {args.svg}")
     print(json.dumps({"sizes": results, "exponents": fits}, indent=2))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(f'{n:,}' for n in failed)} records (above)")
 
 
 if __name__ == "__main__":
