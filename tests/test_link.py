@@ -433,7 +433,7 @@ def test_training_on_a_sample_past_the_cap_still_links_well(linked_ws, world, tm
 
 
 def test_scoring_in_chunks_gives_the_same_edges_and_clusters(linked_ws, tmp_path):
-    """`link.predict_chunk_records` bounds the engine's work per slice, never the answer."""
+    """`link.predict_chunk_pairs` bounds the engine's work per slice, never the answer."""
     import shutil
 
     import duckdb
@@ -442,11 +442,13 @@ def test_scoring_in_chunks_gives_the_same_edges_and_clusters(linked_ws, tmp_path
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(linked_ws.root, ws.root)
     cfg = yaml.safe_load(ws.config_path.read_text())
-    cfg.setdefault("link", {})["predict_chunk_records"] = 9000
+    cfg.setdefault("link", {})["predict_chunk_pairs"] = 5000
     ws.config_path.write_text(yaml.safe_dump(cfg))
+    slices = []
     with Engine() as engine:
-        summary = link(ws, engine, full=True)
-    assert summary.records > 2 * 9000  # three or more chunks
+        link(ws, engine, full=True, progress=lambda step, done, total: slices.append(step))
+    pairs = sum(b["comparisons"] for b in json.loads((ws.zone("links") / "link.json").read_text())["blocking"])
+    assert pairs > 2 * 5000 and f"scoring pairs: slice 3 of {-(-pairs // 5000)}" in slices  # three or more slices
     con = duckdb.connect()
     for table, key in (("edges", "record_key_l, record_key_r"), ("clusters", "record_key")):
         a = con.execute(f"SELECT * FROM read_parquet('{linked_ws.zone('links')}/{table}.parquet') ORDER BY {key}").fetchall()

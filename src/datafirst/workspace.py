@@ -134,8 +134,9 @@ class LinkConfig(BaseModel):
     training_rules: list[list[str]] | None = Field(
         None, description="EM training sessions, each a list of columns held equal; default: chosen from the roles")
     journey: JourneySpec = Field(default_factory=JourneySpec, description="where the case journey's two ends are")
-    predict_chunk_records: int = Field(1_000_000, gt=1000, description="score pairs a slice of this many records at "
-                                       "a time (bounds the engine's memory and spill on large data)")
+    predict_chunk_pairs: int = Field(50_000_000, gt=1000, description="score candidate pairs in slices of records "
+                                     "holding about this many pairs each (bounds the engine's memory and spill on "
+                                     "large data)")
     training_records: int = Field(1_000_000, gt=1000, description="train on a fixed random sample of at most this "
                                   "many records (EM work grows with their square; the estimates do not need more)")
     training_pairs: int = Field(5_000_000, gt=1000, description="an EM session scores at most about this many pairs "
