@@ -120,8 +120,8 @@ def exponent(xs: list[float], ys: list[float]) -> float | None:
 
 
 def svg(results: list[dict], path: Path) -> None:
-    """Log-log lines of each stage's seconds and of pairs scored (per 10k) against records."""
-    w, h, pad = 640, 420, 60
+    """Log-log lines of each stage's seconds and of pairs scored (per 100k) against records."""
+    w, h, pad, right = 760, 420, 60, 180  # room on the right for the lines' names
     xs = [r["records"] for r in results]
     series = {s: [r["stages"][s]["seconds"] for r in results] for s in STAGES}
     series["pairs scored / 100k"] = [r["pairs_scored"] / 1e5 for r in results]
@@ -131,7 +131,7 @@ def svg(results: list[dict], path: Path) -> None:
     lx1 = lx1 if lx1 > lx0 else lx0 + 1
 
     def px(x: float) -> float:
-        return pad + (math.log10(x) - lx0) / (lx1 - lx0) * (w - 2 * pad)
+        return pad + (math.log10(x) - lx0) / (lx1 - lx0) * (w - pad - right)
 
     def py(y: float) -> float:
         return h - pad - (math.log10(y) - ly0) / (ly1 - ly0) * (h - 2 * pad)
@@ -142,16 +142,22 @@ def svg(results: list[dict], path: Path) -> None:
              f'<text x="{w / 2}" y="18" text-anchor="middle" font-size="13">datafirst on one machine: seconds per '
              'stage and pairs scored against source records (log-log)</text>']
     for e in range(ly0, ly1 + 1):
-        parts.append(f'<line x1="{pad}" x2="{w - pad}" y1="{py(10 ** e):.1f}" y2="{py(10 ** e):.1f}" stroke="#ddd"/>'
+        parts.append(f'<line x1="{pad}" x2="{w - right}" y1="{py(10 ** e):.1f}" y2="{py(10 ** e):.1f}" stroke="#ddd"/>'
                      f'<text x="{pad - 6}" y="{py(10 ** e) + 4:.1f}" text-anchor="end">{10 ** e:g}</text>')
     for x in xs:
         parts.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{pad}" y2="{h - pad}" stroke="#eee"/>'
                      f'<text x="{px(x):.1f}" y="{h - pad + 16}" text-anchor="middle">{x / 1e6:.2g}M</text>')
+    labels = []  # each line's name at its last point, moved down where it would overlap the one above
     for (name, vals), colour in zip(series.items(), colours):
         pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, vals) if y > 0)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>')
         last = [(x, y) for x, y in zip(xs, vals) if y > 0][-1]
-        parts.append(f'<text x="{px(last[0]) + 4:.1f}" y="{py(last[1]) + 4:.1f}" fill="{colour}">{name}</text>')
+        labels.append((py(last[1]) + 4, px(last[0]) + 6, colour, name))
+    previous = -math.inf
+    for y, x, colour, name in sorted(labels):
+        y = max(y, previous + 13)
+        previous = y
+        parts.append(f'<text x="{x:.1f}" y="{y:.1f}" fill="{colour}">{name}</text>')
     parts.append(f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">source records</text></svg>')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
