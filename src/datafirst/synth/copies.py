@@ -6,7 +6,10 @@ rows come out equal, by chance, to a real row no other real row equals: synthpop
 uniques*, which the report (`metrics`) requires to be none in every table of one row per person
 or per record. This step, run in the engine on the written twin before its dictionary and report,
 removes them with the report's own definition (`metrics.record_level`, `metrics.id_columns`,
-`metrics.content_columns`, `metrics.unique_rows_sql`, `metrics.copies_unique`):
+`metrics.content_columns`, `metrics.unique_rows_sql`, `metrics.copies_unique`). In the tables the
+generator draws row by row it also avoids, by steps 1 and 2 only, every combination fewer than
+the release's small count of rows hold (small counts are never reproduced where a move or a draw
+can help; step 3 loses a value, so it is kept for copies of unique rows, the report's bar):
 
 1. **Shift a person's dates.** A person any of whose dated rows (a record, a child of one, a group
    they belong to, their rows of the derived person tables) copies a real unique has every date of
@@ -23,7 +26,8 @@ removes them with the report's own definition (`metrics.record_level`, `metrics.
    row), or still copying after the rounds, has a free column (one the generator drew and nothing
    is looked up from or dated after, named in no declared constraint, not a person's attribute)
    given the value of another twin row of its table, chosen by a hash: a draw from the twin's own
-   distribution of that column. Up to REDRAW_ROUNDS rounds, the free columns in turn.
+   distribution of that column, CANDIDATES_REDRAWN rows tried at once and the first leaving the
+   row no copy taken. Up to REDRAW_ROUNDS rounds, the free columns in turn.
    A person whose person-table row still copies (no date to move) and who has no value of an
    attribute (sex, year of birth) is given one drawn from another twin person, on all their
    records and in the person tables alike.
