@@ -22,9 +22,10 @@ can help; step 3 loses a value, so it is kept for copies of unique rows, the rep
    SQL would make them again (first and last events are a min and a max, the journey is ordered by
    date), so they are shifted in place, not made again. Checked again after each round; a unit
    still copying moves again with a new offset, up to SHIFT_ROUNDS rounds.
-2. **Draw a free column again.** A row of a table with no date (a party, an alias, a link lookup
-   row), or still copying after the rounds, has a free column (one the generator drew and nothing
-   is looked up from or dated after, named in no declared constraint, not a person's attribute)
+2. **Draw a free column again.** A row of the generator's tables (first, before step 1), of a
+   table with no date (a party, an alias, a link lookup row), or still copying after the rounds,
+   has a free column (one the generator drew and nothing is looked up from or dated after, named
+   in no declared constraint, not a person's attribute, not a date)
    given the value of another twin row of its table, chosen by a hash: a draw from the twin's own
    distribution of that column, CANDIDATES_REDRAWN rows tried at once and the first leaving the
    row no copy taken. Up to REDRAW_ROUNDS rounds, the free columns in turn.
@@ -212,7 +213,7 @@ class CopyRepair:
             # people with many), and the rounds go on for the tables made from the records alone.
             flagging = [n for n in dated if rnd < OPEN_ROUNDS or not self.fallback(n)]
             flagged = " UNION ".join(
-                f"SELECT _unit AS unit FROM ({self.copying(n, last)}) t WHERE _unit IS NOT NULL AND "
+                f"SELECT _unit AS unit FROM ({self.copying(n, last, bar=True)}) t WHERE _unit IS NOT NULL AND "
                 f"coalesce({', '.join(q(c.name) for c in self.columns[n] if c.name in self.dates[n])}) IS NOT NULL"
                 for n in flagging)
             if not flagged:
@@ -269,7 +270,7 @@ class CopyRepair:
                          for c in (x.name for x in self.columns[name]))
         return (f"SELECT unit, k, count(*) AS n FROM (SELECT c.unit, c.k, {cols} FROM {work(name)} t "
                 f"JOIN synth_fix_candidates c ON t._unit = c.unit WHERE c.days <> 0) s "
-                f"WHERE {metrics.copies_unique(self.columns[name], 's', self.rows(name))} GROUP BY ALL")
+                f"WHERE {metrics.copies_unique(self.columns[name], 's', unique(name))} GROUP BY ALL")
 
     @staticmethod
     def _gap(a: object, b: object) -> str:
@@ -281,9 +282,13 @@ class CopyRepair:
     # --- 2 and 3. drawing a free column again, then suppressing one ------------------------------
 
     def free_columns(self, name: str, constrained: set[str]) -> list[str]:
+        """The columns step 2 may draw again and step 3 suppress: drawn freely, content, named by no
+        constraint, not a person's attribute, not a date (a record's dates make the person tables'
+        first and last events and the journey: only step 1 moves them, all of a unit's at once)."""
         content = {c.name for c in self.columns[name]}
         attributes = {a.name for a in self.s.person_attributes}
-        return [c for c in self.free.get(name, []) if c in content and c not in constrained and c not in attributes]
+        return [c for c in self.free.get(name, []) if c in content and c not in constrained and c not in attributes
+                and c not in self.dates[name]]
 
     def redraw(self, name: str, free: list[str]) -> None:
         """Give each copying row's free column the value of another twin row of its table, picked
@@ -383,6 +388,14 @@ class CopyRepair:
                 e.execute(f"UPDATE {work(t)} SET {q(column)} = x.v FROM {via} x WHERE {work(t)}.{q(pid)} = x.id")
                 self.touch(t)
 
+    def draw_free(self, constraints: dict[str, set[str]]) -> None:
+        """Before any date moves: the copying rows of the generator's tables have their free
+        columns drawn again (step 2), so a person's dates move only where that is not enough."""
+        for name in self.columns:
+            free = self.free_columns(name, constraints.get(name, set()))
+            if free and self.fallback(name) and self.count(name):
+                self.redraw(name, free)
+
     def last_resorts(self, constraints: dict[str, set[str]]) -> None:
         attributes = sorted(self.s.person_attributes, key=lambda a: (-a.distinct, a.name))
         named = set().union(*constraints.values()) if constraints else set()
@@ -427,10 +440,12 @@ def remove_copies(engine: Engine, structure: Structure, tables: dict[str, Path],
     and the replicated uniques left per table (none expected)."""
     dictionary = json.loads((structure.release / "dictionary.json").read_text(encoding="utf-8"))
     repair = CopyRepair(engine, structure, dictionary, tables, free, write, small_count)
-    repair.units()
-    repair.shift()
     # A column a declared constraint names is never drawn again or suppressed, so it still holds.
-    repair.last_resorts(columns_by_table(load_constraints(structure.release)))
+    constrained = columns_by_table(load_constraints(structure.release))
+    repair.units()
+    repair.draw_free(constrained)
+    repair.shift()
+    repair.last_resorts(constrained)
     left = repair.remaining()
     repair.save()
     return {**repair.summary, "replicated_uniques_left": left}
