@@ -31,7 +31,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..release.products import LOOKUP
 from ..workspace import JourneySpec
-from .constraints import Drawn, hold
+from .constraints import Drawn, columns_by_table, hold
 from .models import Feature, Fitter, Model, SynthError, features_for, q
 from .structure import CASE_JOURNEYS, PERSON, PERSON_ID, PERSON_IDS, Column, Structure, TableInfo
 
@@ -78,7 +78,9 @@ class Generator:
         # table -> the columns drawn freely (no other column looked up from or dated after them):
         # what the repair of copies (`copies`) may draw again
         self.free: dict[str, list[str]] = {}
-        self.drawn: dict[str, Drawn] = {}  # table -> how the declared constraints may draw its columns again
+        # table -> (its lookups: column -> the column it is looked up from; its dates' anchors): how
+        # the declared constraints may draw its columns again (`keep_constraints`)
+        self.bound: dict[str, tuple[dict[str, str], dict[str, tuple]]] = {}
         self.repaired: dict = {}  # what the repair of copies took (`copies.remove_copies`)
         self.ratio = 1.0
 
@@ -367,20 +369,21 @@ class Generator:
         fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
         free = sorted((r for r in redraw if r[0].name not in fixed), key=lambda r: (-r[0].distinct, r[0].name))
         self.free[t.name] = [r[0].name for r in free]
-        self.drawn[t.name] = self._drawn(t, lookups, anchors)
+        self.bound[t.name] = (lookups, anchors)
 
-    def _drawn(self, t: TableInfo, lookups: dict[str, str], anchors: dict[str, tuple]) -> Drawn:
+    def _drawn(self, t: TableInfo, named: set[str]) -> Drawn:
         """How the declared constraints may draw this table's columns again (`constraints.hold`):
-        a column with those looked up from it, and each date or number of many values as present
-        or missing, a new one being its anchor date plus an offset of another twin row's (or
-        another twin row's value, without an anchor)."""
+        a column with those looked up from it, and each date or number of many values a
+        constraint names (`named`) as present or missing, a new one being its anchor date plus
+        the offset of another twin row's (or another twin row's value, without an anchor)."""
+        lookups, anchors = self.bound[t.name]
         groups: list[set[str]] = []
         for b, a in lookups.items():
             joined = [g for g in groups if a in g or b in g]
             groups = [g for g in groups if g not in joined] + [set().union({a, b}, *joined)]
         filled = {}
         for c in t.columns:
-            if c.is_id or c.name in PERSON_IDS or kind_of(c) == "category":
+            if c.name not in named or c.is_id or c.name in PERSON_IDS or kind_of(c) == "category":
                 continue
             anchor = anchors.get(c.name, (None,))[0]
             values = q(f"synth_fill_{t.name}_{c.name}")
@@ -400,9 +403,11 @@ class Generator:
         """Every declared constraint held by the generated source tables (`constraints.hold`), the
         broken rows' columns drawn again from the release's combinations (with --epsilon, from the
         twin's own: nothing more is read of the release)."""
-        made = {n: syn(n) for n in self.drawn}
-        rows = made if self.fitter.private is not None else {n: real_view(n) for n in self.drawn}
-        return hold(self.engine, constraints, made, rows, self.fitter.small_count, drawn=self.drawn)
+        named = columns_by_table(constraints)
+        made = {n: syn(n) for n in self.bound}
+        rows = made if self.fitter.private is not None else {n: real_view(n) for n in self.bound}
+        drawn = {n: self._drawn(self.s.tables[n], named[n]) for n in self.bound if n in named}
+        return hold(self.engine, constraints, made, rows, self.fitter.small_count, drawn=drawn)
 
     def _sequences(self, t: TableInfo, columns: list[Column]) -> set[str]:
         """Integer columns that number a parent's rows 1, 2, ... in the release."""
