@@ -113,6 +113,19 @@ def _bound(constraint: dict, own: Callable[[str], str], joined: Callable[[str], 
     return parse_one(constraint["check"], read=DIALECT).transform(rewrite).sql(dialect=DIALECT)
 
 
+def holds_sql(rules: list[dict], row: str, tables: dict[str, str]) -> tuple[str, str]:
+    """(joins, condition) over the row aliased `row` of the rules' table: the LEFT JOINs of each
+    rule's joined row (from `tables`, table name -> relation) and the SQL that every rule holds."""
+    joins, holds = [], []
+    for i, rule in enumerate(rules):
+        alias = f"synth_rule_{i}"
+        if rule.get("join"):
+            joins.append(f"LEFT JOIN {tables[rule['join']['table']]} {alias} ON " + " AND ".join(
+                f"{row}.{_q(a)} = {alias}.{_q(b)}" for a, b in rule["join"]["keys"].items()))
+        holds.append(f"coalesce(({_bound(rule, lambda n: f'{row}.{_q(n)}', lambda n, a=alias: f'{a}.{_q(n)}')}), true)")
+    return " ".join(joins), " AND ".join(holds) or "true"
+
+
 @dataclass
 class Drawn:
     """How `hold` may change one table's columns. `together`: sets of columns changed only

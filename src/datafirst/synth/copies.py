@@ -24,8 +24,8 @@ can help; step 3 loses a value, so it is kept for copies of unique rows, the rep
    still copying moves again with a new offset, up to SHIFT_ROUNDS rounds.
 2. **Draw a free column again.** A row of the generator's tables (first, before step 1), of a
    table with no date (a party, an alias, a link lookup row), or still copying after the rounds,
-   has a free column (one the generator drew and nothing is looked up from or dated after, named
-   in no declared constraint, not a person's attribute, not a date)
+   has a free column (one the generator drew and nothing is looked up from or dated after, not a
+   person's attribute, not a date; a value breaking a declared constraint is never taken)
    given the value of another twin row of its table, chosen by a hash: a draw from the twin's own
    distribution of that column, CANDIDATES_REDRAWN rows tried at once and the first leaving the
    row no copy taken. Up to REDRAW_ROUNDS rounds, the free columns in turn.
@@ -51,7 +51,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..release.products import LOOKUP
 from . import metrics
-from .constraints import columns_by_table, load_constraints
+from .constraints import columns_by_table, holds_sql, load_constraints
 from .models import q
 from .structure import MADE_AGAIN, PERSON, PERSON_ID, PERSON_IDS, Structure, TableInfo
 
@@ -111,6 +111,7 @@ class CopyRepair:
         self.dates = {n: [c for c, t in engine.schema(work(n)) if t == "DATE"] for n in self.loaded}
         self.changed: set[str] = set()
         self.counted: dict[tuple[str, bool], int] = {}
+        self.rules: dict[str, list[dict]] = {}  # table -> its declared constraints (kept by step 2)
         self.summary = {"units_shifted": 0, "shift_rounds": 0, "cells_redrawn": 0, "cells_suppressed": 0}
 
     # --- which rows copy -------------------------------------------------------------------------
@@ -281,21 +282,23 @@ class CopyRepair:
 
     # --- 2 and 3. drawing a free column again, then suppressing one ------------------------------
 
-    def free_columns(self, name: str, constrained: set[str]) -> list[str]:
-        """The columns step 2 may draw again and step 3 suppress: drawn freely, content, named by no
-        constraint, not a person's attribute, not a date (a record's dates make the person tables'
-        first and last events and the journey: only step 1 moves them, all of a unit's at once)."""
+    def free_columns(self, name: str) -> list[str]:
+        """The columns step 2 may draw again: drawn freely, content, not a person's attribute, not
+        a date (a record's dates make the person tables' first and last events and the journey:
+        only step 1 moves them, all of a unit's at once). A value a declared constraint would
+        refuse is never taken."""
         content = {c.name for c in self.columns[name]}
         attributes = {a.name for a in self.s.person_attributes}
-        return [c for c in self.free.get(name, []) if c in content and c not in constrained and c not in attributes
-                and c not in self.dates[name]]
+        return [c for c in self.free.get(name, []) if c in content and c not in attributes and c not in self.dates[name]]
 
     def redraw(self, name: str, free: list[str]) -> None:
         """Give each copying row's free column the value of another twin row of its table, picked
-        by a hash: CANDIDATES_REDRAWN rows at once, the first whose value leaves the row no copy
-        taken (else the first: the next round tries again, with the next free column)."""
+        by a hash: CANDIDATES_REDRAWN rows at once, the first whose value leaves the row no copy and
+        breaks no declared constraint of the table taken (the row keeps its own value where none
+        copies less). Up to REDRAW_ROUNDS rounds, the next free column in each."""
         e, key = self.e, q(self.key[name])
         cols = self.columns[name]
+        joins, holds = holds_sql(self.rules.get(name, []), "x", {n: work(n) for n in self.loaded})
         for rnd in range(REDRAW_ROUNDS):
             if not self.count(name):
                 return
@@ -304,20 +307,19 @@ class CopyRepair:
             n = int(e.scalar(f"SELECT count(*) FROM {work(name)}"))
             e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_donor AS
                 SELECT row_number() OVER (ORDER BY {key}) AS i, {q(column)} AS v FROM {work(name)}""")
-            tried = ", ".join("t._v AS " + q(c.name) if c.name == column else f"t.{q(c.name)}" for c in cols)
-            # Attempt 0 is the row's own value: another is taken only where it copies less (a real
-            # unique row first, then a combination it may not equal).
+            # Attempt 0 is the row's own value (which keeps every constraint).
             e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_redrawn AS
-                SELECT _k AS k, arg_min(_v, (_bar, _avoided, _attempt)) AS v FROM (
-                  SELECT _k, _attempt, _v, {metrics.copies_unique(cols, 'x', unique(name))} AS _bar,
-                         {metrics.copies_unique(cols, 'x', self.rows(name))} AS _avoided FROM (
-                    SELECT t._k, t._attempt, t._v, {tried} FROM (
-                      SELECT c.*, c.{key} AS _k, a.range AS _attempt,
-                             CASE WHEN a.range = 0 THEN c.{q(column)} ELSE d.v END AS _v
-                      FROM ({self.copying(name)}) c CROSS JOIN range({CANDIDATES_REDRAWN + 1}) a
-                      LEFT JOIN synth_fix_donor d ON a.range > 0 AND d.i = 1 + CAST(floor(synth_u(
-                          {stream} || CAST(a.range AS VARCHAR), c.{key}) * {n}) AS BIGINT)) t) x)
-                GROUP BY _k HAVING arg_min(_attempt, (_bar, _avoided, _attempt)) > 0""")
+                SELECT _k AS k, arg_min({q(column)}, (_broken, _bar, _avoided, _attempt)) AS v FROM (
+                  SELECT x._k, x._attempt, x.{q(column)}, NOT ({holds}) AS _broken,
+                         {metrics.copies_unique(cols, 'x', unique(name))} AS _bar,
+                         {metrics.copies_unique(cols, 'x', self.rows(name))} AS _avoided
+                  FROM (
+                    SELECT c.* REPLACE (CASE WHEN a.range = 0 THEN c.{q(column)} ELSE d.v END AS {q(column)}),
+                           c.{key} AS _k, a.range AS _attempt
+                    FROM ({self.copying(name)}) c CROSS JOIN range({CANDIDATES_REDRAWN + 1}) a
+                    LEFT JOIN synth_fix_donor d ON a.range > 0 AND d.i = 1 + CAST(floor(synth_u(
+                        {stream} || CAST(a.range AS VARCHAR), c.{key}) * {n}) AS BIGINT)) x {joins})
+                GROUP BY _k HAVING arg_min(_attempt, (_broken, _bar, _avoided, _attempt)) > 0""")
             self.summary["cells_redrawn"] += int(e.scalar("SELECT count(*) FROM synth_fix_redrawn"))
             e.execute(f"UPDATE {work(name)} SET {q(column)} = r.v FROM synth_fix_redrawn r WHERE {work(name)}.{key} = r.k")
             self.touch(name)
@@ -392,7 +394,7 @@ class CopyRepair:
         """Before any date moves: the copying rows of the generator's tables have their free
         columns drawn again (step 2), so a person's dates move only where that is not enough."""
         for name in self.columns:
-            free = self.free_columns(name, constraints.get(name, set()))
+            free = self.free_columns(name)
             if free and self.fallback(name) and self.count(name):
                 self.redraw(name, free)
 
@@ -406,9 +408,10 @@ class CopyRepair:
             if not self.count(name):
                 continue
             constrained = constraints.get(name, set())
-            free = self.free_columns(name, constrained)
+            free = self.free_columns(name)
             if free:
                 self.redraw(name, free)
+            free = [c for c in free if c not in constrained]  # a missing value could break a constraint
             if not self.fallback(name):
                 continue  # made from the records: only their dates move (step 1)
             content = [c.name for c in self.columns[name]]
@@ -441,7 +444,9 @@ def remove_copies(engine: Engine, structure: Structure, tables: dict[str, Path],
     dictionary = json.loads((structure.release / "dictionary.json").read_text(encoding="utf-8"))
     repair = CopyRepair(engine, structure, dictionary, tables, free, write, small_count)
     # A column a declared constraint names is never drawn again or suppressed, so it still holds.
-    constrained = columns_by_table(load_constraints(structure.release))
+    declared = load_constraints(structure.release)
+    constrained = columns_by_table(declared)
+    repair.rules = {t: [c for c in declared if c["table"] == t] for t in constrained}
     repair.units()
     repair.draw_free(constrained)
     repair.shift()
