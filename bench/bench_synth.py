@@ -10,7 +10,9 @@ own (the kernel's accounting of that child). Printed, against the issue's target
 2. mid fidelity as `datafirst synth` makes it (`synth.evaluate.twin_with_report`: the evaluation
    twin on half the people, the twin, and its report): wall time and peak RSS (targets 10
    minutes, 8 GB);
-3. from the mid twin's own report (report/report.json): the pMSE ratio per table (target <= 10),
+3. from each twin's manifest: the declared constraints it breaks and the unique real rows it copies
+   (both none), and what the repair of copies took;
+4. from the mid twin's own report (report/report.json): the pMSE ratio per table (target <= 10),
    the research query cells within 20% of the real figure, the declared constraints on both
    sides, replicated uniques, and distance to closest record against the holdout (target: the
    twin no closer than the held-out people).
@@ -57,6 +59,7 @@ def _in_child(args: argparse.Namespace, fidelity: str, out: Path) -> dict:
         raise SystemExit(f"the {fidelity} twin failed")
     made = json.loads(result.read_text())
     made["peak_rss_gb"] = usage.ru_maxrss / 1024 ** 2  # KiB on Linux
+    made["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # the work, whatever else shares the cores
     return made
 
 
@@ -82,9 +85,18 @@ def main() -> int:
             target = TARGETS[f"{fidelity}_seconds"]
             print(f"{fidelity} ({what}): {made['seconds']:.1f} s (target {target:.0f} s), peak RSS "
                   f"{made['peak_rss_gb']:.2f} GB (target {TARGETS['peak_rss_gb']:.0f} GB), "
-                  f"{sum(made['rows'].values()):,} rows")
+                  f"{sum(made['rows'].values()):,} rows; CPU {made['cpu_seconds']:.1f} s")
             if made["seconds"] > target or made["peak_rss_gb"] > TARGETS["peak_rss_gb"]:
                 failures.append(f"{fidelity} time or memory")
+            # The twin's own account (manifest.json): constraints broken and unique rows copied, as
+            # the generator measured them on the tables it wrote.
+            manifest = json.loads((Path(made["path"]) / "manifest.json").read_text())
+            broken = {n: v for n, v in manifest["constraints"]["violations"].items() if v}
+            left = manifest["copies_repaired"]["replicated_uniques_left"]
+            print(f"  {fidelity} manifest: constraints broken {broken or 'none'}; replicated uniques left "
+                  f"{left or 'none'}; copies repair {({k: v for k, v in manifest['copies_repaired'].items() if k != 'replicated_uniques_left'})}")
+            if broken or left:
+                failures.append(f"{fidelity} constraints or copies")
         report = json.loads((Path(twins["mid"]["path"]) / "report" / "report.json").read_text())
         for t in report["utility"]["tables"]:
             ratio = (t.get("pmse") or {}).get("ratio")

@@ -6,7 +6,10 @@ rows come out equal, by chance, to a real row no other real row equals: synthpop
 uniques*, which the report (`metrics`) requires to be none in every table of one row per person
 or per record. This step, run in the engine on the written twin before its dictionary and report,
 removes them with the report's own definition (`metrics.record_level`, `metrics.id_columns`,
-`metrics.content_columns`, `metrics.unique_rows_sql`, `metrics.copies_unique`):
+`metrics.content_columns`, `metrics.unique_rows_sql`, `metrics.copies_unique`). In the tables the
+generator draws row by row it also avoids, by steps 1 and 2 only, every combination fewer than
+the release's small count of rows hold (small counts are never reproduced where a move or a draw
+can help; step 3 loses a value, so it is kept for copies of unique rows, the report's bar):
 
 1. **Shift a person's dates.** A person any of whose dated rows (a record, a child of one, a group
    they belong to, their rows of the derived person tables) copies a real unique has every date of
@@ -19,11 +22,13 @@ removes them with the report's own definition (`metrics.record_level`, `metrics.
    SQL would make them again (first and last events are a min and a max, the journey is ordered by
    date), so they are shifted in place, not made again. Checked again after each round; a unit
    still copying moves again with a new offset, up to SHIFT_ROUNDS rounds.
-2. **Draw a free column again.** A row of a table with no date (a party, an alias, a link lookup
-   row), or still copying after the rounds, has a free column (one the generator drew and nothing
-   is looked up from or dated after, named in no declared constraint, not a person's attribute)
+2. **Draw a free column again.** A row of the generator's tables (first, before step 1), of a
+   table with no date (a party, an alias, a link lookup row), or still copying after the rounds,
+   has a free column (one the generator drew and nothing is looked up from or dated after, not a
+   person's attribute, not a date; a value breaking a declared constraint is never taken)
    given the value of another twin row of its table, chosen by a hash: a draw from the twin's own
-   distribution of that column. Up to REDRAW_ROUNDS rounds, the free columns in turn.
+   distribution of that column, CANDIDATES_REDRAWN rows tried at once and the first leaving the
+   row no copy taken. Up to REDRAW_ROUNDS rounds, the free columns in turn.
    A person whose person-table row still copies (no date to move) and who has no value of an
    attribute (sex, year of birth) is given one drawn from another twin person, on all their
    records and in the person tables alike.
@@ -42,13 +47,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlglot import exp, parse_one
-
 from ..engine import Engine
 from ..engine.sql import sql_string
 from ..release.products import LOOKUP
-from ..sources.declared_sql import DIALECT
 from . import metrics
+from .constraints import columns_by_table, holds_sql, load_constraints
 from .models import q
 from .structure import MADE_AGAIN, PERSON, PERSON_ID, PERSON_IDS, Structure, TableInfo
 
@@ -58,7 +61,8 @@ CANDIDATES = 16  # offsets tried at once for each unit in a round
 MAX_SHIFT_DAYS = 28
 REDRAW_ROUNDS = 6
 UNITS = "synth_fix_units"  # person_id_medium -> the unit (the least person id of those sharing a group row)
-CONSTRAINTS_FILE = "constraints.json"
+GENERATED = ("record", "child", "group", "free")  # the roles of the tables the generator draws row by row
+CANDIDATES_REDRAWN = 8  # other rows' values tried at once for a copying row's free column
 
 
 def work(name: str) -> str:
@@ -75,45 +79,62 @@ class CopyRepair:
     writes a repaired table back as the twin's (its columns, types and order)."""
 
     def __init__(self, engine: Engine, structure: Structure, dictionary: dict, tables: dict[str, Path],
-                 free: dict[str, list[str]], write: Callable[[str, str], None]):
+                 free: dict[str, list[str]], write: Callable[[str, str], None], small_count: int):
         self.e, self.s, self.free, self.write = engine, structure, free, write
         self.entries = {t["name"]: t for t in dictionary["tables"]}
         self.loaded = [n for n in tables if n in self.entries and not n.startswith(metrics.CODE_LIST_PREFIX)]
         for name in self.loaded:
             engine.execute(f"CREATE OR REPLACE TEMP TABLE {work(name)} AS SELECT * FROM {engine.parquet(tables[name])}")
-        # The tables a copy is measured in, each with its content columns and its real unique rows.
+        # The tables a copy is measured in, each with its content columns and the real rows a twin
+        # row may not equal: those no other real row equals (the report's replicated uniques) in
+        # the tables of people or records, and in the generator's own tables any combination
+        # fewer than small_count rows hold (small counts are never reproduced).
         self.columns: dict[str, list[metrics.Column]] = {}
+        self.avoided: dict[str, str] = {}  # table -> the relation of real rows its twin rows may not equal
         for name in self.loaded:
             entry = self.entries[name]
-            if not metrics.record_level(entry):
+            generated = structure.tables[name].role in GENERATED and len(entry.get("keys") or []) == 1
+            if not (metrics.record_level(entry) or generated):
                 continue
             real = engine.parquet(structure.tables[name].path)
             cols = metrics.content_columns(engine, real, metrics.id_columns(entry))
             if cols:
                 self.columns[name] = cols
                 engine.execute(f"CREATE OR REPLACE TEMP TABLE {unique(name)} AS {metrics.unique_rows_sql(real, cols)}")
+                self.avoided[name] = unique(name)
+                if generated and small_count > 2:
+                    self.avoided[name] = q(f"synth_fix_rare_{name}")
+                    engine.execute(f"CREATE OR REPLACE TEMP TABLE {self.avoided[name]} AS SELECT "
+                                   f"{', '.join(q(c.name) for c in cols)} FROM {real} GROUP BY ALL "
+                                   f"HAVING count(*) < {int(small_count)}")
         self.key = {n: self.entries[n]["keys"][0] for n in self.columns}
         self.dates = {n: [c for c, t in engine.schema(work(n)) if t == "DATE"] for n in self.loaded}
         self.changed: set[str] = set()
-        self.counted: dict[str, int] = {}
+        self.counted: dict[tuple[str, bool], int] = {}
+        self.rules: dict[str, list[dict]] = {}  # table -> its declared constraints (kept by step 2)
         self.summary = {"units_shifted": 0, "shift_rounds": 0, "cells_redrawn": 0, "cells_suppressed": 0}
 
     # --- which rows copy -------------------------------------------------------------------------
 
-    def copying(self, name: str, where: str = "true") -> str:
-        """SQL: the rows of the twin's `name` (alias t) that copy a real unique row."""
+    def copying(self, name: str, where: str = "true", bar: bool = False) -> str:
+        """SQL: the rows of the twin's `name` (alias t) that copy a real row they may not equal
+        (with `bar`, only those copying a real unique row: the report's replicated uniques)."""
         return (f"SELECT * FROM {work(name)} t WHERE ({where}) AND "
-                f"{metrics.copies_unique(self.columns[name], 't', unique(name))}")
+                f"{metrics.copies_unique(self.columns[name], 't', self.rows(name, bar))}")
 
-    def count(self, name: str) -> int:
-        """The rows of `name` copying a real unique row (counted again only once the table changed)."""
-        if name not in self.counted:
-            self.counted[name] = int(self.e.scalar(f"SELECT count(*) FROM ({self.copying(name)})"))
-        return self.counted[name]
+    def rows(self, name: str, bar: bool = False) -> str:
+        return unique(name) if bar else self.avoided[name]
+
+    def count(self, name: str, bar: bool = False) -> int:
+        """The rows of `name` copying (counted again only once the table changed)."""
+        if (name, bar) not in self.counted:
+            self.counted[(name, bar)] = int(self.e.scalar(f"SELECT count(*) FROM ({self.copying(name, bar=bar)})"))
+        return self.counted[(name, bar)]
 
     def touch(self, name: str) -> None:
         self.changed.add(name)
-        self.counted.pop(name, None)
+        self.counted.pop((name, False), None)
+        self.counted.pop((name, True), None)
 
     # --- units: people, and the people who share a group row ------------------------------------
 
@@ -193,7 +214,7 @@ class CopyRepair:
             # people with many), and the rounds go on for the tables made from the records alone.
             flagging = [n for n in dated if rnd < OPEN_ROUNDS or not self.fallback(n)]
             flagged = " UNION ".join(
-                f"SELECT _unit AS unit FROM ({self.copying(n, last)}) t WHERE _unit IS NOT NULL AND "
+                f"SELECT _unit AS unit FROM ({self.copying(n, last, bar=True)}) t WHERE _unit IS NOT NULL AND "
                 f"coalesce({', '.join(q(c.name) for c in self.columns[n] if c.name in self.dates[n])}) IS NOT NULL"
                 for n in flagging)
             if not flagged:
@@ -261,26 +282,46 @@ class CopyRepair:
 
     # --- 2 and 3. drawing a free column again, then suppressing one ------------------------------
 
-    def free_columns(self, name: str, constrained: set[str]) -> list[str]:
+    def free_columns(self, name: str) -> list[str]:
+        """The columns step 2 may draw again: drawn freely, content, not a person's attribute, not
+        a date (a record's dates make the person tables' first and last events and the journey:
+        only step 1 moves them, all of a unit's at once). A value a declared constraint would
+        refuse is never taken."""
         content = {c.name for c in self.columns[name]}
         attributes = {a.name for a in self.s.person_attributes}
-        return [c for c in self.free.get(name, []) if c in content and c not in constrained and c not in attributes]
+        return [c for c in self.free.get(name, []) if c in content and c not in attributes and c not in self.dates[name]]
 
     def redraw(self, name: str, free: list[str]) -> None:
+        """Give each copying row's free column the value of another twin row of its table, picked
+        by a hash: CANDIDATES_REDRAWN rows at once, the first whose value leaves the row no copy and
+        breaks no declared constraint of the table taken (the row keeps its own value where none
+        copies less). Up to REDRAW_ROUNDS rounds, the next free column in each."""
         e, key = self.e, q(self.key[name])
+        cols = self.columns[name]
+        joins, holds = holds_sql(self.rules.get(name, []), "x", {n: work(n) for n in self.loaded})
         for rnd in range(REDRAW_ROUNDS):
             if not self.count(name):
                 return
-            column = q(free[rnd % len(free)])
-            stream = sql_string(f"copies|{name}|{free[rnd % len(free)]}|{rnd}")
+            column = free[rnd % len(free)]
+            stream = sql_string(f"copies|{name}|{column}|{rnd}|")
             n = int(e.scalar(f"SELECT count(*) FROM {work(name)}"))
             e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_donor AS
-                SELECT row_number() OVER (ORDER BY {key}) AS i, {column} AS v FROM {work(name)}""")
+                SELECT row_number() OVER (ORDER BY {key}) AS i, {q(column)} AS v FROM {work(name)}""")
+            # Attempt 0 is the row's own value (which keeps every constraint).
             e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_redrawn AS
-                SELECT c.{key} AS k, d.v FROM ({self.copying(name)}) c
-                JOIN synth_fix_donor d ON d.i = 1 + CAST(floor(synth_u({stream}, c.{key}) * {n}) AS BIGINT)""")
+                SELECT _k AS k, arg_min({q(column)}, (_broken, _bar, _avoided, _attempt)) AS v FROM (
+                  SELECT x._k, x._attempt, x.{q(column)}, NOT ({holds}) AS _broken,
+                         {metrics.copies_unique(cols, 'x', unique(name))} AS _bar,
+                         {metrics.copies_unique(cols, 'x', self.rows(name))} AS _avoided
+                  FROM (
+                    SELECT c.* REPLACE (CASE WHEN a.range = 0 THEN c.{q(column)} ELSE d.v END AS {q(column)}),
+                           c.{key} AS _k, a.range AS _attempt
+                    FROM ({self.copying(name)}) c CROSS JOIN range({CANDIDATES_REDRAWN + 1}) a
+                    LEFT JOIN synth_fix_donor d ON a.range > 0 AND d.i = 1 + CAST(floor(synth_u(
+                        {stream} || CAST(a.range AS VARCHAR), c.{key}) * {n}) AS BIGINT)) x {joins})
+                GROUP BY _k HAVING arg_min(_attempt, (_broken, _bar, _avoided, _attempt)) > 0""")
             self.summary["cells_redrawn"] += int(e.scalar("SELECT count(*) FROM synth_fix_redrawn"))
-            e.execute(f"UPDATE {work(name)} SET {column} = r.v FROM synth_fix_redrawn r WHERE {work(name)}.{key} = r.k")
+            e.execute(f"UPDATE {work(name)} SET {q(column)} = r.v FROM synth_fix_redrawn r WHERE {work(name)}.{key} = r.k")
             self.touch(name)
 
     def suppress(self, name: str, column: str, only: str = "true") -> None:
@@ -289,7 +330,7 @@ class CopyRepair:
         cols = self.columns[name]
         select = ", ".join(f"NULL AS {q(x.name)}" if x.name == column else f"t.{q(x.name)}" for x in cols)
         e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_nulled AS
-            SELECT k FROM (SELECT t.{key} AS k, {select} FROM ({self.copying(name, only)}) t) t
+            SELECT k FROM (SELECT t.{key} AS k, {select} FROM ({self.copying(name, only, bar=True)}) t) t
             WHERE NOT {metrics.copies_unique(cols, 't', unique(name))}""")
         done = int(e.scalar("SELECT count(*) FROM synth_fix_nulled"))
         if done:
@@ -303,7 +344,7 @@ class CopyRepair:
         e, key = self.e, q(self.key[name])
         person = work(PERSON)
         e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_restored AS
-            SELECT t.{key} AS k, p.{q(column)} AS v FROM ({self.copying(name, f't.{q(column)} IS NULL')}) t
+            SELECT t.{key} AS k, p.{q(column)} AS v FROM ({self.copying(name, f't.{q(column)} IS NULL', bar=True)}) t
             JOIN {person} p ON p.{PERSON_ID} = t.{PERSON_ID} WHERE p.{q(column)} IS NOT NULL""")
         done = int(e.scalar("SELECT count(*) FROM synth_fix_restored"))
         if done:
@@ -329,7 +370,7 @@ class CopyRepair:
             return
         pairs = f"(SELECT DISTINCT {', '.join(PERSON_IDS)} FROM {work(LOOKUP)})"
         stuck = " UNION ".join(
-            f"SELECT p.{PERSON_ID} AS person FROM ({self.copying(n, f't.{q(column)} IS NULL')}) t "
+            f"SELECT p.{PERSON_ID} AS person FROM ({self.copying(n, f't.{q(column)} IS NULL', bar=True)}) t "
             f"JOIN {pairs} p ON p.{q(self.key[n])} = t.{q(self.key[n])}" for n in people)
         e.execute(f"""CREATE OR REPLACE TEMP TABLE synth_fix_donor AS
             SELECT row_number() OVER (ORDER BY {PERSON_ID}) AS i, {q(column)} AS v FROM {work(PERSON)}
@@ -349,34 +390,45 @@ class CopyRepair:
                 e.execute(f"UPDATE {work(t)} SET {q(column)} = x.v FROM {via} x WHERE {work(t)}.{q(pid)} = x.id")
                 self.touch(t)
 
+    def draw_free(self, constraints: dict[str, set[str]]) -> None:
+        """Before any date moves: the copying rows of the generator's tables have their free
+        columns drawn again (step 2), so a person's dates move only where that is not enough."""
+        for name in self.columns:
+            free = self.free_columns(name)
+            if free and self.fallback(name) and self.count(name):
+                self.redraw(name, free)
+
     def last_resorts(self, constraints: dict[str, set[str]]) -> None:
         attributes = sorted(self.s.person_attributes, key=lambda a: (-a.distinct, a.name))
+        named = set().union(*constraints.values()) if constraints else set()
         for a in attributes:
-            self.fill_person(a.name)
+            if a.name not in named:  # it would change the person's value on records a constraint reads
+                self.fill_person(a.name)
         for name in self.columns:
             if not self.count(name):
                 continue
             constrained = constraints.get(name, set())
-            free = self.free_columns(name, constrained)
+            free = self.free_columns(name)
             if free:
                 self.redraw(name, free)
+            free = [c for c in free if c not in constrained]  # a missing value could break a constraint
             if not self.fallback(name):
                 continue  # made from the records: only their dates move (step 1)
             content = [c.name for c in self.columns[name]]
             others = [c for c in content if c not in free and c not in constrained and c not in self.dates[name]
                       and c not in {a.name for a in attributes}]
             for column in [*free, *others]:
-                if self.count(name):
+                if self.count(name, bar=True):
                     self.suppress(name, column)
             record = self.s.tables[name].role == "record"
             for a in attributes:  # a person's attribute missing on the record: the person's
-                if record and a.name in content and a.name not in constrained and self.count(name):
+                if record and a.name in content and a.name not in constrained and self.count(name, bar=True):
                     self.restore(name, a.name)
             for a in attributes:  # a person's attribute, where another of their records keeps it
-                if record and a.name in content and a.name not in constrained and self.count(name):
+                if record and a.name in content and a.name not in constrained and self.count(name, bar=True):
                     self.suppress(name, a.name, self.keeps_attribute(name, a.name))
     def remaining(self) -> dict[str, int]:
-        return {n: c for n in self.columns if (c := self.count(n))}
+        return {n: c for n in self.columns if (c := self.count(n, bar=True))}
 
     def save(self) -> None:
         for name in self.loaded:
@@ -384,33 +436,21 @@ class CopyRepair:
                 self.write(name, work(name))
 
 
-def constrained_columns(release: Path) -> dict[str, set[str]]:
-    """Each table's columns named by a declared constraint (its own check, or one of another
-    table joined to it): they are never drawn again or suppressed, so the constraint still holds."""
-    path = release / CONSTRAINTS_FILE
-    out: dict[str, set[str]] = {}
-    if not path.is_file():
-        return out
-    for c in json.loads(path.read_text(encoding="utf-8"))["constraints"]:
-        aliases = {c["alias"]: c["table"]}
-        if c.get("join"):
-            aliases[c["join"]["alias"]] = c["join"]["table"]
-        for col in parse_one(c["check"], read=DIALECT).find_all(exp.Column):
-            table = aliases.get(col.table, c["table"]) if col.table else c["table"]
-            out.setdefault(table, set()).add(col.name)
-    return out
-
-
 def remove_copies(engine: Engine, structure: Structure, tables: dict[str, Path], free: dict[str, list[str]],
-                  write: Callable[[str, str], None]) -> dict:
+                  write: Callable[[str, str], None], small_count: int) -> dict:
     """Repair the twin whose tables are `tables` (see the module's docstring) and write back the
     tables it changed; returns what it took (units shifted, rounds, cells redrawn and suppressed)
     and the replicated uniques left per table (none expected)."""
     dictionary = json.loads((structure.release / "dictionary.json").read_text(encoding="utf-8"))
-    repair = CopyRepair(engine, structure, dictionary, tables, free, write)
+    repair = CopyRepair(engine, structure, dictionary, tables, free, write, small_count)
+    # A column a declared constraint names is never drawn again or suppressed, so it still holds.
+    declared = load_constraints(structure.release)
+    constrained = columns_by_table(declared)
+    repair.rules = {t: [c for c in declared if c["table"] == t] for t in constrained}
     repair.units()
+    repair.draw_free(constrained)
     repair.shift()
-    repair.last_resorts(constrained_columns(structure.release))
+    repair.last_resorts(constrained)
     left = repair.remaining()
     repair.save()
     return {**repair.summary, "replicated_uniques_left": left}

@@ -31,6 +31,7 @@ from ..engine import Engine
 from ..engine.sql import sql_string
 from ..release.products import LOOKUP
 from ..workspace import JourneySpec
+from .constraints import Drawn, columns_by_table, hold
 from .models import Feature, Fitter, Model, SynthError, features_for, q
 from .structure import CASE_JOURNEYS, PERSON, PERSON_ID, PERSON_IDS, Column, Structure, TableInfo
 
@@ -77,6 +78,9 @@ class Generator:
         # table -> the columns drawn freely (no other column looked up from or dated after them):
         # what the repair of copies (`copies`) may draw again
         self.free: dict[str, list[str]] = {}
+        # table -> (its lookups: column -> the column it is looked up from; its dates' anchors): how
+        # the declared constraints may draw its columns again (`keep_constraints`)
+        self.bound: dict[str, tuple[dict[str, str], dict[str, tuple]]] = {}
         self.repaired: dict = {}  # what the repair of copies took (`copies.remove_copies`)
         self.ratio = 1.0
 
@@ -360,38 +364,50 @@ class Generator:
                 redraw.append((c, model, cast, ()))
             done.append(c.name)
             self.context_columns[t.name].append((c.name, feature_kind(c)))
-        # Drawn again where a row repeats a rare release row: the drawn columns that no other column
-        # is looked up from or dated after, the one with the most values first.
+        # The drawn columns that no other column is looked up from or dated after, the one with the
+        # most values first: what the repair of copies (`copies`) may draw again.
         fixed = set(lookups.values()) | {a[0] for a in anchors.values() if a[0]}
         free = sorted((r for r in redraw if r[0].name not in fixed), key=lambda r: (-r[0].distinct, r[0].name))
         self.free[t.name] = [r[0].name for r in free]
-        if free and self.fitter.private is None:  # with --epsilon nothing but the noisy counts is read
-            self._no_copies(t, free)
+        self.bound[t.name] = (lookups, anchors)
 
-    def _no_copies(self, t: TableInfo, free: list[tuple]) -> None:
-        """No twin row repeats a rare row of the release: a twin row equal on every non-id column
-        to a combination fewer than small_count release rows hold has one of the `free` columns
-        (column, model, cast, carried columns) drawn again with another stream, each in turn, up
-        to ten times."""
-        e = self.engine
-        cols = [c.name for c in t.columns if not c.is_id and not c.type.endswith("[]")]
-        if not cols:
-            return
-        sig = "md5(concat_ws('|', " + ", ".join(f"coalesce(CAST({q(c)} AS VARCHAR), '\\x01')" for c in cols) + "))"
-        rare = q(f"synth_rare_{t.name}")
-        e.execute(f"CREATE OR REPLACE TEMP TABLE {rare} AS SELECT {sig} AS sig FROM {real_view(t.name)} "
-                  f"GROUP BY 1 HAVING count(*) < {self.fitter.small_count}")
-        for attempt in range(10):
-            if not e.scalar(f"SELECT count(*) FROM {syn(t.name)} WHERE {sig} IN (SELECT sig FROM {rare})"):
-                return
-            column, model, cast, carry = free[attempt % len(free)]
-            column = column.name
-            kept = [f"s.{q(c)}" for c in e.columns(syn(t.name)) if c != column]
-            drawn = self.fitter.draw(model, syn(t.name), f"{t.name}|{column}|again{attempt}", cast, carry)
-            e.execute(f"CREATE OR REPLACE TEMP TABLE {syn(t.name)} AS SELECT {', '.join(kept)}, "
-                      f"CASE WHEN {sig.replace('coalesce(CAST(', 'coalesce(CAST(s.')} IN (SELECT sig FROM {rare}) "
-                      f"THEN v._value ELSE s.{q(column)} END AS {q(column)} FROM {syn(t.name)} s JOIN ({drawn}) v "
-                      "USING (_n)")
+    def _drawn(self, t: TableInfo, named: set[str]) -> Drawn:
+        """How the declared constraints may draw this table's columns again (`constraints.hold`):
+        a column with those looked up from it, and each date or number of many values a
+        constraint names (`named`) as present or missing, a new one being its anchor date plus
+        the offset of another twin row's (or another twin row's value, without an anchor)."""
+        lookups, anchors = self.bound[t.name]
+        groups: list[set[str]] = []
+        for b, a in lookups.items():
+            joined = [g for g in groups if a in g or b in g]
+            groups = [g for g in groups if g not in joined] + [set().union({a, b}, *joined)]
+        filled = {}
+        for c in t.columns:
+            if c.name not in named or c.is_id or c.name in PERSON_IDS or kind_of(c) == "category":
+                continue
+            anchor = anchors.get(c.name, (None,))[0]
+            values = q(f"synth_fill_{t.name}_{c.name}")
+            value = f"date_diff('day', {q(anchor)}, {q(c.name)})" if anchor else q(c.name)
+            self.engine.execute(f"CREATE OR REPLACE TEMP TABLE {values} AS SELECT row_number() OVER (ORDER BY _n) AS i, "
+                                f"{value} AS x FROM {syn(t.name)} WHERE {q(c.name)} IS NOT NULL"
+                                + (f" AND {q(anchor)} IS NOT NULL" if anchor else ""))
+            n = int(self.engine.scalar(f"SELECT count(*) FROM {values}"))
+            if not n:
+                continue
+            other = (f"(SELECT x FROM {values} WHERE i = 1 + CAST(floor(synth_u({sql_string(f'{t.name}|{c.name}|fill')}, "
+                     f"v._n) * {n}) AS BIGINT))")
+            filled[c.name] = f"v.{q(anchor)} + CAST({other} AS INTEGER)" if anchor else other
+        return Drawn(groups, filled)
+
+    def keep_constraints(self, constraints: list[dict]) -> list[dict]:
+        """Every declared constraint held by the generated source tables (`constraints.hold`), the
+        broken rows' columns drawn again from the release's combinations (with --epsilon, from the
+        twin's own: nothing more is read of the release)."""
+        named = columns_by_table(constraints)
+        made = {n: syn(n) for n in self.bound}
+        rows = made if self.fitter.private is not None else {n: real_view(n) for n in self.bound}
+        drawn = {n: self._drawn(self.s.tables[n], named[n]) for n in self.bound if n in named}
+        return hold(self.engine, constraints, made, rows, self.fitter.small_count, drawn=drawn)
 
     def _sequences(self, t: TableInfo, columns: list[Column]) -> set[str]:
         """Integer columns that number a parent's rows 1, 2, ... in the release."""

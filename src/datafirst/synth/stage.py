@@ -30,6 +30,7 @@ from ..release.signing import SigningKeyError, public_key_files, trusted_public_
 from ..release.site import small_count_of
 from ..sources.contract import load_contracts
 from ..workspace import Workspace, remove_tree
+from .constraints import check, load_constraints
 from .copies import remove_copies
 from .generate import Generator, real_view, syn
 from .dp import BudgetError
@@ -125,6 +126,8 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
         gen.people()
         say("records")
         gen.tables()
+        constraints = load_constraints(release_dir)
+        kept = gen.keep_constraints(constraints)
         journeys = gen.case_journeys()
         gen.lookup()
         say("writing")
@@ -134,7 +137,8 @@ def synthesise(ws: Workspace, release_dir: Path, fidelity: str, seed: int, engin
         for declared in DECLARATIONS:
             if (release_dir / declared).is_file():
                 shutil.copyfile(release_dir / declared, tmp / declared)
-        made = _manifest(release_dir, fidelity, seed, epsilon, fitter, train_people, rows, gen.repaired)
+        held = check(engine, {t: tmp / "tables" / f"{t}.parquet" for t in rows}, constraints)
+        made = _manifest(release_dir, fidelity, seed, epsilon, fitter, train_people, rows, gen.repaired, kept, held)
         if private is not None:
             made["differential_privacy"] = private.manifest()
         (tmp / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
@@ -223,7 +227,8 @@ def _write(engine: Engine, s: Structure, gen: Generator, tmp: Path, ws: Workspac
     # rows, so it would spend what the budget does not cover; it is left out (docs/synth.md).
     gen.repaired = None if gen.fitter.private is not None else remove_copies(
         engine, s, {n: tables / f"{n}.parquet" for n in rows}, gen.free,
-        lambda name, relation: _copy(engine, relation, types(name), s.tables[name].keys, tables / f"{name}.parquet"))
+        lambda name, relation: _copy(engine, relation, types(name), s.tables[name].keys, tables / f"{name}.parquet"),
+        gen.fitter.small_count)
     return {n: rows[n] for n in s.tables if n in rows}
 
 
@@ -264,8 +269,13 @@ def _dictionary(engine: Engine, release_dir: Path, tmp: Path, rows: dict[str, in
 
 
 def _manifest(release_dir: Path, fidelity: str, seed: int, epsilon: float | None, fitter: Fitter,
-              train_people: Path | None, rows: dict[str, int], repaired: dict | None) -> dict:
+              train_people: Path | None, rows: dict[str, int], repaired: dict | None, kept: list[dict],
+              held: list[dict]) -> dict:
     small = fitter.small_count
+    # The declared constraints: the rows each drew again (`constraints.hold`), and the twin's
+    # violations of each as written (none expected).
+    constraints = {"rows_redrawn": {c["name"]: shown_count(c["rows_redrawn"], small) for c in kept},
+                   "violations": {c["name"]: c["violations"] for c in held}}
     # What the repair of copies took (`copies`), counts below the small-count limit shown as `<N`.
     copies = "not run: under --epsilon the twin reads nothing but its noisy counts" if repaired is None else {
         "units_shifted": shown_count(repaired["units_shifted"], small), "shift_rounds": repaired["shift_rounds"],
@@ -273,6 +283,7 @@ def _manifest(release_dir: Path, fidelity: str, seed: int, epsilon: float | None
         "cells_suppressed": shown_count(repaired["cells_suppressed"], small),
         "replicated_uniques_left": {t: shown_count(n, small) for t, n in repaired["replicated_uniques_left"].items()}}
     return {"synthetic": True, "fidelity": fidelity, "seed": seed, "epsilon": epsilon, "copies_repaired": copies,
+            "constraints": constraints,
             "source_release": {"version": release_dir.name, "manifest_sha256": file_sha256(release_dir / MANIFEST)},
             "fitted_on": ({"people_file_sha256": file_sha256(Path(train_people))} if train_people else "every person"),
             "fit_rows": fitter.fit_rows if fidelity == "mid" else None, "small_count": fitter.small_count,
