@@ -1,6 +1,5 @@
 """A twin's category columns keep the release's missing values where rare values are left out
-(synth/models.py, `_category_dist`), and the evaluation twin keeps to the small-count limit of
-the people it is fitted on (synth/evaluate.py, `stand_in_small_count`).
+(synth/models.py, `_category_dist`).
 
 A value fewer than small_count rows hold is never drawn. Its rows used to go to every value left
 in the leaf, missing among them, so a column of many rare values (a postcode district) came out
@@ -18,7 +17,6 @@ import pytest
 from datafirst.engine import Engine
 from datafirst.engine.sql import sql_string
 from datafirst.release.chain import published
-from datafirst.synth.evaluate import stand_in_small_count
 from datafirst.synth.models import _category_dist
 from datafirst.synth.stage import synthesise
 
@@ -78,16 +76,3 @@ def test_a_column_of_many_rare_values_keeps_its_missing_share(release):
     twin_missing, _ = shares(twin.path / "tables" / f"{table}.parquet")
     assert real_rare > 0.2  # the case in point: much of the column is rare values the twin never draws
     assert abs(twin_missing - real_missing) < 0.02, (twin_missing, real_missing)
-
-
-def test_the_evaluation_twin_keeps_to_the_small_count_of_its_share_of_the_people(release, tmp_path):
-    """Fitted on half the people, the evaluation twin leaves out what a twin of everyone would:
-    a value held by 10 of everyone's rows is held by about 5 of half of them."""
-    ws, rel, _ = release
-    person = rel / "tables" / "person.parquet"
-    with Engine() as engine:
-        for share, limit in ((2, 5), (1, 10), (10, 1)):
-            people = tmp_path / f"people_{share}.parquet"
-            engine.to_parquet(f"SELECT person_id_medium FROM read_parquet({sql_string(person)}) "
-                              f"WHERE hash(person_id_medium) % {share} = 0", people)
-            assert stand_in_small_count(engine, 10, people, person) == limit
