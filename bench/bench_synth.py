@@ -15,7 +15,7 @@ own (the kernel's accounting of that child). Printed, against the issue's target
 4. from the mid twin's own report (report/report.json): the pMSE ratio per table (target <= 10),
    the research query cells within 20% of the real figure, the declared constraints on both
    sides, replicated uniques, and distance to closest record against the holdout (target: the
-   twin no closer than the held-out people).
+   twin no closer than the held-out people), with the spread of the difference over resamples.
 """
 
 from __future__ import annotations
@@ -113,8 +113,13 @@ def main() -> int:
                       f"{c['rows_checked_twin']} rows (real: {c['violations_real']})")
         print(f"copies of unique real rows: {'none' if s['copies_passed'] else s['copies_failed_tables']}")
         for d in report["privacy"]["distance_to_closest_record"]:
+            spread = d.get("difference_spread") or {}
             print(f"DCR {d['table']}: twin p5 {d['twin']['p5']} median {d['twin']['median']}; holdout p5 "
-                  f"{d['holdout']['p5']} median {d['holdout']['median']}: {'pass' if d['passed'] else 'FAIL'}")
+                  f"{d['holdout']['p5']} median {d['holdout']['median']}: {'pass' if d['passed'] else 'FAIL'}"
+                  + (f" (twin - holdout resampled 2.5%-97.5%: p5 {spread['p5'][0]} to {spread['p5'][1]}, median "
+                     f"{spread['median'][0]} to {spread['median'][1]}; "
+                     f"{'closer beyond' if d['closer_beyond_sampling_error'] else 'within'} sampling error)"
+                     if spread else ""))
         for key in ("research_queries_passed", "constraints_hold_in_twin", "copies_passed", "dcr_passed"):
             if s[key] is False:
                 failures.append(key)

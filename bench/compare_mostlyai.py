@@ -2,7 +2,8 @@
 
     python bench/compare_mostlyai.py [WORKSPACE] [--people N] [--minutes M] [--python PY] [--keep DIR]
 
-WORKSPACE (default: the 1M world's, /work/scratch/w1m25/ws) holds a release and is only read.
+WORKSPACE (default: the 1M world's, /work/scratch/w1m27/ws) holds a release and is only read
+(datafirst's engine spills to its `.scratch`; give a copy of it where that must not be written).
 In one run:
 1. a sample of people (by a hash of their id, so the same every run) is exported from the newest
    release: the person table and each sampled person's events (person_journey), about 70,000
@@ -10,8 +11,10 @@ In one run:
 2. mostlyai's engine (Apache-2.0, torch; in its own venv, see bench/mostlyai_driver.py for how
    to make it) trains a flat model of the people and a sequential model of their events, and
    generates a synthetic sample of the same size; timed, with its peak memory;
-3. a datafirst low-fidelity twin of the same people (`synthesise(..., train_people=...)`),
-   timed, when datafirst.synth.generate is installed;
+3. datafirst's twins of the same people, mid fidelity and low (`synth.stage.synthesise(...,
+   train_people=...)`: every table of the release made for the sampled people, of which the
+   person table and the person journey are compared), each timed in a child process of its own
+   (so each peak RSS is its own, as mostlyai's is);
 4. for each synthetic sample against the real one, the same figures: per-column distances
    (total variation for categories, Kolmogorov-Smirnov for numbers and dates), events per
    person, a CART pMSE ratio (synthpop's S_pMSE: pMSE over its mean under permuted labels) for
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_WORKSPACE = Path("/work/scratch/w1m25/ws")
+DEFAULT_WORKSPACE = Path("/work/scratch/w1m27/ws")
 DEFAULT_PYTHON = Path("/work/venvs/mostlyai/bin/python")
 PERSON_COLUMNS = ["sex", "year_of_birth", "records", "sources", "first_event", "last_event"]
 EVENT_COLUMNS = ["event_date", "event_type", "source_dataset", "source_table", "event_sequence"]
@@ -67,49 +70,60 @@ def export_sample(release: Path, people: int, out: Path) -> dict[str, int]:
     return counts
 
 
+def _in_child(command: list[str]) -> tuple[float, float]:
+    """Run `command`; its wall time and its own peak RSS in GB (the kernel's accounting of that child)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:3])} ... failed (exit {os.waitstatus_to_exitcode(status)})")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024 ** 2  # KiB on Linux
+
+
 def run_mostlyai(python: Path, sample: Path, out: Path, minutes: float) -> dict:
     if not python.exists():
         raise SystemExit(f"{python} not found: make mostlyai's venv as bench/mostlyai_driver.py says")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    subprocess.run([str(python), str(HERE / "mostlyai_driver.py"), str(sample), str(out), "--minutes", str(minutes)],
-                   check=True)
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    seconds, peak = _in_child([str(python), str(HERE / "mostlyai_driver.py"), str(sample), str(out),
+                               "--minutes", str(minutes)])
     timing = json.loads((out / "timing.json").read_text())
-    return {"seconds": seconds, "peak_rss_gb": max(peak, before) / 1024 ** 2, **timing}
+    return {"seconds": seconds, "peak_rss_gb": peak, **timing}
 
 
-def run_datafirst_low(workspace: Path, sample: Path, out: Path, seed: int = 1) -> dict | None:
-    """A datafirst low twin fitted on the sampled people only (None when the generator is absent)."""
-    try:
-        from datafirst.synth.generate import synthesise
+def run_datafirst(workspace: Path, sample: Path, out: Path, fidelity: str, seed: int) -> dict:
+    """datafirst's twin of the sampled people (`fidelity`), made in a child process of its own."""
+    out.mkdir(parents=True, exist_ok=True)
+    seconds, peak = _in_child([sys.executable, __file__, str(workspace), "--datafirst-child", fidelity,
+                               "--sample", str(sample), "--child-out", str(out), "--seed", str(seed)])
+    made = json.loads((out / "made.json").read_text())
+    return {"seconds": seconds, "peak_rss_gb": peak, "synthesise_s": made["seconds"]}
 
-        from datafirst.engine import open_engine
-        from datafirst.release.stage import published
-        from datafirst.workspace import Workspace
-    except ImportError:
-        return None
+
+def make_datafirst_twin(workspace: Path, sample: Path, out: Path, fidelity: str, seed: int) -> None:
+    """In the child process: the twin of the sample's people from the workspace's newest release
+    (its models fitted on those people's rows only, as many people), written in the sample's form."""
+    from datafirst.engine import open_engine
+    from datafirst.release.stage import published
+    from datafirst.synth.stage import synthesise
+    from datafirst.workspace import Workspace
+
     ws = Workspace(workspace)
     release = published(ws)[-1]
-    people = pd.read_parquet(sample / "person.parquet", columns=["person_id"])
     ids = out / "train_people.parquet"
-    out.mkdir(parents=True, exist_ok=True)
-    people.rename(columns={"person_id": "person_id_medium"}).to_parquet(ids, index=False)
-    total = duckdb.connect().execute(f"SELECT count(*) FROM '{release / 'tables' / 'person.parquet'}'").fetchone()[0]
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT person_id AS person_id_medium FROM '{sample / 'person.parquet'}') TO '{ids}' "
+                "(FORMAT parquet)")
     started = time.perf_counter()
     with open_engine(ws) as engine:
-        twin = synthesise(ws, release, "low", seed, engine, out=out / "twin", train_people=ids,
-                          people_fraction=len(people) / total)
+        twin = synthesise(ws, release, fidelity, seed, engine, out=out / "twin", train_people=ids)
     seconds = time.perf_counter() - started
     tables = Path(twin.path) / "tables"
-    con = duckdb.connect()
     con.execute(f"""COPY (SELECT person_id_medium AS person_id, sex, year_of_birth, records,
                                  array_to_string(list_sort(sources), '+') AS sources, first_event, last_event
-                          FROM '{tables / "person.parquet"}') TO '{out / "person.parquet"}' (FORMAT parquet)""")
+                          FROM '{tables / "person.parquet"}' ORDER BY person_id) TO '{out / "person.parquet"}' (FORMAT parquet)""")
     con.execute(f"""COPY (SELECT person_id_medium AS person_id, {", ".join(EVENT_COLUMNS)}
-                          FROM '{tables / "person_journey.parquet"}') TO '{out / "events.parquet"}' (FORMAT parquet)""")
-    return {"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+                          FROM '{tables / "person_journey.parquet"}' ORDER BY person_id, event_sequence)
+                    TO '{out / "events.parquet"}' (FORMAT parquet)""")
+    (out / "made.json").write_text(json.dumps({"seconds": seconds}))
 
 
 # --- the figures, the same for every synthetic sample ----------------------------------------
@@ -261,28 +275,40 @@ def figures(real_dir: Path, synthetic_dir: Path) -> dict:
     }
 
 
-def _print(name: str, run: dict | None, figs: dict | None) -> None:
-    print(f"\n== {name}")
-    if run is None:
-        print("  not run (datafirst.synth.generate is not installed in this checkout)")
-        return
-    print(f"  time {run['seconds']:.1f} s, peak RSS {run['peak_rss_gb']:.2f} GB"
-          + "".join(f", {k} {v:.1f}" for k, v in run.items() if k.endswith("_s") and k != "total_s"))
-    if figs is None:
-        return
-    print(f"  rows: {figs['rows']}")
+def _side_by_side(results: dict, names: list[str]) -> None:
+    """Every figure as a row, one column per synthetic sample (and the real sample's where it has one)."""
+    runs = {n: results[n] for n in names}
+    rows: list[tuple[str, list[str]]] = [
+        ("time (s)", [f"{r['run']['seconds']:.1f}" for r in runs.values()]),
+        ("peak RSS (GB)", [f"{r['run']['peak_rss_gb']:.2f}" for r in runs.values()]),
+        ("rows: people / events", [f"{r['figures']['rows']['people']:,} / {r['figures']['rows']['events']:,}"
+                                   for r in runs.values()])]
+    for part in ("pmse_person", "pmse_events"):
+        rows.append((f"{part} ratio", [f"{r['figures'][part]['ratio']:.2f}" for r in runs.values()]))
     for table in ("person_columns", "event_columns"):
-        print(f"  {table}: " + ", ".join(f"{c} {d['metric']} {d['value']:.3f}" for c, d in figs[table].items()))
-    print(f"  events per person TVD {figs['events_per_person_tvd']:.3f}")
-    for t in ("pmse_person", "pmse_events"):
-        print(f"  {t}: ratio {figs[t]['ratio']:.2f} (pMSE {figs[t]['pmse']:.5f}, null {figs[t]['null_pmse']:.5f})")
-    for sex, q in figs["reoffending_within_a_year_by_sex"].items():
-        diff = "n/a" if q["relative_difference"] is None else f"{100 * q['relative_difference']:.1f}%"
-        syn = "n/a" if q["synthetic"] is None else f"{q['synthetic']:.3f}"
-        print(f"  second event within a year, sex {sex}: real {q['real']:.3f}, synthetic {syn} (diff {diff})")
-    print(f"  synthetic people copying a real person's every value: {100 * figs['copied_people_share']:.1f}%")
-    for rule, v in figs["violations"].items():
-        print(f"  violations, {rule}: {v['violations']} of {v['rows']} ({100 * v['rate']:.2f}%)")
+        for column, d in next(iter(runs.values()))["figures"][table].items():
+            rows.append((f"{column} {d['metric']}", [f"{r['figures'][table][column]['value']:.3f}"
+                                                     for r in runs.values()]))
+    rows.append(("events per person TVD", [f"{r['figures']['events_per_person_tvd']:.3f}" for r in runs.values()]))
+    for sex, q in next(iter(runs.values()))["figures"]["reoffending_within_a_year_by_sex"].items():
+        cells = []
+        for r in runs.values():
+            got = r["figures"]["reoffending_within_a_year_by_sex"].get(sex) or {}
+            diff = got.get("relative_difference")
+            cells.append("n/a" if got.get("synthetic") is None else
+                         f"{got['synthetic']:.3f} ({100 * diff:.1f}%)" if diff is not None else f"{got['synthetic']:.3f}")
+        rows.append((f"second event within a year, sex {sex} (real {q['real']:.3f})", cells))
+    rows.append(("people copying a real person (%)", [f"{100 * r['figures']['copied_people_share']:.2f}"
+                                                        for r in runs.values()]))
+    for rule, v in results["real_violations"].items():
+        rows.append((f"violations: {rule} (real {v['violations']})",
+                     [f"{r['figures']['violations'][rule]['violations']} ({100 * r['figures']['violations'][rule]['rate']:.2f}%)"
+                      for r in runs.values()]))
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(n), *(len(c[k]) for _, c in rows)) for k, n in enumerate(names)]
+    print("\n" + " " * width + "  " + "  ".join(n.rjust(w) for n, w in zip(names, cols)))
+    for label, cells in rows:
+        print(label.ljust(width) + "  " + "  ".join(c.rjust(w) for c, w in zip(cells, cols)))
 
 
 def main() -> int:
@@ -292,8 +318,15 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="mostlyai's training time cap per model")
     parser.add_argument("--python", type=Path, default=DEFAULT_PYTHON, help="the Python of mostlyai's venv")
     parser.add_argument("--keep", type=Path, default=None, help="keep the samples and figures here")
-    parser.add_argument("--skip-mostlyai", action="store_true", help="only the datafirst twin")
+    parser.add_argument("--skip-mostlyai", action="store_true", help="only datafirst's twins")
+    parser.add_argument("--seed", type=int, default=1, help="datafirst's seed")
+    parser.add_argument("--datafirst-child", choices=["low", "mid"], help=argparse.SUPPRESS)
+    parser.add_argument("--sample", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.datafirst_child:
+        make_datafirst_twin(args.workspace, args.sample, args.child_out, args.datafirst_child, args.seed)
+        return 0
     releases = sorted(p for p in (args.workspace / "releases").glob("v[0-9]*") if p.is_dir())
     if not releases:
         raise SystemExit(f"no release under {args.workspace / 'releases'}")
@@ -307,19 +340,16 @@ def main() -> int:
         real_p, real_e = _load(sample)
         allowed = set(zip(real_e["source_dataset"], real_e["source_table"], real_e["event_type"]))
         results["real_violations"] = violations(real_p, real_e, allowed)
-        print("\n== real sample: violations of the same rules")
-        for rule, v in results["real_violations"].items():
-            print(f"  {rule}: {v['violations']} of {v['rows']} ({100 * v['rate']:.2f}%)")
-        for name, run in (("mostlyai", None if args.skip_mostlyai else
-                           lambda out: run_mostlyai(args.python, sample, out, args.minutes)),
-                          ("datafirst low", lambda out: run_datafirst_low(args.workspace, sample, out))):
-            if run is None:
-                continue
+        runs = {"datafirst mid": lambda out: run_datafirst(args.workspace, sample, out, "mid", args.seed),
+                "datafirst low": lambda out: run_datafirst(args.workspace, sample, out, "low", args.seed)}
+        if not args.skip_mostlyai:
+            runs = {"mostlyai": lambda out: run_mostlyai(args.python, sample, out, args.minutes), **runs}
+        for name, run in runs.items():
             out = scratch / name.replace(" ", "_")
             made = run(out)
-            figs = figures(sample, out) if made is not None else None
-            results[name] = {"run": made, "figures": figs}
-            _print(name, made, figs)
+            results[name] = {"run": made, "figures": figures(sample, out)}
+            print(f"{name}: made in {made['seconds']:.1f} s, peak RSS {made['peak_rss_gb']:.2f} GB", flush=True)
+        _side_by_side(results, list(runs))
         (scratch / "figures.json").write_text(json.dumps(results, indent=2, default=str))
         print(f"\nfigures: {scratch / 'figures.json'}")
     finally:

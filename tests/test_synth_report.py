@@ -210,7 +210,11 @@ def test_distance_to_closest_record_against_a_holdout(release, real, dictionary,
     assert copy["summary"]["dcr_passed"] is False and set(copy["summary"]["dcr_failed_tables"]) == set(names)
     person = _table(copy, "distance_to_closest_record", "person")
     assert person["twin"]["median"] == 0 and person["holdout"]["median"] > 0
+    # A copy is closer beyond any sampling error: the whole of the resampled difference is below 0.
+    assert person["closer_beyond_sampling_error"] is True and person["difference_spread"]["median"][1] < 0
+    assert set(copy["summary"]["dcr_closer_beyond_sampling_error_tables"]) == set(names)
     assert shuffled["summary"]["dcr_passed"] is True
+    assert shuffled["summary"]["dcr_closer_beyond_sampling_error_tables"] == []
     # Real people copying other real people by chance: the yardstick beside the twin's copies.
     assert _table(copy, "copies", "prison__bookings")["holdout_copy_share"] is not None
 

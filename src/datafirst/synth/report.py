@@ -313,6 +313,7 @@ def _summary(utility: list[dict], queries: list[dict], constraints: list[dict], 
         "copies_passed": all(c["passed"] is not False for c in copied) if copied else None,
         "dcr_failed_tables": [d["table"] for d in dcr if d["passed"] is False],
         "dcr_passed": all(d["passed"] is not False for d in dcr) if dcr else None,
+        "dcr_closer_beyond_sampling_error_tables": [d["table"] for d in dcr if d["closer_beyond_sampling_error"]],
         "singling_out_risk_max": max(risks, default=None),
     }
 
@@ -402,7 +403,9 @@ _METHODS = {
            f"mismatch and a number's or date's gap over its range) from up to {metrics.DCR_QUERY_ROWS:,} distinct "
            f"twin rows to the closest of up to {metrics.DCR_REFERENCE_ROWS:,} distinct training rows, against the "
            f"same from the holdout's real rows; the twin passes when it is no closer, at the 5th percentile and "
-           f"the median.",
+           f"the median. Beside it, how much the two figures differ by the draw of the rows alone: the 2.5th to "
+           f"97.5th percentile of twin minus holdout over {metrics.DCR_RESAMPLES} resamples of each side's distances; "
+           f"where all of it is below 0, the twin is closer beyond sampling error.",
     "singling_out": f"An attacker holding only the twin takes combinations of values one twin row holds on "
                     f"{metrics.SINGLING_OUT_COLUMNS} columns ({metrics.SINGLING_OUT_SUBSETS} sets of columns, up to "
                     f"{metrics.SINGLING_OUT_PREDICATES} combinations each) and wins when exactly one real row matches; "
